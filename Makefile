@@ -1,0 +1,52 @@
+# flotilla — the two commands that matter: `make demo` (the main job) and `make test`.
+BUILD_DIR ?= build
+ASAN_DIR  ?= build-asan
+FUZZ_DIR  ?= build-fuzz
+JOBS      ?= $(shell nproc)
+CMAKE_GEN  = -G Ninja
+
+.PHONY: all deps build test unit-test asan-test fuzz bench demo clean
+
+all: build
+
+deps:
+	@bash scripts/deps.sh
+
+$(BUILD_DIR)/build.ninja: | deps
+	@cmake -S . -B $(BUILD_DIR) $(CMAKE_GEN) -DCMAKE_BUILD_TYPE=Release >/dev/null
+
+build: deps $(BUILD_DIR)/build.ninja
+	@cmake --build $(BUILD_DIR) -j $(JOBS)
+
+# Everything CI runs: the Release build's unit and integration tests, the same tests under
+# AddressSanitizer + UndefinedBehaviorSanitizer, and a short fuzzing run.
+test: build
+	@cd $(BUILD_DIR) && ctest --output-on-failure -j 2
+	@$(MAKE) --no-print-directory asan-test
+	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$${FUZZ_SECONDS:-30}
+
+unit-test: build
+	@cd $(BUILD_DIR) && ctest --output-on-failure -R '^(Duration|Base64|Metrics|Message|SqliteStore|Decode|State)'
+
+asan-test: deps
+	@cmake -S . -B $(ASAN_DIR) $(CMAKE_GEN) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFLOTILLA_SANITIZE=ON >/dev/null
+	@cmake --build $(ASAN_DIR) -j $(JOBS)
+	@cd $(ASAN_DIR) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure -j 2
+
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	@CXX=clang++ cmake -S . -B $(FUZZ_DIR) $(CMAKE_GEN) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFLOTILLA_FUZZ=ON -DFLOTILLA_TESTS=OFF >/dev/null
+	@cmake --build $(FUZZ_DIR) -j $(JOBS) --target fuzz_registry_decode
+	@mkdir -p $(FUZZ_DIR)/corpus && cp -n tests/fuzz/corpus/registry_decode/* $(FUZZ_DIR)/corpus/ 2>/dev/null || true
+	@$(FUZZ_DIR)/fuzz_registry_decode -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -print_final_stats=1 \
+	   $(FUZZ_DIR)/corpus 2>&1 | tail -n 3
+
+bench: build
+	@bash bench/registry/run.sh
+
+# The main job: for now the agent alone (the example application arrives with the supervisor).
+demo: build
+	@bash scripts/demo.sh
+
+clean:
+	rm -rf $(BUILD_DIR) $(ASAN_DIR) $(FUZZ_DIR)

@@ -1,0 +1,136 @@
+// `flotilla agent`: the registry and health checkers, serving the Consul-compatible API.
+#include <CLI/CLI.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <spdlog/spdlog.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+
+#include "cli/commands.h"
+#include "common/event_loop.h"
+#include "common/log.h"
+#include "common/metrics.h"
+#include "health/runner.h"
+#include "http/server.h"
+#include "registry/api/api.h"
+#include "registry/registry.h"
+#include "registry/store/sqlite_store.h"
+
+namespace flotilla::cli {
+
+namespace {
+
+struct AgentOptions {
+  std::string api = "127.0.0.1:7700";
+  std::string data_dir = ".flotilla";
+  std::string token;
+  bool protect_reads = false;
+  std::string node;
+  std::string datacenter = "dc1";
+  std::string log_level = "info";
+};
+
+// Thousands of blocking queries are thousands of sockets.
+void raise_fd_limit() {
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+}
+
+std::string hostname() {
+  char buf[256] = {};
+  if (gethostname(buf, sizeof buf - 1) != 0 || !buf[0]) return "flotilla";
+  std::string h = buf;
+  if (auto dot = h.find('.'); dot != std::string::npos) h = h.substr(0, dot);
+  return h;
+}
+
+int run_agent(const AgentOptions& o) {
+  if (!init_logging(o.log_level)) {
+    std::cerr << "flotilla agent: unknown --log-level \"" << o.log_level << "\" (trace, debug, info, warn, error)\n";
+    return 2;
+  }
+  std::string host;
+  uint16_t port;
+  if (!http::split_host_port(o.api, host, port)) {
+    std::cerr << "flotilla agent: --api \"" << o.api << "\" is not HOST:PORT\n";
+    return 2;
+  }
+  if (!http::is_loopback_host(host) && o.token.empty()) {
+    std::cerr << "flotilla agent: refusing to serve the API on " << o.api
+              << " without a token: anyone who can reach it could change the registry.\n"
+                 "Pass --token SECRET (or FLOTILLA_TOKEN), or bind to 127.0.0.1.\n";
+    return 2;
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(o.data_dir, ec);
+  if (ec) {
+    std::cerr << "flotilla agent: cannot create data dir " << o.data_dir << ": " << ec.message() << "\n";
+    return 1;
+  }
+  raise_fd_limit();
+
+  EventLoop loop;
+  metrics::Registry metrics;
+  try {
+    store::SqliteStore store({(std::filesystem::path(o.data_dir) / "registry.db").string(), 1024, &metrics}, loop);
+    registry::Registry registry(loop, store,
+                                registry::Identity{o.node.empty() ? hostname() : o.node, o.datacenter, "127.0.0.1"},
+                                metrics);
+    registry.start();
+    health::Runner health(loop, registry, metrics);
+    health.start();
+    registry::api::Api api(registry, health, metrics,
+                           {o.token, o.protect_reads, kVersion, store.describe(), o.api});
+    http::Server server(loop, [&api](const std::shared_ptr<http::Exchange>& ex) { api.handle(ex); });
+    server.listen(o.api);
+    metrics.gauge_callback("flotilla_api_connections", "Open connections to the agent API.", {},
+                           [&server] { return static_cast<double>(server.connections()); });
+
+    boost::asio::signal_set signals(loop.io(), SIGINT, SIGTERM);
+    signals.async_wait([&](const boost::system::error_code& e, int sig) {
+      if (e) return;
+      spdlog::info("received {}, stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
+      server.stop();
+      loop.stop();
+    });
+    spdlog::info("flotilla agent {} serving http://{}:{} (node {}, store {}, index {})", kVersion, host,
+                 server.port(), registry.state().node().name, store.describe(), registry.state().revision());
+    loop.run();
+    store.stop();  // finishes queued writes
+    spdlog::info("stopped");
+  } catch (const std::exception& e) {
+    spdlog::error("{}", e.what());
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace
+
+std::function<int()> add_agent(CLI::App& app) {
+  auto o = std::make_shared<AgentOptions>();
+  auto* cmd = app.add_subcommand("agent", "Run the registry and health checks (Consul-compatible HTTP API)");
+  cmd->footer(
+      "Runs in the foreground and logs to stderr. Existing Consul clients work unchanged: point\n"
+      "them at --api. Stops cleanly on SIGINT or SIGTERM; every acknowledged write is on disk.\n\n"
+      "Example: flotilla agent --data-dir /var/lib/flotilla\n"
+      "         curl -X PUT -d '{\"Name\":\"web\",\"Port\":8080}' localhost:7700/v1/agent/service/register");
+  cmd->add_option("--api", o->api, "Address of the HTTP API (HOST:PORT)")->capture_default_str();
+  cmd->add_option("--data-dir", o->data_dir, "Directory for the registry's database")->capture_default_str();
+  cmd->add_option("--token", o->token, "Secret that writes must present (X-Consul-Token); required off loopback")
+      ->envname("FLOTILLA_TOKEN");
+  cmd->add_flag("--protect-reads", o->protect_reads, "With --token: reads need the token too");
+  cmd->add_option("--node", o->node, "Node name (default: the host name)");
+  cmd->add_option("--datacenter", o->datacenter, "Datacenter name")->capture_default_str();
+  cmd->add_option("--log-level", o->log_level, "trace, debug, info, warn or error")->capture_default_str();
+  return [o] { return run_agent(*o); };
+}
+
+}  // namespace flotilla::cli

@@ -1,0 +1,289 @@
+#include "http/server.h"
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <spdlog/spdlog.h>
+
+#include <charconv>
+#include <list>
+
+#include "common/event_loop.h"
+
+namespace flotilla::http {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = boost::beast::http;
+using tcp = asio::ip::tcp;
+
+bool split_host_port(const std::string& address, std::string& host, uint16_t& port) {
+  std::string_view a = address;
+  std::string_view h, p;
+  if (!a.empty() && a[0] == '[') {
+    auto close = a.find(']');
+    if (close == std::string_view::npos || close + 1 >= a.size() || a[close + 1] != ':') return false;
+    h = a.substr(1, close - 1);
+    p = a.substr(close + 2);
+  } else {
+    auto colon = a.rfind(':');
+    if (colon == std::string_view::npos) return false;
+    h = a.substr(0, colon);
+    p = a.substr(colon + 1);
+  }
+  if (h.empty() || p.empty()) return false;
+  unsigned v = 0;
+  auto [ptr, ec] = std::from_chars(p.data(), p.data() + p.size(), v);
+  if (ec != std::errc() || ptr != p.data() + p.size() || v > 65535) return false;
+  host = std::string(h);
+  port = static_cast<uint16_t>(v);
+  return true;
+}
+
+bool is_loopback_host(const std::string& host) {
+  if (host == "localhost") return true;
+  boost::system::error_code ec;
+  auto addr = asio::ip::make_address(host, ec);
+  return !ec && addr.is_loopback();
+}
+
+class Session;
+
+struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
+  Impl(EventLoop& l, Handler h, ServerLimits lim) : loop(l), handler(std::move(h)), limits(lim), acceptor(l.io()) {}
+  void accept();
+
+  EventLoop& loop;
+  Handler handler;
+  ServerLimits limits;
+  tcp::acceptor acceptor;
+  std::list<std::weak_ptr<Session>> sessions;  // for stop()
+  size_t active = 0;
+  bool stopped = false;
+};
+
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(tcp::socket socket, std::shared_ptr<Server::Impl> server)
+      : stream_(std::move(socket)), server_(std::move(server)) {
+    ++server_->active;
+    boost::system::error_code ec;
+    auto ep = stream_.socket().remote_endpoint(ec);
+    if (!ec) remote_ = ep.address().to_string() + ":" + std::to_string(ep.port());
+    stream_.socket().set_option(tcp::no_delay(true), ec);
+  }
+  ~Session() { --server_->active; }
+
+  void start() { read_request(); }
+
+  void close() {
+    boost::system::error_code ec;
+    stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
+    stream_.socket().close(ec);
+    if (exchange_) {
+      auto ex = std::move(exchange_);
+      ex->cancel();
+    }
+  }
+
+ private:
+  void read_request() {
+    parser_.emplace();
+    parser_->header_limit(server_->limits.header_bytes);
+    parser_->body_limit(server_->limits.body_bytes);
+    stream_.expires_after(buffer_.size() ? server_->limits.read_timeout : server_->limits.idle_timeout);
+    bhttp::async_read(stream_, buffer_, *parser_,
+                      [self = shared_from_this()](beast::error_code ec, size_t) { self->on_read(ec); });
+  }
+
+  void on_read(beast::error_code ec) {
+    if (ec == bhttp::error::end_of_stream || ec == asio::error::eof || ec == asio::error::connection_reset ||
+        ec == asio::error::operation_aborted)
+      return close();
+    if (ec == beast::error::timeout) return close();
+    if (ec) {
+      int status = 400;
+      std::string msg = "malformed HTTP request: " + ec.message();
+      if (ec == bhttp::error::body_limit) {
+        status = 413;
+        msg = "request body larger than " + std::to_string(server_->limits.body_bytes) + " bytes";
+      } else if (ec == bhttp::error::header_limit) {
+        status = 431;
+        msg = "request headers larger than " + std::to_string(server_->limits.header_bytes) + " bytes";
+      }
+      keep_alive_ = false;
+      return write(Response::error(status, msg));
+    }
+    stream_.expires_never();
+    auto msg = parser_->release();
+    keep_alive_ = msg.keep_alive();
+    version_ = msg.version();
+    Request req;
+    req.method = std::string(msg.method_string());
+    req.target = std::string(msg.target());
+    req.remote_address = remote_;
+    if (!parse_target(req.target, req.path, req.query)) {
+      return write(Response::error(400, "malformed percent-encoding in request target"));
+    }
+    req.headers.reserve(std::distance(msg.begin(), msg.end()));
+    for (const auto& f : msg) {
+      std::string name(f.name_string());
+      for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      req.headers.emplace_back(std::move(name), std::string(f.value()));
+    }
+    req.body = std::move(msg.body());
+    head_ = req.method == "HEAD";
+
+    auto weak = weak_from_this();
+    exchange_ = std::make_shared<Exchange>(std::move(req), [weak](Response&& r) {
+      if (auto self = weak.lock()) self->on_response(std::move(r));
+    });
+    auto ex = exchange_;
+    try {
+      server_->handler(ex);
+    } catch (const std::exception& e) {
+      spdlog::error("api handler failed: {}", e.what());
+      ex->respond(Response::error(500, std::string("internal error: ") + e.what()));
+    }
+    if (exchange_ && !exchange_->responded()) watch_disconnect();
+  }
+
+  // While a deferred answer is pending, a read tells us whether the client went away. Bytes that
+  // arrive (a pipelined request) stay in the buffer for the next parse.
+  void watch_disconnect() {
+    watching_ = true;
+    auto buf = buffer_.prepare(4096);
+    stream_.socket().async_read_some(buf, [self = shared_from_this()](beast::error_code ec, size_t n) {
+      self->watching_ = false;
+      if (!ec) {
+        self->buffer_.commit(n);
+        if (self->pending_) return self->write(std::move(*self->pending_));
+        if (self->buffer_.size() > self->server_->limits.header_bytes + self->server_->limits.body_bytes) {
+          return self->close();  // a client flooding while it waits
+        }
+        return self->watch_disconnect();
+      }
+      if (ec == asio::error::operation_aborted && self->pending_) return self->write(std::move(*self->pending_));
+      self->close();
+    });
+  }
+
+  void on_response(Response&& r) {
+    exchange_.reset();
+    if (watching_) {
+      pending_ = std::move(r);
+      boost::system::error_code ec;
+      stream_.socket().cancel(ec);
+      return;
+    }
+    write(std::move(r));
+  }
+
+  void write(Response r) {
+    pending_.reset();
+    auto res = std::make_shared<bhttp::response<bhttp::string_body>>();
+    res->version(version_ ? version_ : 11);
+    res->result(static_cast<unsigned>(r.status));
+    res->reason(reason_phrase(r.status));
+    if (!r.content_type.empty()) res->set(bhttp::field::content_type, r.content_type);
+    for (auto& [k, v] : r.headers) res->set(k, v);
+    res->keep_alive(keep_alive_);
+    res->body() = std::move(r.body);
+    res->prepare_payload();
+    if (head_) res->body().clear();  // Content-Length stays that of the GET answer
+    stream_.expires_after(server_->limits.read_timeout);
+    if (head_) {
+      auto sr = std::make_shared<bhttp::response_serializer<bhttp::string_body>>(*res);
+      sr->split(true);
+      bhttp::async_write_header(stream_, *sr, [self = shared_from_this(), res, sr](beast::error_code ec, size_t) {
+        self->after_write(ec);
+      });
+      return;
+    }
+    bhttp::async_write(stream_, *res, [self = shared_from_this(), res](beast::error_code ec, size_t) {
+      self->after_write(ec);
+    });
+  }
+
+  void after_write(beast::error_code ec) {
+    if (ec || !keep_alive_ || server_->stopped) return close();
+    read_request();
+  }
+
+  beast::tcp_stream stream_;
+  beast::flat_buffer buffer_{8192};
+  std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
+  std::shared_ptr<Server::Impl> server_;
+  std::shared_ptr<Exchange> exchange_;
+  std::optional<Response> pending_;
+  std::string remote_;
+  bool keep_alive_ = true;
+  bool watching_ = false;
+  bool head_ = false;
+  unsigned version_ = 11;
+};
+
+void Server::Impl::accept() {
+  acceptor.async_accept([self = shared_from_this()](beast::error_code ec, tcp::socket socket) {
+    if (self->stopped) return;
+    if (ec) {
+      if (ec == asio::error::operation_aborted) return;
+      // EMFILE and friends: log, back off briefly by accepting again on the next turn.
+      spdlog::warn("api accept failed: {}", ec.message());
+    } else if (self->active >= self->limits.max_connections) {
+      boost::system::error_code ignore;
+      socket.close(ignore);
+    } else {
+      auto s = std::make_shared<Session>(std::move(socket), self);
+      if (self->sessions.size() > 2 * self->active + 64) {
+        self->sessions.remove_if([](const std::weak_ptr<Session>& w) { return w.expired(); });
+      }
+      self->sessions.push_back(s);
+      s->start();
+    }
+    self->accept();
+  });
+}
+
+Server::Server(EventLoop& loop, Handler handler, ServerLimits limits)
+    : impl_(std::make_shared<Impl>(loop, std::move(handler), limits)) {}
+
+Server::~Server() { stop(); }
+
+void Server::listen(const std::string& address) {
+  std::string host;
+  uint16_t port;
+  if (!split_host_port(address, host, port))
+    throw std::runtime_error("invalid listen address \"" + address + "\" (expected HOST:PORT)");
+  boost::system::error_code ec;
+  if (host == "localhost") host = "127.0.0.1";
+  auto addr = asio::ip::make_address(host, ec);
+  if (ec) throw std::runtime_error("invalid listen address \"" + address + "\": " + ec.message());
+  tcp::endpoint ep(addr, port);
+  impl_->acceptor.open(ep.protocol());
+  impl_->acceptor.set_option(tcp::acceptor::reuse_address(true));
+  impl_->acceptor.bind(ep, ec);
+  if (ec) throw std::runtime_error("cannot listen on " + address + ": " + ec.message());
+  impl_->acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) throw std::runtime_error("cannot listen on " + address + ": " + ec.message());
+  impl_->accept();
+}
+
+uint16_t Server::port() const {
+  boost::system::error_code ec;
+  return impl_->acceptor.local_endpoint(ec).port();
+}
+
+void Server::stop() {
+  if (impl_->stopped) return;
+  impl_->stopped = true;
+  boost::system::error_code ec;
+  impl_->acceptor.close(ec);
+  for (auto& w : impl_->sessions)
+    if (auto s = w.lock()) s->close();
+  impl_->sessions.clear();
+}
+
+size_t Server::connections() const { return impl_->active; }
+
+}  // namespace flotilla::http

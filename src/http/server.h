@@ -1,0 +1,49 @@
+// An HTTP/1.1 server for control-plane APIs (agent API, metrics, admin) on one event loop.
+// Keep-alive, pipelining (answered in order), deferred answers with client-disconnect detection,
+// and limits on header and body size. The gateway's data plane has its own, faster path.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "common/duration.h"
+#include "http/message.h"
+
+namespace flotilla {
+class EventLoop;
+}
+
+namespace flotilla::http {
+
+struct ServerLimits {
+  uint32_t header_bytes = 64 * 1024;
+  uint64_t body_bytes = 1024 * 1024;
+  Duration idle_timeout = std::chrono::seconds(60);
+  Duration read_timeout = std::chrono::seconds(30);  // from first byte to full request
+  uint32_t max_connections = 100000;
+};
+
+class Server {
+ public:
+  Server(EventLoop& loop, Handler handler, ServerLimits limits = {});
+  ~Server();
+  // Binds "host:port" (port 0 picks one); throws std::runtime_error with a clear message.
+  void listen(const std::string& address);
+  // The bound port (after listen).
+  uint16_t port() const;
+  void stop();
+  size_t connections() const;
+
+  struct Impl;  // public so the connection type in server.cpp can name it
+
+ private:
+  std::shared_ptr<Impl> impl_;
+};
+
+// Splits "host:port" / "[v6]:port"; false when malformed.
+bool split_host_port(const std::string& address, std::string& host, uint16_t& port);
+// True for 127.0.0.0/8 and ::1 (and "localhost").
+bool is_loopback_host(const std::string& host);
+
+}  // namespace flotilla::http

@@ -1,0 +1,199 @@
+#include "registry/api/api.h"
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include <map>
+#include <random>
+
+#include "common/duration.h"
+#include "common/error.h"
+#include "common/metrics.h"
+#include "registry/api/decode.h"
+#include "registry/api/encode.h"
+#include "registry/api/endpoints.h"
+
+namespace flotilla::registry::api {
+
+using namespace std::chrono_literals;
+
+namespace {
+constexpr Duration kDefaultWait = 5min;
+constexpr Duration kMaxWait = 10min;
+
+bool constant_time_equal(const std::string& a, const std::string& b) {
+  if (a.size() != b.size()) return false;
+  unsigned char diff = 0;
+  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
+  return diff == 0;
+}
+
+void add_read_headers(http::Response& r, uint64_t index) {
+  r.headers.emplace_back("X-Consul-Index", std::to_string(index));
+  r.headers.emplace_back("X-Consul-KnownLeader", "true");
+  r.headers.emplace_back("X-Consul-LastContact", "0");
+}
+
+http::Response to_response(QueryResult&& q) {
+  http::Response r;
+  r.status = q.status;
+  r.body = std::move(q.body);
+  r.content_type = q.content_type;
+  add_read_headers(r, q.index);
+  return r;
+}
+}  // namespace
+
+QueryResult json_result(const nlohmann::json& j, uint64_t index) {
+  QueryResult q;
+  q.body = dump(j);
+  q.index = index;
+  return q;
+}
+
+void answer_write(const ExchangePtr& ex, const WriteResult& r, std::string body) {
+  if (!r.ok) {
+    ex->respond(http::Response::error(500, r.error));
+    return;
+  }
+  ex->respond(http::Response::json(200, std::move(body)));
+}
+
+void serve_read(Context& ctx, const ExchangePtr& ex, std::vector<std::string> topics,
+                std::function<QueryResult()> compute) {
+  const auto& req = ex->request();
+  auto index = uint_param(req, "index");
+  Duration wait = kDefaultWait;
+  if (const std::string* w = req.param("wait")) {
+    auto d = parse_duration(*w);
+    // Consul also takes a bare number of seconds here.
+    if (!d && !w->empty() && w->find_first_not_of("0123456789") == std::string::npos)
+      d = std::chrono::seconds(std::stoll(*w));
+    if (!d || d->count() < 0) throw bad_request("query parameter wait must be a duration such as 30s", "wait");
+    wait = std::min<Duration>(*d, kMaxWait);
+  }
+  QueryResult first = compute();
+  if (!index || *index == 0 || first.index > *index || first.status >= 400 && first.status != 404) {
+    ex->respond(to_response(std::move(first)));
+    return;
+  }
+  // Jitter (up to wait/16, as Consul) spreads the answers of many watchers that started together.
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  auto jitter = wait.count() / 16 > 0 ? Duration(static_cast<int64_t>(rng() % static_cast<uint64_t>(wait.count() / 16)))
+                                      : Duration::zero();
+  first.index = std::max(first.index, *index);
+  std::string key = req.target;
+  auto handle = ctx.registry.watches().park(
+      std::move(key), std::move(topics), first, wait + jitter, std::move(compute),
+      [weak = std::weak_ptr<http::Exchange>(ex)](QueryResult&& q) {
+        if (auto e = weak.lock()) e->respond(to_response(std::move(q)));
+      });
+  auto& hub = ctx.registry.watches();
+  ex->on_cancel([&hub, handle] { hub.cancel(handle); });
+}
+
+struct Api::Impl {
+  Impl(Registry& r, health::Runner& h, metrics::Registry& m, ApiOptions o)
+      : options(std::move(o)), ctx{r, h, m, options} {
+    add_agent_routes(routes);
+    add_catalog_routes(routes);
+    add_kv_routes(routes);
+    add_session_routes(routes);
+  }
+
+  metrics::Counter& counter(const std::string& method, int status) {
+    auto key = method + " " + std::to_string(status);
+    auto it = counters.find(key);
+    if (it != counters.end()) return *it->second;
+    auto& c = ctx.metrics.counter("flotilla_api_requests_total", "Agent API requests by method and status code.",
+                                  {{"method", method}, {"code", std::to_string(status)}});
+    counters.emplace(key, &c);
+    return c;
+  }
+
+  bool authorized(const http::Request& req, bool write) const {
+    if (options.token.empty()) return true;
+    if (!write && !options.protect_reads) return true;
+    const std::string* t = req.header("x-consul-token");
+    std::string bearer;
+    if (!t) {
+      if (const std::string* a = req.header("authorization"); a && a->rfind("Bearer ", 0) == 0) {
+        bearer = a->substr(7);
+        t = &bearer;
+      }
+    }
+    if (!t) t = req.param("token");
+    return t && constant_time_equal(*t, options.token);
+  }
+
+  void dispatch(const ExchangePtr& ex) {
+    const auto& req = ex->request();
+    if (req.path == "/metrics" || req.path == "/v1/agent/metrics") {
+      if (req.method != "GET" && req.method != "HEAD") throw ApiError(405, "use GET for " + req.path);
+      if (!authorized(req, false)) throw ApiError(403, "Permission denied: this agent needs a token for reads");
+      http::Response r;
+      r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+      r.body = ctx.metrics.render();
+      ex->respond(std::move(r));
+      return;
+    }
+    bool path_matched = false;
+    std::string allowed;
+    for (const auto& route : routes) {
+      std::string_view p = route.path;
+      std::string rest;
+      if (route.prefix) {
+        if (req.path.compare(0, p.size(), p) != 0) continue;
+        rest = req.path.substr(p.size());
+      } else if (req.path != p) {
+        continue;
+      }
+      path_matched = true;
+      bool method_ok = req.method == route.method || (req.method == "HEAD" && std::string_view(route.method) == "GET") ||
+                       (req.method == "POST" && std::string_view(route.method) == "PUT");
+      if (!method_ok) {
+        if (allowed.find(route.method) == std::string::npos) allowed += (allowed.empty() ? "" : ", ") + std::string(route.method);
+        continue;
+      }
+      bool write = std::string_view(route.method) != "GET";
+      if (!authorized(req, write))
+        throw ApiError(403, write ? "Permission denied: writes to this agent need its token (X-Consul-Token)"
+                                  : "Permission denied: this agent needs a token for reads");
+      route.endpoint(ctx, ex, rest);
+      return;
+    }
+    if (path_matched) {
+      auto r = http::Response::error(405, "method " + req.method + " not allowed on " + req.path + "; use " + allowed);
+      r.headers.emplace_back("Allow", allowed);
+      ex->respond(std::move(r));
+      return;
+    }
+    ex->respond(http::Response::error(404, "no such endpoint: " + req.path));
+  }
+
+  ApiOptions options;
+  Context ctx;
+  std::vector<Route> routes;
+  std::map<std::string, metrics::Counter*> counters;
+};
+
+Api::Api(Registry& registry, health::Runner& health, metrics::Registry& metrics, ApiOptions options)
+    : impl_(std::make_unique<Impl>(registry, health, metrics, std::move(options))) {}
+Api::~Api() = default;
+
+void Api::handle(const std::shared_ptr<http::Exchange>& ex) {
+  // Count every answer, whenever it is given (blocking reads answer later).
+  ex->observe([impl = impl_.get(), method = ex->request().method](const http::Response& r) {
+    impl->counter(method, r.status).inc();
+  });
+  try {
+    impl_->dispatch(ex);
+  } catch (const ApiError& e) {
+    ex->respond(http::Response::error(e.status(), e.what(), e.field()));
+  } catch (const std::exception& e) {
+    spdlog::error("{} {} failed: {}", ex->request().method, ex->request().path, e.what());
+    ex->respond(http::Response::error(500, std::string("internal error: ") + e.what()));
+  }
+}
+
+}  // namespace flotilla::registry::api

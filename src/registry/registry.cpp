@@ -1,0 +1,492 @@
+#include "registry/registry.h"
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include <random>
+
+#include "common/error.h"
+#include "common/event_loop.h"
+#include "common/metrics.h"
+#include "common/uuid.h"
+
+namespace flotilla::registry {
+
+namespace {
+using Clock = std::chrono::steady_clock;
+constexpr int kMaxAttempts = 16;
+
+std::string svc_key(const std::string& id) { return std::string(keys::service) + id; }
+std::string chk_key(const std::string& id) { return std::string(keys::check) + id; }
+std::string ses_key(const std::string& id) { return std::string(keys::session) + id; }
+std::string kv_key(const std::string& key) { return std::string(keys::kv) + key; }
+
+std::string maintenance_check_id(const std::string& service_id) {
+  return service_id.empty() ? "_node_maintenance" : "_service_maintenance:" + service_id;
+}
+
+int64_t new_lease_id() {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  return static_cast<int64_t>(rng() >> 1) | 1;
+}
+}  // namespace
+
+Registry::Registry(EventLoop& loop, store::Store& store, Identity identity, metrics::Registry& metrics)
+    : loop_(loop), store_(store), identity_(std::move(identity)), metrics_(metrics), watches_(loop, metrics) {
+  for (const char* s : {status::passing, status::warning, status::critical}) {
+    metrics.gauge_callback("flotilla_checks", "Health checks by status.", {{"status", s}}, [this, s] {
+      double n = 0;
+      for (const auto& [id, c] : state_.checks()) n += c.status == s;
+      return n;
+    });
+  }
+  metrics.gauge_callback("flotilla_services", "Registered service instances.", {},
+                         [this] { return static_cast<double>(state_.services().size()); });
+  metrics.gauge_callback("flotilla_kv_entries", "Keys in the KV store.", {},
+                         [this] { return static_cast<double>(state_.kv().size()); });
+  metrics.gauge_callback("flotilla_sessions", "Live sessions.", {},
+                         [this] { return static_cast<double>(state_.sessions().size()); });
+  metrics.gauge_callback("flotilla_registry_index", "The registry's current index (store revision).", {},
+                         [this] { return static_cast<double>(state_.revision()); });
+}
+
+Registry::~Registry() = default;
+
+void Registry::start() {
+  state_.load(store_.load());
+  store_.start([this](uint64_t rev, std::vector<store::Event>&& events) { on_events(rev, std::move(events)); });
+
+  // The node record and its "serfHealth" check, which sessions depend on by default.
+  const auto& node = state_.node();
+  store::Txn txn;
+  if (node.name != identity_.node_name || node.address != identity_.address ||
+      node.datacenter != identity_.datacenter || node.id.empty()) {
+    nlohmann::json j{{"name", identity_.node_name},
+                     {"id", node.id.empty() ? make_uuid() : node.id},
+                     {"address", identity_.address},
+                     {"datacenter", identity_.datacenter}};
+    txn.ops.push_back(store::Op::put(std::string(keys::node), j.dump()));
+  }
+  if (!state_.check("serfHealth")) {
+    Check c;
+    c.id = "serfHealth";
+    c.name = "Serf Health Status";
+    c.status = status::passing;
+    c.output = "Agent alive and reachable";
+    txn.ops.push_back(store::Op::put(chk_key(c.id), encode(c)));
+  }
+  if (txn.ops.empty()) return;
+  bool done = false;
+  std::string error;
+  store_.commit(std::move(txn), [&](const store::TxnResult& r) {
+    done = true;
+    error = r.error;
+  });
+  loop_.run_until([&] { return done; });
+  if (!error.empty()) throw std::runtime_error("cannot write the node record: " + error);
+}
+
+void Registry::run(Build build, Done done, bool user_compare, int attempt) {
+  WriteResult result;
+  auto txn = build(result);
+  if (!txn) {
+    if (done) done(result);
+    return;
+  }
+  store_.commit(std::move(*txn), [this, build = std::move(build), done = std::move(done), user_compare, attempt,
+                                  result](const store::TxnResult& r) mutable {
+    if (!r.error.empty()) {
+      result.ok = false;
+      result.error = "store write failed: " + r.error;
+    } else if (!r.succeeded) {
+      if (user_compare) {
+        result.applied = false;
+      } else if (attempt + 1 < kMaxAttempts) {
+        // The view moved between build and commit; build again from the newer view.
+        return run(std::move(build), std::move(done), user_compare, attempt + 1);
+      } else {
+        result.ok = false;
+        result.error = "too many concurrent changes to the same records; try again";
+      }
+    }
+    if (done) done(result);
+  });
+}
+
+void Registry::on_events(uint64_t revision, std::vector<store::Event>&& events) {
+  // Sessions about to disappear: remember how to release their locks.
+  std::vector<Session> ending;
+  for (const auto& e : events) {
+    if (e.type == store::Event::Type::del && e.kv.key.rfind(keys::session, 0) == 0) {
+      if (auto* s = state_.session(e.kv.key.substr(keys::session.size()))) ending.push_back(*s);
+    }
+  }
+  auto changes = state_.apply(revision, events);
+
+  if (watches_.has_prefix_waiters()) {
+    std::vector<std::string> extra;
+    for (const auto& t : changes.topics) {
+      if (t.rfind("kv:", 0) != 0) continue;
+      std::string_view key = std::string_view(t).substr(3);
+      for (size_t n = 0; n <= key.size(); ++n) extra.push_back("kvp:" + std::string(key.substr(0, n)));
+    }
+    changes.topics.insert(extra.begin(), extra.end());
+  }
+  watches_.notify(changes.topics);
+
+  for (const auto& id : changes.checks) {
+    const Check* c = state_.check(id);
+    for (auto& l : check_listeners_) l(id, c);
+    if (c && c->status == status::critical) invalidate_sessions_of_check(id);
+  }
+  for (const auto& s : ending) {
+    bool holds = false;
+    for (const auto& [key, e] : state_.kv())
+      if (e.session == s.id) { holds = true; break; }
+    if (!holds) continue;
+    // The session ended without us (its TTL ran out): release what it held, as Consul does.
+    auto session = s;
+    run([this, session](WriteResult&) -> std::optional<store::Txn> {
+          store::Txn txn;
+          for (auto& [key, e] : state_.kv()) {
+            if (e.session != session.id) continue;
+            txn.compares.push_back({kv_key(key), e.modify_index});
+            if (session.behavior == "delete") {
+              txn.ops.push_back(store::Op::del(kv_key(key)));
+            } else {
+              KvEntry n = e;
+              n.session.clear();
+              txn.ops.push_back(store::Op::put(kv_key(key), encode(n)));
+            }
+            if (session.lock_delay.count() > 0) lock_delay_[key] = Clock::now() + session.lock_delay;
+          }
+          if (txn.ops.empty()) return std::nullopt;
+          return txn;
+        },
+        [id = s.id](const WriteResult& r) {
+          if (!r.ok) spdlog::error("releasing the locks of expired session {} failed: {}", id, r.error);
+        });
+  }
+}
+
+void Registry::invalidate_sessions_of_check(const std::string& check_id) {
+  std::vector<std::string> ids;
+  for (const auto& [id, s] : state_.sessions()) {
+    bool uses = std::find(s.node_checks.begin(), s.node_checks.end(), check_id) != s.node_checks.end() ||
+                std::find(s.service_checks.begin(), s.service_checks.end(), check_id) != s.service_checks.end();
+    if (uses) ids.push_back(id);
+  }
+  for (const auto& id : ids) {
+    spdlog::info("session {} invalidated: check {} is critical", id, check_id);
+    session_destroy(id, nullptr);
+  }
+}
+
+// --- services and checks ---
+
+void Registry::register_service(Service service, std::vector<Check> checks, bool replace_existing_checks,
+                                Done done) {
+  for (auto& c : checks) {
+    c.service_id = service.id;
+    c.service_name = service.name;
+    c.service_tags = service.tags;
+  }
+  run([this, service = std::move(service), checks = std::move(checks),
+       replace_existing_checks](WriteResult&) -> std::optional<store::Txn> {
+        store::Txn txn;
+        const Service* old = state_.service(service.id);
+        txn.compares.push_back({svc_key(service.id), old ? old->modify_index : 0});
+        txn.ops.push_back(store::Op::put(svc_key(service.id), encode(service)));
+        std::set<std::string> listed;
+        for (auto c : checks) {
+          listed.insert(c.id);
+          const Check* prev = state_.check(c.id);
+          txn.compares.push_back({chk_key(c.id), prev ? prev->modify_index : 0});
+          if (prev && prev->kind == c.kind && prev->definition == c.definition) {
+            // Same check registered again: keep what it has learned.
+            c.status = prev->status;
+            c.output = prev->output;
+          }
+          txn.ops.push_back(store::Op::put(chk_key(c.id), encode(c)));
+        }
+        if (old) {
+          for (const Check* c : state_.checks_of_service(service.id)) {
+            if (listed.count(c->id)) continue;
+            txn.compares.push_back({chk_key(c->id), c->modify_index});
+            if (replace_existing_checks && c->kind != status::maintenance) {
+              txn.ops.push_back(store::Op::del(chk_key(c->id)));
+            } else if (c->service_name != service.name || c->service_tags != service.tags) {
+              Check n = *c;
+              n.service_name = service.name;
+              n.service_tags = service.tags;
+              txn.ops.push_back(store::Op::put(chk_key(c->id), encode(n)));
+            }
+          }
+        }
+        return txn;
+      },
+      std::move(done));
+}
+
+void Registry::deregister_service(const std::string& id, Done done) {
+  run([this, id](WriteResult&) -> std::optional<store::Txn> {
+        const Service* s = state_.service(id);
+        if (!s) return std::nullopt;
+        store::Txn txn;
+        txn.compares.push_back({svc_key(id), s->modify_index});
+        txn.ops.push_back(store::Op::del(svc_key(id)));
+        for (const Check* c : state_.checks_of_service(id)) txn.ops.push_back(store::Op::del(chk_key(c->id)));
+        return txn;
+      },
+      std::move(done));
+}
+
+void Registry::set_maintenance(const std::string& service_id, bool enable, const std::string& reason, Done done) {
+  if (!service_id.empty() && !state_.service(service_id))
+    throw ApiError(404, "unknown service ID \"" + service_id + "\"", "service_id");
+  run([this, service_id, enable, reason](WriteResult&) -> std::optional<store::Txn> {
+        auto id = maintenance_check_id(service_id);
+        const Check* prev = state_.check(id);
+        store::Txn txn;
+        txn.compares.push_back({chk_key(id), prev ? prev->modify_index : 0});
+        if (!enable) {
+          if (!prev) return std::nullopt;
+          txn.ops.push_back(store::Op::del(chk_key(id)));
+          return txn;
+        }
+        Check c;
+        c.id = id;
+        c.kind = status::maintenance;
+        c.status = status::critical;
+        c.notes = reason.empty() ? (service_id.empty()
+                                        ? "Maintenance mode is enabled for this node, but no reason was provided."
+                                        : "Maintenance mode is enabled for this service, but no reason was provided.")
+                                 : reason;
+        if (service_id.empty()) {
+          c.name = "Node Maintenance Mode";
+        } else {
+          const Service* s = state_.service(service_id);
+          if (!s) return std::nullopt;
+          c.name = "Service Maintenance Mode";
+          c.service_id = s->id;
+          c.service_name = s->name;
+          c.service_tags = s->tags;
+          txn.compares.push_back({svc_key(s->id), s->modify_index});
+        }
+        if (prev && prev->notes == c.notes) return std::nullopt;
+        txn.ops.push_back(store::Op::put(chk_key(id), encode(c)));
+        return txn;
+      },
+      std::move(done));
+}
+
+void Registry::register_check(Check check, Done done) {
+  if (!check.service_id.empty()) {
+    const Service* s = state_.service(check.service_id);
+    if (!s) throw bad_request("ServiceID \"" + check.service_id + "\" does not exist", "ServiceID");
+    check.service_name = s->name;
+    check.service_tags = s->tags;
+  }
+  run([this, check = std::move(check)](WriteResult&) mutable -> std::optional<store::Txn> {
+        store::Txn txn;
+        const Check* prev = state_.check(check.id);
+        txn.compares.push_back({chk_key(check.id), prev ? prev->modify_index : 0});
+        Check c = check;
+        if (prev && prev->kind == c.kind && prev->definition == c.definition) {
+          c.status = prev->status;
+          c.output = prev->output;
+        }
+        if (!c.service_id.empty()) {
+          const Service* s = state_.service(c.service_id);
+          if (!s) return std::nullopt;  // deregistered meanwhile
+          txn.compares.push_back({svc_key(s->id), s->modify_index});
+        }
+        txn.ops.push_back(store::Op::put(chk_key(c.id), encode(c)));
+        return txn;
+      },
+      std::move(done));
+}
+
+void Registry::deregister_check(const std::string& id, Done done) {
+  run([this, id](WriteResult&) -> std::optional<store::Txn> {
+        const Check* c = state_.check(id);
+        if (!c) return std::nullopt;
+        store::Txn txn;
+        txn.ops.push_back(store::Op::del(chk_key(id)));
+        return txn;
+      },
+      std::move(done));
+}
+
+void Registry::update_check(const std::string& id, const std::string& new_status, const std::string& output,
+                            Done done) {
+  run([this, id, new_status, output](WriteResult& result) -> std::optional<store::Txn> {
+        const Check* c = state_.check(id);
+        if (!c) {
+          result.applied = false;
+          return std::nullopt;
+        }
+        if (c->status == new_status && c->output == output) return std::nullopt;
+        auto now = Clock::now();
+        if (c->status == new_status && (c->kind == "http" || c->kind == "tcp")) {
+          // Output-only change of a check the agent runs: at most once per output_interval.
+          auto it = output_written_.find(id);
+          if (it != output_written_.end() && now - it->second < output_interval) return std::nullopt;
+        }
+        output_written_[id] = now;
+        Check n = *c;
+        n.status = new_status;
+        n.output = output;
+        store::Txn txn;
+        txn.compares.push_back({chk_key(id), c->modify_index});
+        txn.ops.push_back(store::Op::put(chk_key(id), encode(n)));
+        return txn;
+      },
+      std::move(done));
+}
+
+// --- KV ---
+
+bool Registry::lock_delayed(const std::string& key) const {
+  auto it = lock_delay_.find(key);
+  return it != lock_delay_.end() && Clock::now() < it->second;
+}
+
+void Registry::kv_put(KvPut put, Done done) {
+  if (put.value.size() > kMaxKvValue)
+    throw ApiError(413, "value is " + std::to_string(put.value.size()) + " bytes; the limit is 512 KiB");
+  for (const auto& sid : {put.acquire, put.release}) {
+    if (!sid.empty() && !state_.session(sid))
+      throw bad_request("invalid session \"" + sid + "\"", put.acquire.empty() ? "release" : "acquire");
+  }
+  bool user_compare = put.cas.has_value();
+  run([this, put = std::move(put)](WriteResult& result) -> std::optional<store::Txn> {
+        const KvEntry* cur = state_.kv_entry(put.key);
+        uint64_t cur_index = cur ? cur->modify_index : 0;
+        if (put.cas && *put.cas != cur_index) {
+          result.applied = false;
+          return std::nullopt;
+        }
+        KvEntry n;
+        n.value = put.value;
+        n.flags = put.flags;
+        n.session = cur ? cur->session : "";
+        n.lock_index = cur ? cur->lock_index : 0;
+        store::Txn txn;
+        txn.compares.push_back({kv_key(put.key), cur_index});
+        if (!put.acquire.empty()) {
+          const Session* s = state_.session(put.acquire);
+          if (!s || (cur && !cur->session.empty() && cur->session != put.acquire) || lock_delayed(put.key)) {
+            result.applied = false;
+            return std::nullopt;
+          }
+          if (!cur || cur->session != put.acquire) ++n.lock_index;
+          n.session = put.acquire;
+          txn.compares.push_back({ses_key(s->id), s->modify_index});
+        } else if (!put.release.empty()) {
+          if (!cur || cur->session != put.release) {
+            result.applied = false;
+            return std::nullopt;
+          }
+          n.session.clear();
+        }
+        txn.ops.push_back(store::Op::put(kv_key(put.key), encode(n)));
+        return txn;
+      },
+      std::move(done), user_compare);
+}
+
+void Registry::kv_delete(const std::string& key, bool recurse, std::optional<uint64_t> cas, Done done) {
+  run([this, key, recurse, cas](WriteResult& result) -> std::optional<store::Txn> {
+        store::Txn txn;
+        if (recurse) {
+          txn.ops.push_back(store::Op::del_prefix(kv_key(key)));
+          return txn;
+        }
+        const KvEntry* cur = state_.kv_entry(key);
+        if (cas) {
+          if ((cur ? cur->modify_index : 0) != *cas) {
+            result.applied = false;
+            return std::nullopt;
+          }
+          if (!cur) return std::nullopt;
+          txn.compares.push_back({kv_key(key), *cas});
+        }
+        if (!cur) return std::nullopt;
+        txn.ops.push_back(store::Op::del(kv_key(key)));
+        return txn;
+      },
+      std::move(done), cas.has_value());
+}
+
+// --- sessions ---
+
+void Registry::session_create(Session session, Done done) {
+  for (const auto& id : session.node_checks) {
+    const Check* c = state_.check(id);
+    if (!c || !c->service_id.empty()) throw bad_request("node check \"" + id + "\" does not exist", "NodeChecks");
+    if (c->status == status::critical) throw bad_request("check \"" + id + "\" is in critical state", "NodeChecks");
+  }
+  for (const auto& id : session.service_checks) {
+    const Check* c = state_.check(id);
+    if (!c) throw bad_request("check \"" + id + "\" does not exist", "ServiceChecks");
+    if (c->status == status::critical) throw bad_request("check \"" + id + "\" is in critical state", "ServiceChecks");
+  }
+  session.id = make_uuid();
+  session.node = identity_.node_name;
+  if (session.ttl.count() > 0) session.lease = new_lease_id();
+  run([session](WriteResult& result) -> std::optional<store::Txn> {
+        store::Txn txn;
+        txn.compares.push_back({ses_key(session.id), 0});
+        if (session.lease) txn.ops.push_back(store::Op::grant(session.lease, session.ttl));
+        txn.ops.push_back(store::Op::put(ses_key(session.id), encode(session), session.lease));
+        result.id = session.id;
+        return txn;
+      },
+      std::move(done));
+}
+
+std::vector<store::Op> Registry::lock_releases(const std::string& session_id, std::vector<store::Compare>& compares) {
+  std::vector<store::Op> ops;
+  const Session* s = state_.session(session_id);
+  if (!s) return ops;
+  for (const auto& [key, e] : state_.kv()) {
+    if (e.session != session_id) continue;
+    compares.push_back({kv_key(key), e.modify_index});
+    if (s->behavior == "delete") {
+      ops.push_back(store::Op::del(kv_key(key)));
+    } else {
+      KvEntry n = e;
+      n.session.clear();
+      ops.push_back(store::Op::put(kv_key(key), encode(n)));
+    }
+  }
+  return ops;
+}
+
+void Registry::session_destroy(const std::string& id, Done done) {
+  run([this, id](WriteResult&) -> std::optional<store::Txn> {
+        const Session* s = state_.session(id);
+        if (!s) return std::nullopt;
+        store::Txn txn;
+        txn.compares.push_back({ses_key(id), s->modify_index});
+        auto releases = lock_releases(id, txn.compares);
+        for (auto& op : releases) {
+          if (s->lock_delay.count() > 0) lock_delay_[op.key.substr(keys::kv.size())] = Clock::now() + s->lock_delay;
+          txn.ops.push_back(std::move(op));
+        }
+        txn.ops.push_back(store::Op::del(ses_key(id)));
+        if (s->lease) txn.ops.push_back(store::Op::revoke(s->lease));
+        return txn;
+      },
+      std::move(done));
+}
+
+bool Registry::session_renew(const std::string& id) {
+  const Session* s = state_.session(id);
+  if (!s) return false;
+  if (!s->lease) return true;
+  return store_.keepalive(s->lease);
+}
+
+}  // namespace flotilla::registry

@@ -1,0 +1,114 @@
+// The registry's write side: every change (register, deregister, check status, KV, sessions)
+// becomes one store transaction built from the current view, and its caller is answered once the
+// transaction is durable and applied to the view. Runs on the control thread.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "registry/state.h"
+#include "registry/store/store.h"
+#include "registry/types.h"
+#include "registry/watch.h"
+
+namespace flotilla {
+class EventLoop;
+namespace metrics {
+class Registry;
+}
+}  // namespace flotilla
+
+namespace flotilla::registry {
+
+struct Identity {
+  std::string node_name;
+  std::string datacenter = "dc1";
+  std::string address = "127.0.0.1";
+};
+
+struct WriteResult {
+  bool ok = true;         // false: the store failed (error says why)
+  bool applied = true;    // KV/session answers: false for a failed CAS, lock held, ...
+  std::string error;
+  std::string id;         // session create
+};
+
+struct KvPut {
+  std::string key;
+  std::string value;
+  uint64_t flags = 0;
+  std::optional<uint64_t> cas;
+  std::string acquire;  // session ID
+  std::string release;  // session ID
+};
+
+constexpr size_t kMaxKvValue = 512 * 1024;
+
+class Registry {
+ public:
+  using Done = std::function<void(const WriteResult&)>;
+  // Called for every check put or deleted (nullptr), after the view changed.
+  using CheckListener = std::function<void(const std::string& id, const Check* check)>;
+
+  Registry(EventLoop& loop, store::Store& store, Identity identity, metrics::Registry& metrics);
+  ~Registry();
+
+  // Loads the view from the store, writes the node record if it changed, starts following
+  // the store. Throws on a store error.
+  void start();
+
+  const State& state() const { return state_; }
+  WatchHub& watches() { return watches_; }
+  const Identity& identity() const { return identity_; }
+  void on_check_change(CheckListener listener) { check_listeners_.push_back(std::move(listener)); }
+
+  // Validation problems throw ApiError before anything is written.
+  void register_service(Service service, std::vector<Check> checks, bool replace_existing_checks, Done done);
+  void deregister_service(const std::string& id, Done done);
+  // service_id empty: the node itself.
+  void set_maintenance(const std::string& service_id, bool enable, const std::string& reason, Done done);
+  void register_check(Check check, Done done);
+  void deregister_check(const std::string& id, Done done);
+  // Writes only when status or output changed (output-only changes at most every
+  // output_interval, as Consul's check_update_interval).
+  void update_check(const std::string& id, const std::string& status, const std::string& output, Done done);
+
+  void kv_put(KvPut put, Done done);
+  void kv_delete(const std::string& key, bool recurse, std::optional<uint64_t> cas, Done done);
+
+  void session_create(Session session, Done done);
+  void session_destroy(const std::string& id, Done done);
+  // false: no such session (or its TTL ran out).
+  bool session_renew(const std::string& id);
+
+  Duration output_interval = std::chrono::minutes(5);
+
+ private:
+  using Build = std::function<std::optional<store::Txn>(WriteResult& result)>;
+  // Builds a transaction from the current view and commits it; when a compare fails because the
+  // view moved meanwhile, builds again (bounded). build returns nullopt to answer without writing.
+  // user_compare: a failed compare is the caller's answer (KV cas), not a reason to retry.
+  void run(Build build, Done done, bool user_compare = false, int attempt = 0);
+  void on_events(uint64_t revision, std::vector<store::Event>&& events);
+  void release_locks_of(const std::string& session_id);
+  void invalidate_sessions_of_check(const std::string& check_id);
+  std::vector<store::Op> lock_releases(const std::string& session_id, std::vector<store::Compare>& compares);
+  bool lock_delayed(const std::string& key) const;
+
+  EventLoop& loop_;
+  store::Store& store_;
+  Identity identity_;
+  metrics::Registry& metrics_;
+  State state_;
+  WatchHub watches_;
+  std::vector<CheckListener> check_listeners_;
+  std::map<std::string, std::chrono::steady_clock::time_point> lock_delay_;
+  std::map<std::string, std::chrono::steady_clock::time_point> output_written_;
+};
+
+}  // namespace flotilla::registry
