@@ -51,7 +51,7 @@ bool valid_utf8(std::string_view s) {
 Json parse_body(std::string_view body) {
   try {
     return Json::parse(body);
-  } catch (const Json::parse_error& e) {
+  } catch (const Json::exception& e) {  // parse_error, and out_of_range for numbers like 1e999
     std::string what = e.what();
     // nlohmann prefixes "[json.exception.parse_error.101] "; keep the readable part.
     if (auto p = what.find("] "); p != std::string::npos) what = what.substr(p + 2);

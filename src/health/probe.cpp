@@ -49,9 +49,10 @@ bool parse_url(const std::string& url, Url& out) {
     out.port = colon == std::string_view::npos ? (out.tls ? "443" : "80") : std::string(authority.substr(colon + 1));
   }
   if (out.host.empty() || out.port.empty()) return false;
+  if (out.port.size() > 5) return false;
   for (char c : out.port)
     if (c < '0' || c > '9') return false;
-  return true;
+  return std::stoul(out.port) <= 65535;
 }
 
 namespace {
@@ -93,23 +94,33 @@ struct HttpProbe : std::enable_shared_from_this<HttpProbe<Stream>> {
       self->resolver.cancel();
       self->socket().close(ignore);
     });
+    // Numeric hosts (the common case) skip the resolver and its helper thread.
+    beast::error_code ec;
+    auto addr = asio::ip::make_address(url.host, ec);
+    if (!ec) {
+      tcp::endpoint ep(addr, static_cast<uint16_t>(std::stoul(url.port)));
+      socket().async_connect(ep, [self](beast::error_code ec) { self->connected(ec); });
+      return;
+    }
     resolver.async_resolve(url.host, url.port, [self](beast::error_code ec, tcp::resolver::results_type r) {
       if (ec) return self->fail(ec);
-      asio::async_connect(self->socket(), r, [self](beast::error_code ec, const tcp::endpoint&) {
-        if (ec) return self->fail(ec);
-        if constexpr (std::is_same_v<Stream, tcp::socket>) {
-          self->send();
-        } else {
-          if (!SSL_set_tlsext_host_name(self->stream.native_handle(), self->url.host.c_str())) {
-            // SNI is best effort (an IP address host has none).
-          }
-          self->stream.async_handshake(ssl::stream_base::client, [self](beast::error_code ec) {
-            if (ec) return self->fail(ec);
-            self->send();
-          });
-        }
-      });
+      asio::async_connect(self->socket(), r,
+                          [self](beast::error_code ec, const tcp::endpoint&) { self->connected(ec); });
     });
+  }
+
+  void connected(beast::error_code ec) {
+    if (ec) return fail(ec);
+    if constexpr (std::is_same_v<Stream, tcp::socket>) {
+      send();
+    } else {
+      auto self = this->shared_from_this();
+      SSL_set_tlsext_host_name(stream.native_handle(), url.host.c_str());  // SNI, best effort
+      stream.async_handshake(ssl::stream_base::client, [self](beast::error_code ec) {
+        if (ec) return self->fail(ec);
+        self->send();
+      });
+    }
   }
 
   void send() {
@@ -235,6 +246,21 @@ void probe_tcp(EventLoop& loop, const std::string& address, Duration timeout, Pr
     p->resolver.cancel();
     p->finish(registry::status::critical, p->label + ": timed out after " + format_duration(timeout));
   });
+  beast::error_code aec;
+  auto addr = asio::ip::make_address(host, aec);
+  unsigned long port_number = 0;
+  try {
+    port_number = std::stoul(port);
+  } catch (const std::exception&) {
+    port_number = 70000;
+  }
+  if (!aec && port_number <= 65535) {
+    p->socket.async_connect(tcp::endpoint(addr, static_cast<uint16_t>(port_number)), [p](beast::error_code ec) {
+      if (ec) return p->finish(registry::status::critical, p->label + ": " + ec.message());
+      p->finish(registry::status::passing, p->label + ": Success");
+    });
+    return;
+  }
   p->resolver.async_resolve(host, port, [p](beast::error_code ec, tcp::resolver::results_type r) {
     if (ec) return p->finish(registry::status::critical, p->label + ": " + ec.message());
     asio::async_connect(p->socket, r, [p](beast::error_code ec, const tcp::endpoint&) {

@@ -1,6 +1,7 @@
 #include "http/server.h"
 
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <spdlog/spdlog.h>
@@ -92,8 +93,28 @@ class Session : public std::enable_shared_from_this<Session> {
     parser_->header_limit(server_->limits.header_bytes);
     parser_->body_limit(server_->limits.body_bytes);
     stream_.expires_after(buffer_.size() ? server_->limits.read_timeout : server_->limits.idle_timeout);
-    bhttp::async_read(stream_, buffer_, *parser_,
-                      [self = shared_from_this()](beast::error_code ec, size_t) { self->on_read(ec); });
+    bhttp::async_read_header(stream_, buffer_, *parser_,
+                             [self = shared_from_this()](beast::error_code ec, size_t) { self->on_header(ec); });
+  }
+
+  // Clients that send "Expect: 100-continue" (curl does for bodies over 1 KiB) wait for a
+  // 100 Continue before sending the body; answer it rather than make them time out.
+  void on_header(beast::error_code ec) {
+    if (ec) return on_read(ec);
+    stream_.expires_after(server_->limits.read_timeout);
+    auto self = shared_from_this();
+    const auto& h = parser_->get();
+    auto expect = h[bhttp::field::expect];
+    if (!parser_->is_done() && beast::iequals(expect, "100-continue")) {
+      static const std::string kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+      asio::async_write(stream_, asio::buffer(kContinue), [self](beast::error_code ec, size_t) {
+        if (ec) return self->close();
+        bhttp::async_read(self->stream_, self->buffer_, *self->parser_,
+                          [self](beast::error_code ec, size_t) { self->on_read(ec); });
+      });
+      return;
+    }
+    bhttp::async_read(stream_, buffer_, *parser_, [self](beast::error_code ec, size_t) { self->on_read(ec); });
   }
 
   void on_read(beast::error_code ec) {
