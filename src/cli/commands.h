@@ -12,6 +12,8 @@ namespace flotilla::cli {
 // Each returns the action to run when its subcommand was chosen.
 std::function<int()> add_agent(CLI::App& app);
 std::function<int()> add_version(CLI::App& app);
+std::function<int()> add_kv(CLI::App& app);
+std::function<int()> add_services(CLI::App& app);
 
 extern const char* const kVersion;
 

@@ -20,6 +20,8 @@ int main(int argc, char** argv) {
     commands.emplace_back(subs.size() > before ? subs.back() : nullptr, std::move(action));
   };
   add(flotilla::cli::add_agent);
+  add(flotilla::cli::add_services);
+  add(flotilla::cli::add_kv);
   add(flotilla::cli::add_version);
   try {
     app.parse(argc, argv);

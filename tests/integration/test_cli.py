@@ -1,0 +1,66 @@
+"""The CLI as a user runs it: version, help, and the API-client subcommands against a real agent."""
+import json
+import os
+import subprocess
+
+from conftest import BIN, free_port
+
+
+def run(*args, api=None, stdin=None):
+    env = dict(os.environ)
+    if api:
+        env["FLOTILLA_API"] = api
+    return subprocess.run([BIN, *args], input=stdin, capture_output=True, text=True, env=env, timeout=30)
+
+
+def test_version_and_help():
+    r = run("version")
+    assert r.returncode == 0 and r.stdout.startswith("flotilla ")
+    r = run("--help")
+    assert r.returncode == 0
+    for sub in ("agent", "kv", "services", "version"):
+        assert sub in r.stdout
+    r = run("agent", "--help")
+    assert "--data-dir" in r.stdout and "--token" in r.stdout
+    r = run("no-such-command")
+    assert r.returncode != 0
+
+
+def test_kv_round_trip(agent):
+    assert run("kv", "put", "app/color", "blue", api=agent.addr).returncode == 0
+    assert run("kv", "put", "app/size", "-", api=agent.addr, stdin="large\n").returncode == 0
+    r = run("kv", "get", "app/color", api=agent.addr)
+    assert (r.returncode, r.stdout) == (0, "blue\n")
+    r = run("kv", "list", "app/", api=agent.addr)
+    assert [l.split("\t")[0] for l in r.stdout.splitlines()] == ["app/color", "app/size"]
+    # --cas: a stale index is refused with a clear message and a non-zero exit.
+    r = run("kv", "put", "app/color", "red", "--cas", "999999", api=agent.addr)
+    assert r.returncode == 1 and "not written" in r.stderr
+    assert run("kv", "get", "app/color", api=agent.addr).stdout == "blue\n"
+    assert run("kv", "delete", "app", "--recurse", api=agent.addr).returncode == 0
+    r = run("kv", "get", "app/color", api=agent.addr)
+    assert r.returncode == 1 and "no key" in r.stderr
+
+
+def test_services_lists_instances_with_health(agent):
+    agent.request("PUT", "/v1/agent/service/register",
+                  {"Name": "web", "ID": "web-1", "Port": 8080, "Tags": ["v1"], "Check": {"TTL": "30s"}})
+    agent.request("PUT", "/v1/agent/service/register",
+                  {"Name": "web", "ID": "web-2", "Port": 8081, "Check": {"TTL": "30s"}})
+    agent.request("PUT", "/v1/agent/check/pass/service:web-1")
+    r = run("services", "--json", api=agent.addr)
+    assert r.returncode == 0, r.stderr
+    rows = {e["id"]: e for e in json.loads(r.stdout)}
+    assert rows["web-1"]["health"] == "passing" and rows["web-1"]["tags"] == ["v1"]
+    assert rows["web-2"]["health"] == "critical"
+    r = run("services", api=agent.addr)
+    assert "web-1" in r.stdout and "127.0.0.1:8081" in r.stdout
+
+
+def test_unreachable_agent_is_one_readable_line():
+    r = run("services", api=f"127.0.0.1:{free_port()}")
+    assert r.returncode == 1
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert "cannot reach the flotilla agent" in r.stderr
+    r = run("kv", "get", "x", api="not-an-address")
+    assert r.returncode == 1 and "HOST:PORT" in r.stderr
