@@ -116,6 +116,7 @@ struct HttpProbe : std::enable_shared_from_this<HttpProbe<Stream>> {
     } else {
       auto self = this->shared_from_this();
       SSL_set_tlsext_host_name(stream.native_handle(), url.host.c_str());  // SNI, best effort
+      if (verify) stream.set_verify_callback(ssl::host_name_verification(url.host));
       stream.async_handshake(ssl::stream_base::client, [self](beast::error_code ec) {
         if (ec) return self->fail(ec);
         self->send();
@@ -127,23 +128,47 @@ struct HttpProbe : std::enable_shared_from_this<HttpProbe<Stream>> {
     auto self = this->shared_from_this();
     bhttp::async_write(stream, request, [self](beast::error_code ec, size_t) {
       if (ec) return self->fail(ec);
-      self->parser.body_limit(64 * 1024);
-      bhttp::async_read(self->stream, self->buffer, self->parser, [self](beast::error_code ec, size_t) {
-        if (ec && ec != bhttp::error::body_limit && ec != bhttp::error::partial_message) return self->fail(ec);
-        auto& res = self->parser.get();
-        int code = static_cast<int>(res.result_int());
-        std::string body = res.body().substr(0, kMaxOutput);
-        std::string out = self->label + ": " + std::to_string(code) + " " + std::string(res.reason()) +
-                          " Output: " + body;
-        const char* status = code >= 200 && code < 300 ? registry::status::passing
-                             : code == 429              ? registry::status::warning
-                                                        : registry::status::critical;
-        self->finish(status, std::move(out));
-        beast::error_code ignore;
-        self->socket().shutdown(tcp::socket::shutdown_both, ignore);
-        self->socket().close(ignore);
+      // No limit (we stop after kMaxOutput bytes). Not boost::none: Beast 1.74 compares a
+      // Content-Length against an empty optional as "over the limit".
+      self->parser.body_limit(std::numeric_limits<std::uint64_t>::max());
+      bhttp::async_read_header(self->stream, self->buffer, self->parser, [self](beast::error_code ec, size_t) {
+        if (ec) return self->fail(ec);
+        self->read_body();
       });
     });
+  }
+
+  // Reads at most kMaxOutput bytes of the body (chunked or sized) into `output`, then stops:
+  // the status decides the check, the body is only for people to read.
+  void read_body() {
+    if (parser.is_done()) return complete();
+    auto& b = parser.get().body();
+    b.data = output + got;
+    b.size = kMaxOutput - got;
+    b.more = true;
+    auto self = this->shared_from_this();
+    bhttp::async_read(stream, buffer, parser, [self](beast::error_code ec, size_t) {
+      self->got = kMaxOutput - self->parser.get().body().size;
+      bool full = self->got == kMaxOutput;
+      if (ec == bhttp::error::need_buffer) ec = {};
+      if (ec && ec != bhttp::error::partial_message && ec != asio::error::eof) return self->fail(ec);
+      if (!ec && !full && !self->parser.is_done()) return self->read_body();
+      self->complete();
+    });
+  }
+
+  void complete() {
+    auto& res = parser.get();
+    int code = static_cast<int>(res.result_int());
+    std::string out = label + ": " + std::to_string(code) + " " + std::string(res.reason()) +
+                      " Output: " + std::string(output, got);
+    const char* status = code >= 200 && code < 300 ? registry::status::passing
+                         : code == 429              ? registry::status::warning
+                                                    : registry::status::critical;
+    finish(status, std::move(out));
+    beast::error_code ignore;
+    socket().shutdown(tcp::socket::shutdown_both, ignore);
+    socket().close(ignore);
   }
 
   void fail(beast::error_code ec) { finish(registry::status::critical, label + ": " + ec.message()); }
@@ -158,12 +183,15 @@ struct HttpProbe : std::enable_shared_from_this<HttpProbe<Stream>> {
 
   Url url;
   std::string label;
+  bool verify = false;
   tcp::resolver resolver;
   Stream stream;
   asio::steady_timer deadline;
   beast::flat_buffer buffer;
   bhttp::request<bhttp::string_body> request;
-  bhttp::response_parser<bhttp::string_body> parser;
+  bhttp::response_parser<bhttp::buffer_body> parser;
+  char output[kMaxOutput];
+  size_t got = 0;
   ProbeDone done;
   bool timed_out = false;
 };
@@ -179,6 +207,7 @@ void probe_http(EventLoop& loop, const registry::CheckDefinition& check, Duratio
   }
   auto prepare = [&](auto& p) {
     p->url = url;
+    p->verify = !check.tls_skip_verify;
     p->label = "HTTP " + method + " " + check.http;
     p->done = std::move(done);
     auto& req = p->request;

@@ -66,7 +66,10 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
 class Session : public std::enable_shared_from_this<Session> {
  public:
   Session(tcp::socket socket, std::shared_ptr<Server::Impl> server)
-      : stream_(std::move(socket)), server_(std::move(server)) {
+      : stream_(std::move(socket)),
+        // The buffer's ceiling, not its size: it grows as needed up to one full request.
+        buffer_(server->limits.header_bytes + server->limits.body_bytes + 4096),
+        server_(std::move(server)) {
     ++server_->active;
     boost::system::error_code ec;
     auto ep = stream_.socket().remote_endpoint(ec);
@@ -232,7 +235,7 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   beast::tcp_stream stream_;
-  beast::flat_buffer buffer_{8192};
+  beast::flat_buffer buffer_;
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
   std::shared_ptr<Server::Impl> server_;
   std::shared_ptr<Exchange> exchange_;

@@ -20,7 +20,7 @@ struct ServerLimits {
   uint32_t header_bytes = 64 * 1024;
   uint64_t body_bytes = 1024 * 1024;
   Duration idle_timeout = std::chrono::seconds(60);
-  Duration read_timeout = std::chrono::seconds(30);  // from first byte to full request
+  Duration read_timeout = std::chrono::seconds(30);  // header complete -> body complete; writing an answer
   uint32_t max_connections = 100000;
 };
 

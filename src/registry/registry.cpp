@@ -137,7 +137,8 @@ void Registry::on_events(uint64_t revision, std::vector<store::Event>&& events) 
   for (const auto& id : changes.checks) {
     const Check* c = state_.check(id);
     for (auto& l : check_listeners_) l(id, c);
-    if (c && c->status == status::critical) invalidate_sessions_of_check(id);
+    // A session ends when a check it depends on goes critical or goes away, as in Consul.
+    if (!c || c->status == status::critical) invalidate_sessions_of_check(id);
   }
   for (const auto& s : ending) {
     bool holds = false;
@@ -177,7 +178,7 @@ void Registry::invalidate_sessions_of_check(const std::string& check_id) {
     if (uses) ids.push_back(id);
   }
   for (const auto& id : ids) {
-    spdlog::info("session {} invalidated: check {} is critical", id, check_id);
+    spdlog::info("session {} invalidated: check {} is critical or gone", id, check_id);
     session_destroy(id, nullptr);
   }
 }
@@ -196,7 +197,9 @@ void Registry::register_service(Service service, std::vector<Check> checks, bool
         store::Txn txn;
         const Service* old = state_.service(service.id);
         txn.compares.push_back({svc_key(service.id), old ? old->modify_index : 0});
-        txn.ops.push_back(store::Op::put(svc_key(service.id), encode(service)));
+        // An identical registration (clients re-register periodically) writes nothing, so it
+        // neither moves indexes nor wakes watchers.
+        if (!old || !(*old == service)) txn.ops.push_back(store::Op::put(svc_key(service.id), encode(service)));
         std::set<std::string> listed;
         for (auto c : checks) {
           listed.insert(c.id);
@@ -206,6 +209,9 @@ void Registry::register_service(Service service, std::vector<Check> checks, bool
             // Same check registered again: keep what it has learned.
             c.status = prev->status;
             c.output = prev->output;
+            if (prev->name == c.name && prev->notes == c.notes && prev->service_id == c.service_id &&
+                prev->service_name == c.service_name && prev->service_tags == c.service_tags)
+              continue;
           }
           txn.ops.push_back(store::Op::put(chk_key(c.id), encode(c)));
         }
@@ -223,6 +229,7 @@ void Registry::register_service(Service service, std::vector<Check> checks, bool
             }
           }
         }
+        if (txn.ops.empty()) return std::nullopt;
         return txn;
       },
       std::move(done));
@@ -301,6 +308,7 @@ void Registry::register_check(Check check, Done done) {
           if (!s) return std::nullopt;  // deregistered meanwhile
           txn.compares.push_back({svc_key(s->id), s->modify_index});
         }
+        if (prev && encode(*prev) == encode(c)) return std::nullopt;  // identical: nothing to write
         txn.ops.push_back(store::Op::put(chk_key(c.id), encode(c)));
         return txn;
       },
@@ -404,15 +412,14 @@ void Registry::kv_delete(const std::string& key, bool recurse, std::optional<uin
           return txn;
         }
         const KvEntry* cur = state_.kv_entry(key);
+        if (!cur) return std::nullopt;  // nothing to delete: true, with or without cas (as Consul)
         if (cas) {
-          if ((cur ? cur->modify_index : 0) != *cas) {
+          if (cur->modify_index != *cas) {
             result.applied = false;
             return std::nullopt;
           }
-          if (!cur) return std::nullopt;
           txn.compares.push_back({kv_key(key), *cas});
         }
-        if (!cur) return std::nullopt;
         txn.ops.push_back(store::Op::del(kv_key(key)));
         return txn;
       },
@@ -423,8 +430,9 @@ void Registry::kv_delete(const std::string& key, bool recurse, std::optional<uin
 
 void Registry::session_create(Session session, Done done) {
   for (const auto& id : session.node_checks) {
+    // (The older "Checks" field, folded in here, may also name service checks.)
     const Check* c = state_.check(id);
-    if (!c || !c->service_id.empty()) throw bad_request("node check \"" + id + "\" does not exist", "NodeChecks");
+    if (!c) throw bad_request("check \"" + id + "\" does not exist", "NodeChecks");
     if (c->status == status::critical) throw bad_request("check \"" + id + "\" is in critical state", "NodeChecks");
   }
   for (const auto& id : session.service_checks) {

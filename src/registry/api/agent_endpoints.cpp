@@ -11,8 +11,8 @@ namespace flotilla::registry::api {
 
 namespace {
 
-void require_id(const std::string& id, const char* what) {
-  if (id.empty()) throw bad_request(std::string("missing ") + what + " in the path", what);
+void require_id(const std::string& id, const char* what, const char* field) {
+  if (id.empty()) throw bad_request(std::string("missing ") + what + " in the path", field);
 }
 
 void service_register(Context& ctx, const ExchangePtr& ex, const std::string&) {
@@ -24,13 +24,13 @@ void service_register(Context& ctx, const ExchangePtr& ex, const std::string&) {
 }
 
 void service_deregister(Context& ctx, const ExchangePtr& ex, const std::string& id) {
-  require_id(id, "service ID");
+  require_id(id, "service ID", "service_id");
   ctx.registry.deregister_service(id, [ex](const WriteResult& r) { answer_write(ex, r, ""); });
 }
 
 void maintenance(Context& ctx, const ExchangePtr& ex, const std::string& id, bool node) {
   const auto& req = ex->request();
-  if (!node) require_id(id, "service ID");
+  if (!node) require_id(id, "service ID", "service_id");
   if (!req.has_param("enable")) throw bad_request("missing query parameter enable=true|false", "enable");
   bool enable = bool_param(req, "enable", false);
   std::string reason = req.param("reason") ? *req.param("reason") : "";
@@ -50,7 +50,7 @@ void services(Context& ctx, const ExchangePtr& ex, const std::string&) {
 }
 
 void service_one(Context& ctx, const ExchangePtr& ex, const std::string& id) {
-  require_id(id, "service ID");
+  require_id(id, "service ID", "service_id");
   serve_read(ctx, ex, {"catalog"}, [&ctx, id] {
     const auto& st = ctx.registry.state();
     const Service* s = st.service(id);
@@ -107,12 +107,14 @@ void check_register(Context& ctx, const ExchangePtr& ex, const std::string&) {
 }
 
 void check_deregister(Context& ctx, const ExchangePtr& ex, const std::string& id) {
-  require_id(id, "check ID");
+  require_id(id, "check ID", "check_id");
+  if (id == "serfHealth" || id == "_node_maintenance" || id.rfind("_service_maintenance:", 0) == 0)
+    throw bad_request("check \"" + id + "\" is managed by the agent and cannot be deregistered", "check_id");
   ctx.registry.deregister_check(id, [ex](const WriteResult& r) { answer_write(ex, r, ""); });
 }
 
 void ttl(Context& ctx, const ExchangePtr& ex, const std::string& id, const char* status) {
-  require_id(id, "check ID");
+  require_id(id, "check ID", "check_id");
   const std::string* note = ex->request().param("note");
   ctx.health.ttl_update(id, status, note ? *note : "", [ex](const WriteResult& r) { answer_write(ex, r, ""); });
 }
@@ -121,7 +123,7 @@ void check_warn(Context& ctx, const ExchangePtr& ex, const std::string& id) { tt
 void check_fail(Context& ctx, const ExchangePtr& ex, const std::string& id) { ttl(ctx, ex, id, status::critical); }
 
 void check_update(Context& ctx, const ExchangePtr& ex, const std::string& id) {
-  require_id(id, "check ID");
+  require_id(id, "check ID", "check_id");
   auto [st, out] = decode_check_update(ex->request().body);
   ctx.health.ttl_update(id, st, out, [ex](const WriteResult& r) { answer_write(ex, r, ""); });
 }
@@ -137,6 +139,13 @@ void peers(Context& ctx, const ExchangePtr& ex, const std::string&) {
 }  // namespace
 
 void add_agent_routes(std::vector<Route>& r) {
+  // Consul 0.x accepted GET for these writes and python-consul 0.7 (Debian's) still sends GET.
+  // They come first: "/v1/agent/service/" below would otherwise take the deregister path.
+  r.push_back({"GET", "/v1/agent/service/deregister/", true, service_deregister, true});
+  r.push_back({"GET", "/v1/agent/check/deregister/", true, check_deregister, true});
+  r.push_back({"GET", "/v1/agent/check/pass/", true, check_pass, true});
+  r.push_back({"GET", "/v1/agent/check/warn/", true, check_warn, true});
+  r.push_back({"GET", "/v1/agent/check/fail/", true, check_fail, true});
   r.push_back({"PUT", "/v1/agent/service/register", false, service_register});
   r.push_back({"PUT", "/v1/agent/service/deregister/", true, service_deregister});
   r.push_back({"PUT", "/v1/agent/service/maintenance/", true, service_maintenance});

@@ -129,7 +129,15 @@ struct Api::Impl {
   void dispatch(const ExchangePtr& ex) {
     const auto& req = ex->request();
     if (req.path == "/metrics" || req.path == "/v1/agent/metrics") {
-      if (req.method != "GET" && req.method != "HEAD") throw ApiError(405, "use GET for " + req.path);
+      if (req.method != "GET" && req.method != "HEAD") {
+        auto r = http::Response::error(405, "method " + req.method + " not allowed on " + req.path + "; use GET");
+        r.headers.emplace_back("Allow", "GET");
+        ex->respond(std::move(r));
+        return;
+      }
+      const std::string* format = req.param("format");
+      if (req.path != "/metrics" && (!format || *format != "prometheus"))
+        throw bad_request("only ?format=prometheus is supported here (or GET /metrics)", "format");
       if (!authorized(req, false)) throw ApiError(403, "Permission denied: this agent needs a token for reads");
       http::Response r;
       r.content_type = "text/plain; version=0.0.4; charset=utf-8";
@@ -155,7 +163,7 @@ struct Api::Impl {
         if (allowed.find(route.method) == std::string::npos) allowed += (allowed.empty() ? "" : ", ") + std::string(route.method);
         continue;
       }
-      bool write = std::string_view(route.method) != "GET";
+      bool write = std::string_view(route.method) != "GET" || route.get_is_write;
       if (!authorized(req, write))
         throw ApiError(403, write ? "Permission denied: writes to this agent need its token (X-Consul-Token)"
                                   : "Permission denied: this agent needs a token for reads");

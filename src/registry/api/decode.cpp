@@ -192,7 +192,7 @@ Session decode_session_create(std::string_view body) {
   auto node_checks = json::get_string_list(j, "NodeChecks", "");
   if (checks || node_checks) {
     s.node_checks.clear();
-    // "Checks" (older API) may name node or service checks; they are told apart when created.
+    // "Checks" (the older field) may name node or service checks; both are accepted.
     if (node_checks) s.node_checks = *node_checks;
     if (checks)
       for (const auto& c : *checks) s.node_checks.push_back(c);
@@ -229,8 +229,8 @@ std::optional<uint64_t> uint_param(const http::Request& request, std::string_vie
 bool bool_param(const http::Request& request, std::string_view name, bool absent_value) {
   const std::string* v = request.param(name);
   if (!v) return absent_value;
-  if (v->empty() || *v == "true" || *v == "1") return true;
-  if (*v == "false" || *v == "0") return false;
+  if (v->empty() || json::iequals(*v, "true") || *v == "1") return true;
+  if (json::iequals(*v, "false") || *v == "0") return false;
   throw bad_request("query parameter " + std::string(name) + " must be true or false", std::string(name));
 }
 

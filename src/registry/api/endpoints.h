@@ -30,6 +30,9 @@ struct Route {
   const char* path;
   bool prefix;  // path ends with '/', and rest is the remainder
   Endpoint endpoint;
+  // Writes need the token. Every non-GET route is a write; a few GET routes are too (python-consul
+  // 0.7 and Consul 0.x clients send TTL updates and deregistrations as GET).
+  bool get_is_write = false;
 };
 
 void add_agent_routes(std::vector<Route>& routes);
