@@ -3,6 +3,8 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <spdlog/spdlog.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -72,6 +74,14 @@ int run_agent(const AgentOptions& o) {
   std::filesystem::create_directories(o.data_dir, ec);
   if (ec) {
     std::cerr << "flotilla agent: cannot create data dir " << o.data_dir << ": " << ec.message() << "\n";
+    return 1;
+  }
+  // One agent per data dir: a second one would write the same database behind the first's view.
+  auto lock_path = (std::filesystem::path(o.data_dir) / "LOCK").string();
+  int lock_fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (lock_fd < 0 || ::flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
+    std::cerr << "flotilla agent: data dir " << o.data_dir
+              << " is in use by another running agent (lock " << lock_path << ")\n";
     return 1;
   }
   raise_fd_limit();

@@ -64,3 +64,12 @@ def test_unreachable_agent_is_one_readable_line():
     assert "cannot reach the flotilla agent" in r.stderr
     r = run("kv", "get", "x", api="not-an-address")
     assert r.returncode == 1 and "HOST:PORT" in r.stderr
+
+
+def test_second_agent_on_same_data_dir_is_refused(agent):
+    r = subprocess.run([BIN, "agent", "--api", f"127.0.0.1:{free_port()}", "--data-dir", agent.data_dir],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == 1
+    assert "in use by another running agent" in r.stderr
+    # The first agent is untouched.
+    assert agent.request("GET", "/v1/status/leader")[0] == 200
