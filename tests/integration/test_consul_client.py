@@ -11,7 +11,7 @@ import time
 import consul
 import pytest
 
-from conftest import free_port
+from conftest import free_port, wait_for
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -68,16 +68,6 @@ def closed_port():
     """A loopback port nothing listens on."""
     return free_port()
 
-
-def wait_for(fn, timeout=8.0, interval=0.05, what="condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
 
 
 def check_status(c, check_id):

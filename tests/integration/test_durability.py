@@ -14,22 +14,13 @@ import urllib.error
 import urllib.request
 
 import pytest
+from conftest import wait_for
 
 WRITERS = 16
 ROUNDS = 5
 MAX_OPS_PER_WRITER_ROUND = 5000  # a bound; a round lasts at most 1.5 s anyway
 SERVICE_EVERY = 4  # every 4th write of a writer is a service registration
 
-
-def wait_for(predicate, timeout, interval=0.05, what="condition"):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
 
 
 def raw_request(url, method, path, body=None, timeout=10):

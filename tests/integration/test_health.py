@@ -10,7 +10,7 @@ import urllib.parse
 
 import pytest
 
-from conftest import free_port
+from conftest import free_port, wait_for
 from http_backend import Backend, big_body
 
 
@@ -28,17 +28,6 @@ def backends(tmp_path):
     for b in started:
         b.kill()
 
-
-def wait_for(predicate, timeout, interval=0.05, what="condition"):
-    """Polls predicate() until it returns something truthy; returns it, or fails after timeout."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
 
 
 def put_ok(agent, path, body=None):
