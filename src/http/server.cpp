@@ -140,6 +140,7 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     stream_.expires_never();
     auto msg = parser_->release();
+    parser_.reset();
     keep_alive_ = msg.keep_alive();
     version_ = msg.version();
     Request req;
@@ -172,39 +173,32 @@ class Session : public std::enable_shared_from_this<Session> {
     if (exchange_ && !exchange_->responded()) watch_disconnect();
   }
 
-  // While a deferred answer is pending, a read tells us whether the client went away. Bytes that
-  // arrive (a pipelined request) stay in the buffer for the next parse.
+  // While a deferred answer is pending (a blocking query may wait minutes), wait for the socket
+  // to become readable without a buffer: readable with nothing to read means the client closed.
+  // Bytes that do arrive (a pipelined request) stay in the kernel until the answer is written.
+  // The request buffer is released meanwhile: a parked query costs little memory.
   void watch_disconnect() {
-    watching_ = true;
-    auto buf = buffer_.prepare(4096);
-    stream_.socket().async_read_some(buf, [self = shared_from_this()](beast::error_code ec, size_t n) {
-      self->watching_ = false;
-      if (!ec) {
-        self->buffer_.commit(n);
-        if (self->pending_) return self->write(std::move(*self->pending_));
-        if (self->buffer_.size() > self->server_->limits.header_bytes + self->server_->limits.body_bytes) {
-          return self->close();  // a client flooding while it waits
-        }
-        return self->watch_disconnect();
-      }
-      if (ec == asio::error::operation_aborted && self->pending_) return self->write(std::move(*self->pending_));
-      self->close();
+    if (buffer_.size() == 0) buffer_.shrink_to_fit();
+    auto generation = ++watch_generation_;
+    stream_.socket().async_wait(tcp::socket::wait_read, [self = shared_from_this(), generation](beast::error_code ec) {
+      if (generation != self->watch_generation_ || !self->exchange_) return;  // answered meanwhile
+      boost::system::error_code aec;
+      if (ec || self->stream_.socket().available(aec) == 0 || aec) return self->close();
+      // Pipelined bytes: stop watching (the level-triggered wait would fire again at once).
     });
   }
 
   void on_response(Response&& r) {
     exchange_.reset();
-    if (watching_) {
-      pending_ = std::move(r);
-      boost::system::error_code ec;
-      stream_.socket().cancel(ec);
-      return;
-    }
+    // Answer now, not after the pending wait's cancellation comes back through the queue: the
+    // wait's handler sees a newer generation and does nothing.
+    ++watch_generation_;
+    boost::system::error_code ec;
+    stream_.socket().cancel(ec);
     write(std::move(r));
   }
 
   void write(Response r) {
-    pending_.reset();
     auto res = std::make_shared<bhttp::response<bhttp::string_body>>();
     res->version(version_ ? version_ : 11);
     res->result(static_cast<unsigned>(r.status));
@@ -239,10 +233,9 @@ class Session : public std::enable_shared_from_this<Session> {
   std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
   std::shared_ptr<Server::Impl> server_;
   std::shared_ptr<Exchange> exchange_;
-  std::optional<Response> pending_;
   std::string remote_;
   bool keep_alive_ = true;
-  bool watching_ = false;
+  uint64_t watch_generation_ = 0;
   bool head_ = false;
   unsigned version_ = 11;
 };

@@ -123,16 +123,13 @@ void Registry::on_events(uint64_t revision, std::vector<store::Event>&& events) 
   }
   auto changes = state_.apply(revision, events);
 
-  if (watches_.has_prefix_waiters()) {
-    std::vector<std::string> extra;
-    for (const auto& t : changes.topics) {
-      if (t.rfind("kv:", 0) != 0) continue;
-      std::string_view key = std::string_view(t).substr(3);
-      for (size_t n = 0; n <= key.size(); ++n) extra.push_back("kvp:" + std::string(key.substr(0, n)));
-    }
-    changes.topics.insert(extra.begin(), extra.end());
+  // Watchers are told after the writers of this group are answered (their completions follow
+  // these events in the same batch), and once per topic however many writes touched it.
+  pending_topics_.merge(changes.topics);
+  if (!flush_posted_ && !pending_topics_.empty()) {
+    flush_posted_ = true;
+    loop_.post([this] { flush_notifications(); });
   }
-  watches_.notify(changes.topics);
 
   for (const auto& id : changes.checks) {
     const Check* c = state_.check(id);
@@ -168,6 +165,22 @@ void Registry::on_events(uint64_t revision, std::vector<store::Event>&& events) 
           if (!r.ok) spdlog::error("releasing the locks of expired session {} failed: {}", id, r.error);
         });
   }
+}
+
+void Registry::flush_notifications() {
+  flush_posted_ = false;
+  std::set<std::string> topics;
+  topics.swap(pending_topics_);
+  if (watches_.has_prefix_waiters()) {
+    std::vector<std::string> extra;
+    for (const auto& t : topics) {
+      if (t.rfind("kv:", 0) != 0) continue;
+      std::string_view key = std::string_view(t).substr(3);
+      for (size_t n = 0; n <= key.size(); ++n) extra.push_back("kvp:" + std::string(key.substr(0, n)));
+    }
+    topics.insert(extra.begin(), extra.end());
+  }
+  watches_.notify(topics);
 }
 
 void Registry::invalidate_sessions_of_check(const std::string& check_id) {

@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -95,6 +96,7 @@ class Registry {
   // user_compare: a failed compare is the caller's answer (KV cas), not a reason to retry.
   void run(Build build, Done done, bool user_compare = false, int attempt = 0);
   void on_events(uint64_t revision, std::vector<store::Event>&& events);
+  void flush_notifications();
   void release_locks_of(const std::string& session_id);
   void invalidate_sessions_of_check(const std::string& check_id);
   std::vector<store::Op> lock_releases(const std::string& session_id, std::vector<store::Compare>& compares);
@@ -109,6 +111,8 @@ class Registry {
   std::vector<CheckListener> check_listeners_;
   std::map<std::string, std::chrono::steady_clock::time_point> lock_delay_;
   std::map<std::string, std::chrono::steady_clock::time_point> output_written_;
+  std::set<std::string> pending_topics_;  // touched by applied events, watchers not yet told
+  bool flush_posted_ = false;
 };
 
 }  // namespace flotilla::registry

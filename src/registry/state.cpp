@@ -79,10 +79,13 @@ void State::put(const store::KeyValue& kv, Changes& changes) {
       c.create_index = kv.create_revision;
       c.modify_index = kv.mod_revision;
       if (auto it = checks_.find(c.id); it != checks_.end() && it->second.service_id != c.service_id) {
-        checks_by_service_[it->second.service_id].erase(c.id);
+        if (it->second.service_id.empty()) node_check_ids_.erase(c.id);
+        else checks_by_service_[it->second.service_id].erase(c.id);
       }
-      if (c.service_id.empty()) touch("node", rev, changes);
-      else {
+      if (c.service_id.empty()) {
+        node_check_ids_.insert(c.id);
+        touch("node", rev, changes);
+      } else {
         checks_by_service_[c.service_id].insert(c.id);
         touch_service(c.service_name, rev, changes);
       }
@@ -142,8 +145,10 @@ void State::erase(const std::string& key, uint64_t rev, Changes& changes) {
     auto id = key.substr(keys::check.size());
     auto it = checks_.find(id);
     if (it == checks_.end()) return;
-    if (it->second.service_id.empty()) touch("node", rev, changes);
-    else {
+    if (it->second.service_id.empty()) {
+      node_check_ids_.erase(id);
+      touch("node", rev, changes);
+    } else {
       auto& ids = checks_by_service_[it->second.service_id];
       ids.erase(id);
       if (ids.empty()) checks_by_service_.erase(it->second.service_id);
@@ -215,8 +220,8 @@ std::vector<const Check*> State::checks_of_service(const std::string& service_id
 
 std::vector<const Check*> State::node_checks() const {
   std::vector<const Check*> out;
-  for (const auto& [id, c] : checks_)
-    if (c.service_id.empty()) out.push_back(&c);
+  out.reserve(node_check_ids_.size());
+  for (const auto& id : node_check_ids_) out.push_back(&checks_.at(id));
   return out;
 }
 

@@ -75,6 +75,7 @@ class State {
   std::map<std::string, Session> sessions_;
   std::map<std::string, std::set<std::string>> by_name_;           // service name -> instance IDs
   std::map<std::string, std::set<std::string>> checks_by_service_;  // service ID -> check IDs
+  std::set<std::string> node_check_ids_;  // checks of the node itself (every health entry has them)
   std::unordered_map<std::string, uint64_t> topic_index_;
   // Deleted KV keys and when, so a recursive read's index moves when a key disappears. Bounded:
   // the oldest are folded into kv_floor_.

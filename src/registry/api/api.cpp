@@ -73,7 +73,7 @@ void serve_read(Context& ctx, const ExchangePtr& ex, std::vector<std::string> to
     wait = std::min<Duration>(*d, kMaxWait);
   }
   QueryResult first = compute();
-  if (!index || *index == 0 || first.index > *index || first.status >= 400 && first.status != 404) {
+  if (!index || *index == 0 || first.index > *index || (first.status >= 400 && first.status != 404)) {
     ex->respond(to_response(std::move(first)));
     return;
   }
