@@ -112,7 +112,16 @@ int run_agent(const AgentOptions& o) {
     });
     spdlog::info("flotilla agent {} serving http://{}:{} (node {}, store {}, index {})", kVersion, host,
                  server.port(), registry.state().node().name, store.describe(), registry.state().revision());
-    loop.run();
+    // A handler that throws is a bug, but it must not take the registry down with it: log and
+    // keep serving (loop.stop() ends run() normally).
+    while (true) {
+      try {
+        loop.run();
+        break;
+      } catch (const std::exception& e) {
+        spdlog::error("unexpected error in a handler (the agent keeps running): {}", e.what());
+      }
+    }
     store.stop();  // finishes queued writes
     spdlog::info("stopped");
   } catch (const std::exception& e) {

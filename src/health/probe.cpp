@@ -88,7 +88,6 @@ struct HttpProbe : std::enable_shared_from_this<HttpProbe<Stream>> {
     deadline.expires_after(timeout);
     deadline.async_wait([self, timeout](beast::error_code ec) {
       if (ec) return;
-      self->timed_out = true;
       self->finish(registry::status::critical, self->label + ": timed out after " + format_duration(timeout));
       beast::error_code ignore;
       self->resolver.cancel();
@@ -193,7 +192,6 @@ struct HttpProbe : std::enable_shared_from_this<HttpProbe<Stream>> {
   char output[kMaxOutput];
   size_t got = 0;
   ProbeDone done;
-  bool timed_out = false;
 };
 
 }  // namespace

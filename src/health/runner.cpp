@@ -33,6 +33,7 @@ struct Runner::Job {
   Clock::time_point next{};
   int successes = 0;
   int failures = 0;
+  uint64_t generation = 0;  // bumped when the definition changes; older probes' results are ignored
   bool in_flight = false;
   Clock::time_point critical_since{};  // for DeregisterCriticalServiceAfter
   bool reaping = false;
@@ -73,6 +74,8 @@ void Runner::on_check(const std::string& id, const registry::Check* c) {
   }
   if (!changed) return;
   job.successes = job.failures = 0;
+  job.generation = ++next_generation_;  // unique across jobs: a re-created check never matches
+  job.in_flight = false;  // a probe of the old definition may still run; its result will be ignored
   const auto& def = c->definition;
   if (c->kind == "http" || c->kind == "tcp") {
     // Stagger the first run so that thousands of checks do not fire together, but start at
@@ -118,14 +121,20 @@ void Runner::run_probe(const std::string& id) {
   job.in_flight = true;
   probes_->inc();
   auto timeout = def.timeout.count() > 0 ? def.timeout : kDefaultTimeout;
-  auto done = [this, id](ProbeResult&& r) {
+  auto done = [this, id, generation = job.generation](ProbeResult&& r) {
     auto it = jobs_.find(id);
-    if (it == jobs_.end()) return;
+    // The check was removed, re-added or redefined since this probe started.
+    if (it == jobs_.end() || it->second->generation != generation) return;
     it->second->in_flight = false;
     on_result(id, r.status, std::move(r.output));
   };
-  if (job.check.kind == "http") probe_http(loop_, def, timeout, std::move(done));
-  else probe_tcp(loop_, def.tcp, timeout, std::move(done));
+  try {
+    if (job.check.kind == "http") probe_http(loop_, def, timeout, done);
+    else probe_tcp(loop_, def.tcp, timeout, done);
+  } catch (const std::exception& e) {
+    // A definition the probe cannot even send must not take the agent down with it.
+    done(ProbeResult{registry::status::critical, std::string("cannot run the check: ") + e.what()});
+  }
 }
 
 void Runner::on_result(const std::string& id, const std::string& status, std::string output) {
@@ -168,8 +177,10 @@ void Runner::reap() {
     reaped_->inc();
     spdlog::info("deregistering service {}: check {} critical for more than {}", job->check.service_id, id,
                  format_duration(after));
-    registry_.deregister_service(job->check.service_id, [](const registry::WriteResult& r) {
-      if (!r.ok) spdlog::warn("deregistering a critical service failed: {}", r.error);
+    registry_.deregister_service(job->check.service_id, [this, id](const registry::WriteResult& r) {
+      if (r.ok) return;
+      spdlog::warn("deregistering a critical service failed (will retry): {}", r.error);
+      if (auto it = jobs_.find(id); it != jobs_.end()) it->second->reaping = false;
     });
   }
   reaper_->arm(kReapEvery, [this] { reap(); });

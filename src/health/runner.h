@@ -45,6 +45,7 @@ class Runner {
   registry::Registry& registry_;
   std::map<std::string, std::unique_ptr<Job>> jobs_;
   std::unique_ptr<Timer> reaper_;
+  uint64_t next_generation_ = 0;
   metrics::Counter* probes_;
   metrics::Counter* reaped_;
 };

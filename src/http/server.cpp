@@ -92,6 +92,8 @@ class Session : public std::enable_shared_from_this<Session> {
 
  private:
   void read_request() {
+    head_ = false;  // per request: an early error answer must not inherit the last request's framing
+    version_ = 11;
     parser_.emplace();
     parser_->header_limit(server_->limits.header_bytes);
     parser_->body_limit(server_->limits.body_bytes);
@@ -147,6 +149,7 @@ class Session : public std::enable_shared_from_this<Session> {
     req.method = std::string(msg.method_string());
     req.target = std::string(msg.target());
     req.remote_address = remote_;
+    head_ = req.method == "HEAD";
     if (!parse_target(req.target, req.path, req.query)) {
       return write(Response::error(400, "malformed percent-encoding in request target"));
     }
@@ -157,7 +160,6 @@ class Session : public std::enable_shared_from_this<Session> {
       req.headers.emplace_back(std::move(name), std::string(f.value()));
     }
     req.body = std::move(msg.body());
-    head_ = req.method == "HEAD";
 
     auto weak = weak_from_this();
     exchange_ = std::make_shared<Exchange>(std::move(req), [weak](Response&& r) {

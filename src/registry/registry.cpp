@@ -55,6 +55,9 @@ Registry::~Registry() = default;
 void Registry::start() {
   state_.load(store_.load());
   store_.start([this](uint64_t rev, std::vector<store::Event>&& events) { on_events(rev, std::move(events)); });
+  // Locks left held by sessions that ended while the agent was down (between a TTL expiry and
+  // its release) are released now.
+  release_orphaned_locks();
 
   // The node record and its "serfHealth" check, which sessions depend on by default.
   const auto& node = state_.node();
@@ -114,13 +117,6 @@ void Registry::run(Build build, Done done, bool user_compare, int attempt) {
 }
 
 void Registry::on_events(uint64_t revision, std::vector<store::Event>&& events) {
-  // Sessions about to disappear: remember how to release their locks.
-  std::vector<Session> ending;
-  for (const auto& e : events) {
-    if (e.type == store::Event::Type::del && e.kv.key.rfind(keys::session, 0) == 0) {
-      if (auto* s = state_.session(e.kv.key.substr(keys::session.size()))) ending.push_back(*s);
-    }
-  }
   auto changes = state_.apply(revision, events);
 
   // Watchers are told after the writers of this group are answered (their completions follow
@@ -134,53 +130,83 @@ void Registry::on_events(uint64_t revision, std::vector<store::Event>&& events) 
   for (const auto& id : changes.checks) {
     const Check* c = state_.check(id);
     for (auto& l : check_listeners_) l(id, c);
+    if (!c) output_written_.erase(id);
     // A session ends when a check it depends on goes critical or goes away, as in Consul.
     if (!c || c->status == status::critical) invalidate_sessions_of_check(id);
   }
-  for (const auto& s : ending) {
-    bool holds = false;
-    for (const auto& [key, e] : state_.kv())
-      if (e.session == s.id) { holds = true; break; }
-    if (!holds) continue;
-    // The session ended without us (its TTL ran out): release what it held, as Consul does.
-    auto session = s;
-    run([this, session](WriteResult&) -> std::optional<store::Txn> {
-          store::Txn txn;
-          for (auto& [key, e] : state_.kv()) {
-            if (e.session != session.id) continue;
-            txn.compares.push_back({kv_key(key), e.modify_index});
-            if (session.behavior == "delete") {
-              txn.ops.push_back(store::Op::del(kv_key(key)));
-            } else {
-              KvEntry n = e;
-              n.session.clear();
-              txn.ops.push_back(store::Op::put(kv_key(key), encode(n)));
-            }
-            if (session.lock_delay.count() > 0) lock_delay_[key] = Clock::now() + session.lock_delay;
-          }
-          if (txn.ops.empty()) return std::nullopt;
-          return txn;
-        },
-        [id = s.id](const WriteResult& r) {
-          if (!r.ok) spdlog::error("releasing the locks of expired session {} failed: {}", id, r.error);
-        });
-  }
+  // A session that ended without releasing its locks (its TTL ran out: the store deleted it).
+  for (const auto& s : changes.ended_sessions) ended_sessions_[s.id] = s;
+  if (!changes.ended_sessions.empty()) release_orphaned_locks();
 }
 
 void Registry::flush_notifications() {
   flush_posted_ = false;
   std::set<std::string> topics;
   topics.swap(pending_topics_);
-  if (watches_.has_prefix_waiters()) {
-    std::vector<std::string> extra;
-    for (const auto& t : topics) {
-      if (t.rfind("kv:", 0) != 0) continue;
-      std::string_view key = std::string_view(t).substr(3);
-      for (size_t n = 0; n <= key.size(); ++n) extra.push_back("kvp:" + std::string(key.substr(0, n)));
-    }
-    topics.insert(extra.begin(), extra.end());
-  }
+  std::set<std::string> prefixes;
+  for (const auto& t : topics)
+    if (t.rfind("kv:", 0) == 0) watches_.add_prefix_topics(t.substr(3), prefixes);
+  topics.merge(prefixes);
   watches_.notify(topics);
+}
+
+void Registry::add_release(const KvEntry& e, const std::string& behavior, store::Txn& txn) const {
+  txn.compares.push_back({kv_key(e.key), e.modify_index});
+  if (behavior == "delete") {
+    txn.ops.push_back(store::Op::del(kv_key(e.key)));
+  } else {
+    KvEntry n = e;
+    n.session.clear();
+    txn.ops.push_back(store::Op::put(kv_key(e.key), encode(n)));
+  }
+}
+
+void Registry::start_lock_delay(const std::vector<std::string>& keys, Duration delay) {
+  if (delay.count() <= 0) return;
+  auto now = Clock::now();
+  if (lock_delay_.size() > 4096) std::erase_if(lock_delay_, [now](const auto& kv) { return kv.second <= now; });
+  for (const auto& k : keys) lock_delay_[k] = now + delay;
+}
+
+void Registry::release_orphaned_locks() {
+  if (release_running_) {
+    release_again_ = true;  // one more pass when the running one ends
+    return;
+  }
+  // Keys whose session no longer exists: the ones of sessions that just ended use that session's
+  // behavior and lock-delay; any other (left by a crash between expiry and release) is released.
+  auto plan = std::make_shared<std::map<Duration, std::vector<std::string>>>();
+  auto seen = std::make_shared<std::vector<std::string>>();  // ended sessions this pass covers
+  release_running_ = true;
+  run([this, plan, seen](WriteResult&) -> std::optional<store::Txn> {
+        plan->clear();
+        seen->clear();
+        for (const auto& [id, s] : ended_sessions_) seen->push_back(id);
+        store::Txn txn;
+        for (const auto& [key, e] : state_.kv()) {
+          if (e.session.empty() || state_.session(e.session)) continue;
+          auto ended = ended_sessions_.find(e.session);
+          add_release(e, ended != ended_sessions_.end() ? ended->second.behavior : "release", txn);
+          (*plan)[ended != ended_sessions_.end() ? ended->second.lock_delay : Duration::zero()].push_back(key);
+        }
+        if (txn.ops.empty()) return std::nullopt;
+        return txn;
+      },
+      [this, plan, seen](const WriteResult& r) {
+        release_running_ = false;
+        if (!r.ok) {
+          // Acquire treats a lock of a missing session as free meanwhile; the next ended
+          // session (or restart) tries again.
+          spdlog::error("releasing the locks of ended sessions failed: {}", r.error);
+        } else {
+          for (const auto& [delay, keys] : *plan) start_lock_delay(keys, delay);
+          for (const auto& id : *seen) ended_sessions_.erase(id);
+        }
+        if (release_again_) {
+          release_again_ = false;
+          release_orphaned_locks();
+        }
+      });
 }
 
 void Registry::invalidate_sessions_of_check(const std::string& check_id) {
@@ -192,7 +218,9 @@ void Registry::invalidate_sessions_of_check(const std::string& check_id) {
   }
   for (const auto& id : ids) {
     spdlog::info("session {} invalidated: check {} is critical or gone", id, check_id);
-    session_destroy(id, nullptr);
+    session_destroy(id, [id](const WriteResult& r) {
+      if (!r.ok) spdlog::error("invalidating session {} failed: {}", id, r.error);
+    });
   }
 }
 
@@ -368,9 +396,12 @@ void Registry::update_check(const std::string& id, const std::string& new_status
 
 // --- KV ---
 
-bool Registry::lock_delayed(const std::string& key) const {
+bool Registry::lock_delayed(const std::string& key) {
   auto it = lock_delay_.find(key);
-  return it != lock_delay_.end() && Clock::now() < it->second;
+  if (it == lock_delay_.end()) return false;
+  if (Clock::now() < it->second) return true;
+  lock_delay_.erase(it);
+  return false;
 }
 
 void Registry::kv_put(KvPut put, Done done) {
@@ -397,7 +428,9 @@ void Registry::kv_put(KvPut put, Done done) {
         txn.compares.push_back({kv_key(put.key), cur_index});
         if (!put.acquire.empty()) {
           const Session* s = state_.session(put.acquire);
-          if (!s || (cur && !cur->session.empty() && cur->session != put.acquire) || lock_delayed(put.key)) {
+          bool held_by_other = cur && !cur->session.empty() && cur->session != put.acquire &&
+                               state_.session(cur->session);  // a missing session holds nothing
+          if (!s || held_by_other || lock_delayed(put.key)) {
             result.applied = false;
             return std::nullopt;
           }
@@ -467,40 +500,30 @@ void Registry::session_create(Session session, Done done) {
       std::move(done));
 }
 
-std::vector<store::Op> Registry::lock_releases(const std::string& session_id, std::vector<store::Compare>& compares) {
-  std::vector<store::Op> ops;
-  const Session* s = state_.session(session_id);
-  if (!s) return ops;
-  for (const auto& [key, e] : state_.kv()) {
-    if (e.session != session_id) continue;
-    compares.push_back({kv_key(key), e.modify_index});
-    if (s->behavior == "delete") {
-      ops.push_back(store::Op::del(kv_key(key)));
-    } else {
-      KvEntry n = e;
-      n.session.clear();
-      ops.push_back(store::Op::put(kv_key(key), encode(n)));
-    }
-  }
-  return ops;
-}
-
 void Registry::session_destroy(const std::string& id, Done done) {
-  run([this, id](WriteResult&) -> std::optional<store::Txn> {
+  auto released = std::make_shared<std::vector<std::string>>();
+  auto delay = std::make_shared<Duration>(Duration::zero());
+  run([this, id, released, delay](WriteResult&) -> std::optional<store::Txn> {
+        released->clear();
         const Session* s = state_.session(id);
         if (!s) return std::nullopt;
         store::Txn txn;
         txn.compares.push_back({ses_key(id), s->modify_index});
-        auto releases = lock_releases(id, txn.compares);
-        for (auto& op : releases) {
-          if (s->lock_delay.count() > 0) lock_delay_[op.key.substr(keys::kv.size())] = Clock::now() + s->lock_delay;
-          txn.ops.push_back(std::move(op));
+        // Its locks are released in the same transaction: nobody sees a lock of a dead session.
+        for (const auto& [key, e] : state_.kv()) {
+          if (e.session != id) continue;
+          add_release(e, s->behavior, txn);
+          released->push_back(key);
         }
+        *delay = s->lock_delay;
         txn.ops.push_back(store::Op::del(ses_key(id)));
         if (s->lease) txn.ops.push_back(store::Op::revoke(s->lease));
         return txn;
       },
-      std::move(done));
+      [this, released, delay, done = std::move(done)](const WriteResult& r) {
+        if (r.ok && r.applied) start_lock_delay(*released, *delay);
+        if (done) done(r);
+      });
 }
 
 bool Registry::session_renew(const std::string& id) {

@@ -97,10 +97,13 @@ class Registry {
   void run(Build build, Done done, bool user_compare = false, int attempt = 0);
   void on_events(uint64_t revision, std::vector<store::Event>&& events);
   void flush_notifications();
-  void release_locks_of(const std::string& session_id);
   void invalidate_sessions_of_check(const std::string& check_id);
-  std::vector<store::Op> lock_releases(const std::string& session_id, std::vector<store::Compare>& compares);
-  bool lock_delayed(const std::string& key) const;
+  // Releases (or deletes, per the session's behavior) every key held by a session that no
+  // longer exists. One pass at a time; a request during a pass makes one more pass.
+  void release_orphaned_locks();
+  void add_release(const KvEntry& entry, const std::string& behavior, store::Txn& txn) const;
+  void start_lock_delay(const std::vector<std::string>& keys, Duration delay);
+  bool lock_delayed(const std::string& key);
 
   EventLoop& loop_;
   store::Store& store_;
@@ -113,6 +116,9 @@ class Registry {
   std::map<std::string, std::chrono::steady_clock::time_point> output_written_;
   std::set<std::string> pending_topics_;  // touched by applied events, watchers not yet told
   bool flush_posted_ = false;
+  std::map<std::string, Session> ended_sessions_;  // ended by the store, locks not yet released
+  bool release_running_ = false;
+  bool release_again_ = false;
 };
 
 }  // namespace flotilla::registry

@@ -45,7 +45,7 @@ void State::touch_service(const std::string& name, uint64_t revision, Changes& c
   touch("svc:" + name, revision, changes);
 }
 
-void State::touch_kv(const std::string& key, uint64_t revision, Changes& changes) {
+void State::touch_kv(const std::string& key, Changes& changes) {
   changes.topics.insert("kv:" + key);
 }
 
@@ -59,7 +59,7 @@ void State::put(const store::KeyValue& kv, Changes& changes) {
       e.create_index = kv.create_revision;
       e.modify_index = kv.mod_revision;
       kv_tombstones_.erase(e.key);
-      touch_kv(e.key, rev, changes);
+      touch_kv(e.key, changes);
       kv_[e.key] = std::move(e);
     } else if (starts_with(key, keys::service)) {
       auto s = decode_service(kv.value);
@@ -78,9 +78,18 @@ void State::put(const store::KeyValue& kv, Changes& changes) {
       auto c = decode_check(kv.value);
       c.create_index = kv.create_revision;
       c.modify_index = kv.mod_revision;
-      if (auto it = checks_.find(c.id); it != checks_.end() && it->second.service_id != c.service_id) {
-        if (it->second.service_id.empty()) node_check_ids_.erase(c.id);
-        else checks_by_service_[it->second.service_id].erase(c.id);
+      if (auto it = checks_.find(c.id); it != checks_.end()) {
+        const Check& old = it->second;
+        if (old.service_id != c.service_id) {
+          if (old.service_id.empty()) {
+            node_check_ids_.erase(c.id);
+          } else if (auto s = checks_by_service_.find(old.service_id); s != checks_by_service_.end()) {
+            s->second.erase(c.id);
+            if (s->second.empty()) checks_by_service_.erase(s);
+          }
+        }
+        // A check that moved away from a service changes that service's results too.
+        if (!old.service_id.empty() && old.service_name != c.service_name) touch_service(old.service_name, rev, changes);
       }
       if (c.service_id.empty()) {
         node_check_ids_.insert(c.id);
@@ -130,7 +139,7 @@ void State::erase(const std::string& key, uint64_t rev, Changes& changes) {
         kv_tombstones_.erase(by_rev[i].second);
       }
     }
-    touch_kv(k, rev, changes);
+    touch_kv(k, changes);
   } else if (starts_with(key, keys::service)) {
     auto id = key.substr(keys::service.size());
     auto it = services_.find(id);
@@ -159,9 +168,10 @@ void State::erase(const std::string& key, uint64_t rev, Changes& changes) {
     checks_.erase(it);
   } else if (starts_with(key, keys::session)) {
     auto id = key.substr(keys::session.size());
-    if (sessions_.erase(id)) {
+    if (auto it = sessions_.find(id); it != sessions_.end()) {
       touch("sessions", rev, changes);
-      changes.deleted_sessions.push_back(id);
+      changes.ended_sessions.push_back(std::move(it->second));
+      sessions_.erase(it);
     }
   }
 }

@@ -29,7 +29,7 @@ struct Node {
 struct Changes {
   std::set<std::string> topics;
   std::vector<std::string> checks;            // IDs put or deleted
-  std::vector<std::string> deleted_sessions;  // IDs
+  std::vector<Session> ended_sessions;  // as they were before deletion
 };
 
 class State {
@@ -65,7 +65,7 @@ class State {
   void erase(const std::string& key, uint64_t revision, Changes& changes);
   void touch(const std::string& topic, uint64_t revision, Changes& changes);
   void touch_service(const std::string& name, uint64_t revision, Changes& changes);
-  void touch_kv(const std::string& key, uint64_t revision, Changes& changes);
+  void touch_kv(const std::string& key, Changes& changes);
 
   uint64_t revision_ = 0;
   Node node_;

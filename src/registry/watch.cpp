@@ -20,7 +20,6 @@ struct WatchHub::Waiter {
   Compute compute;
   Deliver deliver;
   Timer timer;
-  bool prefix = false;
   bool done = false;
 };
 
@@ -48,10 +47,9 @@ WatchHub::Handle WatchHub::park(std::string query_key, std::vector<std::string> 
   for (auto& t : topics) {
     auto& list = topics_[t];
     list.push_front(w);
-    if (t.rfind("kvp:", 0) == 0) w->prefix = true;
+    if (t.rfind("kvp:", 0) == 0) ++prefixes_[t.substr(4)];
     w->positions.emplace_back(t, list.begin());
   }
-  if (w->prefix) ++prefix_waiters_;
   ++waiting_;
   waiting_gauge_->set(static_cast<int64_t>(waiting_));
   std::weak_ptr<Waiter> weak = w;
@@ -75,11 +73,19 @@ void WatchHub::finish(const std::shared_ptr<Waiter>& w) {
     if (t == topics_.end()) continue;
     t->second.erase(it);
     if (t->second.empty()) topics_.erase(t);
+    if (topic.rfind("kvp:", 0) == 0) {
+      auto p = prefixes_.find(topic.substr(4));
+      if (p != prefixes_.end() && --p->second == 0) prefixes_.erase(p);
+    }
   }
   w->positions.clear();
-  if (w->prefix) --prefix_waiters_;
   --waiting_;
   waiting_gauge_->set(static_cast<int64_t>(waiting_));
+}
+
+void WatchHub::add_prefix_topics(const std::string& key, std::set<std::string>& topics) const {
+  for (const auto& [prefix, count] : prefixes_)
+    if (key.compare(0, prefix.size(), prefix) == 0) topics.insert("kvp:" + prefix);
 }
 
 void WatchHub::cancel(const Handle& handle) {
@@ -115,7 +121,7 @@ void WatchHub::notify(const std::set<std::string>& topics) {
     woken_->inc();
     QueryResult copy = it->second.first;
     // The answer's index must move past the one the client sent, or it would ask again at once.
-    if (copy.index <= w->index) copy.index = w->index + 1;
+    if (copy.index <= w->index && w->index != UINT64_MAX) copy.index = w->index + 1;
     if (deliver) deliver(std::move(copy));
   }
 }

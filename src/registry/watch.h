@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <functional>
 #include <list>
+#include <map>
 #include <memory>
 #include <set>
 #include <string>
@@ -54,8 +55,9 @@ class WatchHub {
   void cancel(const Handle& handle);
   // After a write: re-evaluate the waiters of these topics.
   void notify(const std::set<std::string>& topics);
-  // True when some query waits on a key prefix (so writers need to look for "kvp:" topics).
-  bool has_prefix_waiters() const { return prefix_waiters_ > 0; }
+  // Adds the "kvp:<prefix>" topics of parked recursive reads whose prefix starts `key`. Costs
+  // one comparison per distinct parked prefix, not one string per prefix of the key.
+  void add_prefix_topics(const std::string& key, std::set<std::string>& topics) const;
   size_t waiting() const { return waiting_; }
 
  private:
@@ -64,7 +66,7 @@ class WatchHub {
   EventLoop& loop_;
   std::unordered_map<std::string, std::list<std::shared_ptr<Waiter>>> topics_;
   size_t waiting_ = 0;
-  size_t prefix_waiters_ = 0;
+  std::map<std::string, size_t> prefixes_;  // parked recursive reads, by prefix
   metrics::Gauge* waiting_gauge_;
   metrics::Counter* woken_;
   metrics::Counter* rechecked_;

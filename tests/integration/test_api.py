@@ -804,3 +804,25 @@ def test_keep_alive_and_pipelining(agent):
     assert [r[0] for r in responses] == [b"HTTP/1.1 200 OK"] * 3, responses
     assert [r[1] for r in responses][:2] == [b"true", b"a"]
     assert json.loads(responses[2][1])
+
+
+def test_check_moving_to_another_service_wakes_the_old_ones_watchers(agent):
+    register(agent, {"Name": "old", "ID": "old-1"})
+    register(agent, {"Name": "new", "ID": "new-1"})
+    ok(agent, "PUT", "/v1/agent/check/register", {"CheckID": "mover", "Name": "m", "TTL": "30s", "ServiceID": "old-1"})
+    index, checks = get_indexed(agent, "/v1/health/checks/old")
+    assert [c["CheckID"] for c in checks] == ["mover"]
+    b = Blocked(agent, f"/v1/health/checks/old?index={index}&wait=10s")
+    wait_parked(agent, 1)
+    ok(agent, "PUT", "/v1/agent/check/register", {"CheckID": "mover", "Name": "m", "TTL": "30s", "ServiceID": "new-1"})
+    status, headers, body = b.join(5)
+    assert status == 200 and b.elapsed < 2, f"old service's watcher waited {b.elapsed:.2f}s"
+    assert json.loads(body) == []
+
+
+def test_unknown_methods_share_one_metric_series(agent):
+    for i in range(3):
+        agent.request(f"M{i}XYZ", "/v1/agent/services")
+    assert metric(agent, "flotilla_api_requests_total", {"method": "OTHER", "code": "405"}) == 3
+    status, _, body = agent.request("GET", "/metrics")
+    assert b"M0XYZ" not in body

@@ -213,6 +213,14 @@ CHECK_CASES = [
     ("reserved-maint-id", {"Name": "c", "CheckID": "_service_maintenance:web-1", "TTL": "10s"}, "CheckID"),
     ("status-bogus", {"Name": "c", "TTL": "10s", "Status": "ok"}, "Status"),
     ("not-object", [{"Name": "c", "TTL": "10s"}], None),
+    # A header the probe could not even send used to kill the agent (and again at every restart).
+    ("header-huge", {"Name": "c", "HTTP": "http://127.0.0.1:1/", "Interval": "1s",
+                     "Header": {"X-Big": ["a" * 70000]}}, "Header"),
+    ("header-crlf", {"Name": "c", "HTTP": "http://127.0.0.1:1/", "Interval": "1s",
+                     "Header": {"X-Evil": ["a\r\nHost: other"]}}, "Header"),
+    ("header-bad-name", {"Name": "c", "HTTP": "http://127.0.0.1:1/", "Interval": "1s",
+                         "Header": {"Bad Name": ["x"]}}, "Header"),
+    ("method-bogus", {"Name": "c", "HTTP": "http://127.0.0.1:1/", "Interval": "1s", "Method": "GET /x"}, "Method"),
 ]
 
 
@@ -451,3 +459,23 @@ def test_half_request_then_close(agent, unchanged):
         s.close()
     still_serving(agent)
     assert agent.request("GET", "/v1/kv/cfg/a?raw")[2] == b"A"
+
+
+def test_huge_numbers_in_query_params(agent, unchanged):
+    # A wait beyond any integer is the 10-minute cap, not a 500; answered at once without an index.
+    status, headers, _ = agent.request("GET", "/v1/kv/cfg/a?wait=99999999999999999999")
+    assert status == 200 and "X-Consul-Index" in headers
+    status, _, _ = agent.request("GET", "/v1/catalog/services?wait=18446744074")
+    assert status == 200
+
+
+def test_head_then_bad_target_keeps_framing(agent, unchanged):
+    # After a HEAD (answered without a body), an error answer on the same connection must carry
+    # its body, or the client would read the next answer as that body.
+    raw = raw_exchange(agent, b"HEAD /v1/agent/self HTTP/1.1\r\nHost: x\r\n\r\n"
+                              b"GET /v1/kv/%zz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    first, _, rest = raw.partition(b"\r\n\r\n")
+    assert first.startswith(b"HTTP/1.1 200")
+    status, headers, body = parse_response(rest)
+    assert status == 400
+    assert len(body) == int(headers["content-length"]) and "error" in json.loads(body)

@@ -355,3 +355,15 @@ def test_check_drift_300_checks(agent, backends):
           f"(expected {expected:.0f}, {100 * (got - expected) / expected:+.1f}%); agent counted {p1 - p0:.0f}; "
           f"per check min {min(per_check)} max {max(per_check)}")
     assert abs(got - expected) <= 0.15 * expected, f"{got} probes, expected {expected:.0f} ± 15%"
+
+
+def test_redefined_check_does_not_wait_for_the_old_probe(agent, backends):
+    # The old definition hangs (its probe would take 6 s to time out); the new one is healthy and
+    # must be probed, and pass, without waiting for the old probe to finish.
+    b = backends()
+    register_http_check(agent, "re", b.url("/sleep/8"), Timeout="6s")
+    time.sleep(1.5)  # the first probe starts within the first interval and hangs
+    started = time.monotonic()
+    register_http_check(agent, "re", b.url("/code/200"))
+    wait_check(agent, "re", "passing", 4)
+    assert time.monotonic() - started < 3

@@ -3,6 +3,8 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <charconv>
 #include <map>
 #include <random>
 
@@ -66,9 +68,11 @@ void serve_read(Context& ctx, const ExchangePtr& ex, std::vector<std::string> to
   Duration wait = kDefaultWait;
   if (const std::string* w = req.param("wait")) {
     auto d = parse_duration(*w);
-    // Consul also takes a bare number of seconds here.
-    if (!d && !w->empty() && w->find_first_not_of("0123456789") == std::string::npos)
-      d = std::chrono::seconds(std::stoll(*w));
+    // Consul also takes a bare number of seconds here; anything above the cap is the cap.
+    uint64_t seconds = 0;
+    auto [end, ec] = std::from_chars(w->data(), w->data() + w->size(), seconds);
+    if (!d && !w->empty() && end == w->data() + w->size() && (ec == std::errc() || ec == std::errc::result_out_of_range))
+      d = ec == std::errc() && seconds < 3600 ? Duration(std::chrono::seconds(seconds)) : kMaxWait;
     if (!d || d->count() < 0) throw bad_request("query parameter wait must be a duration such as 30s", "wait");
     wait = std::min<Duration>(*d, kMaxWait);
   }
@@ -191,7 +195,11 @@ Api::~Api() = default;
 
 void Api::handle(const std::shared_ptr<http::Exchange>& ex) {
   // Count every answer, whenever it is given (blocking reads answer later).
-  ex->observe([impl = impl_.get(), method = ex->request().method](const http::Response& r) {
+  // Label by method, but only the known ones: a client must not be able to mint series.
+  std::string method = ex->request().method;
+  static const char* const kKnown[] = {"GET", "HEAD", "PUT", "POST", "DELETE", "OPTIONS", "PATCH"};
+  if (std::find(std::begin(kKnown), std::end(kKnown), method) == std::end(kKnown)) method = "OTHER";
+  ex->observe([impl = impl_.get(), method](const http::Response& r) {
     impl->counter(method, r.status).inc();
   });
   try {

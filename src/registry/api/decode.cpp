@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cctype>
 #include <charconv>
 
 #include "common/error.h"
@@ -27,6 +28,15 @@ void check_text(const std::string& v, std::string_view field, size_t max = kMaxN
   if (v.find('\0') != std::string::npos) throw bad_request(std::string(field) + " contains a NUL byte", std::string(field));
 }
 
+bool valid_header_name(const std::string& name) {
+  if (name.empty() || name.size() > 256) return false;
+  for (unsigned char c : name) {
+    if (std::isalnum(c)) continue;
+    if (std::string_view("!#$%&'*+-.^_`|~").find(static_cast<char>(c)) == std::string_view::npos) return false;
+  }
+  return true;
+}
+
 Check decode_check(const Json& j, std::string_view path) {
   require_object(j, path.empty() ? "check" : path);
   Check c;
@@ -44,13 +54,26 @@ Check decode_check(const Json& j, std::string_view path) {
   d.method = json::get_string(j, "Method", path).value_or("");
   d.body = json::get_string(j, "Body", path).value_or("");
   d.tls_skip_verify = json::get_bool(j, "TLSSkipVerify", path).value_or(false);
+  if (!d.method.empty()) {
+    bool token = d.method.size() <= 16;
+    for (char ch : d.method) token = token && ch >= 'A' && ch <= 'Z';
+    if (!token) throw bad_request(field("Method") + " must be an HTTP method such as GET or HEAD", field("Method"));
+  }
+  check_text(d.body, field("Body"), 64 * 1024);
   if (const Json* h = json::find(j, "Header")) {
     if (!h->is_object()) throw bad_request(field("Header") + " must be an object of string lists", field("Header"));
+    if (h->size() > 64) throw bad_request(field("Header") + " has more than 64 names", field("Header"));
     for (auto it = h->begin(); it != h->end(); ++it) {
       if (!it->is_array()) throw bad_request(field("Header") + "." + it.key() + " must be a list of strings", field("Header"));
+      if (!valid_header_name(it.key()))
+        throw bad_request(field("Header") + ": \"" + it.key() + "\" is not a valid header name", field("Header"));
       for (const auto& v : *it) {
         if (!v.is_string()) throw bad_request(field("Header") + "." + it.key() + " must be a list of strings", field("Header"));
-        d.header[it.key()].push_back(v.get<std::string>());
+        const auto& value = v.get_ref<const std::string&>();
+        if (value.size() > 8192 || value.find_first_of("\r\n", 0) != std::string::npos || value.find('\0') != std::string::npos)
+          throw bad_request(field("Header") + "." + it.key() + ": values must be at most 8 KiB, without CR, LF or NUL",
+                            field("Header"));
+        d.header[it.key()].push_back(value);
       }
     }
   }

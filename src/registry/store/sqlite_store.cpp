@@ -6,7 +6,9 @@
 #include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <atomic>
 #include <map>
+#include <optional>
 #include <mutex>
 #include <stdexcept>
 #include <thread>
@@ -75,6 +77,10 @@ std::string prefix_end(const std::string& prefix) {
 }  // namespace
 
 struct SqliteStore::Impl {
+  struct LeaseState {
+    Duration ttl;
+    Clock::time_point deadline;
+  };
   struct Pending {
     Txn txn;
     Done done;
@@ -225,8 +231,7 @@ struct SqliteStore::Impl {
           lease_put->bind(1, op.lease).bind(2, static_cast<int64_t>(op.ttl.count()));
           check(lease_put->step(), "lease grant");
           lease_put->reset();
-          std::lock_guard lock(mu);
-          leases[op.lease] = LeaseState{op.ttl, Clock::now() + op.ttl};
+          lease_changes.emplace_back(op.lease, LeaseState{op.ttl, {}});  // takes effect once durable
           break;
         }
         case Op::Type::lease_revoke:
@@ -244,25 +249,30 @@ struct SqliteStore::Impl {
     lease_del->bind(1, lease);
     check(lease_del->step(), "lease revoke");
     lease_del->reset();
-    std::lock_guard lock(mu);
-    leases.erase(lease);
+    lease_changes.emplace_back(lease, std::nullopt);
   }
 
   void run() {
     std::vector<Pending> batch;
     while (true) {
-      std::vector<int64_t> expired;
+      std::vector<std::pair<int64_t, LeaseState>> expired;
       {
         std::unique_lock lock(mu);
         while (true) {
-          if (!queue.empty() || stopping) break;
+          // Expiry is checked on every pass, so a steady stream of writes cannot starve it. An
+          // expired lease leaves the map at once: a keepalive from now on fails, consistently.
           auto next = Clock::time_point::max();
           auto now = Clock::now();
-          for (auto& [id, l] : leases) {
-            if (l.deadline <= now) expired.push_back(id);
-            next = std::min(next, l.deadline);
+          for (auto it = leases.begin(); it != leases.end();) {
+            if (it->second.deadline <= now) {
+              expired.emplace_back(*it);
+              it = leases.erase(it);
+            } else {
+              next = std::min(next, it->second.deadline);
+              ++it;
+            }
           }
-          if (!expired.empty()) break;
+          if (!queue.empty() || !expired.empty() || stopping) break;
           if (next == Clock::time_point::max()) cv.wait(lock);
           else cv.wait_until(lock, next);
         }
@@ -277,7 +287,8 @@ struct SqliteStore::Impl {
     }
   }
 
-  void write_batch(std::vector<Pending>& batch, const std::vector<int64_t>& expired) {
+  void write_batch(std::vector<Pending>& batch, const std::vector<std::pair<int64_t, LeaseState>>& expired) {
+    lease_changes.clear();
     auto started = Clock::now();
     std::vector<Outcome> outcomes;
     outcomes.reserve(batch.size() + expired.size());
@@ -298,7 +309,7 @@ struct SqliteStore::Impl {
         o.events = std::move(events);
         outcomes.push_back(std::move(o));
       }
-      for (auto id : expired) {
+      for (const auto& [id, state] : expired) {
         Outcome o;
         revoke(id, rev + 1, o.events);
         if (!o.events.empty()) ++rev;
@@ -325,12 +336,22 @@ struct SqliteStore::Impl {
       // Nothing became durable: fail every transaction of the group, deliver no events.
       for (auto& o : outcomes) {
         o.events.clear();
-        o.result = TxnResult{false, revision, failure};
+        o.result = TxnResult{false, revision.load(), failure};
       }
       for (auto& p : batch)
-        if (p.done) outcomes.push_back(Outcome{TxnResult{false, revision, failure}, {}, std::move(p.done)});
+        if (p.done) outcomes.push_back(Outcome{TxnResult{false, revision.load(), failure}, {}, std::move(p.done)});
+      // The expired leases were taken out of the map; they are still in the database, so give
+      // them another moment rather than forget them.
+      std::lock_guard lock(mu);
+      for (const auto& [id, state] : expired) leases[id] = LeaseState{state.ttl, Clock::now() + std::chrono::seconds(1)};
     } else {
       revision = rev;
+      std::lock_guard lock(mu);
+      auto now = Clock::now();
+      for (auto& [id, state] : lease_changes) {
+        if (state) leases[id] = LeaseState{state->ttl, now + state->ttl};
+        else leases.erase(id);
+      }
     }
     if (write_seconds) {
       write_seconds->observe(std::chrono::duration<double>(Clock::now() - started).count());
@@ -346,17 +367,13 @@ struct SqliteStore::Impl {
     });
   }
 
-  struct LeaseState {
-    Duration ttl;
-    Clock::time_point deadline;
-  };
-
   SqliteOptions options;
   EventLoop& loop;
   sqlite3* db = nullptr;
   std::unique_ptr<Statement> get_rev, upsert, del, range, range_open, by_lease, lease_put, lease_del, set_rev, begin,
       commit_stmt, rollback;
-  uint64_t revision = 0;  // store thread only (after load)
+  std::atomic<uint64_t> revision{0};  // written by the store thread
+  std::vector<std::pair<int64_t, std::optional<LeaseState>>> lease_changes;  // of the batch being written
   EventSink sink;
   std::mutex mu;
   std::condition_variable cv;
@@ -412,7 +429,7 @@ void SqliteStore::commit(Txn txn, Done done) {
   {
     std::lock_guard lock(impl_->mu);
     if (impl_->stopping) {
-      impl_->loop.post([done = std::move(done), rev = impl_->revision] {
+      impl_->loop.post([done = std::move(done), rev = impl_->revision.load()] {
         if (done) done(TxnResult{false, rev, "store is shutting down"});
       });
       return;

@@ -84,3 +84,16 @@ TEST_F(WatchFixture, TimesOutAndCancels) {
   EXPECT_EQ(answered, 1);
   EXPECT_EQ(hub.waiting(), 0u);
 }
+
+TEST_F(WatchFixture, PrefixTopicsOfParkedRecursiveReads) {
+  hub.park("a", {"kvp:app/"}, current(), 10s, compute(), [](QueryResult&&) {});
+  hub.park("b", {"kvp:"}, current(), 10s, compute(), [](QueryResult&&) {});
+  auto other = hub.park("c", {"kvp:other/"}, current(), 10s, compute(), [](QueryResult&&) {});
+  std::set<std::string> topics;
+  hub.add_prefix_topics("app/db/url", topics);
+  EXPECT_EQ(topics, (std::set<std::string>{"kvp:", "kvp:app/"}));
+  hub.cancel(other);
+  topics.clear();
+  hub.add_prefix_topics("other/x", topics);
+  EXPECT_EQ(topics, (std::set<std::string>{"kvp:"})) << "a cancelled prefix is forgotten";
+}
