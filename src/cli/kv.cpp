@@ -44,6 +44,9 @@ std::function<int()> add_kv(CLI::App& app) {
   auto* list = kv->add_subcommand("list", "List keys under a prefix");
   list->add_option("prefix", o->key, "Prefix (default: everything)");
 
+  // `flotilla kv get KEY --api X` as well as `flotilla kv --api X get KEY`.
+  for (auto* sub : {get, put, del, list}) sub->fallthrough();
+
   return [o, get, put, del, list]() -> int {
     try {
       ApiClient client(o->api);

@@ -31,6 +31,9 @@ def test_kv_round_trip(agent):
     assert run("kv", "put", "app/size", "-", api=agent.addr, stdin="large\n").returncode == 0
     r = run("kv", "get", "app/color", api=agent.addr)
     assert (r.returncode, r.stdout) == (0, "blue\n")
+    # --api may come before or after the kv verb.
+    env_free = subprocess.run([BIN, "kv", "get", "app/color", "--api", agent.addr], capture_output=True, text=True)
+    assert (env_free.returncode, env_free.stdout) == (0, "blue\n"), env_free.stderr
     r = run("kv", "list", "app/", api=agent.addr)
     assert [l.split("\t")[0] for l in r.stdout.splitlines()] == ["app/color", "app/size"]
     # --cas: a stale index is refused with a clear message and a non-zero exit.
