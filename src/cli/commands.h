@@ -14,6 +14,7 @@ std::function<int()> add_agent(CLI::App& app);
 std::function<int()> add_version(CLI::App& app);
 std::function<int()> add_kv(CLI::App& app);
 std::function<int()> add_services(CLI::App& app);
+std::function<int()> add_config(CLI::App& app);
 
 extern const char* const kVersion;
 

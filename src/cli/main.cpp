@@ -22,6 +22,7 @@ int main(int argc, char** argv) {
   add(flotilla::cli::add_agent);
   add(flotilla::cli::add_services);
   add(flotilla::cli::add_kv);
+  add(flotilla::cli::add_config);
   add(flotilla::cli::add_version);
   try {
     app.parse(argc, argv);

@@ -76,3 +76,18 @@ def test_second_agent_on_same_data_dir_is_refused(agent):
     assert "in use by another running agent" in r.stderr
     # The first agent is untouched.
     assert agent.request("GET", "/v1/status/leader")[0] == 200
+
+
+def test_config_check(tmp_path):
+    good = tmp_path / "flotilla.yaml"
+    good.write_text("name: shop\ngateway:\n  routes:\n    - match: {path_prefix: /api}\n      service: api\n")
+    r = run("config", "check", "-f", str(good))
+    assert r.returncode == 0, r.stderr
+    assert "ok" in r.stdout and "/api -> api" in r.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: shop\ngateway:\n  routes:\n    - service: api\n      timeout: forever\n")
+    r = run("config", "check", "-f", str(bad))
+    assert r.returncode == 1
+    assert r.stderr.strip() == f"{bad}:5:16: timeout must be a duration such as 250ms, 10s or 5m"
+    r = run("config", "check", "-f", str(tmp_path / "missing.yaml"))
+    assert r.returncode == 1 and "cannot read the file" in r.stderr

@@ -1,0 +1,303 @@
+#include "config/flotilla_file.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "http/server.h"
+
+namespace flotilla::config {
+
+namespace {
+
+// Reads one YAML document with positions; every accessor checks type and reports file:line:col.
+class Reader {
+ public:
+  explicit Reader(std::string path) : path_(std::move(path)) {}
+
+  [[noreturn]] void fail(const YAML::Node& at, const std::string& message) const {
+    auto m = at.Mark();
+    throw ConfigError(path_ + ":" + std::to_string(m.line + 1) + ":" + std::to_string(m.column + 1) + ": " +
+                      message);
+  }
+
+  // Checks that `node` is a mapping whose keys are all in `allowed`.
+  void mapping(const YAML::Node& node, const std::string& what, std::initializer_list<const char*> allowed) const {
+    if (!node.IsMap()) fail(node, what + " must be a mapping (key: value lines)");
+    for (auto it = node.begin(); it != node.end(); ++it) {
+      auto key = it->first.as<std::string>();
+      if (std::none_of(allowed.begin(), allowed.end(), [&](const char* a) { return key == a; })) {
+        std::string list;
+        for (const char* a : allowed) list += std::string(list.empty() ? "" : ", ") + a;
+        fail(it->first, "unknown key \"" + key + "\" in " + what + " (known: " + list + ")");
+      }
+    }
+  }
+
+  std::string string(const YAML::Node& n, const std::string& what) const {
+    if (!n.IsScalar()) fail(n, what + " must be a string");
+    return n.Scalar();
+  }
+
+  bool boolean(const YAML::Node& n, const std::string& what) const {
+    if (n.IsScalar()) {
+      const auto& s = n.Scalar();
+      if (s == "true" || s == "yes" || s == "on") return true;
+      if (s == "false" || s == "no" || s == "off") return false;
+    }
+    fail(n, what + " must be true or false");
+  }
+
+  int64_t integer(const YAML::Node& n, const std::string& what, int64_t min, int64_t max) const {
+    if (n.IsScalar()) {
+      const auto& s = n.Scalar();
+      try {
+        size_t used = 0;
+        long long v = std::stoll(s, &used);
+        if (used == s.size() && v >= min && v <= max) return v;
+      } catch (const std::exception&) {
+      }
+    }
+    fail(n, what + " must be a whole number from " + std::to_string(min) + " to " + std::to_string(max));
+  }
+
+  double number(const YAML::Node& n, const std::string& what, double min) const {
+    if (n.IsScalar()) {
+      try {
+        size_t used = 0;
+        double v = std::stod(n.Scalar(), &used);
+        if (used == n.Scalar().size() && v >= min) return v;
+      } catch (const std::exception&) {
+      }
+    }
+    fail(n, what + " must be a number of at least " + std::to_string(static_cast<int64_t>(min)));
+  }
+
+  Duration duration(const YAML::Node& n, const std::string& what) const {
+    if (n.IsScalar()) {
+      if (auto d = parse_duration(n.Scalar()); d && d->count() >= 0) return *d;
+    }
+    fail(n, what + " must be a duration such as 250ms, 10s or 5m");
+  }
+
+  std::vector<std::string> strings(const YAML::Node& n, const std::string& what) const {
+    std::vector<std::string> out;
+    if (n.IsScalar()) return {n.Scalar()};
+    if (!n.IsSequence()) fail(n, what + " must be a list of strings");
+    for (const auto& e : n) out.push_back(string(e, what + " entries"));
+    return out;
+  }
+
+  std::string address(const YAML::Node& n, const std::string& what) const {
+    auto s = string(n, what);
+    std::string host;
+    uint16_t port;
+    if (!http::split_host_port(s, host, port)) fail(n, what + " must be HOST:PORT, such as 127.0.0.1:8080");
+    return s;
+  }
+
+ private:
+  std::string path_;
+};
+
+uint64_t parse_size(const std::string& s, bool& ok) {
+  ok = false;
+  size_t i = 0;
+  uint64_t v = 0;
+  while (i < s.size() && s[i] >= '0' && s[i] <= '9') {
+    if (v > (UINT64_MAX - 9) / 10) return 0;
+    v = v * 10 + static_cast<uint64_t>(s[i++] - '0');
+  }
+  if (i == 0) return 0;
+  std::string unit = s.substr(i);
+  uint64_t mult = 1;
+  if (unit.empty() || unit == "B") mult = 1;
+  else if (unit == "KiB" || unit == "k" || unit == "K" || unit == "KB") mult = 1024;
+  else if (unit == "MiB" || unit == "m" || unit == "M" || unit == "MB") mult = 1024 * 1024;
+  else if (unit == "GiB" || unit == "g" || unit == "G" || unit == "GB") mult = 1024ULL * 1024 * 1024;
+  else return 0;
+  if (v > UINT64_MAX / mult) return 0;
+  ok = true;
+  return v * mult;
+}
+
+bool valid_service_name(const std::string& s) {
+  if (s.empty() || s.size() > 63) return false;
+  for (char c : s)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.')) return false;
+  return true;
+}
+
+RouteMatch read_match(const Reader& r, const YAML::Node& n) {
+  r.mapping(n, "match", {"path_prefix", "path", "host", "methods", "headers"});
+  RouteMatch m;
+  if (n["path_prefix"]) {
+    m.path_prefix = r.string(n["path_prefix"], "match.path_prefix");
+    if (m.path_prefix.empty() || m.path_prefix[0] != '/') r.fail(n["path_prefix"], "match.path_prefix must start with /");
+  }
+  if (n["path"]) {
+    m.path = r.string(n["path"], "match.path");
+    if (m.path.empty() || m.path[0] != '/') r.fail(n["path"], "match.path must start with /");
+  }
+  if (n["path"] && n["path_prefix"]) r.fail(n["path"], "give path or path_prefix, not both");
+  if (n["host"]) {
+    m.host = r.string(n["host"], "match.host");
+    auto h = m.host.rfind("*.", 0) == 0 ? m.host.substr(2) : m.host;
+    if (h.empty() || h.find('*') != std::string::npos || h.find('/') != std::string::npos)
+      r.fail(n["host"], "match.host must be a host name, or *.domain for any subdomain");
+    std::transform(m.host.begin(), m.host.end(), m.host.begin(), [](unsigned char c) { return std::tolower(c); });
+  }
+  if (n["methods"]) {
+    static const std::set<std::string> known = {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE"};
+    for (const auto& e : n["methods"]) {
+      auto v = r.string(e, "match.methods entries");
+      if (!known.count(v)) r.fail(e, "unknown method \"" + v + "\" (GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS)");
+      m.methods.push_back(v);
+    }
+    if (!n["methods"].IsSequence()) r.fail(n["methods"], "match.methods must be a list such as [GET, POST]");
+  }
+  if (n["headers"]) {
+    if (!n["headers"].IsMap()) r.fail(n["headers"], "match.headers must be a mapping of header name to value");
+    for (auto it = n["headers"].begin(); it != n["headers"].end(); ++it) {
+      auto name = it->first.as<std::string>();
+      std::transform(name.begin(), name.end(), name.begin(), [](unsigned char c) { return std::tolower(c); });
+      m.headers.emplace_back(name, r.string(it->second, "match.headers values"));
+    }
+  }
+  return m;
+}
+
+Route read_route(const Reader& r, const YAML::Node& n) {
+  r.mapping(n, "a route", {"match", "service", "strip_prefix", "timeout", "retry", "rate_limit", "max_body"});
+  Route route;
+  route.line = n.Mark().line + 1;
+  if (!n["service"]) r.fail(n, "a route needs `service:` (the service it sends requests to)");
+  route.service = r.string(n["service"], "service");
+  if (!valid_service_name(route.service))
+    r.fail(n["service"], "service must be a name of letters, digits, '-', '_' or '.' (at most 63)");
+  if (n["match"]) route.match = read_match(r, n["match"]);
+  if (n["strip_prefix"]) {
+    route.strip_prefix = r.boolean(n["strip_prefix"], "strip_prefix");
+    if (route.strip_prefix && route.match.path_prefix.empty())
+      r.fail(n["strip_prefix"], "strip_prefix needs match.path_prefix");
+  }
+  if (n["timeout"]) route.timeout = r.duration(n["timeout"], "timeout");
+  if (n["max_body"]) {
+    bool ok;
+    route.max_body_bytes = parse_size(r.string(n["max_body"], "max_body"), ok);
+    if (!ok) r.fail(n["max_body"], "max_body must be a size such as 10MiB, 512KiB or 1048576");
+  }
+  if (n["retry"]) {
+    const auto& y = n["retry"];
+    r.mapping(y, "retry", {"attempts", "on", "per_try_timeout"});
+    RetryPolicy p;
+    if (y["attempts"]) p.attempts = static_cast<int>(r.integer(y["attempts"], "retry.attempts", 1, 10));
+    if (y["on"]) {
+      p.on.clear();
+      static const std::set<std::string> known = {"connect-failure", "reset", "5xx", "gateway-error", "retriable-4xx"};
+      for (const auto& e : y["on"]) {
+        auto v = r.string(e, "retry.on entries");
+        bool code = v.size() == 3 && v[0] >= '1' && v[0] <= '5' && std::all_of(v.begin(), v.end(), ::isdigit);
+        if (!known.count(v) && !code)
+          r.fail(e, "retry.on: unknown condition \"" + v +
+                        "\" (connect-failure, reset, 5xx, gateway-error, retriable-4xx, or a status such as \"503\")");
+        p.on.push_back(v);
+      }
+    }
+    if (y["per_try_timeout"]) p.per_try_timeout = r.duration(y["per_try_timeout"], "retry.per_try_timeout");
+    route.retry = p;
+  }
+  if (n["rate_limit"]) {
+    const auto& y = n["rate_limit"];
+    r.mapping(y, "rate_limit", {"requests_per_second", "burst", "key"});
+    RateLimit l;
+    if (!y["requests_per_second"]) r.fail(y, "rate_limit needs requests_per_second");
+    l.requests_per_second = r.number(y["requests_per_second"], "rate_limit.requests_per_second", 0);
+    if (l.requests_per_second <= 0) r.fail(y["requests_per_second"], "rate_limit.requests_per_second must be above 0");
+    l.burst = y["burst"] ? r.number(y["burst"], "rate_limit.burst", 1) : l.requests_per_second;
+    if (y["key"]) {
+      l.key = r.string(y["key"], "rate_limit.key");
+      bool ok = l.key == "client_ip" || l.key == "route" || (l.key.rfind("header:", 0) == 0 && l.key.size() > 7);
+      if (!ok) r.fail(y["key"], "rate_limit.key must be client_ip, route or header:NAME");
+    }
+    route.rate_limit = l;
+  }
+  return route;
+}
+
+}  // namespace
+
+File parse(const std::string& text, const std::string& path) {
+  Reader r(path);
+  YAML::Node root;
+  try {
+    root = YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    throw ConfigError(path + ":" + std::to_string(e.mark.line + 1) + ":" + std::to_string(e.mark.column + 1) +
+                      ": not valid YAML: " + e.msg);
+  }
+  File f;
+  f.path = path;
+  f.dir = std::filesystem::path(path).parent_path().string();
+  if (f.dir.empty()) f.dir = ".";
+  if (!root || root.IsNull()) throw ConfigError(path + ":1:1: the file is empty; it needs at least `name:`");
+  r.mapping(root, "the file", {"name", "agent", "gateway", "services"});
+  if (!root["name"]) r.fail(root, "`name:` is required (it names processes, metrics and the data dir)");
+  f.name = r.string(root["name"], "name");
+  if (!valid_service_name(f.name)) r.fail(root["name"], "name must be letters, digits, '-', '_' or '.' (at most 63)");
+  if (const auto& a = root["agent"]) {
+    r.mapping(a, "agent", {"api", "data_dir", "store"});
+    if (a["api"]) f.agent.api = r.address(a["api"], "agent.api");
+    if (a["data_dir"]) f.agent.data_dir = r.string(a["data_dir"], "agent.data_dir");
+    if (a["store"]) {
+      f.agent.store = r.string(a["store"], "agent.store");
+      if (f.agent.store != "sqlite")
+        r.fail(a["store"], f.agent.store.rfind("etcd://", 0) == 0
+                               ? "agent.store: the etcd store is not available yet; use sqlite"
+                               : "agent.store must be sqlite (or etcd://HOST:PORT,… once available)");
+    }
+  }
+  if (std::filesystem::path(f.agent.data_dir).is_relative())
+    f.agent.data_dir = (std::filesystem::path(f.dir) / f.agent.data_dir).lexically_normal().string();
+  if (const auto& g = root["gateway"]) {
+    r.mapping(g, "gateway", {"listen", "workers", "routes"});
+    GatewaySection gw;
+    if (g["listen"]) {
+      gw.listen.clear();
+      if (g["listen"].IsScalar()) gw.listen.push_back(r.address(g["listen"], "gateway.listen"));
+      else if (g["listen"].IsSequence())
+        for (const auto& e : g["listen"]) gw.listen.push_back(r.address(e, "gateway.listen entries"));
+      else r.fail(g["listen"], "gateway.listen must be an address or a list of them");
+      if (gw.listen.empty()) r.fail(g["listen"], "gateway.listen needs at least one address");
+    }
+    if (g["workers"]) {
+      if (g["workers"].IsScalar() && g["workers"].Scalar() == "auto") gw.workers = 0;
+      else gw.workers = static_cast<int>(r.integer(g["workers"], "gateway.workers (or auto)", 1, 256));
+    }
+    if (g["routes"]) {
+      if (!g["routes"].IsSequence()) r.fail(g["routes"], "gateway.routes must be a list of routes");
+      for (const auto& e : g["routes"]) gw.routes.push_back(read_route(r, e));
+    }
+    f.gateway = std::move(gw);
+  }
+  if (root["services"])
+    r.fail(root["services"], "`services:` (running services from this file) is not available in this version yet; "
+                             "register services through the agent API meanwhile");
+  return f;
+}
+
+File load_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw ConfigError(path + ": cannot read the file (" + std::strerror(errno) + ")");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return parse(ss.str(), path);
+}
+
+}  // namespace flotilla::config
