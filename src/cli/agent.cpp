@@ -58,18 +58,35 @@ int run_agent(const AgentOptions& o) {
     std::cerr << "flotilla agent: unknown --log-level \"" << o.log_level << "\" (trace, debug, info, warn, error)\n";
     return 2;
   }
+  std::string api = o.api;
+  if (api.rfind("http://", 0) == 0) api = api.substr(7);
+  while (!api.empty() && api.back() == '/') api.pop_back();
   std::string host;
   uint16_t port;
-  if (!http::split_host_port(o.api, host, port)) {
-    std::cerr << "flotilla agent: --api \"" << o.api << "\" is not HOST:PORT\n";
+  if (!http::split_host_port(api, host, port) || !http::is_ip_or_localhost(host)) {
+    std::cerr << "flotilla agent: --api \"" << o.api
+              << "\" must be an IP address (or localhost) and a port, such as 127.0.0.1:7700\n";
     return 2;
   }
   if (!http::is_loopback_host(host) && o.token.empty()) {
-    std::cerr << "flotilla agent: refusing to serve the API on " << o.api
+    std::cerr << "flotilla agent: refusing to serve the API on " << api
               << " without a token: anyone who can reach it could change the registry.\n"
                  "Pass --token SECRET (or FLOTILLA_TOKEN), or bind to 127.0.0.1.\n";
     return 2;
   }
+  EventLoop loop;
+  metrics::Registry metrics;
+  // Listen first: a taken port must fail before anything is created on disk. Connections wait in
+  // the backlog until the registry is ready and the server starts accepting.
+  registry::api::Api* api_handler = nullptr;
+  http::Server server(loop, [&api_handler](const std::shared_ptr<http::Exchange>& ex) { api_handler->handle(ex); });
+  try {
+    server.listen(api);
+  } catch (const std::exception& e) {
+    std::cerr << "flotilla agent: " << e.what() << " (--api picks another address)\n";
+    return 1;
+  }
+
   std::error_code ec;
   std::filesystem::create_directories(o.data_dir, ec);
   if (ec) {
@@ -86,8 +103,6 @@ int run_agent(const AgentOptions& o) {
   }
   raise_fd_limit();
 
-  EventLoop loop;
-  metrics::Registry metrics;
   try {
     store::SqliteStore store({(std::filesystem::path(o.data_dir) / "registry.db").string(), 1024, &metrics}, loop);
     registry::Registry registry(loop, store,
@@ -96,10 +111,10 @@ int run_agent(const AgentOptions& o) {
     registry.start();
     health::Runner health(loop, registry, metrics);
     health.start();
-    registry::api::Api api(registry, health, metrics,
-                           {o.token, o.protect_reads, kVersion, store.describe(), o.api});
-    http::Server server(loop, [&api](const std::shared_ptr<http::Exchange>& ex) { api.handle(ex); });
-    server.listen(o.api);
+    registry::api::Api api_impl(registry, health, metrics,
+                                {o.token, o.protect_reads, kVersion, store.describe(), api});
+    api_handler = &api_impl;
+    server.start();
     metrics.gauge_callback("flotilla_api_connections", "Open connections to the agent API.", {},
                            [&server] { return static_cast<double>(server.connections()); });
 
@@ -110,8 +125,9 @@ int run_agent(const AgentOptions& o) {
       server.stop();
       loop.stop();
     });
-    spdlog::info("flotilla agent {} serving http://{}:{} (node {}, store {}, index {})", kVersion, host,
-                 server.port(), registry.state().node().name, store.describe(), registry.state().revision());
+    spdlog::info("flotilla agent {} serving http://{}:{} (node {}, store {}, index {})", kVersion,
+                 host.find(':') != std::string::npos ? "[" + host + "]" : host, server.port(),
+                 registry.state().node().name, store.describe(), registry.state().revision());
     // A handler that throws is a bug, but it must not take the registry down with it: log and
     // keep serving (loop.stop() ends run() normally).
     while (true) {
@@ -122,6 +138,8 @@ int run_agent(const AgentOptions& o) {
         spdlog::error("unexpected error in a handler (the agent keeps running): {}", e.what());
       }
     }
+    api_handler = nullptr;
+    server.stop();
     store.stop();  // finishes queued writes
     spdlog::info("stopped");
   } catch (const std::exception& e) {

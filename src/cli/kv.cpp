@@ -14,6 +14,7 @@ namespace flotilla::cli {
 namespace {
 struct KvOptions {
   std::string api;
+  std::string token;
   std::string key;
   std::string value;
   bool recurse = false;
@@ -32,13 +33,14 @@ std::function<int()> add_kv(CLI::App& app) {
   auto* kv = app.add_subcommand("kv", "Read and write the registry's key/value store");
   kv->require_subcommand(1);
   kv->add_option("--api", o->api, "Agent address HOST:PORT (default $FLOTILLA_API or 127.0.0.1:7700)");
+  kv->add_option("--token", o->token, "The agent's token, for writes (default $FLOTILLA_TOKEN)");
   auto* get = kv->add_subcommand("get", "Print a key's value (exit 1 when missing)");
   get->add_option("key", o->key, "Key")->required();
   auto* put = kv->add_subcommand("put", "Set a key (value from the argument, or stdin with -)");
   put->add_option("key", o->key, "Key")->required();
   put->add_option("value", o->value, "Value, or - to read stdin")->required();
   put->add_option("--cas", o->cas, "Only if the key's ModifyIndex is this (0: only if absent)");
-  auto* del = kv->add_subcommand("delete", "Delete a key (or a prefix with --recurse)");
+  auto* del = kv->add_subcommand("delete", "Delete a key (or every key under a prefix with --recurse)");
   del->add_option("key", o->key, "Key or prefix");
   del->add_flag("--recurse", o->recurse, "Delete every key under the prefix");
   auto* list = kv->add_subcommand("list", "List keys under a prefix");
@@ -49,7 +51,7 @@ std::function<int()> add_kv(CLI::App& app) {
 
   return [o, get, put, del, list]() -> int {
     try {
-      ApiClient client(o->api);
+      ApiClient client(o->api, o->token);
       std::string path = "/v1/kv/" + url_encode_path(o->key);
       if (get->parsed()) {
         auto r = client.request("GET", path + "?raw");
@@ -65,11 +67,15 @@ std::function<int()> add_kv(CLI::App& app) {
         std::string q = o->cas ? "?cas=" + std::to_string(*o->cas) : "";
         auto r = client.request("PUT", path + q, value);
         if (r.status != 200) return fail(error_message(r));
-        if (r.body != "true") return fail("not written: the key changed since ModifyIndex " + std::to_string(*o->cas));
+        if (r.body != "true")
+          return fail(*o->cas == 0 ? "not written: the key already exists (--cas 0 writes only a new key)"
+                                   : "not written: the key changed since ModifyIndex " + std::to_string(*o->cas));
         return 0;
       }
       if (del->parsed()) {
-        if (o->key.empty() && !o->recurse) return fail("give a key, or --recurse to delete a prefix");
+        if (o->key.empty())
+          return fail(o->recurse ? "give a prefix: the CLI does not delete every key at once"
+                                 : "give a key, or a prefix and --recurse");
         auto r = client.request("DELETE", path + (o->recurse ? "?recurse" : ""));
         if (r.status != 200) return fail(error_message(r));
         return 0;

@@ -10,8 +10,8 @@ int main(int argc, char** argv) {
       "flotilla: a microservice platform in one binary.\n"
       "Registry (Consul-compatible API), health checks and KV today; gateway and supervisor next.\n"};
   app.name("flotilla");
-  app.require_subcommand(1);
-  app.footer("Run 'flotilla COMMAND --help' for a command's options.");
+  app.set_version_flag("--version", std::string("flotilla ") + flotilla::cli::kVersion);
+  app.require_subcommand(0, 1);
   std::vector<std::pair<CLI::App*, std::function<int()>>> commands;
   auto add = [&](std::function<int()> (*fn)(CLI::App&)) {
     auto before = app.get_subcommands({}).size();
@@ -31,6 +31,11 @@ int main(int argc, char** argv) {
   }
   for (auto& [sub, action] : commands)
     if (sub && sub->parsed()) return action();
-  std::cerr << app.help();
+  auto rest = app.remaining();
+  if (!rest.empty()) {
+    std::cerr << "flotilla: unknown command \"" << rest.front() << "\"; run 'flotilla --help' for the list\n";
+    return 2;
+  }
+  std::cout << app.help() << "Run 'flotilla COMMAND --help' for a command's options.\n";
   return 2;
 }

@@ -12,13 +12,15 @@ namespace flotilla::cli {
 
 std::function<int()> add_services(CLI::App& app) {
   auto api = std::make_shared<std::string>();
+  auto token = std::make_shared<std::string>();
   auto json_out = std::make_shared<bool>(false);
   auto* cmd = app.add_subcommand("services", "List registered services, their instances and health");
   cmd->add_option("--api", *api, "Agent address HOST:PORT (default $FLOTILLA_API or 127.0.0.1:7700)");
+  cmd->add_option("--token", *token, "The agent's token, when it protects reads (default $FLOTILLA_TOKEN)");
   cmd->add_flag("--json", *json_out, "Print JSON instead of a table");
-  return [api, json_out]() -> int {
+  return [api, token, json_out]() -> int {
     try {
-      ApiClient client(*api);
+      ApiClient client(*api, *token);
       auto r = client.request("GET", "/v1/catalog/services");
       if (r.status != 200) {
         std::cerr << "flotilla services: " << error_message(r) << "\n";

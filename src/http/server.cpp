@@ -242,6 +242,13 @@ class Session : public std::enable_shared_from_this<Session> {
   unsigned version_ = 11;
 };
 
+bool is_ip_or_localhost(const std::string& host) {
+  if (host == "localhost") return true;
+  boost::system::error_code ec;
+  asio::ip::make_address(host, ec);
+  return !ec;
+}
+
 void Server::Impl::accept() {
   acceptor.async_accept([self = shared_from_this()](beast::error_code ec, tcp::socket socket) {
     if (self->stopped) return;
@@ -285,8 +292,9 @@ void Server::listen(const std::string& address) {
   if (ec) throw std::runtime_error("cannot listen on " + address + ": " + ec.message());
   impl_->acceptor.listen(asio::socket_base::max_listen_connections, ec);
   if (ec) throw std::runtime_error("cannot listen on " + address + ": " + ec.message());
-  impl_->accept();
 }
+
+void Server::start() { impl_->accept(); }
 
 uint16_t Server::port() const {
   boost::system::error_code ec;

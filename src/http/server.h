@@ -28,8 +28,11 @@ class Server {
  public:
   Server(EventLoop& loop, Handler handler, ServerLimits limits = {});
   ~Server();
-  // Binds "host:port" (port 0 picks one); throws std::runtime_error with a clear message.
+  // Binds "host:port" (port 0 picks one) and listens; throws std::runtime_error with a clear
+  // message. Connections wait in the kernel's backlog until start().
   void listen(const std::string& address);
+  // Starts accepting connections.
+  void start();
   // The bound port (after listen).
   uint16_t port() const;
   void stop();
@@ -45,5 +48,7 @@ class Server {
 bool split_host_port(const std::string& address, std::string& host, uint16_t& port);
 // True for 127.0.0.0/8 and ::1 (and "localhost").
 bool is_loopback_host(const std::string& host);
+// True for an IPv4/IPv6 address or "localhost" (what listen() accepts).
+bool is_ip_or_localhost(const std::string& host);
 
 }  // namespace flotilla::http

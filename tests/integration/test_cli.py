@@ -1,6 +1,7 @@
 """The CLI as a user runs it: version, help, and the API-client subcommands against a real agent."""
 import json
 import os
+import socket
 import subprocess
 
 from conftest import BIN, free_port
@@ -91,3 +92,29 @@ def test_config_check(tmp_path):
     assert r.stderr.strip() == f"{bad}:5:16: timeout must be a duration such as 250ms, 10s or 5m"
     r = run("config", "check", "-f", str(tmp_path / "missing.yaml"))
     assert r.returncode == 1 and "cannot read the file" in r.stderr
+
+
+def test_agent_api_flag_errors_are_clear_and_create_nothing(tmp_path):
+    # A host name is refused before anything happens, with the reason.
+    r = subprocess.run([BIN, "agent", "--api", "example.invalid:7700", "--data-dir", str(tmp_path / "a")],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == 2 and "IP address" in r.stderr
+    # A taken port fails before the data dir is created.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        r = subprocess.run([BIN, "agent", "--api", f"127.0.0.1:{port}", "--data-dir", str(tmp_path / "b")],
+                           capture_output=True, text=True, timeout=10)
+    assert r.returncode == 1 and "Address already in use" in r.stderr and "--api" in r.stderr
+    assert not (tmp_path / "b").exists()
+
+
+def test_cli_token_for_a_protected_agent(make_agent):
+    a = make_agent(["--token", "s3cret"]).start()
+    r = run("kv", "put", "k", "v", api=a.addr)
+    assert r.returncode == 1 and "token" in r.stderr
+    assert run("kv", "put", "k", "v", "--token", "s3cret", api=a.addr).returncode == 0
+    assert run("kv", "get", "k", api=a.addr).stdout == "v\n"
+    r = run("kv", "put", "k", "w", "--cas", "0", "--token", "s3cret", api=a.addr)
+    assert r.returncode == 1 and "already exists" in r.stderr

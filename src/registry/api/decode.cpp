@@ -84,7 +84,7 @@ Check decode_check(const Json& j, std::string_view path) {
       json::get_duration(j, "DeregisterCriticalServiceAfter", path).value_or(Duration::zero());
   d.success_before_passing = static_cast<int>(json::get_int(j, "SuccessBeforePassing", path, 0, 1000).value_or(0));
   d.failures_before_critical = static_cast<int>(json::get_int(j, "FailuresBeforeCritical", path, 0, 1000).value_or(0));
-  for (const char* unsupported : {"Args", "ScriptArgs", "DockerContainerID", "GRPC", "H2PING", "AliasService", "AliasNode", "OSService", "UDP"}) {
+  for (const char* unsupported : {"Args", "Script", "ScriptArgs", "DockerContainerID", "GRPC", "H2PING", "AliasService", "AliasNode", "OSService", "UDP"}) {
     if (json::find(j, unsupported))
       throw bad_request(field(unsupported) + ": this kind of check is not supported (use HTTP, TCP or TTL)", field(unsupported));
   }
