@@ -34,14 +34,19 @@ asan-test: deps
 	@cd $(ASAN_DIR) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure -j 2
 
 FUZZ_SECONDS ?= 60
+# Each libFuzzer target runs FUZZ_SECONDS on its corpus (seeds in tests/fuzz/corpus/NAME).
+FUZZERS = registry_decode gateway_request
 fuzz: deps
 	@CXX=clang++ cmake -S . -B $(FUZZ_DIR) $(CMAKE_GEN) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFLOTILLA_FUZZ=ON -DFLOTILLA_TESTS=OFF >/dev/null
-	@cmake --build $(FUZZ_DIR) -j $(JOBS) --target fuzz_registry_decode
-	@mkdir -p $(FUZZ_DIR)/corpus && cp -n tests/fuzz/corpus/registry_decode/* $(FUZZ_DIR)/corpus/ 2>/dev/null || true
-	@if $(FUZZ_DIR)/fuzz_registry_decode -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -print_final_stats=1 -artifact_prefix=$(FUZZ_DIR)/ \
-	     $(FUZZ_DIR)/corpus > $(FUZZ_DIR)/fuzz.log 2>&1; then \
-	   echo "fuzz_registry_decode: no crash in $(FUZZ_SECONDS)s ($$(grep -c . $(FUZZ_DIR)/fuzz.log) log lines, $$(ls $(FUZZ_DIR)/corpus | wc -l) corpus inputs)"; \
-	 else tail -n 60 $(FUZZ_DIR)/fuzz.log; echo "fuzz_registry_decode FAILED (crash input saved as $(FUZZ_DIR)/crash-*)"; exit 1; fi
+	@cmake --build $(FUZZ_DIR) -j $(JOBS) --target $(addprefix fuzz_,$(FUZZERS))
+	@for f in $(FUZZERS); do \
+	   mkdir -p $(FUZZ_DIR)/corpus-$$f && cp -n tests/fuzz/corpus/$$f/* $(FUZZ_DIR)/corpus-$$f/ 2>/dev/null; \
+	   dict=""; [ -f tests/fuzz/$$f.dict ] && dict="-dict=tests/fuzz/$$f.dict"; \
+	   if $(FUZZ_DIR)/fuzz_$$f -max_total_time=$(FUZZ_SECONDS) -max_len=4096 $$dict -print_final_stats=1 \
+	        -artifact_prefix=$(FUZZ_DIR)/ $(FUZZ_DIR)/corpus-$$f > $(FUZZ_DIR)/fuzz-$$f.log 2>&1; then \
+	     echo "fuzz_$$f: no crash in $(FUZZ_SECONDS)s ($$(ls $(FUZZ_DIR)/corpus-$$f | wc -l) corpus inputs)"; \
+	   else tail -n 60 $(FUZZ_DIR)/fuzz-$$f.log; echo "fuzz_$$f FAILED (crash input saved as $(FUZZ_DIR)/crash-*)"; exit 1; fi; \
+	 done
 
 bench: build
 	@bash bench/registry/run.sh
