@@ -826,3 +826,18 @@ def test_unknown_methods_share_one_metric_series(agent):
     assert metric(agent, "flotilla_api_requests_total", {"method": "OTHER", "code": "405"}) == 3
     status, _, body = agent.request("GET", "/metrics")
     assert b"M0XYZ" not in body
+
+
+def test_watchers_with_different_indexes_share_one_recomputation(agent):
+    register(agent, {"Name": "shared", "ID": "shared-1"})
+    index, _ = get_indexed(agent, "/v1/health/service/shared")
+    register(agent, {"Name": "other", "ID": "other-1"})  # moves the global index, not this result's
+    waiters = [Blocked(agent, f"/v1/health/service/shared?index={index}&wait={w}s") for w in (20, 21, 22)]
+    waiters.append(Blocked(agent, f"/v1/health/service/shared?wait=23s&index={index}&stale"))
+    wait_parked(agent, 4)
+    before = metric(agent, "flotilla_blocking_queries_recomputed_total") or 0
+    register(agent, {"Name": "shared", "ID": "shared-2"})
+    for b in waiters:
+        status, _, body = b.join(5)
+        assert status == 200 and len(json.loads(body)) == 2
+    assert metric(agent, "flotilla_blocking_queries_recomputed_total") - before == 1

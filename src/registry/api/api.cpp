@@ -86,7 +86,13 @@ void serve_read(Context& ctx, const ExchangePtr& ex, std::vector<std::string> to
   auto jitter = wait.count() / 16 > 0 ? Duration(static_cast<int64_t>(rng() % static_cast<uint64_t>(wait.count() / 16)))
                                       : Duration::zero();
   first.index = std::max(first.index, *index);
-  std::string key = req.target;
+  // Queries that differ only in index, wait or token have the same result: one key, so a change
+  // recomputes that result once however many clients wait on it.
+  std::string key = req.path;
+  for (const auto& [k, v] : req.query) {
+    if (k == "index" || k == "wait" || k == "token" || k == "stale" || k == "consistent") continue;
+    key += '\n' + k + '=' + v;
+  }
   auto handle = ctx.registry.watches().park(
       std::move(key), std::move(topics), first, wait + jitter, std::move(compute),
       [weak = std::weak_ptr<http::Exchange>(ex)](QueryResult&& q) {
