@@ -30,8 +30,10 @@ class Reader {
   // Checks that `node` is a mapping whose keys are all in `allowed`.
   void mapping(const YAML::Node& node, const std::string& what, std::initializer_list<const char*> allowed) const {
     if (!node.IsMap()) fail(node, what + " must be a mapping (key: value lines)");
+    std::set<std::string> seen;
     for (auto it = node.begin(); it != node.end(); ++it) {
       auto key = it->first.as<std::string>();
+      if (!seen.insert(key).second) fail(it->first, "duplicate key \"" + key + "\" in " + what);
       if (std::none_of(allowed.begin(), allowed.end(), [&](const char* a) { return key == a; })) {
         std::string list;
         for (const char* a : allowed) list += std::string(list.empty() ? "" : ", ") + a;

@@ -106,6 +106,8 @@ TEST(FlotillaFile, RejectsBadValues) {
       "name: s\ngateway:\n  routes:\n    - {service: w, colour: blue}\n",      // unknown route key
       "name: s\nagent:\n  store: etcd://127.0.0.1:2379\n",                       // not yet
       "name: s\nservices:\n  web: {command: [x]}\n",                              // not yet
+      "name: s\nname: t\n",                                                       // duplicate key
+      "name: s\ngateway:\n  routes:\n    - {service: w, service: v}\n",          // duplicate in a route
   };
   for (const char* text : bad) {
     auto e = error_of(text);

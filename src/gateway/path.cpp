@@ -1,0 +1,77 @@
+#include "gateway/path.h"
+
+#include <vector>
+
+namespace flotilla::gateway {
+
+namespace {
+int hex(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+bool unreserved(unsigned char c) {
+  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.' ||
+         c == '_' || c == '~';
+}
+}  // namespace
+
+std::optional<std::string> normalize_path(std::string_view in) {
+  if (in.empty() || in[0] != '/') return std::nullopt;
+  // 1. Escapes: decode unreserved ones, canonicalise the rest.
+  std::string decoded;
+  decoded.reserve(in.size());
+  for (size_t i = 0; i < in.size(); ++i) {
+    char c = in[i];
+    if (c != '%') {
+      decoded += c;
+      continue;
+    }
+    if (i + 2 >= in.size()) return std::nullopt;
+    int h = hex(in[i + 1]), l = hex(in[i + 2]);
+    if (h < 0 || l < 0) return std::nullopt;
+    auto byte = static_cast<unsigned char>(h * 16 + l);
+    if (byte < 0x20 || byte == 0x7F) return std::nullopt;
+    if (unreserved(byte)) {
+      decoded += static_cast<char>(byte);
+    } else {
+      static const char* kHex = "0123456789ABCDEF";
+      decoded += '%';
+      decoded += kHex[byte >> 4];
+      decoded += kHex[byte & 15];
+    }
+    i += 2;
+  }
+  // 2. Segments: merge slashes, drop ".", resolve "..". An empty, "." or ".." last segment
+  // leaves a directory path ("/a/b/.." is "/a/").
+  std::vector<std::string_view> segments;
+  std::string_view d(decoded);
+  bool directory = false;
+  for (size_t pos = 1;;) {
+    size_t end = d.find('/', pos);
+    if (end == std::string_view::npos) end = d.size();
+    std::string_view seg = d.substr(pos, end - pos);
+    if (seg == "..") {
+      if (!segments.empty()) segments.pop_back();
+      directory = true;
+    } else if (seg.empty() || seg == ".") {
+      directory = true;
+    } else {
+      segments.push_back(seg);
+      directory = false;
+    }
+    if (end == d.size()) break;
+    pos = end + 1;
+  }
+  std::string out;
+  out.reserve(decoded.size());
+  for (auto seg : segments) {
+    out += '/';
+    out += seg;
+  }
+  if (out.empty() || directory) out += '/';
+  return out;
+}
+
+}  // namespace flotilla::gateway

@@ -1,0 +1,49 @@
+// The gateway's route table: the `gateway.routes` of flotilla.yaml, compiled once into an immutable
+// table that workers consult per request. Routes are tried in order; the first match wins.
+// Matching is on the normalised path (gateway/path.h), so what is routed is what is forwarded.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "config/flotilla_file.h"
+
+namespace flotilla::gateway {
+
+// What a request looks like to the router (views into the request, valid for the call).
+struct RouteRequest {
+  std::string_view method;
+  std::string_view host;  // Host header or absolute-form authority; a port is ignored
+  std::string_view path;  // normalised (normalize_path)
+  // Header lookup by lower-case name; nullptr when absent.
+  const std::string_view* (*header)(const void* context, std::string_view lower_name) = nullptr;
+  const void* context = nullptr;
+};
+
+class RouteTable {
+ public:
+  explicit RouteTable(std::vector<config::Route> routes);
+
+  // The index of the first matching route, or -1.
+  int match(const RouteRequest& request) const;
+  const config::Route& route(int index) const { return routes_[static_cast<size_t>(index)]; }
+  size_t size() const { return routes_.size(); }
+
+  // The path to forward for a request that matched `index` (strip_prefix applied; always
+  // starts with '/').
+  std::string upstream_path(int index, std::string_view normalized_path) const;
+
+ private:
+  std::vector<config::Route> routes_;
+};
+
+// Path prefix matching is segment-aware: "/api" matches "/api", "/api/" and "/api/x", never
+// "/apix"; "/api/" matches "/api/" and "/api/x".
+bool path_prefix_matches(std::string_view prefix, std::string_view path);
+// "example.com" matches exactly (case-insensitive); "*.example.com" matches any subdomain, not
+// the bare domain. A ":port" on the host is ignored; IPv6 literals keep their brackets.
+bool host_matches(std::string_view pattern, std::string_view host);
+
+}  // namespace flotilla::gateway
