@@ -1,15 +1,13 @@
 #include "gateway/route_table.h"
 
+#include "gateway/http1/syntax.h"
+
 #include <algorithm>
 
 namespace flotilla::gateway {
 
 namespace {
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) == std::tolower(static_cast<unsigned char>(y));
-         });
-}
+using http1::syntax::iequals;  // (s, lower): patterns are lower-cased when the config is loaded
 
 std::string_view strip_port(std::string_view host) {
   if (!host.empty() && host.front() == '[') {
@@ -33,7 +31,7 @@ bool host_matches(std::string_view pattern, std::string_view host) {
     auto suffix = pattern.substr(1);  // ".example.com"
     return host.size() > suffix.size() && iequals(host.substr(host.size() - suffix.size()), suffix);
   }
-  return iequals(pattern, host);
+  return iequals(host, pattern);
 }
 
 RouteTable::RouteTable(std::vector<config::Route> routes) : routes_(std::move(routes)) {}

@@ -42,7 +42,8 @@ class RouteTable {
 // Path prefix matching is segment-aware: "/api" matches "/api", "/api/" and "/api/x", never
 // "/apix"; "/api/" matches "/api/" and "/api/x".
 bool path_prefix_matches(std::string_view prefix, std::string_view path);
-// "example.com" matches exactly (case-insensitive); "*.example.com" matches any subdomain, not
+// `pattern` is lower-case (as the config loader leaves it). "example.com" matches exactly,
+// case-insensitively; "*.example.com" matches any subdomain, not
 // the bare domain. A ":port" on the host is ignored; IPv6 literals keep their brackets.
 bool host_matches(std::string_view pattern, std::string_view host);
 
