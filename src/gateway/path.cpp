@@ -1,16 +1,14 @@
 #include "gateway/path.h"
 
+#include "gateway/http1/syntax.h"
+
 #include <vector>
 
 namespace flotilla::gateway {
 
 namespace {
-int hex(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
+using http1::syntax::hex_value;
+
 bool unreserved(unsigned char c) {
   return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.' ||
          c == '_' || c == '~';
@@ -29,7 +27,7 @@ std::optional<std::string> normalize_path(std::string_view in) {
       continue;
     }
     if (i + 2 >= in.size()) return std::nullopt;
-    int h = hex(in[i + 1]), l = hex(in[i + 2]);
+    int h = hex_value(in[i + 1]), l = hex_value(in[i + 2]);
     if (h < 0 || l < 0) return std::nullopt;
     auto byte = static_cast<unsigned char>(h * 16 + l);
     if (byte < 0x20 || byte == 0x7F) return std::nullopt;

@@ -82,6 +82,25 @@ def passing_ids(c, name):
 
 # --- services with HTTP and TCP checks, discovery ------------------------------------------------
 
+def block_then_change(query, change):
+    """Starts a blocking query, checks it is still waiting, makes a change; returns (result, seconds)."""
+    result = {}
+
+    def watch():
+        t = time.monotonic()
+        result["value"] = query()
+        result["elapsed"] = time.monotonic() - t
+
+    t = threading.Thread(target=watch)
+    t.start()
+    time.sleep(0.3)
+    assert t.is_alive(), "the query answered before anything changed"
+    change()
+    t.join(8)
+    assert not t.is_alive(), "the query did not answer after the change"
+    return result["value"], result["elapsed"]
+
+
 def test_http_check_passing_service_is_discovered(c, health_endpoint):
     assert c.agent.service.register("web", service_id="web-1", address="127.0.0.1", port=health_endpoint.port,
                                     tags=["v1", "primary"], check=consul.Check.http(health_endpoint.url, "200ms"))
@@ -247,22 +266,10 @@ def test_blocking_health_query_waits_then_returns_early_on_change(c):
     assert same_index == index
     assert same == entries
 
-    result = {}
-
-    def watch():
-        t = time.monotonic()
-        result["value"] = c.health.service("queue", index=index, wait="5s")
-        result["elapsed"] = time.monotonic() - t
-
-    t = threading.Thread(target=watch)
-    t.start()
-    time.sleep(0.3)
-    assert t.is_alive()
-    c.agent.service.register("queue", service_id="queue-2", port=5673)
-    t.join(8)
-    assert not t.is_alive()
-    assert result["elapsed"] < 2.5, f"blocking query took {result['elapsed']:.2f}s to see a new instance"
-    new_index, new_entries = result["value"]
+    (new_index, new_entries), elapsed = block_then_change(
+        lambda: c.health.service("queue", index=index, wait="5s"),
+        lambda: c.agent.service.register("queue", service_id="queue-2", port=5673))
+    assert elapsed < 2.5, f"blocking query took {elapsed:.2f}s to see a new instance"
     assert int(new_index) > int(index)
     assert sorted(e["Service"]["ID"] for e in new_entries) == ["queue-1", "queue-2"]
 
@@ -270,21 +277,9 @@ def test_blocking_health_query_waits_then_returns_early_on_change(c):
 def test_blocking_kv_get_returns_early_on_change(c):
     c.kv.put("cfg/flag", "off")
     index, entry = c.kv.get("cfg/flag")
-    result = {}
-
-    def watch():
-        t = time.monotonic()
-        result["value"] = c.kv.get("cfg/flag", index=index, wait="5s")
-        result["elapsed"] = time.monotonic() - t
-
-    t = threading.Thread(target=watch)
-    t.start()
-    time.sleep(0.3)
-    assert t.is_alive()
-    c.kv.put("cfg/flag", "on")
-    t.join(8)
-    assert result["elapsed"] < 2.5
-    new_index, new_entry = result["value"]
+    (new_index, new_entry), elapsed = block_then_change(
+        lambda: c.kv.get("cfg/flag", index=index, wait="5s"), lambda: c.kv.put("cfg/flag", "on"))
+    assert elapsed < 2.5
     assert int(new_index) > int(index)
     assert new_entry["Value"] == b"on"
 
