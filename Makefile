@@ -5,7 +5,7 @@ FUZZ_DIR  ?= build-fuzz
 JOBS      ?= $(shell nproc)
 CMAKE_GEN  = -G Ninja
 
-.PHONY: all deps build test unit-test asan-test fuzz bench demo clean
+.PHONY: all deps build test unit-test asan-test fuzz bench bench-gateway demo clean
 
 all: build
 
@@ -35,7 +35,7 @@ asan-test: deps
 
 FUZZ_SECONDS ?= 60
 # Each libFuzzer target runs FUZZ_SECONDS on its corpus (seeds in tests/fuzz/corpus/NAME).
-FUZZERS = registry_decode gateway_request
+FUZZERS = registry_decode gateway_request gateway_response
 fuzz: deps
 	@CXX=clang++ cmake -S . -B $(FUZZ_DIR) $(CMAKE_GEN) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFLOTILLA_FUZZ=ON -DFLOTILLA_TESTS=OFF >/dev/null
 	@cmake --build $(FUZZ_DIR) -j $(JOBS) --target $(addprefix fuzz_,$(FUZZERS))
@@ -50,6 +50,11 @@ fuzz: deps
 
 bench: build
 	@bash bench/registry/run.sh
+	@bash bench/gateway/run.sh
+
+# flotilla's gateway against nginx and HAProxy as proxies (bench/gateway/run.sh; knobs in its header).
+bench-gateway: build
+	@bash bench/gateway/run.sh
 
 # The main job: for now the agent alone (the example application arrives with the supervisor).
 demo: build

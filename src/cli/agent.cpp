@@ -2,6 +2,7 @@
 #include <CLI/CLI.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 #include <fcntl.h>
 #include <sys/file.h>
@@ -13,6 +14,9 @@
 #include <iostream>
 
 #include "cli/commands.h"
+#include "gateway/admin.h"
+#include "gateway/gateway.h"
+#include "gateway/registry_feed.h"
 #include "common/event_loop.h"
 #include "common/log.h"
 #include "common/metrics.h"
@@ -25,16 +29,6 @@
 namespace flotilla::cli {
 
 namespace {
-
-struct AgentOptions {
-  std::string api = "127.0.0.1:7700";
-  std::string data_dir = ".flotilla";
-  std::string token;
-  bool protect_reads = false;
-  std::string node;
-  std::string datacenter = "dc1";
-  std::string log_level = "info";
-};
 
 // Thousands of blocking queries are thousands of sockets.
 void raise_fd_limit() {
@@ -53,9 +47,12 @@ std::string hostname() {
   return h;
 }
 
-int run_agent(const AgentOptions& o) {
+}  // namespace
+
+int run_agent(const AgentOptions& o, const config::File* file) {
+  const char* who = file ? "flotilla up" : "flotilla agent";
   if (!init_logging(o.log_level)) {
-    std::cerr << "flotilla agent: unknown --log-level \"" << o.log_level << "\" (trace, debug, info, warn, error)\n";
+    std::cerr << who << ": unknown --log-level \"" << o.log_level << "\" (trace, debug, info, warn, error)\n";
     return 2;
   }
   std::string api = o.api;
@@ -79,12 +76,29 @@ int run_agent(const AgentOptions& o) {
   // Listen first: a taken port must fail before anything is created on disk. Connections wait in
   // the backlog until the registry is ready and the server starts accepting.
   registry::api::Api* api_handler = nullptr;
-  http::Server server(loop, [&api_handler](const std::shared_ptr<http::Exchange>& ex) { api_handler->handle(ex); });
+  gateway::Gateway* gateway_ptr = nullptr;
+  const std::string read_token = o.protect_reads ? o.token : std::string();
+  http::Server server(loop, [&api_handler, &gateway_ptr, &read_token](const std::shared_ptr<http::Exchange>& ex) {
+    if (gateway_ptr && gateway::serve_admin(*gateway_ptr, ex, read_token)) return;
+    api_handler->handle(ex);
+  });
   try {
     server.listen(api);
   } catch (const std::exception& e) {
-    std::cerr << "flotilla agent: " << e.what() << " (--api picks another address)\n";
+    std::cerr << who << ": " << e.what() << (file ? " (agent.api in " + file->path + " picks another address)\n"
+                                                 : std::string(" (--api picks another address)\n"));
     return 1;
+  }
+  // The gateway binds its listeners now too, so a taken port fails before anything is created.
+  std::unique_ptr<gateway::Gateway> gw;
+  if (file && file->gateway) {
+    try {
+      gw = std::make_unique<gateway::Gateway>(*file, metrics);
+      gw->listen();
+    } catch (const std::exception& e) {
+      std::cerr << who << ": " << e.what() << " (gateway.listen in " << file->path << " picks another address)\n";
+      return 1;
+    }
   }
 
   std::error_code ec;
@@ -114,6 +128,13 @@ int run_agent(const AgentOptions& o) {
     registry::api::Api api_impl(registry, health, metrics,
                                 {o.token, o.protect_reads, kVersion, store.describe(), api});
     api_handler = &api_impl;
+    std::unique_ptr<gateway::LocalRegistryFeed> feed;
+    if (gw) {
+      feed = std::make_unique<gateway::LocalRegistryFeed>(registry, *gw);
+      feed->start();
+      gw->start();
+      gateway_ptr = gw.get();
+    }
     server.start();
     metrics.gauge_callback("flotilla_api_connections", "Open connections to the agent API.", {},
                            [&server] { return static_cast<double>(server.connections()); });
@@ -122,12 +143,16 @@ int run_agent(const AgentOptions& o) {
     signals.async_wait([&](const boost::system::error_code& e, int sig) {
       if (e) return;
       spdlog::info("received {}, stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
+      if (gw) gw->stop();  // requests in flight finish first (up to 5 s)
       server.stop();
       loop.stop();
     });
     spdlog::info("flotilla agent {} serving http://{}:{} (node {}, store {}, index {})", kVersion,
                  host.find(':') != std::string::npos ? "[" + host + "]" : host, server.port(),
                  registry.state().node().name, store.describe(), registry.state().revision());
+    if (gw)
+      spdlog::info("gateway listening on {} with {} worker(s), {} route(s)", gw->status()["Listen"].dump(),
+                   gw->workers(), file->gateway->routes.size());
     // A handler that throws is a bug, but it must not take the registry down with it: log and
     // keep serving (loop.stop() ends run() normally).
     while (true) {
@@ -139,6 +164,9 @@ int run_agent(const AgentOptions& o) {
       }
     }
     api_handler = nullptr;
+    gateway_ptr = nullptr;
+    feed.reset();
+    if (gw) gw->stop(std::chrono::milliseconds(0));
     server.stop();
     store.stop();  // finishes queued writes
     spdlog::info("stopped");
@@ -149,7 +177,6 @@ int run_agent(const AgentOptions& o) {
   return 0;
 }
 
-}  // namespace
 
 std::function<int()> add_agent(CLI::App& app) {
   auto o = std::make_shared<AgentOptions>();
@@ -167,7 +194,7 @@ std::function<int()> add_agent(CLI::App& app) {
   cmd->add_option("--node", o->node, "Node name (default: the host name)");
   cmd->add_option("--datacenter", o->datacenter, "Datacenter name")->capture_default_str();
   cmd->add_option("--log-level", o->log_level, "trace, debug, info, warn or error")->capture_default_str();
-  return [o] { return run_agent(*o); };
+  return [o] { return run_agent(*o, nullptr); };
 }
 
 }  // namespace flotilla::cli

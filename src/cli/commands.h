@@ -2,9 +2,14 @@
 #pragma once
 
 #include <functional>
+#include <string>
 
 namespace CLI {
 class App;
+}
+
+namespace flotilla::config {
+struct File;
 }
 
 namespace flotilla::cli {
@@ -16,6 +21,22 @@ std::function<int()> add_kv(CLI::App& app);
 std::function<int()> add_services(CLI::App& app);
 std::function<int()> add_config(CLI::App& app);
 
+std::function<int()> add_up(CLI::App& app);
+std::function<int()> add_gateway(CLI::App& app);
+
 extern const char* const kVersion;
+
+struct AgentOptions {
+  std::string api = "127.0.0.1:7700";
+  std::string data_dir = ".flotilla";
+  std::string token;
+  bool protect_reads = false;
+  std::string node;
+  std::string datacenter = "dc1";
+  std::string log_level = "info";
+};
+// The agent (registry, health checks, API); with `file`, also the gateway of its `gateway:`
+// section, fed from the registry in-process (`flotilla up`).
+int run_agent(const AgentOptions& options, const config::File* file);
 
 }  // namespace flotilla::cli

@@ -8,7 +8,7 @@
 int main(int argc, char** argv) {
   CLI::App app{
       "flotilla: a microservice platform in one binary.\n"
-      "Registry (Consul-compatible API), health checks and KV today; gateway and supervisor next.\n"};
+      "Registry (Consul-compatible API), health checks, KV and the gateway today; the supervisor next.\n"};
   app.name("flotilla");
   app.set_version_flag("--version", std::string("flotilla ") + flotilla::cli::kVersion);
   app.require_subcommand(0, 1);
@@ -19,7 +19,9 @@ int main(int argc, char** argv) {
     auto subs = app.get_subcommands({});
     commands.emplace_back(subs.size() > before ? subs.back() : nullptr, std::move(action));
   };
+  add(flotilla::cli::add_up);
   add(flotilla::cli::add_agent);
+  add(flotilla::cli::add_gateway);
   add(flotilla::cli::add_services);
   add(flotilla::cli::add_kv);
   add(flotilla::cli::add_config);

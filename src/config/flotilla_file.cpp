@@ -233,7 +233,77 @@ Route read_route(const Reader& r, const YAML::Node& n) {
   return route;
 }
 
+ServiceSection read_service(const Reader& r, const YAML::Node& key, const YAML::Node& n) {
+  ServiceSection s;
+  s.name = r.string(key, "a service name");
+  s.line = key.Mark().line + 1;
+  if (!valid_service_name(s.name))
+    r.fail(key, "a service name must be letters, digits, '-', '_' or '.' (at most 63)");
+  if (n.IsNull()) return s;
+  static const char* const kSupervisorKeys[] = {"command", "working_dir", "environment", "env_file", "port",
+                                                "replicas", "healthcheck", "restart", "stop_signal",
+                                                "stop_grace_period", "depends_on", "autoscale", "deploy"};
+  if (n.IsMap())
+    for (auto it = n.begin(); it != n.end(); ++it)
+      for (const char* k : kSupervisorKeys)
+        if (it->first.Scalar() == k)
+          r.fail(it->first, "services." + s.name + "." + k +
+                                ": running services from this file is not available in this version yet; the "
+                                "gateway keys (load_balancer, hash_on, circuit_breaker, outlier_detection) work");
+  r.mapping(n, "services." + s.name, {"load_balancer", "hash_on", "circuit_breaker", "outlier_detection"});
+  if (n["load_balancer"]) {
+    s.load_balancer = r.string(n["load_balancer"], "load_balancer");
+    static const std::set<std::string> known = {"round_robin", "least_request", "random", "ring_hash", "maglev"};
+    if (!known.count(s.load_balancer))
+      r.fail(n["load_balancer"], "load_balancer must be round_robin, least_request, random, ring_hash or maglev");
+  }
+  if (n["hash_on"]) {
+    s.hash_on = r.string(n["hash_on"], "hash_on");
+    auto named = [&](const char* prefix) {
+      size_t len = std::strlen(prefix);
+      return s.hash_on.size() > len && s.hash_on.compare(0, len, prefix) == 0;
+    };
+    if (!(s.hash_on == "client_ip" || s.hash_on == "path" || named("header:") || named("cookie:")))
+      r.fail(n["hash_on"], "hash_on must be header:NAME, cookie:NAME, client_ip or path");
+    if (s.hash_on.rfind("header:", 0) == 0)
+      std::transform(s.hash_on.begin(), s.hash_on.end(), s.hash_on.begin(),
+                     [](unsigned char c) { return std::tolower(c); });
+    if (s.load_balancer != "ring_hash" && s.load_balancer != "maglev")
+      r.fail(n["hash_on"], "hash_on is used by load_balancer: ring_hash or maglev only");
+  }
+  if (const auto& c = n["circuit_breaker"]) {
+    r.mapping(c, "circuit_breaker", {"max_connections", "max_pending_requests", "max_requests"});
+    auto& cb = s.circuit_breaker;
+    if (c["max_connections"]) cb.max_connections = r.integer(c["max_connections"], "circuit_breaker.max_connections", 1, 1000000);
+    if (c["max_pending_requests"])
+      cb.max_pending_requests = r.integer(c["max_pending_requests"], "circuit_breaker.max_pending_requests", 1, 1000000);
+    if (c["max_requests"]) cb.max_requests = r.integer(c["max_requests"], "circuit_breaker.max_requests", 1, 1000000);
+  }
+  if (const auto& o = n["outlier_detection"]) {
+    r.mapping(o, "outlier_detection",
+              {"consecutive_failures", "base_ejection_time", "max_ejection_time", "max_ejection_percent"});
+    auto& od = s.outlier_detection;
+    if (o["consecutive_failures"])
+      od.consecutive_failures =
+          static_cast<int>(r.integer(o["consecutive_failures"], "outlier_detection.consecutive_failures (0: off)", 0, 1000));
+    if (o["base_ejection_time"]) od.base_ejection_time = r.duration(o["base_ejection_time"], "outlier_detection.base_ejection_time");
+    if (o["max_ejection_time"]) od.max_ejection_time = r.duration(o["max_ejection_time"], "outlier_detection.max_ejection_time");
+    if (o["max_ejection_percent"])
+      od.max_ejection_percent =
+          static_cast<int>(r.integer(o["max_ejection_percent"], "outlier_detection.max_ejection_percent", 0, 100));
+    if (od.max_ejection_time < od.base_ejection_time)
+      r.fail(o, "outlier_detection.max_ejection_time must be at least base_ejection_time");
+  }
+  return s;
+}
+
 }  // namespace
+
+const ServiceSection* File::service(const std::string& name) const {
+  for (const auto& s : services)
+    if (s.name == name) return &s;
+  return nullptr;
+}
 
 File parse(const std::string& text, const std::string& path) {
   Reader r(path);
@@ -268,7 +338,7 @@ File parse(const std::string& text, const std::string& path) {
   if (std::filesystem::path(f.agent.data_dir).is_relative())
     f.agent.data_dir = (std::filesystem::path(f.dir) / f.agent.data_dir).lexically_normal().string();
   if (const auto& g = root["gateway"]) {
-    r.mapping(g, "gateway", {"listen", "workers", "routes"});
+    r.mapping(g, "gateway", {"listen", "workers", "routes", "max_connections", "access_log", "timeouts"});
     GatewaySection gw;
     if (g["listen"]) {
       gw.listen.clear();
@@ -282,15 +352,40 @@ File parse(const std::string& text, const std::string& path) {
       if (g["workers"].IsScalar() && g["workers"].Scalar() == "auto") gw.workers = 0;
       else gw.workers = static_cast<int>(r.integer(g["workers"], "gateway.workers (or auto)", 1, 256));
     }
+    if (g["max_connections"])
+      gw.max_connections = static_cast<int>(r.integer(g["max_connections"], "gateway.max_connections", 1, 1000000));
+    if (g["access_log"]) {
+      gw.access_log = r.string(g["access_log"], "gateway.access_log");
+      if (gw.access_log == "off") gw.access_log.clear();
+      else if (gw.access_log != "stdout" && gw.access_log != "stderr" &&
+               std::filesystem::path(gw.access_log).is_relative())
+        gw.access_log = (std::filesystem::path(f.dir) / gw.access_log).lexically_normal().string();
+    }
+    if (const auto& t = g["timeouts"]) {
+      r.mapping(t, "gateway.timeouts", {"connect", "header", "idle", "upstream_idle"});
+      auto positive = [&](const char* key, Duration& out) {
+        if (!t[key]) return;
+        out = r.duration(t[key], std::string("gateway.timeouts.") + key);
+        if (out.count() == 0) r.fail(t[key], std::string("gateway.timeouts.") + key + " must be above 0");
+      };
+      positive("connect", gw.timeouts.connect);
+      positive("header", gw.timeouts.header);
+      positive("idle", gw.timeouts.idle);
+      positive("upstream_idle", gw.timeouts.upstream_idle);
+    }
     if (g["routes"]) {
       if (!g["routes"].IsSequence()) r.fail(g["routes"], "gateway.routes must be a list of routes");
       for (const auto& e : g["routes"]) gw.routes.push_back(read_route(r, e));
     }
     f.gateway = std::move(gw);
   }
-  if (root["services"])
-    r.fail(root["services"], "`services:` (running services from this file) is not available in this version yet; "
-                             "register services through the agent API meanwhile");
+  if (const auto& svcs = root["services"]) {
+    if (!svcs.IsMap()) r.fail(svcs, "services must be a mapping of service name to its settings");
+    for (auto it = svcs.begin(); it != svcs.end(); ++it) f.services.push_back(read_service(r, it->first, it->second));
+    std::set<std::string> seen;
+    for (auto it = svcs.begin(); it != svcs.end(); ++it)
+      if (!seen.insert(it->first.Scalar()).second) r.fail(it->first, "duplicate service \"" + it->first.Scalar() + "\"");
+  }
   return f;
 }
 

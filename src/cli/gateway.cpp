@@ -1,0 +1,134 @@
+// `flotilla gateway`: the data plane alone, following a remote registry through blocking queries.
+// Any number of gateways can follow one agent.
+#include <CLI/CLI.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+#include <sys/resource.h>
+
+#include <iostream>
+
+#include "cli/commands.h"
+#include "common/event_loop.h"
+#include "common/log.h"
+#include "common/metrics.h"
+#include "config/flotilla_file.h"
+#include "gateway/admin.h"
+#include "gateway/gateway.h"
+#include "gateway/registry_feed.h"
+#include "http/server.h"
+
+namespace flotilla::cli {
+
+namespace {
+struct GatewayOptions {
+  std::string file = "flotilla.yaml";
+  std::string registry = "http://127.0.0.1:7700";
+  std::string admin;
+  std::string token;
+  std::string log_level = "info";
+};
+
+int run_gateway(const GatewayOptions& o) {
+  if (!init_logging(o.log_level)) {
+    std::cerr << "flotilla gateway: unknown --log-level \"" << o.log_level << "\"\n";
+    return 2;
+  }
+  config::File file;
+  try {
+    file = config::load_file(o.file);
+  } catch (const config::ConfigError& e) {
+    std::cerr << "flotilla gateway: " << e.what() << "\n";
+    return 2;
+  }
+  if (!file.gateway) {
+    std::cerr << "flotilla gateway: " << o.file << " has no `gateway:` section (listen and routes)\n";
+    return 2;
+  }
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+  EventLoop loop;
+  metrics::Registry metrics;
+  gateway::Gateway gw(file, metrics);
+  std::unique_ptr<gateway::RemoteRegistryFeed> feed;
+  try {
+    feed = std::make_unique<gateway::RemoteRegistryFeed>(loop, o.registry, o.token, gw);
+  } catch (const std::exception& e) {
+    std::cerr << "flotilla gateway: " << e.what() << "\n";
+    return 2;
+  }
+  try {
+    gw.listen();
+  } catch (const std::exception& e) {
+    std::cerr << "flotilla gateway: " << e.what() << "\n";
+    return 1;
+  }
+  std::unique_ptr<http::Server> admin;
+  if (!o.admin.empty()) {
+    std::string a = o.admin.rfind("http://", 0) == 0 ? o.admin.substr(7) : o.admin;
+    admin = std::make_unique<http::Server>(loop, [&gw, &metrics](const std::shared_ptr<http::Exchange>& ex) {
+      if (gateway::serve_admin(gw, ex)) return;
+      const auto& req = ex->request();
+      if (req.path == "/metrics") {
+        http::Response r;
+        r.content_type = "text/plain; version=0.0.4";
+        r.body = metrics.render();
+        ex->respond(std::move(r));
+        return;
+      }
+      ex->respond(http::Response::error(404, "unknown path; try /metrics or /v1/flotilla/gateway"));
+    });
+    try {
+      admin->listen(a);
+      admin->start();
+    } catch (const std::exception& e) {
+      std::cerr << "flotilla gateway: " << e.what() << " (--admin)\n";
+      return 1;
+    }
+  }
+  feed->start();
+  // Route nothing before every service's endpoints are known (or 5 s passed: the registry may be down).
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  Timer tick(loop);
+  std::function<void()> poll = [&] {
+    if (!feed->synced() && std::chrono::steady_clock::now() < until) tick.arm(std::chrono::milliseconds(10), poll);
+  };
+  poll();
+  loop.run_until([&] { return feed->synced() || std::chrono::steady_clock::now() >= until; });
+  gw.start();
+  spdlog::info("flotilla gateway {} listening on {} with {} worker(s), following {}", kVersion,
+               gw.status()["Listen"].dump(), gw.workers(), o.registry);
+  boost::asio::signal_set signals(loop.io(), SIGINT, SIGTERM);
+  signals.async_wait([&](const boost::system::error_code& e, int sig) {
+    if (e) return;
+    spdlog::info("received {}, stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    gw.stop();
+    if (admin) admin->stop();
+    loop.stop();
+  });
+  loop.run();
+  feed.reset();
+  return 0;
+}
+}  // namespace
+
+std::function<int()> add_gateway(CLI::App& app) {
+  auto o = std::make_shared<GatewayOptions>();
+  auto* cmd = app.add_subcommand("gateway", "Run the gateway alone, following a remote registry");
+  cmd->footer(
+      "Reads the `gateway:` and `services:` sections of the file and follows the endpoints of the\n"
+      "routed services at --registry with blocking queries. Stops cleanly on SIGINT or SIGTERM.\n\n"
+      "Example: flotilla gateway -f flotilla.yaml --registry http://10.0.0.5:7700 --admin 127.0.0.1:9901");
+  cmd->add_option("-f,--file", o->file, "The application's file")->capture_default_str();
+  cmd->add_option("--registry", o->registry, "The agent to follow (http://HOST:PORT)")->capture_default_str();
+  cmd->add_option("--admin", o->admin, "Serve /metrics and /v1/flotilla/gateway on HOST:PORT");
+  cmd->add_option("--token", o->token, "Token for the registry's API (X-Consul-Token)")->envname("FLOTILLA_TOKEN");
+  cmd->add_option("--log-level", o->log_level, "trace, debug, info, warn or error")->capture_default_str();
+  return [o] { return run_gateway(*o); };
+}
+
+}  // namespace flotilla::cli

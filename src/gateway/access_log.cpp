@@ -1,0 +1,128 @@
+#include "gateway/access_log.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <ctime>
+#include <stdexcept>
+
+namespace flotilla::gateway {
+
+namespace {
+constexpr size_t kFlushAt = 1 << 20;
+constexpr size_t kDropAt = 16 << 20;
+
+void append_json_string(std::string& out, std::string_view s) {
+  out.push_back('"');
+  for (char c : s) {
+    unsigned char u = static_cast<unsigned char>(c);
+    if (c == '"' || c == '\\') {
+      out.push_back('\\');
+      out.push_back(c);
+    } else if (u < 0x20 || u >= 0x7f) {  // escape control and non-ASCII bytes: the line stays valid JSON
+      char b[8];
+      std::snprintf(b, sizeof b, "\\u%04x", u);
+      out.append(b);
+    } else {
+      out.push_back(c);
+    }
+  }
+  out.push_back('"');
+}
+}  // namespace
+
+AccessLog::AccessLog(const std::string& target) {
+  if (target == "stdout") {
+    fd_ = STDOUT_FILENO;
+  } else if (target == "stderr") {
+    fd_ = STDERR_FILENO;
+  } else {
+    fd_ = ::open(target.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd_ < 0) throw std::runtime_error("cannot open access log " + target + ": " + std::strerror(errno));
+    owns_fd_ = true;
+  }
+  thread_ = std::thread([this] { run(); });
+}
+
+AccessLog::~AccessLog() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_one();
+  thread_.join();
+  if (owns_fd_) ::close(fd_);
+}
+
+void AccessLog::write(const AccessRecord& r) {
+  std::string line;
+  line.reserve(256);
+  auto now = std::chrono::system_clock::now();
+  auto secs = std::chrono::system_clock::to_time_t(now);
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  char ts[40];
+  std::snprintf(ts, sizeof ts, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+                tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms));
+  line.append("{\"time\":\"");
+  line.append(ts);
+  line.append("\",\"client\":");
+  append_json_string(line, r.client);
+  line.append(",\"method\":");
+  append_json_string(line, r.method);
+  line.append(",\"host\":");
+  append_json_string(line, r.host);
+  line.append(",\"path\":");
+  append_json_string(line, r.path);
+  line.append(",\"status\":" + std::to_string(r.status));
+  line.append(",\"bytes\":" + std::to_string(r.bytes));
+  char dur[32];
+  std::snprintf(dur, sizeof dur, "%.6f", static_cast<double>(r.duration_ns) / 1e9);
+  line.append(",\"duration\":");
+  line.append(dur);
+  line.append(",\"service\":");
+  append_json_string(line, r.service);
+  line.append(",\"upstream\":");
+  append_json_string(line, r.upstream);
+  line.append(",\"tries\":" + std::to_string(r.tries));
+  line.append("}\n");
+  bool wake = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (pending_.size() + line.size() > kDropAt) {
+      dropped_.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    pending_.append(line);
+    wake = pending_.size() >= kFlushAt;
+  }
+  if (wake) cv_.notify_one();
+}
+
+void AccessLog::run() {
+  std::string batch;
+  for (;;) {
+    bool stopping;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait_for(lock, std::chrono::milliseconds(100), [this] { return stop_ || pending_.size() >= kFlushAt; });
+      batch.swap(pending_);
+      stopping = stop_;
+    }
+    size_t off = 0;
+    while (off < batch.size()) {
+      ssize_t n = ::write(fd_, batch.data() + off, batch.size() - off);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;  // a full disk loses log lines, never requests
+      off += static_cast<size_t>(n);
+    }
+    batch.clear();
+    if (stopping) return;
+  }
+}
+
+}  // namespace flotilla::gateway

@@ -1,0 +1,51 @@
+// The gateway's optional access log: one JSON object per line, written off the request path.
+// Workers append formatted lines to a buffer under a short lock; a writer thread flushes it every
+// 100 ms (or at 1 MiB). When the writer falls 16 MiB behind, lines are dropped and counted rather
+// than letting memory grow or requests wait.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <thread>
+
+namespace flotilla::gateway {
+
+struct AccessRecord {
+  std::string_view client;
+  std::string_view method;
+  std::string_view host;
+  std::string_view path;  // as received, query included
+  int status = 0;
+  uint64_t bytes = 0;     // response body bytes sent
+  int64_t duration_ns = 0;
+  std::string_view upstream;  // "IP:PORT" of the last try, or empty
+  int tries = 0;
+  std::string_view service;
+};
+
+class AccessLog {
+ public:
+  // target: "stdout", "stderr" or a file path (appended to). Throws std::runtime_error when the
+  // file cannot be opened.
+  explicit AccessLog(const std::string& target);
+  ~AccessLog();
+  void write(const AccessRecord& r);
+  uint64_t dropped() const { return dropped_.load(std::memory_order_relaxed); }
+
+ private:
+  void run();
+  int fd_ = -1;
+  bool owns_fd_ = false;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::string pending_;
+  bool stop_ = false;
+  std::atomic<uint64_t> dropped_{0};
+  std::thread thread_;
+};
+
+}  // namespace flotilla::gateway

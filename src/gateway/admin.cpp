@@ -1,0 +1,30 @@
+#include "gateway/admin.h"
+
+#include <nlohmann/json.hpp>
+
+#include "gateway/gateway.h"
+
+namespace flotilla::gateway {
+
+bool serve_admin(Gateway& gateway, const std::shared_ptr<http::Exchange>& ex, const std::string& read_token) {
+  const auto& req = ex->request();
+  if (req.path != "/v1/flotilla/gateway") return false;
+  if (!read_token.empty()) {
+    const std::string* t = req.header("x-consul-token");
+    if (!t) t = req.param("token");
+    if (!t || *t != read_token) {
+      ex->respond(http::Response::error(403, "Permission denied: this read needs the agent's token", "token"));
+      return true;
+    }
+  }
+  if (req.method != "GET" && req.method != "HEAD") {
+    auto r = http::Response::error(405, "use GET");
+    r.headers.emplace_back("Allow", "GET, HEAD");
+    ex->respond(std::move(r));
+    return true;
+  }
+  ex->respond(http::Response::json(200, gateway.status().dump(2) + "\n"));
+  return true;
+}
+
+}  // namespace flotilla::gateway

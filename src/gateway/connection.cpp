@@ -1,0 +1,915 @@
+#include "gateway/connection.h"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cstring>
+
+#include "common/metrics.h"
+#include "gateway/access_log.h"
+#include "gateway/forward_headers.h"
+#include "gateway/http1/syntax.h"
+#include "gateway/path.h"
+#include "http/message.h"
+#include "gateway/resilience/circuit_breaker.h"
+#include "gateway/resilience/outlier.h"
+#include "gateway/resilience/rate_limiter.h"
+#include "gateway/resilience/retry.h"
+
+namespace flotilla::gateway {
+
+namespace {
+using boost::system::error_code;
+using http1::syntax::iequals;
+constexpr auto kAwait = asio::use_awaitable;
+
+constexpr size_t kInitialIn = 4 * 1024;
+constexpr size_t kRelay = 16 * 1024;
+constexpr size_t kMaxHead = 8 * 1024 + 60 * 1024 + 1024;  // request line + header section (+ slack)
+constexpr uint64_t kReplayLimit = 64 * 1024;  // bodies up to this are kept so a retry can resend them
+
+int64_t ns(Duration d) { return std::chrono::duration_cast<std::chrono::nanoseconds>(d).count(); }
+
+std::string json_error(std::string_view message, std::string_view key = {}, std::string_view value = {}) {
+  std::string out = "{\"error\":\"";
+  auto esc = [&out](std::string_view s) {
+    for (char c : s) {
+      if (c == '"' || c == '\\') {
+        out.push_back('\\');
+        out.push_back(c);
+      } else if (static_cast<unsigned char>(c) < 0x20) {
+        char b[8];
+        std::snprintf(b, sizeof b, "\\u%04x", c);
+        out.append(b);
+      } else {
+        out.push_back(c);
+      }
+    }
+  };
+  esc(message);
+  out.push_back('"');
+  if (!key.empty()) {
+    out.append(",\"");
+    esc(key);
+    out.append("\":\"");
+    esc(value);
+    out.push_back('"');
+  }
+  out.append("}\n");
+  return out;
+}
+
+// The cookie's value in a Cookie header, or nullopt.
+std::optional<std::string_view> cookie_value(std::string_view header, std::string_view name) {
+  while (!header.empty()) {
+    auto semi = header.find(';');
+    auto pair = http1::syntax::trim_ows(header.substr(0, semi));
+    auto eq = pair.find('=');
+    if (eq != std::string_view::npos && pair.substr(0, eq) == name) return pair.substr(eq + 1);
+    if (semi == std::string_view::npos) break;
+    header.remove_prefix(semi + 1);
+  }
+  return std::nullopt;
+}
+
+struct HeaderLookup {
+  const http1::RequestHead* head;
+  mutable std::string_view found;
+  static const std::string_view* get(const void* ctx, std::string_view lower) {
+    auto* self = static_cast<const HeaderLookup*>(ctx);
+    auto v = self->head->field(lower);
+    if (!v) return nullptr;
+    self->found = *v;
+    return &self->found;
+  }
+};
+
+struct UsableContext {
+  const Cluster* cluster;
+  const std::vector<int>* tried;
+  bool avoid_tried;
+  int64_t now;
+};
+bool usable_endpoint(const void* ctx, size_t i) {
+  auto* u = static_cast<const UsableContext*>(ctx);
+  const auto& ep = u->cluster->endpoints[i];
+  if (resilience::OutlierDetector::ejected(*ep.state, u->now)) return false;
+  if (u->avoid_tried && std::find(u->tried->begin(), u->tried->end(), static_cast<int>(i)) != u->tried->end())
+    return false;
+  return true;
+}
+}  // namespace
+
+// ---- Buffer ----
+
+void Buffer::grow(size_t cap) {
+  auto fresh = std::make_unique<char[]>(cap);
+  if (size()) std::memcpy(fresh.get(), data_.get() + begin_, size());
+  end_ -= begin_;
+  begin_ = 0;
+  data_ = std::move(fresh);
+  cap_ = cap;
+}
+
+size_t Buffer::make_room(size_t want, size_t limit) {
+  if (room() >= want) return room();
+  if (begin_ > 0 && cap_ - size() >= want) {  // compact
+    std::memmove(data_.get(), data_.get() + begin_, size());
+    end_ -= begin_;
+    begin_ = 0;
+    return room();
+  }
+  if (cap_ < limit) grow(std::min(limit, std::max(cap_ * 2, size() + want)));
+  else if (begin_ > 0) {
+    std::memmove(data_.get(), data_.get() + begin_, size());
+    end_ -= begin_;
+    begin_ = 0;
+  }
+  return room();
+}
+
+void Buffer::shrink(size_t to) {
+  if (cap_ > to && size() <= to) grow(to);
+}
+
+// ---- Connection ----
+
+Connection::Connection(Worker& worker, tcp::socket socket)
+    : worker_(worker), socket_(std::move(socket)), in_(kInitialIn) {
+  error_code ec;
+  auto remote = socket_.remote_endpoint(ec);
+  if (!ec) client_ip_ = remote.address().to_string();
+  socket_.set_option(tcp::no_delay(true), ec);
+  tracked_ = worker_.track(this);
+}
+
+Connection::~Connection() { worker_.untrack(tracked_); }
+
+void Connection::start() {
+  asio::co_spawn(worker_.io(), [self = shared_from_this()]() { return self->run(); }, asio::detached);
+}
+
+void Connection::set_deadline(Wait what, int64_t from_now) {
+  wait_ = what;
+  deadline_ = now_ns() + from_now;
+}
+
+void Connection::expire(int64_t) {
+  Wait w = wait_;
+  clear_deadline();
+  timed_out_ = true;
+  error_code ec;
+  switch (w) {
+    case Wait::none:
+      break;
+    case Wait::upstream:
+      if (current_upstream_) current_upstream_->socket.close(ec);
+      break;
+    case Wait::tunnel:
+      if (current_upstream_) current_upstream_->socket.close(ec);
+      socket_.close(ec);
+      break;
+    default:
+      socket_.cancel(ec);
+      break;
+  }
+}
+
+void Connection::drain() {
+  close_after_ = true;
+  if (idle_) {
+    error_code ec;
+    socket_.cancel(ec);
+  }
+}
+
+asio::awaitable<bool> Connection::write_down(std::string_view a, std::string_view b) {
+  error_code ec;
+  set_deadline(Wait::write, ns(worker_.shared().config.timeouts.idle));
+  std::array<asio::const_buffer, 2> bufs{asio::buffer(a.data(), a.size()), asio::buffer(b.data(), b.size())};
+  co_await asio::async_write(socket_, bufs, asio::redirect_error(kAwait, ec));
+  clear_deadline();
+  co_return !ec && !timed_out_;
+}
+
+asio::awaitable<void> Connection::send_local(int status, std::string_view body, bool close,
+                                             std::string_view extra_header) {
+  const auto& head = parser_.head();
+  std::string& h = down_head_;
+  h.clear();
+  h.append(head.version_minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ");
+  h.append(std::to_string(status));
+  h.push_back(' ');
+  h.append(http::reason_phrase(status));
+  h.append("\r\nContent-Type: application/json\r\nContent-Length: ");
+  h.append(std::to_string(body.size()));
+  h.append("\r\n");
+  if (!extra_header.empty()) {
+    h.append(extra_header);
+    h.append("\r\n");
+  }
+  if (close || close_after_) h.append("Connection: close\r\n");
+  else if (head.version_minor == 0) h.append("Connection: keep-alive\r\n");
+  h.append("\r\n");
+  if (close) close_after_ = true;
+  int cls = status / 100;
+  if (status == 400 || status == 408 || status == 413 || status == 414 || status == 431 || status >= 501)
+    if (auto* c = worker_.shared().metrics.refused[std::min(cls, 5)]) c->inc();
+  co_await write_down(h, body);
+}
+
+asio::awaitable<void> Connection::run() {
+  for (;;) {
+    if (!co_await read_head()) break;
+    if (!co_await handle_request()) break;
+    if (close_after_ || worker_.shared().draining.load(std::memory_order_relaxed)) break;
+    parser_.reset();
+    response_parser_.reset();
+    if (in_.empty()) in_.shrink(kInitialIn);
+    rb_.shrink(0);
+  }
+  error_code ec;
+  socket_.shutdown(tcp::socket::shutdown_send, ec);
+  socket_.close(ec);
+}
+
+asio::awaitable<bool> Connection::read_head() {
+  const auto& cfg = worker_.shared().config;
+  bool first = in_.empty();
+  timed_out_ = false;
+  for (;;) {
+    if (!in_.empty()) {
+      auto r = parser_.parse(in_.view());
+      if (r.status == http1::RequestParser::Status::done) {
+        clear_deadline();
+        idle_ = false;
+        co_return true;
+      }
+      if (r.status == http1::RequestParser::Status::error) {
+        clear_deadline();
+        co_await send_local(r.http_status, json_error(r.reason), true);
+        co_return false;
+      }
+      if (first) {
+        first = false;
+        set_deadline(Wait::head, ns(cfg.timeouts.header));
+      }
+    } else if (first) {
+      idle_ = true;
+      if (close_after_) co_return false;
+      set_deadline(Wait::idle, ns(cfg.timeouts.idle));
+    }
+    if (in_.make_room(1024, kMaxHead) == 0) {  // the parser's limits fire before this
+      co_await send_local(431, json_error("request header fields too large"), true);
+      co_return false;
+    }
+    error_code ec;
+    size_t n = co_await socket_.async_read_some(asio::buffer(in_.write_ptr(), in_.room()),
+                                                asio::redirect_error(kAwait, ec));
+    if (timed_out_) {
+      if (wait_ == Wait::none && !in_.empty() && !idle_) {
+        // The head did not arrive in time.
+        timed_out_ = false;
+        co_await send_local(408, json_error("request head not received in time"), true);
+      }
+      co_return false;
+    }
+    if (ec || n == 0) {
+      if (idle_ && close_after_) co_return false;
+      co_return false;
+    }
+    in_.commit(n);
+    if (idle_) {
+      idle_ = false;
+      clear_deadline();
+      first = true;
+    }
+  }
+}
+
+namespace {
+// What a try ended with, for retry and outlier decisions.
+enum class Outcome : uint8_t { response, connect_failure, reset, timeout, bad_response };
+}  // namespace
+
+asio::awaitable<bool> Connection::handle_request() {
+  WorkerShared& shared = worker_.shared();
+  const auto& cfg = shared.config;
+  const int64_t started = now_ns();
+  const Snapshot& snap = worker_.snapshot();
+  const http1::RequestHead& head = parser_.head();
+  const auto head_length = parser_.parse(in_.view()).head_length;
+  const int minor = head.version_minor;
+  const bool is_head = head.method == "HEAD";
+  bool client_keep = head.keep_alive;
+  const bool has_body = head.has_body();
+  const std::optional<uint64_t> content_length = head.content_length;
+  const bool chunked_in = head.chunked;
+  const bool expect_continue = head.expect_continue && has_body;
+  const bool upgrade = head.upgrade;
+  const std::string method(head.method);
+  // A request we refuse without reading its body leaves that body on the wire: close then.
+  auto refuse = [&](int status, std::string body, std::string_view extra = {}) -> asio::awaitable<bool> {
+    co_await send_local(status, body, has_body || !client_keep, extra);
+    co_return !(has_body || !client_keep);
+  };
+
+  if (head.target_form == http1::TargetForm::asterisk)
+    co_return co_await refuse(400, json_error("asterisk-form requests (OPTIONS *) are not forwarded"));
+  std::string_view target = head.path;
+  std::string_view path = target, query;
+  if (auto q = target.find('?'); q != std::string_view::npos) {
+    path = target.substr(0, q);
+    query = target.substr(q);
+  }
+  std::optional<std::string> normalized = normalize_path(path.empty() ? std::string_view("/") : path);
+  if (!normalized) co_return co_await refuse(400, json_error("malformed request path"));
+
+  HeaderLookup lookup{&head, {}};
+  RouteRequest rr{head.method, head.authority, *normalized, &HeaderLookup::get, &lookup};
+  int route_index = snap.routes ? snap.routes->match(rr) : -1;
+  if (route_index < 0) {
+    if (shared.metrics.no_route) shared.metrics.no_route->inc();
+    co_return co_await refuse(404, json_error("no route for this request", "path", *normalized));
+  }
+  const config::Route& route = snap.routes->route(route_index);
+  const RouteInfo& info = snap.route_info[static_cast<size_t>(route_index)];
+  int status = 0;
+  uint64_t bytes_down = 0;
+  std::string upstream_address;
+  int tries = 0;
+  auto account = [&](int code) {
+    status = code;
+    int cls = std::clamp(code / 100, 1, 5);
+    if (auto* c = info.metrics.by_class[cls]) c->inc();
+    if (info.metrics.duration) info.metrics.duration->observe(static_cast<double>(now_ns() - started) / 1e9);
+  };
+
+  if (route.max_body_bytes && content_length && *content_length > route.max_body_bytes) {
+    account(413);
+    co_return co_await refuse(413, json_error("request body larger than this route allows"));
+  }
+  if (info.limiter) {
+    std::string_view key;
+    if (info.limit_key == RouteInfo::LimitKey::client_ip) key = client_ip_;
+    else if (info.limit_key == RouteInfo::LimitKey::header) key = head.field(info.limit_header).value_or("");
+    auto d = info.limiter->acquire(key, started);
+    if (!d.allowed) {
+      if (info.metrics.rate_limited) info.metrics.rate_limited->inc();
+      account(429);
+      std::string extra = "Retry-After: " + std::to_string(resilience::retry_after_seconds(d));
+      co_return co_await refuse(429, json_error("rate limit exceeded"), extra);
+    }
+  }
+  auto cluster_it = snap.clusters.find(info.service);
+  const Cluster* cluster = cluster_it == snap.clusters.end() ? nullptr : cluster_it->second.get();
+  if (!cluster || cluster->endpoints.empty()) {
+    if (shared.metrics.no_endpoint) shared.metrics.no_endpoint->inc();
+    account(503);
+    co_return co_await refuse(503, json_error("no healthy instance of the service", "service", info.service));
+  }
+  ClusterShared& cs = *cluster->shared;
+  const resilience::CircuitBreaker breaker(cluster->limits, cs.connections, cs.pending, cs.active);
+  resilience::Slot request_slot = breaker.try_acquire(resilience::Limit::requests);
+  if (!request_slot) {
+    if (cs.metrics.overloaded_requests) cs.metrics.overloaded_requests->inc();
+    account(503);
+    co_return co_await refuse(503, json_error("service overloaded: too many requests in flight", "service", info.service),
+                              "x-flotilla-overloaded: max_requests");
+  }
+  if (cs.metrics.in_flight) cs.metrics.in_flight->add(1);
+  struct InFlight {
+    metrics::Gauge* g;
+    ~InFlight() { if (g) g->add(-1); }
+  } in_flight{cs.metrics.in_flight};
+
+  // The hash policies' key.
+  std::optional<uint64_t> hash;
+  switch (cluster->hash_on.source) {
+    case HashOn::Source::none:
+      break;
+    case HashOn::Source::client_ip:
+      hash = lb::hash_key(client_ip_);
+      break;
+    case HashOn::Source::path:
+      hash = lb::hash_key(*normalized);
+      break;
+    case HashOn::Source::header:
+      if (auto v = head.field(cluster->hash_on.name)) hash = lb::hash_key(*v);
+      break;
+    case HashOn::Source::cookie:
+      for (const auto& f : head.fields)
+        if (iequals(f.name, "cookie"))
+          if (auto v = cookie_value(f.value, cluster->hash_on.name)) {
+            hash = lb::hash_key(*v);
+            break;
+          }
+      break;
+  }
+
+  // The upstream request head. Built now: the head's views die once the buffer moves.
+  std::string up_target = snap.routes->upstream_path(route_index, *normalized);
+  up_target.append(query);
+  UpstreamRequest ur;
+  ur.method = head.method;
+  ur.target = up_target;
+  ur.client_ip = client_ip_;
+  ur.upgrade = upgrade;
+  if (chunked_in) ur.chunked = true;
+  else if (content_length) ur.content_length = content_length;
+  else if (method == "POST" || method == "PUT" || method == "PATCH") ur.content_length = 0;
+  ur.random[0] = worker_.random();
+  ur.random[1] = worker_.random();
+  ur.random[2] = worker_.random();
+  out_.clear();
+  build_upstream_head(head, ur, out_);
+  std::string log_path, log_host;
+  if (shared.access_log) {
+    log_path.assign(target);
+    log_host.assign(head.authority);
+  }
+  in_.consume(head_length);  // from here on, `head` must not be used
+
+  if (expect_continue) {
+    if (!co_await write_down(minor == 1 ? "HTTP/1.1 100 Continue\r\n\r\n" : "")) co_return false;
+  }
+  // A small sized body is read whole first: one write upstream, and a retry can resend it.
+  body_.clear();
+  bool body_buffered = !has_body;
+  if (content_length && *content_length > 0 && *content_length <= kReplayLimit) {
+    while (in_.size() < *content_length) {
+      in_.make_room(static_cast<size_t>(*content_length - in_.size()), kMaxHead + kReplayLimit);
+      set_deadline(Wait::body, ns(cfg.timeouts.idle));
+      error_code ec;
+      size_t n = co_await socket_.async_read_some(asio::buffer(in_.write_ptr(), in_.room()),
+                                                  asio::redirect_error(kAwait, ec));
+      clear_deadline();
+      if (timed_out_) {
+        timed_out_ = false;
+        account(408);
+        co_await send_local(408, json_error("request body not received in time"), true);
+        co_return false;
+      }
+      if (ec || n == 0) co_return false;
+      in_.commit(n);
+    }
+    body_.assign(in_.view().substr(0, static_cast<size_t>(*content_length)));
+    in_.consume(static_cast<size_t>(*content_length));
+    body_buffered = true;
+  }
+  const bool may_resend = body_buffered;
+  const int max_attempts = route.retry ? route.retry->attempts : 2;
+  resilience::RetryOn retry_on = route.retry ? resilience::parse_retry_on(route.retry->on)
+                                              : resilience::parse_retry_on({"connect-failure", "reset", "503"});
+  const int64_t route_deadline = ns(route.timeout);
+  const int64_t per_try = route.retry && route.retry->per_try_timeout.count() > 0 ? ns(route.retry->per_try_timeout)
+                                                                                   : route_deadline;
+  int64_t request_done_at = now_ns();  // the route timeout counts from the whole request (Envoy's rule)
+  std::vector<int> tried;
+  chunked_.reset();
+  bool request_streamed = false;  // bytes of a streamed body were consumed: no second try
+
+  const resilience::OutlierDetector outlier(resilience::outlier_config(cluster->outlier));
+  const resilience::RetryBudget budget(resilience::RetryBudgetConfig{}, cs.retries_active);
+  resilience::Outcome last_outcome;
+  for (int attempt = 0; attempt < max_attempts; ++attempt) {
+    int64_t now = now_ns();
+    resilience::Slot retry_slot;
+    if (attempt > 0) {
+      retry_slot = budget.try_acquire(cs.active.load(std::memory_order_relaxed));
+      if (!retry_slot) {
+        if (cs.metrics.retry_budget_exhausted) cs.metrics.retry_budget_exhausted->inc();
+        break;
+      }
+      if (cs.metrics.retries) cs.metrics.retries->inc();
+      asio::steady_timer t(worker_.io(), resilience::backoff_delay({}, attempt - 1, worker_.random()));
+      error_code ec;
+      co_await t.async_wait(asio::redirect_error(kAwait, ec));
+      now = now_ns();
+    }
+    if (now - request_done_at >= route_deadline) break;
+    // Pick an endpoint: not ejected, and not one this request already tried when another exists.
+    UsableContext uc{cluster, &tried, true, now};
+    lb::LoadBalancer& balancer = worker_.balancer(cluster_it->second);
+    int pick = balancer.pick({hash, {&usable_endpoint, &uc}});
+    if (pick < 0) {
+      uc.avoid_tried = false;
+      pick = balancer.pick({hash, {&usable_endpoint, &uc}});
+    }
+    if (pick < 0) {
+      // Everything is ejected: outlier detection never leaves a cluster with nothing.
+      pick = balancer.pick({hash, {}});
+    }
+    if (pick < 0) break;
+    tried.push_back(pick);
+    ++tries;
+    const Endpoint& ep = cluster->endpoints[static_cast<size_t>(pick)];
+    upstream_address = ep.state->address;
+    ep.state->active.fetch_add(1, std::memory_order_relaxed);
+    ep.state->requests_total.fetch_add(1, std::memory_order_relaxed);
+    struct Active {
+      EndpointState* s;
+      ~Active() { s->active.fetch_sub(1, std::memory_order_relaxed); }
+    } active{ep.state.get()};
+    int64_t try_deadline = std::min(per_try, route_deadline - (now - request_done_at));
+
+    Outcome outcome = Outcome::response;
+    std::unique_ptr<UpstreamConnection> up = worker_.take_idle(ep.state.get());
+    if (!up) {
+      if (cs.connections.load(std::memory_order_relaxed) >= breaker.max(resilience::Limit::connections)) {
+        if (cs.metrics.overloaded_connections) cs.metrics.overloaded_connections->inc();
+        account(503);
+        co_return co_await refuse(503, json_error("service overloaded: connection limit", "service", info.service),
+                                  "x-flotilla-overloaded: max_connections");
+      }
+      up = std::make_unique<UpstreamConnection>(worker_.io(), ep.state, cluster->shared);
+      up->counted = true;
+      cs.connections.fetch_add(1, std::memory_order_relaxed);
+      ep.state->connections.fetch_add(1, std::memory_order_relaxed);
+      if (cs.metrics.connections) cs.metrics.connections->add(1);
+      error_code ec;
+      asio::ip::address addr = asio::ip::make_address(ep.host, ec);
+      current_upstream_ = up.get();
+      set_deadline(Wait::upstream, std::min(ns(cfg.timeouts.connect), try_deadline));
+      timed_out_ = false;
+      resilience::Slot pending = breaker.try_acquire(resilience::Limit::pending_requests);
+      if (!pending) {
+        if (cs.metrics.overloaded_pending) cs.metrics.overloaded_pending->inc();
+        current_upstream_ = nullptr;
+        clear_deadline();
+        account(503);
+        co_return co_await refuse(503, json_error("service overloaded: too many requests waiting for a connection",
+                                                  "service", info.service),
+                                  "x-flotilla-overloaded: max_pending_requests");
+      }
+      if (!ec) co_await up->socket.async_connect(tcp::endpoint(addr, ep.port), asio::redirect_error(kAwait, ec));
+      pending.release();
+      clear_deadline();
+      if (ec || timed_out_) {
+        timed_out_ = false;
+        outcome = Outcome::connect_failure;
+        if (cs.metrics.connect_failures) cs.metrics.connect_failures->inc();
+      } else {
+        up->socket.set_option(tcp::no_delay(true), ec);
+      }
+    }
+    if (outcome == Outcome::response) {
+      current_upstream_ = up.get();
+      // Send the head, and the body when it is here whole.
+      set_deadline(Wait::upstream, try_deadline);
+      error_code ec;
+      std::array<asio::const_buffer, 2> bufs{asio::buffer(out_), asio::buffer(body_)};
+      co_await asio::async_write(up->socket, bufs, asio::redirect_error(kAwait, ec));
+      if (!ec && !timed_out_ && !body_buffered && has_body) {
+        // Stream the body: sized beyond the replay limit, or chunked (re-framed as it decodes).
+        request_streamed = true;
+        uint64_t left = content_length.value_or(0);
+        bool done = false;
+        while (!done && !ec && !timed_out_) {
+          if (in_.empty()) {
+            in_.make_room(kRelay, kMaxHead + kRelay);
+            set_deadline(Wait::body, ns(cfg.timeouts.idle));
+            size_t n = co_await socket_.async_read_some(asio::buffer(in_.write_ptr(), in_.room()),
+                                                        asio::redirect_error(kAwait, ec));
+            clear_deadline();
+            if (timed_out_ || ec || n == 0) {
+              // The client stopped sending: nothing sensible can reach the upstream.
+              co_return false;
+            }
+            in_.commit(n);
+          }
+          set_deadline(Wait::upstream, ns(cfg.timeouts.idle));
+          if (!chunked_in) {
+            size_t take = static_cast<size_t>(std::min<uint64_t>(left, in_.size()));
+            if (route.max_body_bytes && content_length && *content_length > route.max_body_bytes) break;
+            co_await asio::async_write(up->socket, asio::buffer(in_.view().data(), take),
+                                       asio::redirect_error(kAwait, ec));
+            in_.consume(take);
+            left -= take;
+            done = left == 0;
+          } else {
+            chunk_out_.clear();
+            auto step = chunked_.feed(in_.view(), [&](std::string_view data) {
+              char size[20];
+              auto [e, c] = std::to_chars(size, size + sizeof size, data.size(), 16);
+              chunk_out_.append(size, static_cast<size_t>(e - size));
+              chunk_out_.append("\r\n");
+              chunk_out_.append(data);
+              chunk_out_.append("\r\n");
+            });
+            if (step.status == http1::ChunkedDecoder::Status::error ||
+                (route.max_body_bytes && chunked_.announced_size() > route.max_body_bytes)) {
+              clear_deadline();
+              int code = step.status == http1::ChunkedDecoder::Status::error ? step.http_status : 413;
+              account(code);
+              co_await send_local(code,
+                                  json_error(code == 413 ? "request body larger than this route allows"
+                                                         : step.reason),
+                                  true);
+              co_return false;  // the upstream connection is dropped with `up`
+            }
+            in_.consume(step.consumed);
+            if (step.status == http1::ChunkedDecoder::Status::done) {
+              chunk_out_.append("0\r\n\r\n");
+              done = true;
+            }
+            if (!chunk_out_.empty())
+              co_await asio::async_write(up->socket, asio::buffer(chunk_out_), asio::redirect_error(kAwait, ec));
+          }
+          clear_deadline();
+        }
+        request_done_at = now_ns();
+      }
+      if (timed_out_) outcome = Outcome::timeout;
+      else if (ec) outcome = Outcome::reset;
+    }
+    // The response head.
+    if (outcome == Outcome::response) {
+      response_parser_.reset();
+      rb_.make_room(kRelay, kMaxHead);
+      rb_.clear();
+      set_deadline(Wait::upstream, std::min(try_deadline, route_deadline - (now_ns() - request_done_at)));
+      for (;;) {
+        if (!rb_.empty()) {
+          auto r = response_parser_.parse(rb_.view());
+          if (r.status == http1::ResponseParser::Status::done) {
+            int code = response_parser_.head().status;
+            if (code >= 100 && code < 200 && code != 101) {  // interim: not passed on
+              rb_.consume(r.head_length);
+              response_parser_.reset();
+              continue;
+            }
+            break;
+          }
+          if (r.status == http1::ResponseParser::Status::error) {
+            outcome = Outcome::bad_response;
+            break;
+          }
+        }
+        if (rb_.make_room(1024, kMaxHead) == 0) {
+          outcome = Outcome::bad_response;
+          break;
+        }
+        error_code ec;
+        size_t n = co_await up->socket.async_read_some(asio::buffer(rb_.write_ptr(), rb_.room()),
+                                                       asio::redirect_error(kAwait, ec));
+        if (timed_out_) {
+          outcome = Outcome::timeout;
+          break;
+        }
+        if (ec || n == 0) {
+          outcome = Outcome::reset;
+          break;
+        }
+        rb_.commit(n);
+      }
+      clear_deadline();
+      timed_out_ = false;
+    }
+    current_upstream_ = nullptr;
+
+    // Decide: answer, or try again.
+    resilience::Outcome ro;
+    switch (outcome) {
+      case Outcome::connect_failure:
+        ro = resilience::Outcome::connect_failure();
+        break;
+      case Outcome::reset:
+        ro = resilience::Outcome::reset(true);
+        break;
+      case Outcome::timeout:
+        ro = resilience::Outcome::timeout(true);
+        break;
+      case Outcome::bad_response:
+        ro = resilience::Outcome::response(502);
+        break;
+      case Outcome::response:
+        ro = resilience::Outcome::response(response_parser_.head().status);
+        break;
+    }
+    last_outcome = ro;
+    if (outlier.is_failure(ro)) ep.state->failures_total.fetch_add(1, std::memory_order_relaxed);
+    if (outlier.report(*ep.state, cluster->endpoints, ro, now_ns())) {
+      if (cs.metrics.ejections) cs.metrics.ejections->inc();
+      spdlog::warn("gateway: ejected {} of service {} after {} consecutive failures", ep.state->address, info.service,
+                   cluster->outlier.consecutive_failures);
+    }
+    // A body streamed from the client is gone; a buffered one (or none) can be sent again.
+    bool can_resend = !request_streamed && (may_resend || outcome == Outcome::connect_failure);
+    if (attempt + 1 < max_attempts && can_resend && resilience::should_retry(retry_on, method, ro)) {
+      continue;  // `up` is dropped: its connection is closed
+    }
+    if (outcome != Outcome::response) {
+      int code = outcome == Outcome::timeout ? 504 : outcome == Outcome::connect_failure ? 503 : 502;
+      if (outcome == Outcome::timeout && shared.metrics.upstream_timeouts) shared.metrics.upstream_timeouts->inc();
+      if (outcome == Outcome::reset && shared.metrics.upstream_resets) shared.metrics.upstream_resets->inc();
+      account(code);
+      const char* msg = code == 504   ? "the service did not answer in time"
+                        : code == 503 ? "could not connect to the service"
+                                      : "the service's answer was malformed or cut short";
+      bool ok_keep = !(has_body && !body_buffered && !request_streamed) && client_keep;
+      co_await send_local(code, json_error(msg, "service", info.service), !ok_keep);
+      if (shared.access_log)
+        shared.access_log->write({client_ip_, method, log_host, log_path, code, 0, now_ns() - started,
+                                  upstream_address, tries, info.service});
+      co_return ok_keep && !close_after_;
+    }
+
+    // Pass the response on.
+    const http1::ResponseHead& rh = response_parser_.head();
+    size_t rhead_len = response_parser_.parse(rb_.view()).head_length;
+    auto kind = http1::body_kind(rh, is_head);
+    bool up_keep = rh.keep_alive;
+    DownstreamResponse dr;
+    dr.version_minor = minor;
+    const int code = rh.status;
+    if (shared.draining.load(std::memory_order_relaxed) || close_after_) client_keep = false;
+    if (code == 101) {
+      if (!upgrade) {
+        account(502);
+        co_await send_local(502, json_error("the service switched protocols unasked", "service", info.service), true);
+        co_return false;
+      }
+      dr.upgrade = true;
+    } else {
+      switch (kind) {
+        case http1::BodyKind::none:  // HEAD, 1xx, 204, 304: a length describes what GET would get
+          if (is_head || code == 304) dr.content_length = rh.content_length;
+          break;
+        case http1::BodyKind::content_length:
+          dr.content_length = rh.content_length;
+          break;
+        case http1::BodyKind::chunked:
+          if (minor == 1) dr.chunked = true;
+          else client_keep = false;  // an HTTP/1.0 client gets the decoded body up to the close
+          break;
+        case http1::BodyKind::until_close:
+          client_keep = false;
+          up_keep = false;
+          break;
+      }
+    }
+    if (upgrade && code != 101) client_keep = false;  // the client may still send its new protocol
+    dr.keep_alive = client_keep;
+    down_head_.clear();
+    build_downstream_head(rh, dr, down_head_);
+    rb_.consume(rhead_len);  // `rh` must not be used past this
+    down_chunked_.reset();
+    account(code);
+
+    bool ok = true;
+    if (code == 101) {
+      // Tunnel: bytes both ways until either side closes or the idle timeout passes.
+      if (!co_await write_down(down_head_, rb_.view())) co_return false;
+      rb_.clear();
+      auto tunnel_up = std::shared_ptr<UpstreamConnection>(up.release());
+      current_upstream_ = tunnel_up.get();
+      const int64_t idle = ns(cfg.timeouts.idle);
+      auto self = shared_from_this();
+      // client -> service, on a second coroutine; this one does service -> client.
+      asio::co_spawn(
+          worker_.io(),
+          [self, tunnel_up, idle]() -> asio::awaitable<void> {
+            error_code ec;
+            if (!self->in_.empty()) {
+              co_await asio::async_write(tunnel_up->socket, asio::buffer(self->in_.view().data(), self->in_.size()),
+                                         asio::redirect_error(kAwait, ec));
+              self->in_.clear();
+            }
+            std::array<char, 16384> buf;
+            while (!ec) {
+              size_t n = co_await self->socket_.async_read_some(asio::buffer(buf), asio::redirect_error(kAwait, ec));
+              if (ec || n == 0) break;
+              self->set_deadline(Wait::tunnel, idle);
+              co_await asio::async_write(tunnel_up->socket, asio::buffer(buf.data(), n), asio::redirect_error(kAwait, ec));
+            }
+            tunnel_up->socket.shutdown(tcp::socket::shutdown_send, ec);
+          },
+          asio::detached);
+      std::array<char, 16384> buf;
+      error_code ec;
+      set_deadline(Wait::tunnel, idle);
+      for (;;) {
+        size_t n = co_await tunnel_up->socket.async_read_some(asio::buffer(buf), asio::redirect_error(kAwait, ec));
+        if (ec || n == 0) break;
+        set_deadline(Wait::tunnel, idle);
+        co_await asio::async_write(socket_, asio::buffer(buf.data(), n), asio::redirect_error(kAwait, ec));
+        if (ec) break;
+        bytes_down += n;
+      }
+      clear_deadline();
+      error_code ignored;
+      socket_.shutdown(tcp::socket::shutdown_send, ignored);
+      socket_.close(ignored);
+      tunnel_up->socket.close(ignored);
+      current_upstream_ = nullptr;
+      co_return false;
+    }
+
+    // The body: what came with the head, then the rest as it arrives (never more than the relay
+    // buffer held at once; the downstream write's pace is the back-pressure).
+    if (kind == http1::BodyKind::none) {
+      ok = co_await write_down(down_head_);
+      up_keep = up_keep && rb_.empty();
+    } else if (kind == http1::BodyKind::content_length) {
+      uint64_t left = *dr.content_length;
+      size_t first = static_cast<size_t>(std::min<uint64_t>(left, rb_.size()));
+      ok = co_await write_down(down_head_, rb_.view().substr(0, first));
+      rb_.consume(first);
+      left -= first;
+      bytes_down += first;
+      while (ok && left > 0) {
+        rb_.clear();
+        set_deadline(Wait::upstream, ns(cfg.timeouts.idle));
+        current_upstream_ = up.get();
+        error_code ec;
+        size_t n = co_await up->socket.async_read_some(
+            asio::buffer(rb_.write_ptr(), static_cast<size_t>(std::min<uint64_t>(rb_.room(), left))),
+            asio::redirect_error(kAwait, ec));
+        clear_deadline();
+        current_upstream_ = nullptr;
+        if (ec || n == 0 || timed_out_) {
+          ok = false;
+          break;
+        }
+        rb_.commit(n);
+        ok = co_await write_down(rb_.view());
+        left -= n;
+        bytes_down += n;
+      }
+      rb_.clear();
+      up_keep = up_keep && ok;
+    } else {
+      // Chunked (passed through as framed, the decoder finding its end) or until the close.
+      bool head_sent = false;
+      bool end = false;
+      while (ok && !end) {
+        std::string_view pass = rb_.view();
+        std::string decoded;
+        if (kind == http1::BodyKind::chunked) {
+          http1::ChunkedDecoder::Step step;
+          if (minor == 1) {
+            step = down_chunked_.feed(rb_.view(), [](std::string_view) {});
+            pass = rb_.view().substr(0, step.consumed);
+          } else {
+            step = down_chunked_.feed(rb_.view(), [&decoded](std::string_view d) { decoded.append(d); });
+            pass = decoded;
+          }
+          if (step.status == http1::ChunkedDecoder::Status::error) {
+            ok = false;
+            break;
+          }
+          end = step.status == http1::ChunkedDecoder::Status::done;
+          if (end) up_keep = up_keep && step.consumed == rb_.size();
+        }
+        ok = co_await write_down(head_sent ? std::string_view() : std::string_view(down_head_), pass);
+        head_sent = true;
+        bytes_down += pass.size();
+        rb_.clear();
+        if (!ok || end) break;
+        set_deadline(Wait::upstream, ns(cfg.timeouts.idle));
+        current_upstream_ = up.get();
+        rb_.make_room(kRelay, kRelay);
+        error_code ec;
+        size_t n = co_await up->socket.async_read_some(asio::buffer(rb_.write_ptr(), rb_.room()),
+                                                       asio::redirect_error(kAwait, ec));
+        clear_deadline();
+        current_upstream_ = nullptr;
+        if (timed_out_) {
+          ok = false;
+          break;
+        }
+        if (ec || n == 0) {
+          if (kind == http1::BodyKind::until_close) end = true;  // the close is the end
+          else ok = false;
+          break;
+        }
+        rb_.commit(n);
+      }
+      if (kind == http1::BodyKind::until_close) up_keep = false;
+      up_keep = up_keep && ok && end;
+    }
+    timed_out_ = false;
+    if (up_keep && ok && !request_streamed) worker_.put_idle(std::move(up));
+    else if (up_keep && ok && request_streamed && (chunked_in ? chunked_.finished() : true)) worker_.put_idle(std::move(up));
+    if (shared.access_log)
+      shared.access_log->write({client_ip_, method, log_host, log_path, code, bytes_down, now_ns() - started,
+                                upstream_address, tries, info.service});
+    co_return ok && client_keep;
+  }
+
+  // No try could be made (no endpoint, budget, or route deadline).
+  account(503);
+  co_await send_local(503, json_error("no usable instance of the service", "service", info.service),
+                      has_body && !body_buffered);
+  co_return !(has_body && !body_buffered) && client_keep;
+}
+
+}  // namespace flotilla::gateway

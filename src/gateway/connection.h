@@ -1,0 +1,103 @@
+// One downstream (client) connection of a worker, and the requests it carries: read a head with
+// the strict parser, route it, pick an endpoint, stream the request up and the response down
+// (bodies are never buffered whole), retry what may be retried, keep both sides alive when they
+// can be. A coroutine per connection keeps the proxy's logic linear. Internal to src/gateway.
+#pragma once
+
+#include <utility>  // Boost 1.74 awaitable.hpp uses std::exchange without including it
+#include <boost/asio/awaitable.hpp>
+
+#include <cstdint>
+#include <list>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "gateway/http1/chunked_decoder.h"
+#include "gateway/http1/request_parser.h"
+#include "gateway/http1/response_parser.h"
+#include "gateway/worker.h"
+
+namespace flotilla::gateway {
+
+// A byte buffer with a read window [begin, end); grows up to a limit, compacts when it must.
+class Buffer {
+ public:
+  explicit Buffer(size_t initial = 0) { if (initial) grow(initial); }
+  std::string_view view() const { return {data_.get() + begin_, end_ - begin_}; }
+  size_t size() const { return end_ - begin_; }
+  bool empty() const { return begin_ == end_; }
+  size_t capacity() const { return cap_; }
+  void consume(size_t n) {
+    begin_ += n;
+    if (begin_ == end_) begin_ = end_ = 0;
+  }
+  // Room for at least `want` more bytes after end(), growing to at most `limit` in all. Returns
+  // the room there is (0 when full at the limit).
+  size_t make_room(size_t want, size_t limit);
+  char* write_ptr() { return data_.get() + end_; }
+  size_t room() const { return cap_ - end_; }
+  void commit(size_t n) { end_ += n; }
+  void clear() { begin_ = end_ = 0; }
+  // Gives memory back when a big buffer is empty again.
+  void shrink(size_t to);
+
+ private:
+  void grow(size_t cap);
+  std::unique_ptr<char[]> data_;
+  size_t cap_ = 0, begin_ = 0, end_ = 0;
+};
+
+class Connection : public std::enable_shared_from_this<Connection> {
+ public:
+  Connection(Worker& worker, tcp::socket socket);
+  ~Connection();
+  void start();
+  // The sweep found the deadline passed: cancel whatever the coroutine waits on.
+  void expire(int64_t now);
+  // Gateway draining: close now if idle between requests, else after the current response.
+  void drain();
+  int64_t deadline() const { return deadline_; }
+
+ private:
+  enum class Wait : uint8_t { none, idle, head, body, upstream, write, tunnel };
+  struct Attempt;
+
+  asio::awaitable<void> run();
+  // Reads until a full head is parsed; false when the connection should just close.
+  asio::awaitable<bool> read_head();
+  asio::awaitable<bool> handle_request();
+  asio::awaitable<void> send_local(int status, std::string_view body_json, bool close,
+                                   std::string_view extra_header = {});
+  asio::awaitable<bool> write_down(std::string_view a, std::string_view b = {});
+
+  void set_deadline(Wait what, int64_t ns_from_now);
+  void clear_deadline() {
+    deadline_ = INT64_MAX;
+    wait_ = Wait::none;
+  }
+
+  Worker& worker_;
+  tcp::socket socket_;
+  std::string client_ip_;
+  std::list<Connection*>::iterator tracked_;
+  int64_t deadline_ = INT64_MAX;
+  Wait wait_ = Wait::none;
+  bool timed_out_ = false;
+  bool close_after_ = false;
+  bool idle_ = false;
+  UpstreamConnection* current_upstream_ = nullptr;  // the socket a timeout closes
+
+  Buffer in_;
+  Buffer rb_;  // upstream → downstream
+  http1::RequestParser parser_;
+  http1::ResponseParser response_parser_;
+  http1::ChunkedDecoder chunked_;       // the request body, when chunked
+  http1::ChunkedDecoder down_chunked_;  // the response body, when chunked
+  std::string out_;       // upstream request head
+  std::string down_head_;  // downstream response head
+  std::string body_;       // a small request body, kept for retries
+  std::string chunk_out_;  // re-framed chunks
+};
+
+}  // namespace flotilla::gateway

@@ -1,0 +1,43 @@
+// An endpoint of a cluster (one passing instance of a service) and the state the gateway keeps
+// about it. EndpointState is keyed by address and shared by consecutive snapshots and by every
+// worker, so in-flight counts and outlier-detection state survive snapshot swaps (DESIGN §3).
+// Every field a worker touches on the request path is a relaxed atomic: no locks.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace flotilla::gateway {
+
+struct EndpointState {
+  explicit EndpointState(std::string addr) : address(std::move(addr)) {}
+  const std::string address;  // "IP:PORT" ("[v6]:PORT"), the key
+
+  // Requests sent to this endpoint and not yet finished, across all workers (least_request).
+  std::atomic<int64_t> active{0};
+  // Open upstream connections to it, across all workers.
+  std::atomic<int64_t> connections{0};
+
+  // Passive outlier detection (gateway/resilience/outlier.h owns the rules).
+  std::atomic<uint32_t> consecutive_failures{0};
+  std::atomic<uint32_t> times_ejected{0};
+  // steady_clock nanoseconds since epoch until which the endpoint is ejected; 0 = not ejected.
+  std::atomic<int64_t> ejected_until_ns{0};
+  std::atomic<uint64_t> ejections_total{0};
+
+  // Totals for metrics.
+  std::atomic<uint64_t> requests_total{0};
+  std::atomic<uint64_t> failures_total{0};
+};
+
+struct Endpoint {
+  std::string instance_id;  // the registry's service ID
+  std::string host;         // an IP literal (v6 without brackets)
+  uint16_t port = 0;
+  uint32_t weight = 1;      // Weights.Passing, or Weights.Warning for a warning instance
+  std::shared_ptr<EndpointState> state;
+};
+
+}  // namespace flotilla::gateway

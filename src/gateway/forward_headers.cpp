@@ -1,0 +1,243 @@
+#include "gateway/forward_headers.h"
+
+#include <array>
+#include <charconv>
+#include <vector>
+
+#include "gateway/http1/response_parser.h"
+#include "gateway/http1/syntax.h"
+
+namespace flotilla::gateway {
+
+namespace {
+using http1::syntax::iequals;
+
+bool is_hex_lower(std::string_view s) {
+  for (char c : s)
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  return true;
+}
+bool all_zero(std::string_view s) { return s.find_first_not_of('0') == std::string_view::npos; }
+
+void field(std::string& out, std::string_view name, std::string_view value) {
+  out.append(name);
+  out.append(": ");
+  out.append(value);
+  out.append("\r\n");
+}
+
+// Fields the gateway sets itself on the upstream request, on top of the hop-by-hop ones.
+bool replaced_upstream(std::string_view name) {
+  switch (name.size()) {
+    case 4:
+      return iequals(name, "host");
+    case 6:
+      return iequals(name, "expect");
+    case 11:
+      return iequals(name, "traceparent");
+    case 14:
+      return iequals(name, "content-length");
+    case 15:
+      return iequals(name, "x-forwarded-for");
+    case 16:
+      return iequals(name, "x-forwarded-host");
+    case 17:
+      return iequals(name, "x-forwarded-proto");
+    default:
+      return false;
+  }
+}
+
+bool sane_request_id(std::string_view v) {
+  if (v.empty() || v.size() > 200) return false;
+  for (char c : v)
+    if (!http1::syntax::is_vchar(c)) return false;
+  return true;
+}
+}  // namespace
+
+bool is_hop_by_hop(std::string_view n) {
+  switch (n.size()) {
+    case 2:
+      return iequals(n, "te");
+    case 7:
+      return iequals(n, "trailer") || iequals(n, "upgrade");
+    case 10:
+      return iequals(n, "connection") || iequals(n, "keep-alive");
+    case 16:
+      return iequals(n, "proxy-connection");
+    case 17:
+      return iequals(n, "transfer-encoding");
+    case 18:
+      return iequals(n, "proxy-authenticate");
+    case 19:
+      return iequals(n, "proxy-authorization");
+    default:
+      return false;
+  }
+}
+
+template <typename Fields>
+bool named_by_connection(const Fields& fields, std::string_view name) {
+  for (const auto& f : fields) {
+    if (!iequals(f.name, "connection")) continue;
+    std::string_view v = f.value;
+    while (!v.empty()) {
+      auto comma = v.find(',');
+      auto token = v.substr(0, comma);
+      while (!token.empty() && http1::syntax::is_ows(token.front())) token.remove_prefix(1);
+      while (!token.empty() && http1::syntax::is_ows(token.back())) token.remove_suffix(1);
+      if (token.size() == name.size()) {
+        bool eq = true;
+        for (size_t i = 0; i < token.size() && eq; ++i) {
+          char a = token[i], b = name[i];
+          if (a >= 'A' && a <= 'Z') a = static_cast<char>(a + 32);
+          if (b >= 'A' && b <= 'Z') b = static_cast<char>(b + 32);
+          eq = a == b;
+        }
+        if (eq) return true;
+      }
+      if (comma == std::string_view::npos) break;
+      v.remove_prefix(comma + 1);
+    }
+  }
+  return false;
+}
+template bool named_by_connection(const std::vector<http1::Field>&, std::string_view);
+
+std::optional<TraceParent> parse_traceparent(std::string_view v) {
+  // version "-" trace-id "-" parent-id "-" flags; version ff is invalid; 00 has exactly 55 bytes.
+  if (v.size() < 55 || v[2] != '-' || v[35] != '-' || v[52] != '-') return std::nullopt;
+  auto version = v.substr(0, 2), trace = v.substr(3, 32), parent = v.substr(36, 16), flags = v.substr(53, 2);
+  if (!is_hex_lower(version) || version == "ff" || !is_hex_lower(trace) || !is_hex_lower(parent) ||
+      !is_hex_lower(flags) || all_zero(trace) || all_zero(parent))
+    return std::nullopt;
+  if (version == "00" && v.size() != 55) return std::nullopt;
+  if (version != "00" && v.size() > 55 && v[55] != '-') return std::nullopt;
+  return TraceParent{std::string(trace), std::string(parent), std::string(flags)};
+}
+
+void append_hex(std::string& out, uint64_t value, int digits) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  for (int i = digits - 1; i >= 0; --i) out.push_back(kHex[(value >> (i * 4)) & 0xf]);
+}
+
+std::string_view build_upstream_head(const http1::RequestHead& head, const UpstreamRequest& r, std::string& out) {
+  out.append(r.method);
+  out.push_back(' ');
+  out.append(r.target);
+  out.append(" HTTP/1.1\r\nHost: ");
+  out.append(head.authority);
+  out.append("\r\n");
+  std::string_view request_id, traceparent;
+  bool has_connection = false;
+  for (const auto& f : head.fields) {
+    if (iequals(f.name, "connection")) has_connection = true;
+  }
+  for (const auto& f : head.fields) {
+    if (is_hop_by_hop(f.name) || replaced_upstream(f.name)) {
+      if (f.name.size() == 11 && iequals(f.name, "traceparent") && traceparent.empty()) traceparent = f.value;
+      continue;
+    }
+    if (has_connection && named_by_connection(head.fields, f.name)) continue;
+    if (f.name.size() == 12 && iequals(f.name, "x-request-id")) {
+      if (!sane_request_id(f.value) || !request_id.empty()) continue;
+      request_id = f.value;
+    }
+    out.append(f.name);
+    out.append(": ");
+    out.append(f.value);
+    out.append("\r\n");
+  }
+  // X-Forwarded-For: every value the client sent, in order, then the client's address.
+  out.append("X-Forwarded-For: ");
+  for (const auto& f : head.fields)
+    if (f.name.size() == 15 && iequals(f.name, "x-forwarded-for") && !f.value.empty()) {
+      out.append(f.value);
+      out.append(", ");
+    }
+  out.append(r.client_ip);
+  out.append("\r\n");
+  field(out, "X-Forwarded-Proto", r.proto);
+  field(out, "X-Forwarded-Host", head.authority);
+  size_t id_at = 0;  // where a generated id starts in `out` (a view is taken once `out` stops growing)
+  if (request_id.empty()) {
+    out.append("X-Request-Id: ");
+    id_at = out.size();
+    append_hex(out, r.random[0], 16);
+    append_hex(out, r.random[1] ^ r.random[2], 16);
+    out.append("\r\n");
+  }
+  // traceparent: keep the trace, new parent span id (this hop), same flags; or start a trace.
+  out.append("traceparent: 00-");
+  auto tp = traceparent.empty() ? std::nullopt : parse_traceparent(traceparent);
+  if (tp) {
+    out.append(tp->trace_id);
+  } else {
+    append_hex(out, r.random[1] | 1, 16);  // never all zero
+    append_hex(out, r.random[2], 16);
+  }
+  out.push_back('-');
+  append_hex(out, (r.random[0] ^ (r.random[2] << 1)) | 1, 16);
+  out.push_back('-');
+  out.append(tp ? std::string_view(tp->flags) : std::string_view("01"));
+  out.append("\r\n");
+  if (r.upgrade) {
+    out.append("Connection: upgrade\r\nUpgrade: ");
+    out.append(head.upgrade_protocols);
+    out.append("\r\n");
+  }
+  if (r.chunked) {
+    out.append("Transfer-Encoding: chunked\r\n");
+  } else if (r.content_length) {
+    char buf[24];
+    auto [end, ec] = std::to_chars(buf, buf + sizeof buf, *r.content_length);
+    out.append("Content-Length: ");
+    out.append(buf, static_cast<size_t>(end - buf));
+    out.append("\r\n");
+  }
+  out.append("\r\n");
+  return request_id.empty() ? std::string_view(out).substr(id_at, 32) : request_id;
+}
+
+void build_downstream_head(const http1::ResponseHead& head, const DownstreamResponse& r, std::string& out) {
+  out.append(r.version_minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ");
+  char buf[8];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, head.status);
+  out.append(buf, static_cast<size_t>(end - buf));
+  out.push_back(' ');
+  out.append(head.reason);
+  out.append("\r\n");
+  bool has_connection = false;
+  for (const auto& f : head.fields)
+    if (iequals(f.name, "connection")) has_connection = true;
+  for (const auto& f : head.fields) {
+    if (is_hop_by_hop(f.name)) continue;
+    if (f.name.size() == 14 && iequals(f.name, "content-length")) continue;
+    if (has_connection && named_by_connection(head.fields, f.name)) continue;
+    out.append(f.name);
+    out.append(": ");
+    out.append(f.value);
+    out.append("\r\n");
+  }
+  if (r.upgrade) {
+    out.append("Connection: upgrade\r\n");
+    if (auto u = head.field("upgrade")) field(out, "Upgrade", *u);
+  } else if (!r.keep_alive) {
+    out.append("Connection: close\r\n");
+  } else if (r.version_minor == 0) {
+    out.append("Connection: keep-alive\r\n");
+  }
+  if (r.chunked) {
+    out.append("Transfer-Encoding: chunked\r\n");
+  } else if (r.content_length) {
+    char cl[24];
+    auto [e2, ec2] = std::to_chars(cl, cl + sizeof cl, *r.content_length);
+    out.append("Content-Length: ");
+    out.append(cl, static_cast<size_t>(e2 - cl));
+    out.append("\r\n");
+  }
+  out.append("\r\n");
+}
+
+}  // namespace flotilla::gateway

@@ -1,0 +1,299 @@
+#include "gateway/gateway.h"
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <thread>
+
+#include "common/metrics.h"
+#include "gateway/access_log.h"
+#include "gateway/resilience/outlier.h"
+#include "gateway/resilience/rate_limiter.h"
+#include "gateway/worker.h"
+#include "http/server.h"
+
+namespace flotilla::gateway {
+
+HashOn parse_hash_on(const std::string& text) {
+  HashOn h;
+  if (text == "client_ip") h.source = HashOn::Source::client_ip;
+  else if (text == "path") h.source = HashOn::Source::path;
+  else if (text.rfind("header:", 0) == 0) {
+    h.source = HashOn::Source::header;
+    h.name = text.substr(7);
+    std::transform(h.name.begin(), h.name.end(), h.name.begin(), [](unsigned char c) { return std::tolower(c); });
+  } else if (text.rfind("cookie:", 0) == 0) {
+    h.source = HashOn::Source::cookie;
+    h.name = text.substr(7);
+  }
+  return h;
+}
+
+std::vector<EndpointSpec> usable_endpoints(const std::vector<InstanceHealth>& instances,
+                                           const std::string& node_address) {
+  std::vector<EndpointSpec> out;
+  for (const auto& i : instances) {
+    int weight = i.status == "passing" ? i.weight_passing : i.status == "warning" ? i.weight_warning : 0;
+    if (weight <= 0 || i.port == 0) continue;
+    std::string host = i.address.empty() ? node_address : i.address;
+    if (host == "localhost") host = "127.0.0.1";
+    if (!host.empty() && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+    boost::system::error_code ec;
+    asio::ip::make_address(host, ec);
+    if (ec) {
+      // Resolving names would block the control thread; instances register with addresses.
+      spdlog::debug("gateway: instance {} has address \"{}\", not an IP address; skipped", i.id, host);
+      continue;
+    }
+    out.push_back({i.id, host, i.port, static_cast<uint32_t>(weight)});
+  }
+  std::sort(out.begin(), out.end(), [](const EndpointSpec& a, const EndpointSpec& b) { return a.instance_id < b.instance_id; });
+  return out;
+}
+
+struct Gateway::Impl {
+  Impl(config::File f, metrics::Registry& m) : file(std::move(f)), metrics(m) {}
+
+  config::File file;
+  metrics::Registry& metrics;
+  WorkerShared shared;
+  SnapshotSource source;
+  std::unique_ptr<AccessLog> access_log;
+  std::vector<std::unique_ptr<Worker>> workers;
+  std::vector<uint16_t> ports;
+  uint64_t next_version = 0;
+  // Live across snapshots.
+  std::map<std::string, std::weak_ptr<EndpointState>> endpoint_states;  // by address
+  std::map<std::string, std::shared_ptr<ClusterShared>> cluster_shared;  // by service
+  std::map<std::string, std::vector<EndpointSpec>> endpoints;            // by service, as last set
+  std::map<std::string, std::shared_ptr<const Cluster>> clusters;        // by service
+  std::vector<RouteInfo> route_info;
+  std::shared_ptr<const RouteTable> routes;
+
+  std::shared_ptr<ClusterShared> shared_for(const std::string& service) {
+    auto& cs = cluster_shared[service];
+    if (cs) return cs;
+    cs = std::make_shared<ClusterShared>(service);
+    metrics::Labels l{{"service", service}};
+    auto& m = cs->metrics;
+    m.in_flight = &metrics.gauge("flotilla_gateway_upstream_requests_in_flight", "Requests in flight to a service.", l);
+    m.connections = &metrics.gauge("flotilla_gateway_upstream_connections", "Open upstream connections to a service.", l);
+    m.retries = &metrics.counter("flotilla_gateway_retries_total", "Retries made, by service.", l);
+    m.ejections = &metrics.counter("flotilla_gateway_ejections_total", "Endpoints ejected by outlier detection.", l);
+    m.connect_failures =
+        &metrics.counter("flotilla_gateway_upstream_connect_failures_total", "Failed connects to a service's endpoints.", l);
+    const char* over = "flotilla_gateway_overloaded_total";
+    const char* over_help = "Requests answered 503 at once by a circuit breaker, by the limit that was full.";
+    m.overloaded_connections = &metrics.counter(over, over_help, {{"service", service}, {"limit", "max_connections"}});
+    m.overloaded_pending = &metrics.counter(over, over_help, {{"service", service}, {"limit", "max_pending_requests"}});
+    m.overloaded_requests = &metrics.counter(over, over_help, {{"service", service}, {"limit", "max_requests"}});
+    m.retry_budget_exhausted = &metrics.counter("flotilla_gateway_retry_budget_exhausted_total",
+                                                "Retries not made because the retry budget was spent.", l);
+    // Scraped on the control thread, where `clusters` lives.
+    metrics.gauge_callback("flotilla_gateway_ejected_endpoints", "Endpoints of a service ejected right now.", l,
+                           [this, service] {
+                             auto it = clusters.find(service);
+                             if (it == clusters.end()) return 0.0;
+                             return static_cast<double>(
+                                 resilience::OutlierDetector::ejected_count(it->second->endpoints, now_ns()));
+                           });
+    return cs;
+  }
+
+  std::shared_ptr<const Cluster> build_cluster(const std::string& service) {
+    auto c = std::make_shared<Cluster>();
+    c->name = service;
+    c->version = ++next_version;
+    const config::ServiceSection* s = file.service(service);
+    config::ServiceSection defaults;
+    if (!s) s = &defaults;
+    c->policy = lb::parse_policy(s->load_balancer).value_or(lb::Policy::round_robin);
+    c->hash_on = parse_hash_on(s->hash_on);
+    c->limits = s->circuit_breaker;
+    c->outlier = s->outlier_detection;
+    c->shared = shared_for(service);
+    for (const auto& e : endpoints[service]) {
+      std::string address = e.host.find(':') != std::string::npos ? "[" + e.host + "]:" + std::to_string(e.port)
+                                                                  : e.host + ":" + std::to_string(e.port);
+      auto& weak = endpoint_states[address];
+      auto state = weak.lock();
+      if (!state) {
+        state = std::make_shared<EndpointState>(address);
+        weak = state;
+      }
+      c->endpoints.push_back({e.instance_id, e.host, e.port, std::max<uint32_t>(1, e.weight), state});
+    }
+    return c;
+  }
+
+  void publish() {
+    auto snap = std::make_shared<Snapshot>();
+    snap->version = ++next_version;
+    snap->routes = routes;
+    snap->route_info = route_info;
+    for (const auto& [name, c] : clusters) snap->clusters.emplace(name, c);
+    source.publish(std::move(snap));
+    // Forget states no snapshot holds.
+    for (auto it = endpoint_states.begin(); it != endpoint_states.end();)
+      it = it->second.expired() ? endpoint_states.erase(it) : std::next(it);
+  }
+};
+
+Gateway::Gateway(config::File file, metrics::Registry& metrics) : impl_(std::make_unique<Impl>(std::move(file), metrics)) {
+  auto& im = *impl_;
+  if (!im.file.gateway) im.file.gateway = config::GatewaySection{};
+  const auto& g = *im.file.gateway;
+  im.shared.config = g;
+  im.shared.source = &im.source;
+  auto& gm = im.shared.metrics;
+  gm.connections = &metrics.gauge("flotilla_gateway_downstream_connections", "Open client connections.");
+  gm.connections_total = &metrics.counter("flotilla_gateway_downstream_connections_total", "Client connections accepted.");
+  gm.connections_rejected = &metrics.counter("flotilla_gateway_downstream_connections_rejected_total",
+                                             "Client connections closed at once: the worker's max_connections was reached.");
+  gm.no_route = &metrics.counter("flotilla_gateway_no_route_total", "Requests no route matched (404).");
+  gm.no_endpoint = &metrics.counter("flotilla_gateway_no_healthy_endpoint_total",
+                                    "Requests for a service without a healthy instance (503).");
+  for (int cls = 4; cls <= 5; ++cls)
+    gm.refused[cls] = &metrics.counter("flotilla_gateway_refused_requests_total",
+                                       "Requests refused before reaching a service (malformed, too large, too slow).",
+                                       {{"code", std::to_string(cls) + "xx"}});
+  gm.upstream_timeouts = &metrics.counter("flotilla_gateway_upstream_timeouts_total", "Tries that timed out.");
+  gm.upstream_resets = &metrics.counter("flotilla_gateway_upstream_resets_total",
+                                        "Tries whose upstream connection closed before a full answer.");
+  if (!g.access_log.empty()) {
+    im.access_log = std::make_unique<AccessLog>(g.access_log);
+    im.shared.access_log = im.access_log.get();
+  }
+  im.routes = std::make_shared<RouteTable>(g.routes);
+  for (size_t i = 0; i < g.routes.size(); ++i) {
+    const auto& r = g.routes[i];
+    RouteInfo ri;
+    ri.service = r.service;
+    ri.label = std::to_string(i) + ":" + r.service;
+    metrics::Labels base{{"route", ri.label}, {"service", r.service}};
+    for (int cls = 1; cls <= 5; ++cls) {
+      auto l = base;
+      l.emplace_back("code", std::to_string(cls) + "xx");
+      ri.metrics.by_class[cls] = &metrics.counter("flotilla_gateway_requests_total",
+                                                  "Requests answered, by route, service and status class.", l);
+    }
+    ri.metrics.duration = &metrics.histogram("flotilla_gateway_request_duration_seconds",
+                                             "Time from a request's head to the end of its answer's head write.",
+                                             metrics::latency_buckets(), base);
+    if (r.rate_limit) {
+      ri.limiter = std::make_shared<resilience::RateLimiter>(r.rate_limit->requests_per_second,
+                                                             r.rate_limit->burst > 0 ? r.rate_limit->burst
+                                                                                     : r.rate_limit->requests_per_second);
+      if (r.rate_limit->key == "route") ri.limit_key = RouteInfo::LimitKey::route;
+      else if (r.rate_limit->key.rfind("header:", 0) == 0) {
+        ri.limit_key = RouteInfo::LimitKey::header;
+        ri.limit_header = r.rate_limit->key.substr(7);
+        std::transform(ri.limit_header.begin(), ri.limit_header.end(), ri.limit_header.begin(),
+                       [](unsigned char c) { return std::tolower(c); });
+      }
+      ri.metrics.rate_limited = &metrics.counter("flotilla_gateway_rate_limited_total",
+                                                 "Requests answered 429 by a route's rate limit.", base);
+    }
+    im.route_info.push_back(std::move(ri));
+  }
+  for (const auto& s : services()) im.clusters[s] = im.build_cluster(s);
+  im.publish();
+  int n = g.workers > 0 ? g.workers : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  for (int i = 0; i < n; ++i) im.workers.push_back(std::make_unique<Worker>(i, im.shared));
+}
+
+Gateway::~Gateway() {
+  for (auto& w : impl_->workers) w->stop_and_join();
+  impl_->workers.clear();
+}
+
+void Gateway::listen() {
+  auto& im = *impl_;
+  for (const auto& address : im.file.gateway->listen) {
+    uint16_t port = 0;
+    for (auto& w : im.workers) port = w->listen(address, port);
+    im.ports.push_back(port);
+  }
+}
+
+void Gateway::start() {
+  for (auto& w : impl_->workers) w->start();
+}
+
+void Gateway::stop(std::chrono::milliseconds grace) {
+  auto& im = *impl_;
+  im.shared.draining.store(true);
+  for (auto& w : im.workers) w->drain();
+  auto until = std::chrono::steady_clock::now() + grace;
+  while (connections() > 0 && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  for (auto& w : im.workers) w->stop_and_join();
+}
+
+std::set<std::string> Gateway::services() const {
+  std::set<std::string> out;
+  for (const auto& r : impl_->file.gateway->routes) out.insert(r.service);
+  return out;
+}
+
+void Gateway::set_endpoints(const std::string& service, std::vector<EndpointSpec> endpoints) {
+  auto& im = *impl_;
+  auto& current = im.endpoints[service];
+  if (current == endpoints && im.clusters.count(service)) return;
+  current = std::move(endpoints);
+  im.clusters[service] = im.build_cluster(service);
+  im.publish();
+  spdlog::debug("gateway: service {} now has {} endpoint(s)", service, im.endpoints[service].size());
+}
+
+std::vector<uint16_t> Gateway::ports() const { return impl_->ports; }
+int Gateway::workers() const { return static_cast<int>(impl_->workers.size()); }
+
+size_t Gateway::connections() const {
+  size_t n = 0;
+  for (const auto& w : impl_->workers) n += w->connections();
+  return n;
+}
+
+nlohmann::json Gateway::status() const {
+  auto& im = *impl_;
+  using nlohmann::json;
+  json services = json::object();
+  int64_t now = now_ns();
+  for (const auto& [name, c] : im.clusters) {
+    json eps = json::array();
+    for (const auto& e : c->endpoints) {
+      const auto& s = *e.state;
+      int64_t until = s.ejected_until_ns.load(std::memory_order_relaxed);
+      bool ejected = resilience::OutlierDetector::ejected(s, now);
+      eps.push_back({{"ID", e.instance_id},
+                     {"Address", s.address},
+                     {"Weight", e.weight},
+                     {"ActiveRequests", s.active.load(std::memory_order_relaxed)},
+                     {"Connections", s.connections.load(std::memory_order_relaxed)},
+                     {"Requests", s.requests_total.load(std::memory_order_relaxed)},
+                     {"Failures", s.failures_total.load(std::memory_order_relaxed)},
+                     {"ConsecutiveFailures", s.consecutive_failures.load(std::memory_order_relaxed)},
+                     {"Ejected", ejected},
+                     {"EjectedForSeconds", ejected ? static_cast<double>(until - now) / 1e9 : 0.0},
+                     {"TimesEjected", s.times_ejected.load(std::memory_order_relaxed)},
+                     {"Ejections", s.ejections_total.load(std::memory_order_relaxed)}});
+    }
+    services[name] = {{"LoadBalancer", std::string(lb::policy_name(c->policy))},
+                      {"Endpoints", eps},
+                      {"ActiveRequests", c->shared->active.load(std::memory_order_relaxed)},
+                      {"UpstreamConnections", c->shared->connections.load(std::memory_order_relaxed)}};
+  }
+  json listen = json::array();
+  for (size_t i = 0; i < im.ports.size(); ++i) {
+    std::string host;
+    uint16_t port;
+    http::split_host_port(im.file.gateway->listen[i], host, port);
+    listen.push_back(host.find(':') != std::string::npos ? "[" + host + "]:" + std::to_string(im.ports[i])
+                                                         : host + ":" + std::to_string(im.ports[i]));
+  }
+  return {{"Listen", listen}, {"Workers", im.workers.size()}, {"Connections", connections()}, {"Services", services}};
+}
+
+}  // namespace flotilla::gateway

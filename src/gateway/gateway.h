@@ -1,0 +1,79 @@
+// The gateway as the rest of the program sees it: built from flotilla.yaml's `gateway:` and
+// `services:` sections, fed with each service's endpoints by a registry follower (in-process or
+// remote), and run by N worker threads. Everything here is called from the control thread; the
+// workers only read published snapshots. Asio stays out of this header.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "config/flotilla_file.h"
+#include "gateway/endpoint.h"
+
+namespace flotilla::metrics {
+class Registry;
+}
+
+namespace flotilla::gateway {
+
+struct EndpointSpec {
+  std::string instance_id;
+  std::string host;  // IP literal
+  uint16_t port = 0;
+  uint32_t weight = 1;
+  bool operator==(const EndpointSpec&) const = default;
+};
+
+class Gateway {
+ public:
+  Gateway(config::File file, metrics::Registry& metrics);
+  ~Gateway();
+  Gateway(const Gateway&) = delete;
+  Gateway& operator=(const Gateway&) = delete;
+
+  // Binds every listen address for every worker (SO_REUSEPORT); throws std::runtime_error with a
+  // message naming the address. Nothing is accepted until start().
+  void listen();
+  void start();
+  // Stops accepting, lets requests in flight finish (up to `grace`), then stops the workers.
+  void stop(std::chrono::milliseconds grace = std::chrono::milliseconds(5000));
+
+  // The services the routes send to: the ones a follower must watch.
+  std::set<std::string> services() const;
+  // A service's usable endpoints changed (control thread). Publishes a new snapshot when they
+  // differ from what the workers have.
+  void set_endpoints(const std::string& service, std::vector<EndpointSpec> endpoints);
+  // Listening ports, in the order of `gateway.listen` (after listen()).
+  std::vector<uint16_t> ports() const;
+  int workers() const;
+  size_t connections() const;
+  // Clusters, endpoints and their live state (in-flight, ejections), for the agent API.
+  nlohmann::json status() const;
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+// From a registry's view of one service's instances: the Consul rule (an instance is as healthy as
+// its worst check, node checks included), passing ones at Weights.Passing, warning ones at
+// Weights.Warning (left out at 0), critical and maintenance ones left out.
+struct InstanceHealth {
+  std::string id;
+  std::string address;  // the instance's Address (empty: the node's)
+  uint16_t port = 0;
+  std::string status;   // the worst of its checks and the node's: passing | warning | critical
+  int weight_passing = 1;
+  int weight_warning = 1;
+};
+std::vector<EndpointSpec> usable_endpoints(const std::vector<InstanceHealth>& instances,
+                                           const std::string& node_address);
+
+}  // namespace flotilla::gateway

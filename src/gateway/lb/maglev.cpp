@@ -1,0 +1,77 @@
+#include "gateway/lb/maglev.h"
+
+#include <xxhash.h>
+
+#include <algorithm>
+#include <numeric>
+
+namespace flotilla::gateway::lb {
+
+namespace {
+constexpr uint32_t kEmpty = UINT32_MAX;
+// Entries walked past unusable endpoints before checking that any endpoint is usable at all.
+constexpr size_t kWalkBeforeCheck = 32;
+}  // namespace
+
+MaglevBalancer::MaglevBalancer(const std::vector<Endpoint>& endpoints, uint64_t seed)
+    : endpoints_(endpoints.size()), rng_(seed) {
+  if (endpoints.empty()) return;
+  struct Builder {
+    uint32_t index;
+    uint64_t weight;
+    uint64_t position;  // the next entry of this endpoint's permutation
+    uint64_t skip;
+    uint64_t claimed = 0;
+  };
+  // Filled in address order, so the table depends on the set of endpoints, not on the order of
+  // the list: every worker and every gateway maps a hash to the same address.
+  std::vector<uint32_t> order(endpoints.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(),
+            [&](uint32_t a, uint32_t b) { return endpoints[a].state->address < endpoints[b].state->address; });
+  std::vector<Builder> builders;
+  builders.reserve(endpoints.size());
+  uint64_t heaviest = 0;
+  for (uint32_t i : order) {
+    const auto& address = endpoints[i].state->address;
+    uint64_t offset = XXH64(address.data(), address.size(), 0) % kTableSize;
+    uint64_t skip = XXH64(address.data(), address.size(), 1) % (kTableSize - 1) + 1;
+    builders.push_back(Builder{i, effective_weight(endpoints[i]), offset, skip});
+    heaviest = std::max(heaviest, effective_weight(endpoints[i]));
+  }
+
+  // Weighted population (Envoy): in round r an endpoint claims an entry only while
+  // claimed × heaviest <= r × weight, so the heaviest claims every round and one of a third of
+  // its weight every third round. Integers, so no float drift; r × weight < 2^49.
+  table_.assign(kTableSize, kEmpty);
+  uint32_t filled = 0;
+  for (uint64_t round = 0; filled < kTableSize; ++round) {
+    for (auto& b : builders) {
+      if (b.claimed * heaviest > round * b.weight) continue;
+      while (table_[b.position] != kEmpty) b.position = (b.position + b.skip) % kTableSize;
+      table_[b.position] = b.index;
+      b.position = (b.position + b.skip) % kTableSize;
+      ++b.claimed;
+      if (++filled == kTableSize) break;
+    }
+  }
+}
+
+int MaglevBalancer::pick(const PickContext& context) {
+  if (table_.empty()) return -1;
+  const uint64_t hash = context.hash ? *context.hash : rng_.next();
+  size_t at = hash % kTableSize;
+  for (size_t walked = 0; walked < kTableSize; ++walked, ++at) {
+    if (at == kTableSize) at = 0;
+    if (context.usable(table_[at])) return static_cast<int>(table_[at]);
+    if (walked == kWalkBeforeCheck) {
+      // A long walk: make sure it can end before visiting every entry.
+      bool any = false;
+      for (size_t i = 0; i < endpoints_ && !any; ++i) any = context.usable(i);
+      if (!any) return -1;
+    }
+  }
+  return -1;
+}
+
+}  // namespace flotilla::gateway::lb

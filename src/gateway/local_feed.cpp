@@ -1,0 +1,82 @@
+// The in-process registry feed (see registry_feed.h).
+#include <spdlog/spdlog.h>
+
+#include "gateway/gateway.h"
+#include "gateway/registry_feed.h"
+#include "registry/registry.h"
+
+namespace flotilla::gateway {
+
+namespace {
+using namespace std::chrono_literals;
+
+const char* worst(const char* a, const std::string& b) {
+  auto rank = [](std::string_view s) { return s == "passing" ? 0 : s == "warning" ? 1 : 2; };
+  return rank(b) > rank(a) ? (b == "warning" ? "warning" : "critical") : a;
+}
+
+std::vector<EndpointSpec> endpoints_of(const registry::State& st, const std::string& service) {
+  const char* node_status = "passing";
+  for (const auto* c : st.node_checks()) node_status = worst(node_status, c->status);
+  std::vector<InstanceHealth> list;
+  for (const registry::Service* s : st.instances(service)) {
+    const char* status = node_status;
+    for (const auto* c : st.checks_of_service(s->id)) status = worst(status, c->status);
+    list.push_back({s->id, s->address, static_cast<uint16_t>(s->port), status, s->weight_passing, s->weight_warning});
+  }
+  return usable_endpoints(list, st.node().address.empty() ? "127.0.0.1" : st.node().address);
+}
+
+std::string fingerprint_body(const std::vector<EndpointSpec>& eps) {
+  std::string out;
+  for (const auto& e : eps)
+    out += e.instance_id + '\n' + e.host + '\n' + std::to_string(e.port) + '\n' + std::to_string(e.weight) + '\n';
+  return out;
+}
+}  // namespace
+
+struct LocalRegistryFeed::Impl : std::enable_shared_from_this<LocalRegistryFeed::Impl> {
+  Impl(registry::Registry& r, Gateway& g) : registry(r), gateway(g) {}
+  registry::Registry& registry;
+  Gateway& gateway;
+  std::vector<registry::WatchHub::Handle> handles;
+  bool stopped = false;
+
+  registry::QueryResult compute(const std::string& service) {
+    registry::QueryResult q;
+    q.body = fingerprint_body(endpoints_of(registry.state(), service));
+    q.index = registry.state().revision();
+    return q;
+  }
+
+  void watch(const std::string& service) {
+    if (stopped) return;
+    auto first = compute(service);
+    gateway.set_endpoints(service, endpoints_of(registry.state(), service));
+    std::weak_ptr<Impl> weak = shared_from_this();
+    handles.push_back(registry.watches().park(
+        "gateway\n" + service, {"svc:" + service, "node"}, first, 10min,
+        [weak, service] {
+          auto self = weak.lock();
+          return self ? self->compute(service) : registry::QueryResult{};
+        },
+        [weak, service](registry::QueryResult&&) {
+          if (auto self = weak.lock()) self->watch(service);  // set the new endpoints, wait again
+        }));
+    if (handles.size() > 1024) std::erase_if(handles, [](const auto& h) { return h.expired(); });
+  }
+};
+
+LocalRegistryFeed::LocalRegistryFeed(registry::Registry& registry, Gateway& gateway)
+    : impl_(std::make_shared<Impl>(registry, gateway)) {}
+
+LocalRegistryFeed::~LocalRegistryFeed() {
+  impl_->stopped = true;
+  for (const auto& h : impl_->handles) impl_->registry.watches().cancel(h);
+}
+
+void LocalRegistryFeed::start() {
+  for (const auto& s : impl_->gateway.services()) impl_->watch(s);
+}
+
+}  // namespace flotilla::gateway

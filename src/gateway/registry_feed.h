@@ -1,0 +1,50 @@
+// Feeds a Gateway with the endpoints of the services its routes use, from a registry: the
+// in-process one (`flotilla up`: straight from the catalog, woken by the watch hub only when a
+// service's usable endpoints really change), or a remote agent followed through Consul-style
+// blocking queries (`flotilla gateway --registry URL`). Both run on the control thread.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "common/duration.h"
+
+namespace flotilla {
+class EventLoop;
+namespace registry {
+class Registry;
+}
+}  // namespace flotilla
+
+namespace flotilla::gateway {
+
+class Gateway;
+
+class LocalRegistryFeed {
+ public:
+  LocalRegistryFeed(registry::Registry& registry, Gateway& gateway);
+  ~LocalRegistryFeed();
+  void start();
+
+  struct Impl;
+
+ private:
+  std::shared_ptr<Impl> impl_;
+};
+
+class RemoteRegistryFeed {
+ public:
+  // registry_url: http://HOST:PORT (an IP address or localhost). token: sent as X-Consul-Token.
+  RemoteRegistryFeed(EventLoop& loop, std::string registry_url, std::string token, Gateway& gateway);
+  ~RemoteRegistryFeed();
+  void start();
+  // Whether every service has had its first answer (the gateway routes nothing before).
+  bool synced() const;
+
+  struct Impl;
+
+ private:
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace flotilla::gateway

@@ -1,0 +1,160 @@
+// The remote registry feed (see registry_feed.h): one blocking query per service against
+// /v1/health/service/NAME, as any Consul client would follow it. A registry that cannot be
+// reached leaves the last known endpoints in place (stale routing beats no routing) and is
+// retried with backoff.
+#include <utility>  // before Asio: Boost 1.74 awaitable.hpp uses std::exchange without including it
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/connect.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http.hpp>
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include <map>
+
+#include "common/event_loop.h"
+#include "gateway/gateway.h"
+#include "gateway/registry_feed.h"
+#include "http/server.h"
+
+namespace flotilla::gateway {
+
+namespace {
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+using tcp = asio::ip::tcp;
+using namespace std::chrono_literals;
+
+const char* worst(const char* a, const std::string& b) {
+  auto rank = [](std::string_view s) { return s == "passing" ? 0 : s == "warning" ? 1 : 2; };
+  return rank(b) > rank(a) ? (b == "warning" ? "warning" : "critical") : a;
+}
+
+// /v1/health/service/NAME's answer → usable endpoints. Throws on a malformed answer.
+std::vector<EndpointSpec> parse_health(const std::string& body) {
+  auto j = nlohmann::json::parse(body);
+  if (!j.is_array()) throw std::runtime_error("expected a JSON array");
+  std::vector<InstanceHealth> list;
+  std::string node_address = "127.0.0.1";
+  for (const auto& e : j) {
+    const auto& svc = e.at("Service");
+    InstanceHealth h;
+    h.id = svc.at("ID").get<std::string>();
+    h.address = svc.value("Address", "");
+    if (h.address.empty() && e.contains("Node")) h.address = e["Node"].value("Address", "");
+    h.port = static_cast<uint16_t>(svc.value("Port", 0));
+    if (svc.contains("Weights") && svc["Weights"].is_object()) {
+      h.weight_passing = svc["Weights"].value("Passing", 1);
+      h.weight_warning = svc["Weights"].value("Warning", 1);
+    }
+    const char* status = "passing";
+    if (e.contains("Checks"))
+      for (const auto& c : e["Checks"]) status = worst(status, c.value("Status", "critical"));
+    h.status = status;
+    list.push_back(std::move(h));
+  }
+  return usable_endpoints(list, node_address);
+}
+}  // namespace
+
+struct RemoteRegistryFeed::Impl : std::enable_shared_from_this<RemoteRegistryFeed::Impl> {
+  Impl(EventLoop& l, std::string h, std::string p, std::string t, Gateway& g)
+      : loop(l), host(std::move(h)), port(std::move(p)), token(std::move(t)), gateway(g) {}
+  EventLoop& loop;
+  std::string host, port, token;
+  Gateway& gateway;
+  std::map<std::string, bool> synced;
+  bool stopped = false;
+
+  asio::awaitable<void> follow(std::string service) {
+    auto self = shared_from_this();
+    uint64_t index = 0;
+    auto backoff = 250ms;
+    bool warned = false;
+    while (!stopped) {
+      beast::error_code ec;
+      std::string error;
+      try {
+        beast::tcp_stream stream(loop.io());
+        tcp::resolver resolver(loop.io());
+        auto results = co_await resolver.async_resolve(host, port, asio::use_awaitable);
+        stream.expires_after(5s);
+        co_await stream.async_connect(results, asio::use_awaitable);
+        std::string target = "/v1/health/service/" + service + "?index=" + std::to_string(index) + "&wait=5m";
+        beast::http::request<beast::http::empty_body> req{beast::http::verb::get, target, 11};
+        req.set(beast::http::field::host, host + ":" + port);
+        req.set(beast::http::field::user_agent, "flotilla-gateway");
+        if (!token.empty()) req.set("X-Consul-Token", token);
+        co_await beast::http::async_write(stream, req, asio::use_awaitable);
+        stream.expires_after(5min + 30s);  // the server answers within wait + its jitter
+        beast::flat_buffer buffer;
+        beast::http::response_parser<beast::http::string_body> parser;
+        parser.body_limit(64 * 1024 * 1024);
+        co_await beast::http::async_read(stream, buffer, parser, asio::use_awaitable);
+        auto& res = parser.get();
+        if (res.result_int() != 200) {
+          error = "HTTP " + std::to_string(res.result_int()) + ": " + res.body().substr(0, 200);
+        } else {
+          auto endpoints = parse_health(res.body());
+          uint64_t next = 0;
+          auto h = res.find("X-Consul-Index");
+          if (h != res.end()) next = std::strtoull(std::string(h->value()).c_str(), nullptr, 10);
+          // Consul's rules for following an index: reset when it goes backwards, never 0.
+          index = next < index ? 0 : std::max<uint64_t>(next, 1);
+          gateway.set_endpoints(service, std::move(endpoints));
+          synced[service] = true;
+          backoff = 250ms;
+          if (warned) spdlog::info("gateway: registry {}:{} reachable again (service {})", host, port, service);
+          warned = false;
+          continue;
+        }
+      } catch (const std::exception& e) {
+        error = e.what();
+      }
+      if (stopped) break;
+      if (!warned) {
+        spdlog::warn("gateway: following service {} at {}:{} failed ({}); keeping its last known endpoints, retrying",
+                     service, host, port, error);
+        warned = true;
+      }
+      asio::steady_timer t(loop.io(), backoff);
+      co_await t.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      backoff = std::min<std::chrono::milliseconds>(backoff * 2, 5s);
+      index = 0;
+    }
+  }
+};
+
+RemoteRegistryFeed::RemoteRegistryFeed(EventLoop& loop, std::string url, std::string token, Gateway& gateway) {
+  std::string hp = url;
+  if (hp.rfind("http://", 0) == 0) hp = hp.substr(7);
+  while (!hp.empty() && hp.back() == '/') hp.pop_back();
+  std::string host;
+  uint16_t port;
+  if (!http::split_host_port(hp, host, port))
+    throw std::runtime_error("--registry \"" + url + "\" must be http://HOST:PORT, such as http://127.0.0.1:7700");
+  impl_ = std::make_shared<Impl>(loop, host, std::to_string(port), std::move(token), gateway);
+}
+
+RemoteRegistryFeed::~RemoteRegistryFeed() { impl_->stopped = true; }
+
+void RemoteRegistryFeed::start() {
+  for (const auto& s : impl_->gateway.services()) {
+    impl_->synced[s] = false;
+    asio::co_spawn(impl_->loop.io(), impl_->follow(s), asio::detached);
+  }
+}
+
+bool RemoteRegistryFeed::synced() const {
+  for (const auto& [s, ok] : impl_->synced)
+    if (!ok) return false;
+  return true;
+}
+
+}  // namespace flotilla::gateway

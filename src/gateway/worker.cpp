@@ -1,0 +1,202 @@
+#include "gateway/worker.h"
+
+#include <boost/asio/post.hpp>
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
+
+#include <stdexcept>
+
+#include "common/metrics.h"
+#include "gateway/connection.h"
+#include "http/server.h"
+
+namespace flotilla::gateway {
+
+namespace {
+constexpr auto kSweep = std::chrono::milliseconds(50);
+}
+
+UpstreamConnection::~UpstreamConnection() {
+  if (counted) {
+    endpoint->connections.fetch_sub(1, std::memory_order_relaxed);
+    cluster->connections.fetch_sub(1, std::memory_order_relaxed);
+    if (cluster->metrics.connections) cluster->metrics.connections->add(-1);
+  }
+}
+
+Worker::Worker(int id, WorkerShared& shared)
+    : id_(id), shared_(shared), io_(1), sweep_timer_(io_), rng_(std::random_device{}() ^ (uint64_t(id) << 32)) {}
+
+Worker::~Worker() {
+  stop_and_join();
+  idle_.clear();
+  acceptors_.clear();
+}
+
+uint16_t Worker::listen(const std::string& address, uint16_t port_override) {
+  std::string host;
+  uint16_t port;
+  if (!http::split_host_port(address, host, port)) throw std::runtime_error("gateway.listen: bad address " + address);
+  if (port_override) port = port_override;
+  boost::system::error_code ec;
+  auto addr = asio::ip::make_address(host == "localhost" ? "127.0.0.1" : host, ec);
+  if (ec) throw std::runtime_error("gateway.listen: " + host + " is not an IP address");
+  auto acceptor = std::make_unique<tcp::acceptor>(io_);
+  tcp::endpoint ep(addr, port);
+  acceptor->open(ep.protocol(), ec);
+  if (!ec) acceptor->set_option(tcp::acceptor::reuse_address(true), ec);
+  if (!ec) {
+    int one = 1;
+    if (::setsockopt(acceptor->native_handle(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0)
+      ec.assign(errno, boost::system::system_category());
+  }
+  if (!ec) acceptor->bind(ep, ec);
+  if (!ec) acceptor->listen(4096, ec);
+  if (ec) throw std::runtime_error("gateway cannot listen on " + address + ": " + ec.message());
+  uint16_t bound = acceptor->local_endpoint().port();
+  acceptors_.push_back(std::move(acceptor));
+  return bound;
+}
+
+void Worker::start() {
+  for (size_t i = 0; i < acceptors_.size(); ++i) accept(i);
+  sweep();
+  thread_ = std::thread([this] {
+    for (;;) {
+      try {
+        io_.run();
+        break;
+      } catch (const std::exception& e) {
+        spdlog::error("gateway worker {}: unexpected error (the worker keeps running): {}", id_, e.what());
+      }
+    }
+  });
+}
+
+void Worker::accept(size_t i) {
+  acceptors_[i]->async_accept([this, i](const boost::system::error_code& ec, tcp::socket socket) {
+    if (ec == asio::error::operation_aborted || draining_) return;
+    if (!ec) {
+      if (connection_count_.load(std::memory_order_relaxed) >= static_cast<size_t>(shared_.config.max_connections)) {
+        // Over the per-worker limit: close at once. The process stays alive under a flood.
+        if (shared_.metrics.connections_rejected) shared_.metrics.connections_rejected->inc();
+        boost::system::error_code ignored;
+        socket.close(ignored);
+      } else {
+        auto c = std::make_shared<Connection>(*this, std::move(socket));
+        c->start();
+      }
+    } else if (ec == asio::error::no_descriptors || ec == asio::error::no_buffer_space) {
+      // Out of file descriptors: wait a little instead of spinning.
+      auto t = std::make_shared<asio::steady_timer>(io_, std::chrono::milliseconds(100));
+      t->async_wait([this, i, t](const boost::system::error_code&) { accept(i); });
+      return;
+    }
+    accept(i);
+  });
+}
+
+std::list<Connection*>::iterator Worker::track(Connection* c) {
+  connection_count_.fetch_add(1, std::memory_order_relaxed);
+  if (shared_.metrics.connections) shared_.metrics.connections->add(1);
+  if (shared_.metrics.connections_total) shared_.metrics.connections_total->inc();
+  live_.push_front(c);
+  return live_.begin();
+}
+
+void Worker::untrack(std::list<Connection*>::iterator it) {
+  live_.erase(it);
+  connection_count_.fetch_sub(1, std::memory_order_relaxed);
+  if (shared_.metrics.connections) shared_.metrics.connections->add(-1);
+}
+
+void Worker::sweep() {
+  sweep_timer_.expires_after(kSweep);
+  sweep_timer_.async_wait([this](const boost::system::error_code& ec) {
+    if (ec) return;
+    int64_t now = now_ns();
+    // expire() may end a connection (and untrack it) only later, on its own coroutine: safe to
+    // walk the list here.
+    for (Connection* c : live_)
+      if (c->deadline() <= now) c->expire(now);
+    // Pooled upstream connections idle past the limit are closed before the backend closes them.
+    int64_t limit = std::chrono::duration_cast<std::chrono::nanoseconds>(shared_.config.timeouts.upstream_idle).count();
+    for (auto it = idle_.begin(); it != idle_.end();) {
+      auto& v = it->second;
+      size_t before = v.size();
+      std::erase_if(v, [&](const std::unique_ptr<UpstreamConnection>& c) { return now - c->idle_since_ns > limit; });
+      idle_count_ -= before - v.size();
+      it = v.empty() ? idle_.erase(it) : std::next(it);
+    }
+    if (!draining_) sweep();
+  });
+}
+
+const Snapshot& Worker::snapshot() {
+  uint64_t v = shared_.source->version();
+  if (v != snapshot_version_ || !snapshot_) {
+    snapshot_ = shared_.source->get();
+    snapshot_version_ = snapshot_->version;
+    // Balancers of clusters that are gone are dropped; the others are checked on use.
+    for (auto it = balancers_.begin(); it != balancers_.end();)
+      it = snapshot_->clusters.count(it->first) ? std::next(it) : balancers_.erase(it);
+  }
+  return *snapshot_;
+}
+
+lb::LoadBalancer& Worker::balancer(const std::shared_ptr<const Cluster>& cluster) {
+  auto& b = balancers_[cluster->name];
+  if (!b.lb || b.version != cluster->version) {  // versions are unique per endpoint set and policy
+    b.lb = lb::make_load_balancer(cluster->policy, cluster->endpoints, rng_());
+    b.version = cluster->version;
+    b.cluster = cluster;  // the balancer points into this cluster's endpoint vector
+  }
+  return *b.lb;
+}
+
+std::unique_ptr<UpstreamConnection> Worker::take_idle(EndpointState* endpoint) {
+  auto it = idle_.find(endpoint);
+  if (it == idle_.end()) return nullptr;
+  auto& v = it->second;
+  while (!v.empty()) {
+    auto c = std::move(v.back());  // the most recently used: warm, and the least likely to be closed
+    v.pop_back();
+    --idle_count_;
+    // A connection the backend closed (or that sent something unasked) is not reused: one
+    // non-blocking peek catches the close that the idle timeout did not.
+    char byte;
+    ssize_t n = ::recv(c->socket.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      if (v.empty()) idle_.erase(it);
+      return c;
+    }
+  }
+  idle_.erase(it);
+  return nullptr;
+}
+
+void Worker::put_idle(std::unique_ptr<UpstreamConnection> c) {
+  if (draining_) return;
+  c->idle_since_ns = now_ns();
+  idle_[c->endpoint.get()].push_back(std::move(c));
+  ++idle_count_;
+}
+
+void Worker::drain() {
+  asio::post(io_, [this] {
+    draining_ = true;
+    boost::system::error_code ec;
+    for (auto& a : acceptors_) a->close(ec);
+    for (Connection* c : live_) c->drain();
+    idle_.clear();
+    idle_count_ = 0;
+  });
+}
+
+void Worker::stop_and_join() {
+  if (!thread_.joinable()) return;
+  io_.stop();
+  thread_.join();
+}
+
+}  // namespace flotilla::gateway

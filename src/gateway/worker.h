@@ -1,0 +1,128 @@
+// One gateway worker: a thread running its own io_context (single-threaded, no locks on the
+// request path), its own SO_REUSEPORT listener sockets, its own upstream connection pools and
+// load balancers. Internal to src/gateway: this header pulls in Asio.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <list>
+#include <memory>
+#include <random>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "config/flotilla_file.h"
+#include "gateway/lb/load_balancer.h"
+#include "gateway/snapshot.h"
+
+namespace flotilla::gateway {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+
+class AccessLog;
+class Connection;
+
+// Process-wide gateway metrics not tied to a route or service.
+struct GatewayMetrics {
+  metrics::Gauge* connections = nullptr;
+  metrics::Counter* connections_total = nullptr;
+  metrics::Counter* connections_rejected = nullptr;
+  metrics::Counter* no_route = nullptr;
+  metrics::Counter* no_endpoint = nullptr;
+  metrics::Counter* refused[6] = {};  // malformed requests answered 400/408/413/414/431/501-505 by class
+  metrics::Counter* upstream_timeouts = nullptr;
+  metrics::Counter* upstream_resets = nullptr;
+};
+
+// What all workers share (owned by Gateway::Impl).
+struct WorkerShared {
+  config::GatewaySection config;
+  SnapshotSource* source = nullptr;
+  GatewayMetrics metrics;
+  AccessLog* access_log = nullptr;  // null: off
+  std::atomic<bool> draining{false};
+};
+
+inline int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// A pooled upstream connection.
+struct UpstreamConnection {
+  UpstreamConnection(asio::io_context& io, std::shared_ptr<EndpointState> ep, std::shared_ptr<ClusterShared> cl)
+      : socket(io), endpoint(std::move(ep)), cluster(std::move(cl)) {}
+  ~UpstreamConnection();
+  tcp::socket socket;
+  std::shared_ptr<EndpointState> endpoint;
+  std::shared_ptr<ClusterShared> cluster;
+  int64_t idle_since_ns = 0;
+  bool counted = false;  // counted in endpoint->connections and cluster->connections
+};
+
+class Worker {
+ public:
+  Worker(int id, WorkerShared& shared);
+  ~Worker();
+
+  // Opens this worker's listener on `address` with SO_REUSEPORT (port from the first worker when
+  // the configured port is 0). Throws std::runtime_error.
+  uint16_t listen(const std::string& address, uint16_t port_override);
+  void start();
+  // Thread-safe: stop accepting, close idle connections, finish the rest (see Gateway::stop).
+  void drain();
+  void stop_and_join();
+  size_t connections() const { return connection_count_.load(std::memory_order_relaxed); }
+
+  // --- used by connections, on this worker's thread ---
+  asio::io_context& io() { return io_; }
+  WorkerShared& shared() { return shared_; }
+  const Snapshot& snapshot();  // refreshed when the source moved
+  // The balancer for a cluster (rebuilt when the cluster's endpoints changed).
+  lb::LoadBalancer& balancer(const std::shared_ptr<const Cluster>& cluster);
+  std::unique_ptr<UpstreamConnection> take_idle(EndpointState* endpoint);
+  void put_idle(std::unique_ptr<UpstreamConnection> c);
+  uint64_t random() { return rng_(); }
+  int id() const { return id_; }
+
+  // Deadlines: connections register themselves; a sweep every 50 ms fires expired ones.
+  std::list<Connection*>::iterator track(Connection* c);
+  void untrack(std::list<Connection*>::iterator it);
+
+ private:
+  void accept(size_t listener);
+  void sweep();
+
+  int id_;
+  WorkerShared& shared_;
+  // Declared before io_ so they outlive it: destroying io_ destroys suspended connections, which
+  // untrack themselves.
+  std::list<Connection*> live_;
+  std::atomic<size_t> connection_count_{0};
+  asio::io_context io_;
+  std::vector<std::unique_ptr<tcp::acceptor>> acceptors_;
+  asio::steady_timer sweep_timer_;
+  std::thread thread_;
+  std::shared_ptr<const Snapshot> snapshot_;
+  uint64_t snapshot_version_ = 0;
+  struct Balancer {
+    uint64_t version = 0;
+    std::shared_ptr<const Cluster> cluster;  // keeps the endpoint vector the balancer points into
+    std::unique_ptr<lb::LoadBalancer> lb;
+  };
+  std::unordered_map<std::string, Balancer> balancers_;
+  std::unordered_map<EndpointState*, std::vector<std::unique_ptr<UpstreamConnection>>> idle_;
+  size_t idle_count_ = 0;
+  std::mt19937_64 rng_;
+  bool draining_ = false;
+};
+
+}  // namespace flotilla::gateway
