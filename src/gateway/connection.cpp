@@ -91,9 +91,19 @@ struct HeaderLookup {
   }
 };
 
+// The endpoints a request already tried (attempts are at most 10).
+struct Tried {
+  int index[10];
+  int count = 0;
+  bool contains(int i) const { return std::find(index, index + count, i) != index + count; }
+  void add(int i) {
+    if (count < 10) index[count++] = i;
+  }
+};
+
 struct UsableContext {
   const Cluster* cluster;
-  const std::vector<int>* tried;
+  const Tried* tried;
   bool avoid_tried;
   int64_t now;
 };
@@ -101,8 +111,7 @@ bool usable_endpoint(const void* ctx, size_t i) {
   auto* u = static_cast<const UsableContext*>(ctx);
   const auto& ep = u->cluster->endpoints[i];
   if (resilience::OutlierDetector::ejected(*ep.state, u->now)) return false;
-  if (u->avoid_tried && std::find(u->tried->begin(), u->tried->end(), static_cast<int>(i)) != u->tried->end())
-    return false;
+  if (u->avoid_tried && u->tried->contains(static_cast<int>(i))) return false;
   return true;
 }
 }  // namespace
@@ -110,7 +119,7 @@ bool usable_endpoint(const void* ctx, size_t i) {
 // ---- Buffer ----
 
 void Buffer::grow(size_t cap) {
-  auto fresh = std::make_unique<char[]>(cap);
+  std::unique_ptr<char[]> fresh(new char[cap]);  // not make_unique: no need to zero what is read into
   if (size()) std::memcpy(fresh.get(), data_.get() + begin_, size());
   end_ -= begin_;
   begin_ = 0;
@@ -233,11 +242,12 @@ asio::awaitable<void> Connection::run() {
     parser_.reset();
     response_parser_.reset();
     if (in_.empty()) in_.shrink(kInitialIn);
-    rb_.shrink(0);
+    worker_.give_relay(std::move(rb_));  // an idle connection holds no relay buffer
   }
   error_code ec;
   socket_.shutdown(tcp::socket::shutdown_send, ec);
   socket_.close(ec);
+  worker_.give_relay(std::move(rb_));
 }
 
 asio::awaitable<bool> Connection::read_head() {
@@ -466,13 +476,12 @@ asio::awaitable<bool> Connection::handle_request() {
   }
   const bool may_resend = body_buffered;
   const int max_attempts = route.retry ? route.retry->attempts : 2;
-  resilience::RetryOn retry_on = route.retry ? resilience::parse_retry_on(route.retry->on)
-                                              : resilience::parse_retry_on({"connect-failure", "reset", "503"});
+  const resilience::RetryOn& retry_on = info.retry_on;
   const int64_t route_deadline = ns(route.timeout);
   const int64_t per_try = route.retry && route.retry->per_try_timeout.count() > 0 ? ns(route.retry->per_try_timeout)
                                                                                    : route_deadline;
   int64_t request_done_at = now_ns();  // the route timeout counts from the whole request (Envoy's rule)
-  std::vector<int> tried;
+  Tried tried;
   chunked_.reset();
   bool request_streamed = false;  // bytes of a streamed body were consumed: no second try
 
@@ -508,7 +517,7 @@ asio::awaitable<bool> Connection::handle_request() {
       pick = balancer.pick({hash, {}});
     }
     if (pick < 0) break;
-    tried.push_back(pick);
+    tried.add(pick);
     ++tries;
     const Endpoint& ep = cluster->endpoints[static_cast<size_t>(pick)];
     upstream_address = ep.state->address;
@@ -633,7 +642,7 @@ asio::awaitable<bool> Connection::handle_request() {
     // The response head.
     if (outcome == Outcome::response) {
       response_parser_.reset();
-      rb_.make_room(kRelay, kMaxHead);
+      if (rb_.capacity() == 0) rb_ = worker_.take_relay();
       rb_.clear();
       set_deadline(Wait::upstream, std::min(try_deadline, route_deadline - (now_ns() - request_done_at)));
       for (;;) {

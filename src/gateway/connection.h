@@ -20,34 +20,6 @@
 
 namespace flotilla::gateway {
 
-// A byte buffer with a read window [begin, end); grows up to a limit, compacts when it must.
-class Buffer {
- public:
-  explicit Buffer(size_t initial = 0) { if (initial) grow(initial); }
-  std::string_view view() const { return {data_.get() + begin_, end_ - begin_}; }
-  size_t size() const { return end_ - begin_; }
-  bool empty() const { return begin_ == end_; }
-  size_t capacity() const { return cap_; }
-  void consume(size_t n) {
-    begin_ += n;
-    if (begin_ == end_) begin_ = end_ = 0;
-  }
-  // Room for at least `want` more bytes after end(), growing to at most `limit` in all. Returns
-  // the room there is (0 when full at the limit).
-  size_t make_room(size_t want, size_t limit);
-  char* write_ptr() { return data_.get() + end_; }
-  size_t room() const { return cap_ - end_; }
-  void commit(size_t n) { end_ += n; }
-  void clear() { begin_ = end_ = 0; }
-  // Gives memory back when a big buffer is empty again.
-  void shrink(size_t to);
-
- private:
-  void grow(size_t cap);
-  std::unique_ptr<char[]> data_;
-  size_t cap_ = 0, begin_ = 0, end_ = 0;
-};
-
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
   Connection(Worker& worker, tcp::socket socket);

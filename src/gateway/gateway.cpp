@@ -171,6 +171,7 @@ Gateway::Gateway(config::File file, metrics::Registry& metrics) : impl_(std::mak
     RouteInfo ri;
     ri.service = r.service;
     ri.label = std::to_string(i) + ":" + r.service;
+    ri.retry_on = resilience::parse_retry_on(r.retry ? r.retry->on : config::RetryPolicy{}.on);
     metrics::Labels base{{"route", ri.label}, {"service", r.service}};
     for (int cls = 1; cls <= 5; ++cls) {
       auto l = base;

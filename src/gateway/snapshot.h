@@ -17,6 +17,7 @@
 #include "config/flotilla_file.h"
 #include "gateway/endpoint.h"
 #include "gateway/lb/load_balancer.h"
+#include "gateway/resilience/retry.h"
 #include "gateway/route_table.h"
 
 namespace flotilla::metrics {
@@ -77,6 +78,7 @@ struct RouteInfo {
   std::shared_ptr<resilience::RateLimiter> limiter;  // null: no rate limit
   enum class LimitKey : uint8_t { client_ip, route, header } limit_key = LimitKey::client_ip;
   std::string limit_header;  // lower case
+  resilience::RetryOn retry_on;  // parsed from the route's retry.on (or the default)
   struct Metrics {
     metrics::Counter* by_class[6] = {};  // 1xx..5xx by first digit; [0] unused
     metrics::Histogram* duration = nullptr;

@@ -25,7 +25,7 @@ UpstreamConnection::~UpstreamConnection() {
 }
 
 Worker::Worker(int id, WorkerShared& shared)
-    : id_(id), shared_(shared), io_(1), sweep_timer_(io_), rng_(std::random_device{}() ^ (uint64_t(id) << 32)) {}
+    : id_(id), shared_(shared), io_(BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO), sweep_timer_(io_), rng_(std::random_device{}() ^ (uint64_t(id) << 32)) {}
 
 Worker::~Worker() {
   stop_and_join();
@@ -164,15 +164,33 @@ std::unique_ptr<UpstreamConnection> Worker::take_idle(EndpointState* endpoint) {
     --idle_count_;
     // A connection the backend closed (or that sent something unasked) is not reused: one
     // non-blocking peek catches the close that the idle timeout did not.
+    // Under load connections come back within milliseconds and a backend does not close them
+    // that fast (it says Connection: close instead): skip the syscall then.
     char byte;
-    ssize_t n = ::recv(c->socket.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+    bool fresh = now_ns() - c->idle_since_ns < 200'000'000;
+    ssize_t n = fresh ? -1 : ::recv(c->socket.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (fresh || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))) {
       if (v.empty()) idle_.erase(it);
       return c;
     }
   }
   idle_.erase(it);
   return nullptr;
+}
+
+Buffer Worker::take_relay() {
+  if (spare_relays_.empty()) return Buffer(16 * 1024);
+  Buffer b = std::move(spare_relays_.back());
+  spare_relays_.pop_back();
+  return b;
+}
+
+void Worker::give_relay(Buffer&& b) {
+  if (b.capacity() == 16 * 1024 && spare_relays_.size() < 256) {
+    b.clear();
+    spare_relays_.push_back(std::move(b));
+  }
+  b = Buffer();
 }
 
 void Worker::put_idle(std::unique_ptr<UpstreamConnection> c) {

@@ -20,6 +20,7 @@
 
 #include "config/flotilla_file.h"
 #include "gateway/lb/load_balancer.h"
+#include "gateway/buffer.h"
 #include "gateway/snapshot.h"
 
 namespace flotilla::gateway {
@@ -91,6 +92,9 @@ class Worker {
   std::unique_ptr<UpstreamConnection> take_idle(EndpointState* endpoint);
   void put_idle(std::unique_ptr<UpstreamConnection> c);
   uint64_t random() { return rng_(); }
+  // Relay buffers (16 KiB) are lent per request, so idle connections hold none.
+  Buffer take_relay();
+  void give_relay(Buffer&& b);
   int id() const { return id_; }
 
   // Deadlines: connections register themselves; a sweep every 50 ms fires expired ones.
@@ -107,6 +111,8 @@ class Worker {
   // untrack themselves.
   std::list<Connection*> live_;
   std::atomic<size_t> connection_count_{0};
+  // Only this worker's thread touches its sockets: the reactor skips its per-descriptor locks
+  // (posts from the control thread still lock the scheduler).
   asio::io_context io_;
   std::vector<std::unique_ptr<tcp::acceptor>> acceptors_;
   asio::steady_timer sweep_timer_;
@@ -121,6 +127,7 @@ class Worker {
   std::unordered_map<std::string, Balancer> balancers_;
   std::unordered_map<EndpointState*, std::vector<std::unique_ptr<UpstreamConnection>>> idle_;
   size_t idle_count_ = 0;
+  std::vector<Buffer> spare_relays_;
   std::mt19937_64 rng_;
   bool draining_ = false;
 };
