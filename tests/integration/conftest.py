@@ -131,3 +131,132 @@ def make_agent(data_dir):
     yield make
     for a in agents:
         a.stop(signal.SIGKILL)
+
+
+# ---- gateway: `flotilla up` with a flotilla.yaml, backends, registration ----
+
+class Stack:
+    """`flotilla up -f FILE` (agent + gateway in one process) on free loopback ports.
+
+    `yaml_body` is the file without `name:` and `agent:`; it must contain the gateway section,
+    with `{gw}` where the listen address goes (filled in here)."""
+
+    def __init__(self, directory, yaml_body, extra_args=()):
+        self.dir = directory
+        self.api_port = free_port()
+        self.gw_port = free_port()
+        self.api = f"http://127.0.0.1:{self.api_port}"
+        self.gw = f"http://127.0.0.1:{self.gw_port}"
+        self.file = os.path.join(directory, "flotilla.yaml")
+        with open(self.file, "w") as f:
+            f.write(f"name: test\nagent:\n  api: 127.0.0.1:{self.api_port}\n  data_dir: data\n")
+            f.write(yaml_body.replace("{gw}", f"127.0.0.1:{self.gw_port}"))
+        self.extra_args = list(extra_args)
+        self.log_path = os.path.join(directory, "up.log")
+        self.proc = None
+
+    def start(self):
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([BIN, "up", "-f", self.file, "--node", "test-node", *self.extra_args],
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"flotilla up exited with {self.proc.returncode}: {self.read_log()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.api_port), timeout=0.2):
+                    with socket.create_connection(("127.0.0.1", self.gw_port), timeout=0.2):
+                        return self
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError("flotilla up did not start: " + self.read_log())
+
+    def read_log(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def stop(self, sig=signal.SIGTERM, timeout=15):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc and not self.log.closed:
+            self.log.close()
+        return self.proc.returncode if self.proc else None
+
+    def api_request(self, method, path, body=None, timeout=10):
+        data = json.dumps(body).encode() if body is not None and not isinstance(body, bytes) else body
+        req = urllib.request.Request(self.api + path, data=data, method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+
+    def register(self, service, backend_or_port, instance_id=None, check=None, weights=None, address="127.0.0.1"):
+        """Registers an instance (no check: passing) and waits until the gateway has it."""
+        port = backend_or_port if isinstance(backend_or_port, int) else backend_or_port.port
+        body = {"Name": service, "ID": instance_id or f"{service}-{port}", "Address": address, "Port": port}
+        if check:
+            body["Check"] = check
+        if weights:
+            body["Weights"] = weights
+        status, text = self.api_request("PUT", "/v1/agent/service/register", body)
+        assert status == 200, text
+        if not check:
+            wait_for(lambda: any(e["ID"] == body["ID"] for e in self.endpoints(service)), what=f"{body['ID']} routed")
+        return body["ID"]
+
+    def deregister(self, instance_id):
+        status, text = self.api_request("PUT", f"/v1/agent/service/deregister/{instance_id}")
+        assert status == 200, text
+
+    def gateway_status(self):
+        status, text = self.api_request("GET", "/v1/flotilla/gateway")
+        assert status == 200, text
+        return json.loads(text)
+
+    def endpoints(self, service):
+        return self.gateway_status()["Services"].get(service, {}).get("Endpoints", [])
+
+    def metrics(self):
+        status, text = self.api_request("GET", "/metrics")
+        assert status == 200
+        return text.decode()
+
+
+@pytest.fixture
+def make_stack(data_dir):
+    """make_stack(yaml_body) -> a started Stack; stopped (and its exit checked) after the test."""
+    stacks = []
+
+    def make(yaml_body, extra_args=(), start=True):
+        d = os.path.join(data_dir, f"stack{len(stacks)}")
+        os.makedirs(d)
+        s = Stack(d, yaml_body, extra_args)
+        stacks.append(s)
+        return s.start() if start else s
+
+    yield make
+    for s in stacks:
+        rc = s.stop()
+        assert rc in (0, None), f"flotilla up exited with {rc} on SIGTERM:\n{s.read_log()}"
+
+
+@pytest.fixture
+def make_backend(data_dir):
+    """make_backend(name) -> a started GatewayBackend on a free port; stopped by PID after the test."""
+    from gateway_backend import GatewayBackend
+    backends = []
+
+    def make(name="b", port=None):
+        b = GatewayBackend(port or free_port(), name, data_dir).start()
+        backends.append(b)
+        return b
+
+    yield make
+    for b in backends:
+        b.stop()

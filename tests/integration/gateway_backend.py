@@ -1,0 +1,227 @@
+"""An HTTP/1.1 keep-alive backend for gateway tests, and the fixtures' handle to run it.
+
+Run as `/usr/bin/python3 gateway_backend.py PORT NAME` it serves on 127.0.0.1:PORT. Every answer
+carries `X-Backend: NAME` and `X-Conn: <client port>` (so a test can tell which instance answered
+and whether the gateway reused its upstream connection). Paths:
+
+  /echo[...]          200, JSON: name, method, path (as received), headers (list of [name, value]),
+                      body_len, body_sha256, conn
+  /status/<N>         answers N with body "status N"
+  /sleep/<secs>       sleeps, then 200
+  /bytes/<N>          200 with N bytes (Content-Length), streamed in 64 KiB writes
+  /chunked/<N>        200 with N bytes, Transfer-Encoding: chunked (64 KiB chunks)
+  /close              200 with Connection: close, then closes
+  /ws                 WebSocket-style upgrade: answers 101, then echoes every byte back
+  /_count             JSON {"total": n, "conns": number of distinct client connections}, not counted
+  /_set_status/<N>    every later counted request (but /_count, /_set_status) answers N (0: normal)
+  anything else       200 "ok from NAME"
+
+The body of any request is read fully (Content-Length or chunked) and hashed.
+"""
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PYTHON = "/usr/bin/python3"
+
+
+def _serve(port, name):
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    lock = threading.Lock()
+    state = {"total": 0, "conns": set(), "force": 0}
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def read_body(self):
+            h = hashlib.sha256()
+            n = 0
+            if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                while True:
+                    line = self.rfile.readline()
+                    size = int(line.split(b";")[0].strip(), 16)
+                    if size == 0:
+                        while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                            pass
+                        break
+                    left = size
+                    while left:
+                        chunk = self.rfile.read(min(left, 1 << 16))
+                        h.update(chunk)
+                        n += len(chunk)
+                        left -= len(chunk)
+                    self.rfile.readline()
+            else:
+                left = int(self.headers.get("Content-Length") or 0)
+                while left:
+                    chunk = self.rfile.read(min(left, 1 << 16))
+                    if not chunk:
+                        break
+                    h.update(chunk)
+                    n += len(chunk)
+                    left -= len(chunk)
+            return n, h.hexdigest()
+
+        def send(self, code, body, ctype="text/plain", extra=()):
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("X-Backend", name)
+            self.send_header("X-Conn", str(self.client_address[1]))
+            for k, v in extra:
+                self.send_header(k, v)
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        def handle_any(self):
+            body_len, body_sha = self.read_body()
+            path = self.path
+            parts = path.split("?")[0].strip("/").split("/")
+            if parts[0] == "_count":
+                with lock:
+                    body = json.dumps({"total": state["total"], "conns": len(state["conns"])}).encode()
+                return self.send(200, body, "application/json")
+            if parts[0] == "_set_status":
+                with lock:
+                    state["force"] = int(parts[1])
+                return self.send(200, b"set")
+            with lock:
+                state["total"] += 1
+                state["conns"].add(self.client_address[1])
+                force = state["force"]
+            if force:
+                return self.send(force, f"forced {force}".encode())
+            if parts[0] == "echo":
+                body = json.dumps({"name": name, "method": self.command, "path": path,
+                                   "headers": list(self.headers.items()), "body_len": body_len,
+                                   "body_sha256": body_sha, "conn": self.client_address[1]}).encode()
+                return self.send(200, body, "application/json")
+            if parts[0] == "status" and len(parts) > 1:
+                code = int(parts[1])
+                return self.send(code, f"status {code}".encode())
+            if parts[0] == "sleep" and len(parts) > 1:
+                time.sleep(float(parts[1]))
+                return self.send(200, b"slept")
+            if parts[0] == "bytes" and len(parts) > 1:
+                n = int(parts[1])
+                self.send_response(200)
+                self.send_header("Content-Length", str(n))
+                self.send_header("X-Backend", name)
+                self.end_headers()
+                block = b"x" * (1 << 16)
+                while n > 0 and self.command != "HEAD":
+                    self.wfile.write(block[: min(n, len(block))])
+                    n -= min(n, len(block))
+                return
+            if parts[0] == "chunked" and len(parts) > 1:
+                n = int(parts[1])
+                self.send_response(200)
+                self.send_header("Transfer-Encoding", "chunked")
+                self.send_header("X-Backend", name)
+                self.end_headers()
+                block = b"y" * (1 << 16)
+                while n > 0:
+                    k = min(n, len(block))
+                    self.wfile.write(b"%x\r\n" % k + block[:k] + b"\r\n")
+                    n -= k
+                self.wfile.write(b"0\r\n\r\n")
+                return
+            if parts[0] == "close":
+                self.close_connection = True
+                return self.send(200, b"closing", extra=[("Connection", "close")])
+            if parts[0] == "ws":
+                self.send_response(101)
+                self.send_header("Upgrade", self.headers.get("Upgrade", "websocket"))
+                self.send_header("Connection", "Upgrade")
+                self.send_header("X-Backend", name)
+                self.end_headers()
+                self.wfile.flush()
+                sock = self.connection
+                while True:
+                    data = sock.recv(65536)
+                    if not data:
+                        break
+                    sock.sendall(data)
+                self.close_connection = True
+                return
+            return self.send(200, f"ok from {name}".encode())
+
+        do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = do_OPTIONS = handle_any
+
+    class Server(ThreadingHTTPServer):
+        daemon_threads = True
+        request_queue_size = 1024
+
+        def handle_error(self, request, client_address):
+            pass
+
+    srv = Server(("127.0.0.1", port), Handler)
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=srv.shutdown).start())
+    srv.serve_forever(poll_interval=0.05)
+
+
+class GatewayBackend:
+    """A backend process on a loopback port, stopped by PID."""
+
+    def __init__(self, port, name, log_dir):
+        self.port = port
+        self.name = name
+        self.log_path = os.path.join(log_dir, f"backend-{name}-{port}.log")
+        self.proc = None
+
+    def url(self, path=""):
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def start(self, timeout=10):
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([PYTHON, os.path.join(HERE, "gateway_backend.py"), str(self.port), self.name],
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"backend exited with {self.proc.returncode}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return self
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError("backend did not start")
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc and self.proc.poll() is None:
+            os.kill(self.proc.pid, sig)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        if self.proc and not self.log.closed:
+            self.log.close()
+
+    def kill(self):
+        self.stop(signal.SIGKILL)
+
+    def counts(self):
+        with urllib.request.urlopen(self.url("/_count"), timeout=10) as r:
+            return json.loads(r.read())
+
+    def force_status(self, code):
+        with urllib.request.urlopen(self.url(f"/_set_status/{code}"), timeout=10) as r:
+            r.read()
+
+
+if __name__ == "__main__":
+    _serve(int(sys.argv[1]), sys.argv[2])
