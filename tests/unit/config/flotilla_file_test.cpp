@@ -115,3 +115,67 @@ TEST(FlotillaFile, RejectsBadValues) {
     EXPECT_EQ(e.rfind("app/flotilla.yaml:", 0), 0u) << e;
   }
 }
+
+TEST(FlotillaFile, GatewayServiceKeysAndTimeouts) {
+  auto f = parse(R"(
+name: shop
+gateway:
+  max_connections: 500
+  access_log: logs/access.jsonl
+  timeouts: { connect: 250ms, header: 5s, idle: 30s, upstream_idle: 2s }
+  routes:
+    - service: catalog
+services:
+  catalog:
+    load_balancer: ring_hash
+    hash_on: header:X-User
+    circuit_breaker: { max_connections: 10, max_pending_requests: 20, max_requests: 30 }
+    outlier_detection: { consecutive_failures: 3, base_ejection_time: 10s, max_ejection_time: 1m, max_ejection_percent: 30 }
+  web: {}
+)",
+                 "app/flotilla.yaml");
+  ASSERT_TRUE(f.gateway);
+  EXPECT_EQ(f.gateway->max_connections, 500);
+  EXPECT_EQ(f.gateway->access_log, "app/logs/access.jsonl");
+  EXPECT_EQ(f.gateway->timeouts.connect, 250ms);
+  EXPECT_EQ(f.gateway->timeouts.header, 5s);
+  EXPECT_EQ(f.gateway->timeouts.idle, 30s);
+  EXPECT_EQ(f.gateway->timeouts.upstream_idle, 2s);
+  ASSERT_EQ(f.services.size(), 2u);
+  const auto* c = f.service("catalog");
+  ASSERT_NE(c, nullptr);
+  EXPECT_EQ(c->load_balancer, "ring_hash");
+  EXPECT_EQ(c->hash_on, "header:x-user");
+  EXPECT_EQ(c->circuit_breaker.max_connections, 10);
+  EXPECT_EQ(c->circuit_breaker.max_pending_requests, 20);
+  EXPECT_EQ(c->circuit_breaker.max_requests, 30);
+  EXPECT_EQ(c->outlier_detection.consecutive_failures, 3);
+  EXPECT_EQ(c->outlier_detection.base_ejection_time, 10s);
+  EXPECT_EQ(c->outlier_detection.max_ejection_time, 60s);
+  EXPECT_EQ(c->outlier_detection.max_ejection_percent, 30);
+  EXPECT_EQ(f.service("web")->load_balancer, "round_robin");
+  EXPECT_EQ(f.service("nope"), nullptr);
+}
+
+TEST(FlotillaFile, BadGatewayServiceKeys) {
+  const char* bad[] = {
+      "name: s\nservices:\n  web: {load_balancer: fastest}\n",
+      "name: s\nservices:\n  web: {load_balancer: ring_hash, hash_on: body}\n",
+      "name: s\nservices:\n  web: {hash_on: client_ip}\n",  // hash_on without a hash policy
+      "name: s\nservices:\n  web: {circuit_breaker: {max_requests: 0}}\n",
+      "name: s\nservices:\n  web: {circuit_breaker: {max_calls: 3}}\n",
+      "name: s\nservices:\n  web: {outlier_detection: {max_ejection_percent: 101}}\n",
+      "name: s\nservices:\n  web: {outlier_detection: {base_ejection_time: 1m, max_ejection_time: 10s}}\n",
+      "name: s\nservices:\n  web: {replicas: 2}\n",  // supervisor keys: not yet
+      "name: s\nservices:\n  'w/x': {}\n",
+      "name: s\nservices: [web]\n",
+      "name: s\ngateway:\n  timeouts: {connect: 0s}\n",
+      "name: s\ngateway:\n  timeouts: {read: 1s}\n",
+      "name: s\ngateway:\n  max_connections: 0\n",
+  };
+  for (const char* text : bad) {
+    auto e = error_of(text);
+    EXPECT_FALSE(e.empty()) << "accepted:\n" << text;
+    EXPECT_EQ(e.rfind("app/flotilla.yaml:", 0), 0u) << e;
+  }
+}

@@ -1,0 +1,166 @@
+#include "gateway/forward_headers.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "gateway/http1/request_parser.h"
+#include "gateway/http1/response_parser.h"
+
+using namespace flotilla::gateway;
+
+namespace {
+
+struct Parsed {
+  std::string bytes;
+  http1::RequestParser parser;
+  const http1::RequestHead& head() {
+    auto r = parser.parse(bytes);
+    EXPECT_EQ(r.status, http1::RequestParser::Status::done) << r.reason;
+    return parser.head();
+  }
+};
+
+std::string upstream(const std::string& request, UpstreamRequest r = {}) {
+  Parsed p{request, http1::RequestParser()};
+  const auto& head = p.head();
+  if (r.method.empty()) r.method = head.method;
+  if (r.target.empty()) r.target = head.path;
+  if (r.client_ip.empty()) r.client_ip = "10.1.2.3";
+  r.random[0] = 0x1111111111111111ull;
+  r.random[1] = 0x2222222222222222ull;
+  r.random[2] = 0x3333333333333333ull;
+  std::string out;
+  build_upstream_head(head, r, out);
+  return out;
+}
+
+bool has_line(const std::string& head, const std::string& line) {
+  return head.find("\r\n" + line + "\r\n") != std::string::npos;
+}
+
+std::string field_value(const std::string& head, const std::string& name) {
+  auto at = head.find("\r\n" + name + ": ");
+  if (at == std::string::npos) return "<absent>";
+  at += name.size() + 4;
+  return head.substr(at, head.find("\r\n", at) - at);
+}
+
+}  // namespace
+
+TEST(ForwardHeaders, HopByHopAndConnectionListedFieldsAreDropped) {
+  auto out = upstream(
+      "GET /a HTTP/1.1\r\nHost: example.com\r\nConnection: keep-alive, X-Secret\r\nX-Secret: s\r\n"
+      "Keep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Authorization: Basic x\r\nUpgrade: h2c\r\nAccept: */*\r\n\r\n");
+  EXPECT_EQ(out.rfind("GET /a HTTP/1.1\r\nHost: example.com\r\n", 0), 0u) << out;
+  for (const char* gone : {"Connection", "X-Secret", "Keep-Alive", "TE", "Proxy-Authorization", "Upgrade"})
+    EXPECT_EQ(field_value(out, gone), "<absent>") << gone << "\n" << out;
+  EXPECT_TRUE(has_line(out, "Accept: */*"));
+  EXPECT_EQ(out.substr(out.size() - 4), "\r\n\r\n");
+}
+
+TEST(ForwardHeaders, ForwardedFieldsAppendAndReplace) {
+  auto out = upstream(
+      "GET / HTTP/1.1\r\nHost: shop.example:8080\r\nX-Forwarded-For: 1.1.1.1\r\nX-Forwarded-For: 2.2.2.2\r\n"
+      "X-Forwarded-Proto: https\r\nX-Forwarded-Host: evil\r\n\r\n");
+  EXPECT_EQ(field_value(out, "X-Forwarded-For"), "1.1.1.1, 2.2.2.2, 10.1.2.3");
+  EXPECT_EQ(field_value(out, "X-Forwarded-Proto"), "http");
+  EXPECT_EQ(field_value(out, "X-Forwarded-Host"), "shop.example:8080");
+  EXPECT_EQ(out.find("evil"), std::string::npos);
+  EXPECT_EQ(out.find("https"), std::string::npos);
+}
+
+TEST(ForwardHeaders, RequestIdGeneratedOrKept) {
+  auto made = upstream("GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+  auto id = field_value(made, "X-Request-Id");
+  ASSERT_EQ(id.size(), 32u) << made;
+  EXPECT_EQ(id.find_first_not_of("0123456789abcdef"), std::string::npos);
+  auto kept = upstream("GET / HTTP/1.1\r\nHost: a\r\nX-Request-Id: abc-123\r\n\r\n");
+  EXPECT_EQ(field_value(kept, "X-Request-Id"), "abc-123");
+  // Only one id goes upstream even when the client sent two.
+  auto twice = upstream("GET / HTTP/1.1\r\nHost: a\r\nX-Request-Id: one\r\nX-Request-Id: two\r\n\r\n");
+  EXPECT_EQ(twice.find("two"), std::string::npos) << twice;
+}
+
+TEST(ForwardHeaders, TraceparentPropagatedWithNewParentOrCreated) {
+  const std::string trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+  auto out = upstream("GET / HTTP/1.1\r\nHost: a\r\ntraceparent: 00-" + trace + "-00f067aa0ba902b7-01\r\n\r\n");
+  auto tp = parse_traceparent(field_value(out, "traceparent"));
+  ASSERT_TRUE(tp) << out;
+  EXPECT_EQ(tp->trace_id, trace);
+  EXPECT_NE(tp->parent_id, "00f067aa0ba902b7");
+  EXPECT_EQ(tp->flags, "01");
+  for (const char* bad : {"00-00000000000000000000000000000000-00f067aa0ba902b7-01", "zz", "ff-" "4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                          "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"}) {
+    auto fresh = upstream(std::string("GET / HTTP/1.1\r\nHost: a\r\ntraceparent: ") + bad + "\r\n\r\n");
+    auto made = parse_traceparent(field_value(fresh, "traceparent"));
+    ASSERT_TRUE(made) << bad << "\n" << fresh;
+    EXPECT_NE(made->trace_id, trace);
+    EXPECT_EQ(fresh.find(bad), std::string::npos);
+  }
+}
+
+TEST(ForwardHeaders, BodyIsReframed) {
+  UpstreamRequest chunked;
+  chunked.chunked = true;
+  auto out = upstream("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n", chunked);
+  EXPECT_TRUE(has_line(out, "Transfer-Encoding: chunked"));
+  EXPECT_EQ(field_value(out, "Content-Length"), "<absent>");
+  UpstreamRequest sized;
+  sized.content_length = 5;
+  out = upstream("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n", sized);
+  EXPECT_EQ(field_value(out, "Content-Length"), "5");
+  EXPECT_EQ(field_value(out, "Expect"), "<absent>");  // the gateway answers 100 itself
+}
+
+TEST(ForwardHeaders, UpgradeIsForwardedOnlyWhenAsked) {
+  UpstreamRequest r;
+  r.upgrade = true;
+  auto out = upstream("GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n", r);
+  EXPECT_TRUE(has_line(out, "Connection: upgrade"));
+  EXPECT_TRUE(has_line(out, "Upgrade: websocket"));
+}
+
+TEST(ForwardHeaders, DownstreamHeadDropsHopByHopAndSetsFraming) {
+  std::string raw =
+      "HTTP/1.1 200 OK\r\nServer: x\r\nConnection: keep-alive, X-Internal\r\nX-Internal: 1\r\n"
+      "Keep-Alive: timeout=5\r\nTransfer-Encoding: chunked\r\nSet-Cookie: a=b\r\n\r\n";
+  http1::ResponseParser p;
+  ASSERT_EQ(p.parse(raw).status, http1::ResponseParser::Status::done);
+  std::string out;
+  DownstreamResponse d;
+  d.chunked = true;
+  build_downstream_head(p.head(), d, out);
+  EXPECT_EQ(out.rfind("HTTP/1.1 200 OK\r\n", 0), 0u);
+  EXPECT_TRUE(has_line(out, "Server: x"));
+  EXPECT_TRUE(has_line(out, "Set-Cookie: a=b"));
+  EXPECT_TRUE(has_line(out, "Transfer-Encoding: chunked"));
+  EXPECT_EQ(field_value(out, "X-Internal"), "<absent>");
+  EXPECT_EQ(field_value(out, "Keep-Alive"), "<absent>");
+  EXPECT_EQ(field_value(out, "Connection"), "<absent>");
+
+  out.clear();
+  DownstreamResponse old;
+  old.version_minor = 0;
+  old.content_length = 12;
+  build_downstream_head(p.head(), old, out);
+  EXPECT_EQ(out.rfind("HTTP/1.0 200 OK\r\n", 0), 0u);
+  EXPECT_TRUE(has_line(out, "Connection: keep-alive"));
+  EXPECT_TRUE(has_line(out, "Content-Length: 12"));
+  EXPECT_EQ(field_value(out, "Transfer-Encoding"), "<absent>");
+
+  out.clear();
+  DownstreamResponse closing;
+  closing.keep_alive = false;
+  build_downstream_head(p.head(), closing, out);
+  EXPECT_TRUE(has_line(out, "Connection: close"));
+}
+
+TEST(ForwardHeaders, TraceparentParser) {
+  EXPECT_TRUE(parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
+  EXPECT_FALSE(parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01"));
+  EXPECT_FALSE(parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra"));
+  EXPECT_TRUE(parse_traceparent("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra"));
+  EXPECT_FALSE(parse_traceparent("00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
+  EXPECT_FALSE(parse_traceparent(""));
+}
