@@ -127,7 +127,7 @@ std::string_view build_upstream_head(const http1::RequestHead& head, const Upstr
   out.push_back(' ');
   out.append(r.target);
   out.append(" HTTP/1.1\r\nHost: ");
-  out.append(head.authority);
+  out.append(head.authority.empty() ? r.default_host : head.authority);
   out.append("\r\n");
   std::string_view request_id, traceparent;
   bool has_connection = false;
@@ -159,7 +159,7 @@ std::string_view build_upstream_head(const http1::RequestHead& head, const Upstr
   out.append(r.client_ip);
   out.append("\r\n");
   field(out, "X-Forwarded-Proto", r.proto);
-  field(out, "X-Forwarded-Host", head.authority);
+  if (!head.authority.empty()) field(out, "X-Forwarded-Host", head.authority);
   size_t id_at = 0;  // where a generated id starts in `out` (a view is taken once `out` stops growing)
   if (request_id.empty()) {
     out.append("X-Request-Id: ");

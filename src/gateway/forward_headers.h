@@ -41,6 +41,7 @@ struct UpstreamRequest {
   std::optional<uint64_t> content_length;  // framing to send (the body is re-framed)
   bool chunked = false;
   bool upgrade = false;         // forward Upgrade and Connection: upgrade
+  std::string_view default_host;  // Host to send for an HTTP/1.0 request without one (the service name)
   uint64_t random[3] = {};      // entropy for new ids (request id, trace id, span id)
 };
 

@@ -15,6 +15,8 @@
 #include "gateway/http1/chunked_decoder.h"
 #include "gateway/http1/request_parser.h"
 #include "gateway/http1/syntax.h"
+#include "gateway/forward_headers.h"
+#include "gateway/path.h"
 
 using namespace flotilla::gateway::http1;
 namespace syntax = flotilla::gateway::http1::syntax;
@@ -267,6 +269,49 @@ Decoded decode(std::string_view body, const Cuts& cuts, size_t ncuts, const Limi
 
 
 // Every check on one input under one set of limits.
+// What the proxy forwards for an accepted head (built as src/gateway/connection.cpp builds it) must
+// be exactly one request head that the same strict parser accepts, with the framing the proxy
+// chose, the same method and authority, and nothing after it: no input can make the gateway
+// forward bytes an upstream would read as a second request.
+void check_forwarded(const RequestParser& p) {
+  const RequestHead& head = p.head();
+  if (head.target_form == TargetForm::asterisk) return;  // refused by the proxy
+  std::string_view target = head.path, path = target, query;
+  if (auto q = target.find('?'); q != std::string_view::npos) {
+    path = target.substr(0, q);
+    query = target.substr(q);
+  }
+  auto normalized = flotilla::gateway::normalize_path(path.empty() ? std::string_view("/") : path);
+  if (!normalized) return;  // refused by the proxy (400)
+  std::string up_target = *normalized + std::string(query);
+  flotilla::gateway::UpstreamRequest ur;
+  ur.method = head.method;
+  ur.target = up_target;
+  ur.client_ip = "192.0.2.1";
+  ur.default_host = "service-name";
+  ur.upgrade = head.upgrade;
+  if (head.chunked) ur.chunked = true;
+  else if (head.content_length) ur.content_length = head.content_length;
+  std::string out;
+  flotilla::gateway::build_upstream_head(head, ur, out);
+  Limits roomy;  // the gateway adds a few fields
+  roomy.max_request_line = 64 * 1024;
+  roomy.max_header_bytes = 256 * 1024;
+  roomy.max_header_count = 1000;
+  RequestParser q(roomy);
+  const PResult r = q.parse(out);
+  check(r.status == RequestParser::Status::done);
+  check(r.head_length == out.size());
+  const RequestHead& f = q.head();
+  check(f.method == head.method);
+  check(f.authority == (head.authority.empty() ? std::string_view("service-name") : head.authority));
+  check(f.chunked == ur.chunked);
+  check(f.content_length == ur.content_length);
+  check(f.version_minor == 1);
+  check(f.upgrade == head.upgrade);
+  for (const auto& field : f.fields) check(!syntax::iequals(field.name, "expect") && !syntax::iequals(field.name, "te"));
+}
+
 void exercise(std::string_view input, const Limits& limits, uint64_t h) {
   const size_t size = input.size();
 
@@ -289,6 +334,7 @@ void exercise(std::string_view input, const Limits& limits, uint64_t h) {
       check(r.head_length <= limits.max_request_line + 2 + limits.max_header_bytes);
       check(p.head().fields.size() <= limits.max_header_count);
       check_reserialized(p, limits);
+      check_forwarded(p);
       break;
   }
 
