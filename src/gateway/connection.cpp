@@ -30,7 +30,7 @@ using boost::system::error_code;
 using http1::syntax::iequals;
 constexpr auto kAwait = asio::use_awaitable;
 
-constexpr size_t kInitialIn = 4 * 1024;
+constexpr size_t kInitialIn = 2 * 1024;  // a browser GET fits; bigger heads grow it
 constexpr size_t kRelay = 16 * 1024;
 constexpr size_t kMaxHead = 8 * 1024 + 60 * 1024 + 1024;  // request line + header section (+ slack)
 constexpr uint64_t kReplayLimit = 64 * 1024;  // bodies up to this are kept so a retry can resend them
@@ -240,14 +240,15 @@ asio::awaitable<void> Connection::run() {
     if (!co_await handle_request()) break;
     if (close_after_ || worker_.shared().draining.load(std::memory_order_relaxed)) break;
     parser_.reset();
-    response_parser_.reset();
     if (in_.empty()) in_.shrink(kInitialIn);
+    worker_.give_response_parser(std::move(response_parser_));
     worker_.give_relay(std::move(rb_));  // an idle connection holds no relay buffer
   }
   error_code ec;
   socket_.shutdown(tcp::socket::shutdown_send, ec);
   socket_.close(ec);
   worker_.give_relay(std::move(rb_));
+  worker_.give_response_parser(std::move(response_parser_));
 }
 
 asio::awaitable<bool> Connection::read_head() {
@@ -313,7 +314,8 @@ asio::awaitable<bool> Connection::handle_request() {
   WorkerShared& shared = worker_.shared();
   const auto& cfg = shared.config;
   const int64_t started = now_ns();
-  const Snapshot& snap = worker_.snapshot();
+  if (const auto& current = worker_.current_snapshot(); snapshot_ != current) snapshot_ = current;
+  const Snapshot& snap = *snapshot_;
   const http1::RequestHead& head = parser_.head();
   const auto head_length = parser_.parse(in_.view()).head_length;
   const int minor = head.version_minor;
@@ -325,8 +327,23 @@ asio::awaitable<bool> Connection::handle_request() {
   const bool expect_continue = head.expect_continue && has_body;
   const bool upgrade = head.upgrade;
   const std::string method(head.method);
+  // What the access log says of the request, kept past the head's consumption.
+  std::string log_path, log_host;
+  std::string_view log_service;
+  if (shared.access_log) {
+    log_path.assign(head.path);
+    log_host.assign(head.authority);
+  }
   // A request we refuse without reading its body leaves that body on the wire: close then.
+  // Its head is consumed first, or a kept-alive connection would parse the same request again.
+  bool head_consumed = false;
   auto refuse = [&](int status, std::string body, std::string_view extra = {}) -> asio::awaitable<bool> {
+    if (!head_consumed) {
+      in_.consume(head_length);
+      head_consumed = true;
+    }
+    if (shared.access_log)
+      shared.access_log->write({client_ip_, method, log_host, log_path, status, 0, now_ns() - started, {}, 0, log_service});
     co_await send_local(status, body, has_body || !client_keep, extra);
     co_return !(has_body || !client_keep);
   };
@@ -351,6 +368,7 @@ asio::awaitable<bool> Connection::handle_request() {
   }
   const config::Route& route = snap.routes->route(route_index);
   const RouteInfo& info = snap.route_info[static_cast<size_t>(route_index)];
+  log_service = info.service;
   int status = 0;
   uint64_t bytes_down = 0;
   std::string upstream_address;
@@ -370,7 +388,8 @@ asio::awaitable<bool> Connection::handle_request() {
     std::string_view key;
     if (info.limit_key == RouteInfo::LimitKey::client_ip) key = client_ip_;
     else if (info.limit_key == RouteInfo::LimitKey::header) key = head.field(info.limit_header).value_or("");
-    auto d = info.limiter->acquire(key, started);
+    auto d = info.limit_key == RouteInfo::LimitKey::route ? info.limiter->acquire(started)
+                                                           : info.limiter->acquire(key, started);
     if (!d.allowed) {
       if (info.metrics.rate_limited) info.metrics.rate_limited->inc();
       account(429);
@@ -431,6 +450,7 @@ asio::awaitable<bool> Connection::handle_request() {
   ur.method = head.method;
   ur.target = up_target;
   ur.client_ip = client_ip_;
+  ur.default_host = info.service;
   ur.upgrade = upgrade;
   if (chunked_in) ur.chunked = true;
   else if (content_length) ur.content_length = content_length;
@@ -440,13 +460,25 @@ asio::awaitable<bool> Connection::handle_request() {
   ur.random[2] = worker_.random();
   out_.clear();
   build_upstream_head(head, ur, out_);
-  std::string log_path, log_host;
-  if (shared.access_log) {
-    log_path.assign(target);
-    log_host.assign(head.authority);
-  }
   in_.consume(head_length);  // from here on, `head` must not be used
+  head_consumed = true;
 
+  if (chunked_in && !in_.empty()) {
+    // The chunked body streams, so its head goes upstream before the body is read; what of the
+    // body came with the head is checked first, so a bad chunk or an oversized body arriving with
+    // it (the usual smuggling shape) is refused before anything reaches an upstream.
+    http1::ChunkedDecoder probe;
+    auto step = probe.feed(in_.view(), [](std::string_view) {});
+    int code = step.status == http1::ChunkedDecoder::Status::error ? step.http_status
+               : route.max_body_bytes && probe.announced_size() > route.max_body_bytes ? 413
+                                                                                        : 0;
+    if (code) {
+      account(code);
+      co_await send_local(code, json_error(code == 413 ? "request body larger than this route allows" : step.reason),
+                          true);
+      co_return false;
+    }
+  }
   if (expect_continue) {
     if (!co_await write_down(minor == 1 ? "HTTP/1.1 100 Continue\r\n\r\n" : "")) co_return false;
   }
@@ -488,15 +520,12 @@ asio::awaitable<bool> Connection::handle_request() {
   const resilience::OutlierDetector outlier(resilience::outlier_config(cluster->outlier));
   const resilience::RetryBudget budget(resilience::RetryBudgetConfig{}, cs.retries_active);
   resilience::Outcome last_outcome;
+  resilience::Slot next_retry;  // taken from the budget when a retry is decided, held by that try
   for (int attempt = 0; attempt < max_attempts; ++attempt) {
     int64_t now = now_ns();
     resilience::Slot retry_slot;
     if (attempt > 0) {
-      retry_slot = budget.try_acquire(cs.active.load(std::memory_order_relaxed));
-      if (!retry_slot) {
-        if (cs.metrics.retry_budget_exhausted) cs.metrics.retry_budget_exhausted->inc();
-        break;
-      }
+      retry_slot = std::move(next_retry);
       if (cs.metrics.retries) cs.metrics.retries->inc();
       asio::steady_timer t(worker_.io(), resilience::backoff_delay({}, attempt - 1, worker_.random()));
       error_code ec;
@@ -641,18 +670,19 @@ asio::awaitable<bool> Connection::handle_request() {
     }
     // The response head.
     if (outcome == Outcome::response) {
-      response_parser_.reset();
+      if (!response_parser_) response_parser_ = worker_.take_response_parser();
+      response_parser_->reset();
       if (rb_.capacity() == 0) rb_ = worker_.take_relay();
       rb_.clear();
       set_deadline(Wait::upstream, std::min(try_deadline, route_deadline - (now_ns() - request_done_at)));
       for (;;) {
         if (!rb_.empty()) {
-          auto r = response_parser_.parse(rb_.view());
+          auto r = response_parser_->parse(rb_.view());
           if (r.status == http1::ResponseParser::Status::done) {
-            int code = response_parser_.head().status;
+            int code = response_parser_->head().status;
             if (code >= 100 && code < 200 && code != 101) {  // interim: not passed on
               rb_.consume(r.head_length);
-              response_parser_.reset();
+              response_parser_->reset();
               continue;
             }
             break;
@@ -700,7 +730,7 @@ asio::awaitable<bool> Connection::handle_request() {
         ro = resilience::Outcome::response(502);
         break;
       case Outcome::response:
-        ro = resilience::Outcome::response(response_parser_.head().status);
+        ro = resilience::Outcome::response(response_parser_->head().status);
         break;
     }
     last_outcome = ro;
@@ -712,8 +742,13 @@ asio::awaitable<bool> Connection::handle_request() {
     }
     // A body streamed from the client is gone; a buffered one (or none) can be sent again.
     bool can_resend = !request_streamed && (may_resend || outcome == Outcome::connect_failure);
-    if (attempt + 1 < max_attempts && can_resend && resilience::should_retry(retry_on, method, ro)) {
-      continue;  // `up` is dropped: its connection is closed
+    // Retry only while the route's deadline and the service's retry budget leave room; otherwise
+    // this try's outcome is the answer (a route timeout is a 504, not "no usable instance").
+    if (attempt + 1 < max_attempts && can_resend && resilience::should_retry(retry_on, method, ro) &&
+        now_ns() - request_done_at < route_deadline) {
+      next_retry = budget.try_acquire(cs.active.load(std::memory_order_relaxed));
+      if (next_retry) continue;  // `up` is dropped: its connection is closed
+      if (cs.metrics.retry_budget_exhausted) cs.metrics.retry_budget_exhausted->inc();
     }
     if (outcome != Outcome::response) {
       int code = outcome == Outcome::timeout ? 504 : outcome == Outcome::connect_failure ? 503 : 502;
@@ -732,8 +767,8 @@ asio::awaitable<bool> Connection::handle_request() {
     }
 
     // Pass the response on.
-    const http1::ResponseHead& rh = response_parser_.head();
-    size_t rhead_len = response_parser_.parse(rb_.view()).head_length;
+    const http1::ResponseHead& rh = response_parser_->head();
+    size_t rhead_len = response_parser_->parse(rb_.view()).head_length;
     auto kind = http1::body_kind(rh, is_head);
     bool up_keep = rh.keep_alive;
     DownstreamResponse dr;
@@ -760,6 +795,15 @@ asio::awaitable<bool> Connection::handle_request() {
           else client_keep = false;  // an HTTP/1.0 client gets the decoded body up to the close
           break;
         case http1::BodyKind::until_close:
+          if (rh.field("transfer-encoding")) {
+            // A coding other than chunked (gzip, …) runs to the close but cannot be re-framed, and
+            // passing it on without its header would hand the client coded bytes: refuse.
+            account(502);
+            co_await send_local(502, json_error("the service answered with an unsupported transfer coding", "service",
+                                                info.service),
+                                !client_keep);
+            co_return client_keep && !close_after_;
+          }
           client_keep = false;
           up_keep = false;
           break;
@@ -914,7 +958,15 @@ asio::awaitable<bool> Connection::handle_request() {
     co_return ok && client_keep;
   }
 
-  // No try could be made (no endpoint, budget, or route deadline).
+  // A retry's backoff ran past the route's deadline.
+  if (tries > 0 && now_ns() - request_done_at >= route_deadline) {
+    if (shared.metrics.upstream_timeouts) shared.metrics.upstream_timeouts->inc();
+    account(504);
+    co_await send_local(504, json_error("the service did not answer in time", "service", info.service),
+                        has_body && !body_buffered);
+    co_return !(has_body && !body_buffered) && client_keep;
+  }
+  // No try could be made (no endpoint).
   account(503);
   co_await send_local(503, json_error("no usable instance of the service", "service", info.service),
                       has_body && !body_buffered);

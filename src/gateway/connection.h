@@ -59,11 +59,14 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool close_after_ = false;
   bool idle_ = false;
   UpstreamConnection* current_upstream_ = nullptr;  // the socket a timeout closes
+  // The snapshot the current request routes by: its route, cluster and endpoints must outlive a
+  // registry change made while it is in flight. Replaced (one pointer compare) when it moved.
+  std::shared_ptr<const Snapshot> snapshot_;
 
   Buffer in_;
   Buffer rb_;  // upstream → downstream
   http1::RequestParser parser_;
-  http1::ResponseParser response_parser_;
+  std::unique_ptr<http1::ResponseParser> response_parser_;  // lent by the worker per request
   http1::ChunkedDecoder chunked_;       // the request body, when chunked
   http1::ChunkedDecoder down_chunked_;  // the response body, when chunked
   std::string out_;       // upstream request head

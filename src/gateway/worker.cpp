@@ -41,8 +41,18 @@ uint16_t Worker::listen(const std::string& address, uint16_t port_override) {
   boost::system::error_code ec;
   auto addr = asio::ip::make_address(host == "localhost" ? "127.0.0.1" : host, ec);
   if (ec) throw std::runtime_error("gateway.listen: " + host + " is not an IP address");
-  auto acceptor = std::make_unique<tcp::acceptor>(io_);
   tcp::endpoint ep(addr, port);
+  if (!port_override && port != 0) {
+    // SO_REUSEPORT lets every worker bind the port, but it would just as well let another process
+    // (a second gateway with the same file) bind it and silently take a share of the connections.
+    // A socket that does not share finds out whether anything listens there already.
+    tcp::acceptor probe(io_);
+    probe.open(ep.protocol(), ec);
+    if (!ec) probe.set_option(tcp::acceptor::reuse_address(true), ec);
+    if (!ec) probe.bind(ep, ec);
+    if (ec) throw std::runtime_error("gateway cannot listen on " + address + ": " + ec.message());
+  }
+  auto acceptor = std::make_unique<tcp::acceptor>(io_);
   acceptor->open(ep.protocol(), ec);
   if (!ec) acceptor->set_option(tcp::acceptor::reuse_address(true), ec);
   if (!ec) {
@@ -191,6 +201,17 @@ void Worker::give_relay(Buffer&& b) {
     spare_relays_.push_back(std::move(b));
   }
   b = Buffer();
+}
+
+std::unique_ptr<http1::ResponseParser> Worker::take_response_parser() {
+  if (spare_parsers_.empty()) return std::make_unique<http1::ResponseParser>();
+  auto p = std::move(spare_parsers_.back());
+  spare_parsers_.pop_back();
+  return p;
+}
+
+void Worker::give_response_parser(std::unique_ptr<http1::ResponseParser> p) {
+  if (p && spare_parsers_.size() < 256) spare_parsers_.push_back(std::move(p));
 }
 
 void Worker::put_idle(std::unique_ptr<UpstreamConnection> c) {

@@ -21,6 +21,7 @@
 #include "config/flotilla_file.h"
 #include "gateway/lb/load_balancer.h"
 #include "gateway/buffer.h"
+#include "gateway/http1/response_parser.h"
 #include "gateway/snapshot.h"
 
 namespace flotilla::gateway {
@@ -87,6 +88,12 @@ class Worker {
   asio::io_context& io() { return io_; }
   WorkerShared& shared() { return shared_; }
   const Snapshot& snapshot();  // refreshed when the source moved
+  // The same, shared: a request holds it to its end, as the worker may move to a newer one (and
+  // the older be freed) while the request waits on I/O.
+  const std::shared_ptr<const Snapshot>& current_snapshot() {
+    snapshot();
+    return snapshot_;
+  }
   // The balancer for a cluster (rebuilt when the cluster's endpoints changed).
   lb::LoadBalancer& balancer(const std::shared_ptr<const Cluster>& cluster);
   std::unique_ptr<UpstreamConnection> take_idle(EndpointState* endpoint);
@@ -95,6 +102,9 @@ class Worker {
   // Relay buffers (16 KiB) are lent per request, so idle connections hold none.
   Buffer take_relay();
   void give_relay(Buffer&& b);
+  // Likewise the response parser (its field vectors are ~1.6 KiB).
+  std::unique_ptr<http1::ResponseParser> take_response_parser();
+  void give_response_parser(std::unique_ptr<http1::ResponseParser> p);
   int id() const { return id_; }
 
   // Deadlines: connections register themselves; a sweep every 50 ms fires expired ones.
@@ -128,6 +138,7 @@ class Worker {
   std::unordered_map<EndpointState*, std::vector<std::unique_ptr<UpstreamConnection>>> idle_;
   size_t idle_count_ = 0;
   std::vector<Buffer> spare_relays_;
+  std::vector<std::unique_ptr<http1::ResponseParser>> spare_parsers_;
   std::mt19937_64 rng_;
   bool draining_ = false;
 };

@@ -2,7 +2,8 @@
 
 Run as `/usr/bin/python3 gateway_backend.py PORT NAME` it serves on 127.0.0.1:PORT. Every answer
 carries `X-Backend: NAME` and `X-Conn: <client port>` (so a test can tell which instance answered
-and whether the gateway reused its upstream connection). Paths:
+and whether the gateway reused its upstream connection); answers sent through send() also carry
+`X-Path: <request target as received>`. Paths:
 
   /echo[...]          200, JSON: name, method, path (as received), headers (list of [name, value]),
                       body_len, body_sha256, conn
@@ -12,8 +13,12 @@ and whether the gateway reused its upstream connection). Paths:
   /chunked/<N>        200 with N bytes, Transfer-Encoding: chunked (64 KiB chunks)
   /close              200 with Connection: close, then closes
   /ws                 WebSocket-style upgrade: answers 101, then echoes every byte back
-  /_count             JSON {"total": n, "conns": number of distinct client connections}, not counted
-  /_set_status/<N>    every later counted request (but /_count, /_set_status) answers N (0: normal)
+  /_count             JSON {"total": n, "conns": number of distinct client connections, "heads": request
+                      heads received (counted before the body is read)}, not counted
+  /_set_status/<N>    every later counted request (but /_count, /_set_*) answers N (0: normal)
+  /_set_delay/<secs>  every later counted request waits secs before it is answered (0: none)
+  /_set_reset/<0|1>   1: every later counted request is read (body too), then the connection is
+                      closed without an answer
   anything else       200 "ok from NAME"
 
 The body of any request is read fully (Content-Length or chunked) and hashed.
@@ -37,10 +42,13 @@ def _serve(port, name):
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     lock = threading.Lock()
-    state = {"total": 0, "conns": set(), "force": 0}
+    state = {"total": 0, "conns": set(), "force": 0, "delay": 0.0, "reset": False}
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # The head and the body are separate writes: without TCP_NODELAY, Nagle holds the body
+        # until the peer's delayed ACK (40 ms a request on a kept-alive connection).
+        disable_nagle_algorithm = True
 
         def log_message(self, *args):
             pass
@@ -80,6 +88,7 @@ def _serve(port, name):
             self.send_header("Content-Length", str(len(body)))
             self.send_header("X-Backend", name)
             self.send_header("X-Conn", str(self.client_address[1]))
+            self.send_header("X-Path", self.path)
             for k, v in extra:
                 self.send_header(k, v)
             self.end_headers()
@@ -87,21 +96,39 @@ def _serve(port, name):
                 self.wfile.write(body)
 
         def handle_any(self):
+            if not self.path.lstrip("/").startswith("_"):
+                with lock:  # request heads received, counted before the body is read
+                    state["heads"] = state.get("heads", 0) + 1
             body_len, body_sha = self.read_body()
             path = self.path
             parts = path.split("?")[0].strip("/").split("/")
             if parts[0] == "_count":
                 with lock:
-                    body = json.dumps({"total": state["total"], "conns": len(state["conns"])}).encode()
+                    body = json.dumps({"total": state["total"], "conns": len(state["conns"]),
+                                       "heads": state.get("heads", 0)}).encode()
                 return self.send(200, body, "application/json")
             if parts[0] == "_set_status":
                 with lock:
                     state["force"] = int(parts[1])
                 return self.send(200, b"set")
+            if parts[0] in ("_set_delay", "_set_reset"):
+                with lock:
+                    if parts[0] == "_set_delay":
+                        state["delay"] = float(parts[1])
+                    else:
+                        state["reset"] = parts[1] == "1"
+                return self.send(200, b"set")
             with lock:
                 state["total"] += 1
                 state["conns"].add(self.client_address[1])
                 force = state["force"]
+                delay = state["delay"]
+                reset = state["reset"]
+            if reset:
+                self.close_connection = True
+                return
+            if delay:
+                time.sleep(delay)
             if force:
                 return self.send(force, f"forced {force}".encode())
             if parts[0] == "echo":
@@ -220,6 +247,14 @@ class GatewayBackend:
 
     def force_status(self, code):
         with urllib.request.urlopen(self.url(f"/_set_status/{code}"), timeout=10) as r:
+            r.read()
+
+    def set_delay(self, seconds):
+        with urllib.request.urlopen(self.url(f"/_set_delay/{seconds}"), timeout=10) as r:
+            r.read()
+
+    def set_reset(self, on=True):
+        with urllib.request.urlopen(self.url(f"/_set_reset/{1 if on else 0}"), timeout=10) as r:
             r.read()
 
 

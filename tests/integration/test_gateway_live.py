@@ -1,0 +1,619 @@
+"""The gateway fed live by the registry: endpoint changes under load (zero failures, no closed
+keep-alive connections, propagation to every worker), health-driven endpoints, `flotilla gateway
+--registry` following an agent, graceful stop, and configuration errors at start.
+
+Every process here is started by the test (or its fixtures) and stopped by PID."""
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+
+import pytest
+
+from conftest import BIN, Agent, free_port, wait_for
+
+ROUTE_WEB = "gateway:\n  listen: [{gw}]\n  workers: 2\n  routes:\n    - service: web\n"
+
+
+# ---- helpers ----
+
+def get(url, timeout=10, headers=None):
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+def backends_seen(url, n=30):
+    """Sends n requests (new connection each) and returns {X-Backend: count}; fails on non-200."""
+    seen = {}
+    for _ in range(n):
+        status, headers, body = get(url)
+        assert status == 200, (status, body)
+        seen[headers.get("X-Backend")] = seen.get(headers.get("X-Backend"), 0) + 1
+    return seen
+
+
+def ids(endpoints):
+    return sorted(e["ID"] for e in endpoints)
+
+
+class Load:
+    """Keep-alive clients hammering a gateway from threads.
+
+    Every answer is recorded as (connection index, sent at, received at, status, X-Backend,
+    X-Conn). A connection the gateway closes (a `Connection: close` answer, or a reset/EOF on a
+    kept-alive socket) is counted in `closed` and reopened; an exception is an error."""
+
+    def __init__(self, port, connections=12, path="/", slow=0, slow_path="/sleep/0.3"):
+        self.port = port
+        self.stop_flag = threading.Event()
+        self.lock = threading.Lock()
+        self.records = []
+        self.slow_records = []
+        self.errors = []
+        self.closed = 0
+        self.sockets_opened = 0
+        self.threads = [threading.Thread(target=self._run, args=(i, path, self.records), daemon=True)
+                        for i in range(connections)]
+        self.threads += [threading.Thread(target=self._run, args=(connections + i, slow_path, self.slow_records),
+                                          daemon=True) for i in range(slow)]
+
+    def _connect(self):
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        c.connect()
+        with self.lock:
+            self.sockets_opened += 1
+        return c
+
+    def _run(self, index, path, out):
+        try:
+            conn = self._connect()
+        except OSError as e:
+            with self.lock:
+                self.errors.append(f"connect: {e!r}")
+            return
+        while not self.stop_flag.is_set():
+            sent = time.monotonic()
+            try:
+                conn.request("GET", path)
+                r = conn.getresponse()
+                r.read()
+            except (OSError, http.client.HTTPException) as e:
+                with self.lock:
+                    self.errors.append(f"conn {index} at {sent:.3f}: {e!r}")
+                conn.close()
+                try:
+                    conn = self._connect()
+                except OSError:
+                    time.sleep(0.05)
+                continue
+            out.append((index, sent, time.monotonic(), r.status, r.getheader("X-Backend"), r.getheader("X-Conn")))
+            if r.will_close:
+                with self.lock:
+                    self.closed += 1
+                conn.close()
+                conn = self._connect()
+        conn.close()
+
+    def start(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def stop(self):
+        self.stop_flag.set()
+        for t in self.threads:
+            t.join(timeout=10)
+        assert not any(t.is_alive() for t in self.threads), "a load thread hung"
+
+
+def removal_lag(records, backend, since, until):
+    """How long after `since` requests were still sent to `backend` (the latest send time of a
+    request it answered, minus `since`; 0 when none). Only requests sent before `until` count."""
+    late = [sent for (_, sent, _, _, b, _) in records if b == backend and since <= sent < until]
+    return max(late) - since if late else 0.0
+
+
+def last_sent_to(records, backend, until):
+    """The latest send time of a request `backend` answered, before `until`."""
+    return max((sent for (_, sent, _, _, b, _) in records if b == backend and sent < until), default=None)
+
+
+def addition_lag(records, backend, since, until):
+    """How long after `since` every connection had been answered by `backend` at least once
+    (the latest, over connections, of each one's first such request's send time)."""
+    first = {}
+    conns = set()
+    for (conn, sent, _, _, b, _) in records:
+        if since <= sent < until:
+            conns.add(conn)
+            if b == backend and conn not in first:
+                first[conn] = sent
+    missing = conns - set(first)
+    return (max(first.values()) - since if first else None), missing
+
+
+def worker_groups(records):
+    """Groups downstream connections by the gateway worker that serves them: upstream pools are
+    per worker, so two downstream connections whose requests used the same upstream connection
+    (backend, X-Conn) are on the same worker. Returns a list of sets of connection indexes."""
+    parent = {}
+
+    def find(x):
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for (conn, _, _, _, b, xconn) in records:
+        if b and xconn:
+            parent[find(("c", conn))] = find(("u", b, xconn))
+    groups = {}
+    for key in list(parent):
+        if key[0] == "c":
+            groups.setdefault(find(key), set()).add(key[1])
+    return list(groups.values())
+
+
+# ---- live endpoint changes under load ----
+
+def test_live_endpoint_changes_under_load(make_stack, make_backend):
+    stack = make_stack(ROUTE_WEB)
+    b1, b2, b3 = make_backend("b1"), make_backend("b2"), make_backend("b3")
+    id1 = stack.register("web", b1, "web-b1")
+    id2 = stack.register("web", b2, "web-b2")
+    # No endpoints yet for b3: it joins under load.
+    load = Load(stack.gw_port, connections=12, slow=6).start()
+    events = []  # (name, backend, kind, time the API call was made, time it returned)
+    bound = 0.5  # seconds; the target is 100 ms. Each change's window is longer than this.
+
+    def step(name, backend, kind, method, path, body=None):
+        time.sleep(0.9)
+        start = time.monotonic()
+        status, text = stack.api_request(method, path, body)
+        assert status == 200, (name, text)
+        events.append((name, backend, kind, start, time.monotonic()))
+
+    try:
+        time.sleep(0.4)
+        step("register b3", "b3", "add", "PUT", "/v1/agent/service/register",
+             {"Name": "web", "ID": "web-b3", "Address": "127.0.0.1", "Port": b3.port})
+        step("deregister b1", "b1", "remove", "PUT", f"/v1/agent/service/deregister/{id1}")
+        step("maintenance b2", "b2", "remove", "PUT", f"/v1/agent/service/maintenance/{id2}?enable=true&reason=test")
+        step("maintenance off b2", "b2", "add", "PUT", f"/v1/agent/service/maintenance/{id2}?enable=false")
+        step("re-register b1", "b1", "add", "PUT", "/v1/agent/service/register",
+             {"Name": "web", "ID": id1, "Address": "127.0.0.1", "Port": b1.port})
+        step("deregister b3", "b3", "remove", "PUT", "/v1/agent/service/deregister/web-b3")
+        time.sleep(0.9)
+    finally:
+        load.stop()
+    ended = time.monotonic()
+
+    records, slow = load.records, load.slow_records
+    bad = [r for r in records + slow if r[3] != 200]
+    print(f"\n{len(records)} fast and {len(slow)} slow requests; {len(load.errors)} errors, "
+          f"{len(bad)} non-200, {load.closed} connections closed by the gateway, "
+          f"{load.sockets_opened} sockets opened")
+    assert not load.errors, load.errors[:10]
+    assert not bad, bad[:10]
+    assert load.closed == 0
+    assert load.sockets_opened == len(load.threads)
+    assert len(records) > 500, "too little load to mean anything"
+    assert len(slow) >= 60
+
+    groups = worker_groups(records)
+    print(f"downstream connections by worker (through shared upstream connections): {groups}")
+    assert len(groups) == 2, "the load did not reach both workers"
+
+    lags = []
+    for i, (name, backend, kind, _, t) in enumerate(events):
+        # Until the next change's API call began (its effect may show before that call returns).
+        until = events[i + 1][3] if i + 1 < len(events) else ended
+        assert until - t > bound + 0.2
+        late = [r for r in records if t + bound <= r[1] < until]
+        assert len(late) > 50, f"{name}: too few requests in its window"
+        if kind == "remove":
+            lag = removal_lag(records, backend, t, until)
+            before = [r for r in records if r[4] == backend and t - 0.5 <= r[1] < t]
+            assert before, f"{name}: {backend} got no traffic before it was removed: the test proves nothing"
+            # Nothing reaches it in the rest of the window, on any connection.
+            after = [r for r in late if r[4] == backend]
+            assert not after, f"{name}: {backend} still answered {len(after)} requests {bound} s after"
+        else:
+            lag, missing = addition_lag(records, backend, t, until)
+            assert lag is not None, f"{name}: {backend} never answered"
+            assert not missing, f"{name}: connections {missing} never reached {backend}"
+        if kind == "remove":
+            # Signed: negative when the last request it answered was sent before the write returned.
+            lags.append((name, last_sent_to(records, backend, until) - t))
+        else:
+            lags.append((name, lag))
+        # By group (worker): each one stopped/started on its own.
+        for g in groups:
+            sub = [r for r in records if r[0] in g]
+            glag = removal_lag(sub, backend, t, until) if kind == "remove" else addition_lag(sub, backend, t, until)[0]
+            assert glag is not None and glag < bound, f"{name}: worker with connections {g} took {glag}"
+        assert lag < bound, f"{name}: took {lag * 1000:.0f} ms to reach every connection"
+    print("propagation (API write returned -> last request sent to a removed instance / every connection "
+          "reached an added one): " +
+          ", ".join(f"{n} {l * 1000:.0f} ms" for n, l in lags))
+    # Slow requests in flight on an instance while it was removed finished with 200 (checked above).
+    spanning = sum(1 for (_, backend, kind, start, _) in events if kind == "remove"
+                   for r in slow if r[4] == backend and r[1] < start and r[2] > start)
+    print(f"slow requests in flight on an instance as it was removed: {spanning}")
+    assert spanning >= 1
+
+
+# ---- health-driven endpoints ----
+
+def test_health_drives_endpoints(make_stack, make_backend):
+    stack = make_stack(ROUTE_WEB + "services:\n  web:\n    load_balancer: round_robin\n")
+    h1, h2, h3 = make_backend("h1"), make_backend("h2"), make_backend("h3")
+    # h1: an HTTP check on /status (the backend answers what /_set_status forces).
+    stack.register("web", h1, "web-h1", check={"HTTP": h1.url("/status"), "Interval": "100ms", "Timeout": "1s"})
+    # h2: a TTL check the test drives; warning weight 1, passing weight 3.
+    stack.register("web", h2, "web-h2", check={"TTL": "60s"}, weights={"Passing": 3, "Warning": 1})
+    # h3: warning weight 0 — left out while warning.
+    stack.register("web", h3, "web-h3", check={"TTL": "60s"}, weights={"Passing": 1, "Warning": 0})
+
+    def check(action, instance):
+        status, text = stack.api_request("PUT", f"/v1/agent/check/{action}/service:{instance}")
+        assert status == 200, text
+
+    def weights():
+        return {e["ID"]: e["Weight"] for e in stack.endpoints("web")}
+
+    def routed(expected):
+        return wait_for(lambda: ids(stack.endpoints("web")) == sorted(expected) or None, timeout=5,
+                        what=f"endpoints {expected}; have {ids(stack.endpoints('web'))}")
+
+    # TTL checks start critical: only h1 (once its HTTP check passed).
+    routed(["web-h1"])
+    check("pass", "web-h2")
+    check("pass", "web-h3")
+    routed(["web-h1", "web-h2", "web-h3"])
+    assert weights() == {"web-h1": 1, "web-h2": 3, "web-h3": 1}
+    seen = backends_seen(stack.gw + "/", 50)
+    assert set(seen) == {"h1", "h2", "h3"}, seen
+    assert seen["h2"] > seen["h1"], seen  # weight 3 against 1
+
+    # h1's HTTP check goes critical: it stops receiving traffic.
+    h1.force_status(500)
+    t0 = time.monotonic()
+    routed(["web-h2", "web-h3"])
+    print(f"\nHTTP check critical -> endpoint removed in {(time.monotonic() - t0) * 1000:.0f} ms (interval 100 ms)")
+    assert "h1" not in backends_seen(stack.gw + "/", 20)
+    # Passing again: back.
+    h1.force_status(0)
+    routed(["web-h1", "web-h2", "web-h3"])
+    assert "h1" in backends_seen(stack.gw + "/", 20)
+
+    # Warning: at Weights.Warning (h2: 1), or left out when that is 0 (h3).
+    check("warn", "web-h2")
+    check("warn", "web-h3")
+    wait_for(lambda: weights() == {"web-h1": 1, "web-h2": 1}, timeout=3, what="warning weights")
+    assert set(backends_seen(stack.gw + "/", 20)) == {"h1", "h2"}
+    check("pass", "web-h3")
+    # TTL failed: out.
+    check("fail", "web-h2")
+    routed(["web-h1", "web-h3"])
+    assert "h2" not in backends_seen(stack.gw + "/", 20)
+    check("pass", "web-h2")
+    wait_for(lambda: weights() == {"web-h1": 1, "web-h2": 3, "web-h3": 1}, timeout=3, what="passing weights")
+
+    # Maintenance removes a passing instance; disabling it brings it back.
+    status, text = stack.api_request("PUT", "/v1/agent/service/maintenance/web-h3?enable=true&reason=deploy")
+    assert status == 200, text
+    routed(["web-h1", "web-h2"])
+    assert "h3" not in backends_seen(stack.gw + "/", 20)
+    status, text = stack.api_request("PUT", "/v1/agent/service/maintenance/web-h3?enable=false")
+    assert status == 200, text
+    routed(["web-h1", "web-h2", "web-h3"])
+
+    # Every instance critical: 503 with a JSON body naming the service.
+    h1.force_status(500)
+    check("fail", "web-h2")
+    check("fail", "web-h3")
+    routed([])
+    status, headers, body = get(stack.gw + "/anything")
+    assert status == 503, body
+    assert headers.get("Content-Type", "").startswith("application/json")
+    assert json.loads(body)["service"] == "web"
+    # And back from nothing.
+    check("pass", "web-h2")
+    routed(["web-h2"])
+    assert backends_seen(stack.gw + "/", 5) == {"h2": 5}
+
+
+# ---- `flotilla gateway --registry` ----
+
+class StandaloneGateway:
+    """`flotilla gateway -f FILE --registry URL --admin ADDR` on free loopback ports, by PID."""
+
+    def __init__(self, directory, registry_url, name, workers=2, routes="    - service: web\n"):
+        self.port = free_port()
+        self.admin_port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.admin = f"http://127.0.0.1:{self.admin_port}"
+        self.file = os.path.join(directory, f"gateway-{name}.yaml")
+        with open(self.file, "w") as f:
+            f.write(f"name: {name}\ngateway:\n  listen: [127.0.0.1:{self.port}]\n  workers: {workers}\n"
+                    f"  routes:\n{routes}")
+        self.log_path = os.path.join(directory, f"gateway-{name}.log")
+        self.registry_url = registry_url
+        self.proc = None
+
+    def start(self):
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([BIN, "gateway", "-f", self.file, "--registry", self.registry_url,
+                                      "--admin", f"127.0.0.1:{self.admin_port}"],
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"flotilla gateway exited with {self.proc.returncode}: {self.read_log()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.admin_port), timeout=0.2):
+                    with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                        return self
+            except OSError:
+                time.sleep(0.02)
+        raise RuntimeError("flotilla gateway did not start: " + self.read_log())
+
+    def read_log(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def stop(self, sig=signal.SIGTERM, timeout=10):
+        if self.proc and self.proc.poll() is None:
+            os.kill(self.proc.pid, sig)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        if self.proc and not self.log.closed:
+            self.log.close()
+        return self.proc.returncode if self.proc else None
+
+    def status(self):
+        status, _, body = get(self.admin + "/v1/flotilla/gateway")
+        assert status == 200, body
+        return json.loads(body)
+
+    def endpoints(self, service="web"):
+        return self.status()["Services"].get(service, {}).get("Endpoints", [])
+
+
+@pytest.fixture
+def make_gateway(data_dir):
+    gateways = []
+
+    def make(registry_url, **kw):
+        g = StandaloneGateway(data_dir, registry_url, f"gw{len(gateways)}", **kw)
+        gateways.append(g)
+        return g.start()
+
+    yield make
+    for g in gateways:
+        rc = g.stop()
+        assert rc in (0, None), f"flotilla gateway exited with {rc} on SIGTERM:\n{g.read_log()}"
+
+
+def test_standalone_gateways_follow_an_agent(data_dir, make_gateway, make_backend):
+    agent_dir = os.path.join(data_dir, "agent")
+    os.makedirs(agent_dir)
+    agent = Agent(agent_dir).start()
+    try:
+        r1, r2, r3 = make_backend("r1"), make_backend("r2"), make_backend("r3")
+
+        def register(backend):
+            status, _, body = agent.request("PUT", "/v1/agent/service/register",
+                                            {"Name": "web", "ID": f"web-{backend.name}", "Address": "127.0.0.1",
+                                             "Port": backend.port})
+            assert status == 200, body
+
+        def deregister(backend):
+            status, _, body = agent.request("PUT", f"/v1/agent/service/deregister/web-{backend.name}")
+            assert status == 200, body
+
+        register(r1)
+        g1, g2 = make_gateway(agent.url), make_gateway(agent.url)
+
+        def all_follow(expected, timeout=5):
+            t0 = time.monotonic()
+            for g in (g1, g2):
+                wait_for(lambda: ids(g.endpoints()) == expected or None, timeout=timeout,
+                         what=f"{g.file} to have {expected}; has {ids(g.endpoints())}")
+            return time.monotonic() - t0
+
+        all_follow(["web-r1"])
+        for g in (g1, g2):
+            assert backends_seen(g.url + "/echo", 5) == {"r1": 5}
+
+        register(r2)
+        lag_add = all_follow(["web-r1", "web-r2"])
+        for g in (g1, g2):
+            assert set(backends_seen(g.url + "/", 20)) == {"r1", "r2"}
+        deregister(r1)
+        lag_remove = all_follow(["web-r2"])
+        for g in (g1, g2):
+            assert backends_seen(g.url + "/", 10) == {"r2": 10}
+        print(f"\nremote follow: registration seen by both gateways within {lag_add * 1000:.0f} ms, "
+              f"deregistration within {lag_remove * 1000:.0f} ms")
+        assert lag_add < 1.0 and lag_remove < 1.0
+
+        # The admin port: Prometheus metrics and the gateway's state.
+        status, headers, body = get(g1.admin + "/metrics")
+        assert status == 200 and headers["Content-Type"].startswith("text/plain")
+        text = body.decode()
+        m = re.search(r'^flotilla_gateway_requests_total\{[^}]*service="web"[^}]*code="2xx"[^}]*\} (\d+)', text, re.M)
+        assert m and int(m.group(1)) >= 35, text[:2000]
+        st = g1.status()
+        assert st["Workers"] == 2 and st["Listen"] == [f"127.0.0.1:{g1.port}"]
+        assert st["Services"]["web"]["Endpoints"][0]["Address"] == f"127.0.0.1:{r2.port}"
+        status, _, _ = get(g1.admin + "/nothing-here")
+        assert status == 404
+
+        # The agent goes away: both gateways keep serving with their last known endpoints.
+        assert agent.stop() == 0
+        for _ in range(3):
+            for g in (g1, g2):
+                assert backends_seen(g.url + "/", 5) == {"r2": 5}
+                assert ids(g.endpoints()) == ["web-r2"]
+            time.sleep(0.3)
+        assert g1.proc.poll() is None and g2.proc.poll() is None
+
+        # Back (same data dir and port): they follow again.
+        agent = Agent(agent_dir, port=agent.port).start()
+        register(r3)
+        t0 = time.monotonic()
+        all_follow(["web-r2", "web-r3"], timeout=10)
+        print(f"after the agent's restart: followed again within {(time.monotonic() - t0) * 1000:.0f} ms")
+        deregister(r2)
+        all_follow(["web-r3"])
+        for g in (g1, g2):
+            assert backends_seen(g.url + "/", 5) == {"r3": 5}
+    finally:
+        rc = agent.stop()
+    assert rc == 0, agent.read_log()
+
+
+def test_standalone_gateway_without_registry_starts_and_catches_up(data_dir, make_gateway, make_backend):
+    """A gateway started before its registry routes nothing (503), then follows once it is up."""
+    port = free_port()
+    g = make_gateway(f"http://127.0.0.1:{port}")  # waits for sync up to 5 s: nothing listens yet
+    status, _, body = get(g.url + "/")
+    assert status == 503 and json.loads(body)["service"] == "web"
+    agent_dir = os.path.join(data_dir, "agent2")
+    os.makedirs(agent_dir)
+    agent = Agent(agent_dir, port=port).start()
+    try:
+        b = make_backend("late")
+        status, _, text = agent.request("PUT", "/v1/agent/service/register",
+                                        {"Name": "web", "ID": "web-late", "Address": "127.0.0.1", "Port": b.port})
+        assert status == 200, text
+        wait_for(lambda: ids(g.endpoints()) == ["web-late"] or None, timeout=8, what="the late registry followed")
+        assert backends_seen(g.url + "/", 3) == {"late": 3}
+    finally:
+        assert agent.stop() == 0
+
+
+# ---- graceful stop ----
+
+def test_sigterm_finishes_in_flight_then_refuses(make_stack, make_backend):
+    stack = make_stack(ROUTE_WEB)
+    b = make_backend("slow")
+    stack.register("web", b)
+    # An idle keep-alive connection, to be closed by the drain.
+    idle = socket.create_connection(("127.0.0.1", stack.gw_port), timeout=5)
+    idle.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    answer = b""
+    while not answer.endswith(b"ok from slow"):  # the whole answer: the head and its body
+        chunk = idle.recv(65536)
+        assert chunk, answer
+        answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200"), answer
+
+    result = {}
+
+    def slow():
+        c = http.client.HTTPConnection("127.0.0.1", stack.gw_port, timeout=10)
+        c.request("GET", "/sleep/1")
+        r = c.getresponse()
+        result["status"], result["body"], result["at"] = r.status, r.read(), time.monotonic()
+        result["close"] = r.getheader("Connection")
+
+    before = b.counts()["total"]
+    t = threading.Thread(target=slow, daemon=True)
+    t.start()
+    wait_for(lambda: b.counts()["total"] > before, timeout=5, what="the slow request to reach the backend")
+    sent = time.monotonic()
+    stack.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    # New connections are refused while the slow request is still in flight.
+    assert "status" not in result, "the slow request finished too early for this test"
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", stack.gw_port), timeout=2).close()
+    # The idle keep-alive connection was closed.
+    idle.settimeout(2)
+    assert idle.recv(65536) == b""
+    idle.close()
+    t.join(timeout=10)
+    assert result.get("status") == 200 and result["body"] == b"slept", result
+    assert result["close"] == "close"  # the gateway ends the connection it is draining, politely
+    rc = stack.proc.wait(timeout=10)
+    exited = time.monotonic()
+    print(f"\nslow request done {result['at'] - sent:.2f} s after SIGTERM; process exited after {exited - sent:.2f} s")
+    assert rc == 0, stack.read_log()
+    assert exited - sent < 3.0
+
+
+# ---- configuration errors ----
+
+def run_up(stack, timeout=5):
+    """Runs `flotilla up` expecting it to refuse to start: (exit code, stderr, stdout). One that is
+    still running after `timeout` is stopped (by PID) and reported with exit code None."""
+    p = subprocess.Popen([BIN, "up", "-f", stack.file, "--node", "test-node"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        out, err = p.communicate(timeout=timeout)
+        rc = p.returncode
+    except subprocess.TimeoutExpired:
+        os.kill(p.pid, signal.SIGTERM)
+        out, err = p.communicate(timeout=10)
+        rc = None
+    return rc, err.decode(), out.decode()
+
+
+@pytest.mark.parametrize("body, line, col, word", [
+    (ROUTE_WEB.replace("  workers: 2\n", "  wokers: 2\n"), 7, 3, "wokers"),
+    (ROUTE_WEB + "      strip_prefx: true\n", 10, 7, "strip_prefx"),
+    (ROUTE_WEB.replace("  workers: 2\n", "  workers: many\n"), 7, 12, "workers"),
+    (ROUTE_WEB + "services:\n  web:\n    load_balancer: fastest\n", 12, 20, "load_balancer must be"),
+])
+def test_up_refuses_a_bad_gateway_key(make_stack, body, line, col, word):
+    stack = make_stack(body, start=False)
+    rc, err, out = run_up(stack)
+    assert rc not in (0, None), err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"flotilla up: {stack.file}:{line}:{col}: "), err
+    assert word in lines[0], err
+    assert not os.path.exists(os.path.join(stack.dir, "data")), "nothing is created for a bad file"
+
+
+def test_up_refuses_a_taken_gateway_port(make_stack):
+    stack = make_stack(ROUTE_WEB, start=False)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", stack.gw_port))
+        s.listen(1)
+        rc, err, _ = run_up(stack)
+    assert rc not in (0, None), err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert f"127.0.0.1:{stack.gw_port}" in lines[0] and "in use" in lines[0], err
+
+
+def test_up_refuses_a_gateway_port_another_gateway_holds(make_stack):
+    """SO_REUSEPORT must not let a second `flotilla up` silently share the first one's port."""
+    first = make_stack(ROUTE_WEB)
+    second = make_stack(ROUTE_WEB, start=False)
+    with open(second.file) as f:
+        text = f.read()
+    with open(second.file, "w") as f:
+        f.write(text.replace(f"127.0.0.1:{second.gw_port}", f"127.0.0.1:{first.gw_port}"))
+    rc, err, _ = run_up(second)
+    assert rc not in (0, None), "a second gateway bound the same port:\n" + err
+    assert f"127.0.0.1:{first.gw_port}" in err and "in use" in err, err
+    assert len(err.strip().splitlines()) == 1, err

@@ -1,0 +1,381 @@
+"""Gateway resilience through real processes: retries, timeouts, outlier ejection, circuit breaking
+and rate limiting, each seen from the client (status codes, which backend answered, timing) and
+from the agent (GET /v1/flotilla/gateway, /metrics)."""
+import http.client
+import json
+import re
+import threading
+import time
+from collections import Counter
+
+from conftest import free_port, wait_for
+
+GW_HOST = "127.0.0.1"
+NO_OUTLIER = "    outlier_detection: {consecutive_failures: 0}\n"
+
+
+def gateway_yaml(routes="    - service: web\n", services="", workers=1):
+    return ("gateway:\n  listen: [{gw}]\n" + f"  workers: {workers}\n  routes:\n" + routes +
+            (("services:\n" + services) if services else ""))
+
+
+def port_of(stack):
+    return int(stack.gw.rsplit(":", 1)[1])
+
+
+class Answer:
+    def __init__(self, status, headers, body, elapsed):
+        self.status = status
+        self.headers = headers  # lower-case names
+        self.body = body
+        self.elapsed = elapsed
+
+    @property
+    def backend(self):
+        return self.headers.get("x-backend")
+
+    def json(self):
+        return json.loads(self.body)
+
+    def __repr__(self):
+        return f"<{self.status} from {self.backend} in {self.elapsed:.3f}s: {self.body[:120]!r}>"
+
+
+def send(conn, method="GET", path="/", body=None, headers=None):
+    t = time.monotonic()
+    conn.request(method, path, body=body, headers=headers or {})
+    r = conn.getresponse()
+    data = r.read()
+    return Answer(r.status, {k.lower(): v for k, v in r.getheaders()}, data, time.monotonic() - t)
+
+
+def once(stack, method="GET", path="/", body=None, headers=None, source=None, timeout=10):
+    """One request on a fresh connection."""
+    conn = http.client.HTTPConnection(GW_HOST, port_of(stack), timeout=timeout,
+                                      source_address=(source, 0) if source else None)
+    try:
+        return send(conn, method, path, body, headers)
+    finally:
+        conn.close()
+
+
+def many(stack, n, method="GET", path="/", headers=None):
+    """n sequential requests on one keep-alive connection."""
+    conn = http.client.HTTPConnection(GW_HOST, port_of(stack), timeout=10)
+    try:
+        return [send(conn, method, path, headers=headers) for _ in range(n)]
+    finally:
+        conn.close()
+
+
+def metric(stack, name, **labels):
+    """Sum of the samples of `name` whose labels include `labels` (0 when there are none)."""
+    total = 0.0
+    for line in stack.metrics().splitlines():
+        m = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)", line)
+        if not m or m.group(1) != name:
+            continue
+        have = dict(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
+        if all(have.get(k) == v for k, v in labels.items()):
+            total += float(m.group(3))
+    return total
+
+
+def endpoint(stack, service, instance_id):
+    return next(e for e in stack.endpoints(service) if e["ID"] == instance_id)
+
+
+# ---- retries ----
+
+def test_retry_on_503_is_answered_by_the_other_endpoint(make_stack, make_backend):
+    stack = make_stack(gateway_yaml(services="  web:\n" + NO_OUTLIER, workers=2))
+    good, bad = make_backend("good"), make_backend("bad")
+    stack.register("web", good)
+    stack.register("web", bad)
+    bad.force_status(503)
+    before = metric(stack, "flotilla_gateway_retries_total", service="web")
+    answers = many(stack, 20)
+    assert all(a.status == 200 and a.backend == "good" for a in answers), answers
+    tried_bad = bad.counts()["total"]
+    assert tried_bad >= 1, "the failing endpoint was never tried: nothing was retried"
+    assert good.counts()["total"] == 20
+    # One retry per 503 the failing endpoint gave.
+    assert metric(stack, "flotilla_gateway_retries_total", service="web") - before == tried_bad
+
+
+def test_connect_failure_to_dead_endpoint_is_retried(make_stack, make_backend):
+    stack = make_stack(gateway_yaml())
+    live = make_backend("live")
+    stack.register("web", live)
+    stack.register("web", free_port(), instance_id="web-dead")  # nothing listens there
+    answers = many(stack, 10)
+    assert all(a.status == 200 and a.backend == "live" for a in answers), answers
+    assert metric(stack, "flotilla_gateway_upstream_connect_failures_total", service="web") >= 1
+    assert metric(stack, "flotilla_gateway_retries_total", service="web") >= 1
+    assert endpoint(stack, "web", "web-dead")["Failures"] >= 1
+
+
+def test_single_attempt_passes_the_503_through(make_stack, make_backend):
+    routes = "    - service: web\n      retry: {attempts: 1}\n"
+    stack = make_stack(gateway_yaml(routes, services="  web:\n" + NO_OUTLIER))
+    good, bad = make_backend("good"), make_backend("bad")
+    stack.register("web", good)
+    stack.register("web", bad)
+    bad.force_status(503)
+    answers = many(stack, 10)
+    got = Counter((a.status, a.backend) for a in answers)
+    assert set(got) == {(200, "good"), (503, "bad")}, answers
+    assert got[(503, "bad")] == bad.counts()["total"]
+    assert all(a.body == b"forced 503" for a in answers if a.status == 503)
+    assert metric(stack, "flotilla_gateway_retries_total", service="web") == 0
+
+
+def test_post_is_not_retried_after_reset_but_get_is(make_stack, make_backend):
+    stack = make_stack(gateway_yaml(services="  web:\n" + NO_OUTLIER))
+    good, closer = make_backend("good"), make_backend("closer")
+    stack.register("web", good)
+    stack.register("web", closer)
+    closer.set_reset(True)  # reads each request, then closes without an answer
+
+    posts = [once(stack, "POST", "/submit", body=b"x" * 100) for _ in range(10)]
+    got = Counter(a.status for a in posts)
+    assert set(got) <= {200, 502}, posts
+    assert got[502] >= 1, posts
+    # Every POST that reached the closing endpoint failed there; the other never saw it.
+    assert got[502] == closer.counts()["total"]
+    assert got[200] == good.counts()["total"]
+    assert all(a.json().get("service") == "web" for a in posts if a.status == 502)
+
+    good_before, closer_before = good.counts()["total"], closer.counts()["total"]
+    retries_before = metric(stack, "flotilla_gateway_retries_total", service="web")
+    gets = [once(stack, "GET", "/read") for _ in range(10)]
+    assert all(a.status == 200 and a.backend == "good" for a in gets), gets
+    assert good.counts()["total"] - good_before == 10
+    closed_gets = closer.counts()["total"] - closer_before
+    assert closed_gets >= 1
+    assert metric(stack, "flotilla_gateway_retries_total", service="web") - retries_before == closed_gets
+
+
+def test_per_try_timeout_moves_on_to_the_fast_endpoint(make_stack, make_backend):
+    routes = ("    - service: web\n"
+              "      retry: {attempts: 2, on: [reset], per_try_timeout: 300ms}\n")
+    stack = make_stack(gateway_yaml(routes, services="  web:\n" + NO_OUTLIER))
+    fast, slow = make_backend("fast"), make_backend("slow")
+    slow.set_delay(3)
+    stack.register("web", fast)
+    stack.register("web", slow)
+    answers = [once(stack) for _ in range(6)]
+    assert all(a.status == 200 and a.backend == "fast" for a in answers), answers
+    assert all(a.elapsed < 1.5 for a in answers), answers
+    slow_tries = slow.counts()["total"]
+    assert slow_tries >= 1
+    # Those that tried the slow one first waited its per-try timeout, no more.
+    waited = [a for a in answers if a.elapsed >= 0.29]
+    assert len(waited) >= slow_tries, answers
+
+
+def test_route_timeout_answers_504_with_json(make_stack, make_backend):
+    routes = "    - service: web\n      timeout: 500ms\n"
+    stack = make_stack(gateway_yaml(routes))
+    stack.register("web", make_backend("a"))
+    stack.register("web", make_backend("b"))
+    a = once(stack, path="/sleep/3")
+    assert a.status == 504, a
+    assert 0.45 <= a.elapsed < 1.5, a
+    assert a.headers.get("content-type", "").startswith("application/json")
+    body = a.json()
+    assert body["service"] == "web" and body["error"], body
+    assert metric(stack, "flotilla_gateway_requests_total", service="web", code="5xx") >= 1
+
+
+# ---- outlier detection ----
+
+def test_consecutive_5xx_eject_the_endpoint(make_stack, make_backend):
+    routes = "    - service: web\n      retry: {attempts: 1}\n"
+    services = "  web:\n    outlier_detection: {consecutive_failures: 5, base_ejection_time: 30s}\n"
+    stack = make_stack(gateway_yaml(routes, services, workers=2))
+    backends = [make_backend(n) for n in ("a", "b", "bad")]
+    ids = [stack.register("web", b) for b in backends]
+    bad, bad_id = backends[2], ids[2]
+    bad.force_status(503)
+
+    conn = http.client.HTTPConnection(GW_HOST, port_of(stack), timeout=10)
+    try:
+        failures = 0
+        for _ in range(40):
+            a = send(conn)
+            failures += a.status == 503
+            if endpoint(stack, "web", bad_id)["Ejected"]:
+                break
+        ep = endpoint(stack, "web", bad_id)
+        assert ep["Ejected"] is True and ep["Ejections"] >= 1 and ep["EjectedForSeconds"] > 20, ep
+        assert failures == 5 and bad.counts()["total"] == 5
+        assert metric(stack, "flotilla_gateway_ejections_total", service="web") >= 1
+        assert metric(stack, "flotilla_gateway_ejected_endpoints", service="web") == 1
+        others = [e for e in stack.endpoints("web") if e["ID"] != bad_id]
+        assert not any(e["Ejected"] for e in others), others
+
+        # From now on the ejected endpoint gets nothing.
+        answers = [send(conn) for _ in range(30)]
+    finally:
+        conn.close()
+    assert all(a.status == 200 and a.backend in ("a", "b") for a in answers), answers
+    assert bad.counts()["total"] == 5
+
+
+def test_never_more_than_half_of_a_cluster_is_ejected(make_stack, make_backend):
+    routes = "    - service: web\n      retry: {attempts: 1}\n"
+    services = "  web:\n    outlier_detection: {consecutive_failures: 3}\n"
+    stack = make_stack(gateway_yaml(routes, services, workers=2))
+    b1, b2 = make_backend("one"), make_backend("two")
+    stack.register("web", b1)
+    stack.register("web", b2)
+    b1.force_status(500)
+    b2.force_status(500)
+    answers = many(stack, 30)
+    # Every request reached a backend (none was refused for want of an endpoint).
+    assert all(a.status == 500 and a.backend in ("one", "two") for a in answers), answers
+    eps = stack.endpoints("web")
+    ejected = [e for e in eps if e["Ejected"]]
+    assert len(ejected) == 1, eps
+    kept = next(e for e in eps if not e["Ejected"])
+    # The kept one went on failing well past the threshold: only the cap kept it in.
+    assert kept["Failures"] >= 2 * 3, kept
+    assert metric(stack, "flotilla_gateway_ejected_endpoints", service="web") == 1
+
+
+# ---- circuit breaking ----
+
+def test_circuit_breaker_max_requests_answers_503_at_once(make_stack, make_backend):
+    services = "  web:\n    circuit_breaker: {max_requests: 2}\n"
+    stack = make_stack(gateway_yaml(services=services, workers=2))
+    stack.register("web", make_backend("slow"))
+    before = metric(stack, "flotilla_gateway_overloaded_total", service="web", limit="max_requests")
+
+    answers = [None] * 6
+    barrier = threading.Barrier(6)
+
+    def client(i):
+        barrier.wait(timeout=10)
+        try:
+            answers[i] = once(stack, path="/sleep/1.5")
+        except Exception as e:  # noqa: BLE001 - reported below
+            answers[i] = e
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=15)
+    assert all(isinstance(a, Answer) for a in answers), answers
+    ok = [a for a in answers if a.status == 200]
+    refused = [a for a in answers if a.status == 503]
+    assert len(ok) == 2 and len(refused) == 4, answers
+    for a in refused:
+        assert a.elapsed < 0.75, a  # at once, not after the slow answer
+        assert a.headers.get("x-flotilla-overloaded") == "max_requests", a.headers
+        assert a.json()["service"] == "web"
+    assert metric(stack, "flotilla_gateway_overloaded_total", service="web", limit="max_requests") - before == 4
+    # The slots come back when the requests end.
+    assert once(stack).status == 200
+
+
+# ---- rate limiting ----
+
+def test_rate_limit_burst_gets_429_with_retry_after(make_stack, make_backend):
+    routes = "    - service: web\n      rate_limit: {requests_per_second: 20, burst: 5}\n"
+    stack = make_stack(gateway_yaml(routes))
+    stack.register("web", make_backend("a"))
+    t = time.monotonic()
+    answers = many(stack, 50)
+    elapsed = time.monotonic() - t
+    ok = [a for a in answers if a.status == 200]
+    limited = [a for a in answers if a.status == 429]
+    assert len(ok) + len(limited) == 50, answers
+    # The burst, plus what the rate refilled while the 50 went through.
+    assert 5 <= len(ok) <= 5 + 20 * elapsed + 1, (len(ok), elapsed)
+    assert answers[:5] == ok[:5], "the burst is served first"
+    assert len(limited) >= 20
+    for a in limited:
+        assert int(a.headers["retry-after"]) >= 1, a.headers
+        assert a.json()["error"]
+    assert metric(stack, "flotilla_gateway_rate_limited_total") == len(limited)
+    # The bucket refills at the rate.
+    time.sleep(0.3)
+    assert once(stack).status == 200
+
+
+def test_rate_limit_keys_have_independent_buckets(make_stack, make_backend):
+    limit = "{requests_per_second: 0.2, burst: 2, key: %s}"
+    routes = (f"    - service: web\n      match: {{path_prefix: /ip/}}\n      rate_limit: {limit % 'client_ip'}\n"
+              f"    - service: web\n      match: {{path_prefix: /user/}}\n      rate_limit: {limit % 'header:x-user'}\n"
+              f"    - service: web\n      match: {{path_prefix: /all/}}\n      rate_limit: {limit % 'route'}\n")
+    stack = make_stack(gateway_yaml(routes, workers=2))
+    stack.register("web", make_backend("a"))
+
+    def codes(path, n, **kw):
+        return [once(stack, path=path, **kw).status for _ in range(n)]
+
+    # client_ip: each client address has its own bucket.
+    assert codes("/ip/x", 3, source="127.0.0.1") == [200, 200, 429]
+    assert codes("/ip/x", 3, source="127.0.0.2") == [200, 200, 429]
+    assert codes("/ip/x", 1, source="127.0.0.1") == [429]
+    # header:x-user: each value has its own bucket, whatever the address.
+    assert codes("/user/x", 3, headers={"X-User": "alice"}) == [200, 200, 429]
+    assert codes("/user/x", 3, headers={"X-User": "bob"}, source="127.0.0.1") == [200, 200, 429]
+    assert codes("/user/x", 1, headers={"X-User": "alice"}, source="127.0.0.3") == [429]
+    # route: one bucket for everyone.
+    assert codes("/all/x", 1, source="127.0.0.4") + codes("/all/x", 2, source="127.0.0.5") == [200, 200, 429]
+
+
+def test_rate_holds_within_5_percent_across_workers(make_stack, make_backend):
+    rate, burst, seconds, clients = 100, 10, 4.0, 8
+    routes = f"    - service: web\n      rate_limit: {{requests_per_second: {rate}, burst: {burst}, key: route}}\n"
+    stack = make_stack(gateway_yaml(routes, workers=2))
+    stack.register("web", make_backend("a"))
+
+    lock = threading.Lock()
+    results = []  # (send time, status)
+    errors = []
+    barrier = threading.Barrier(clients)
+
+    def client():
+        # Connections are spread over the workers by SO_REUSEPORT; 8 of them use both.
+        conn = http.client.HTTPConnection(GW_HOST, port_of(stack), timeout=10)
+        mine = []
+        try:
+            conn.connect()
+            barrier.wait(timeout=10)
+            stop_at = start + seconds
+            while True:
+                t = time.monotonic()
+                if t >= stop_at:
+                    break
+                conn.request("GET", "/")
+                r = conn.getresponse()
+                r.read()
+                mine.append((t, time.monotonic(), r.status))
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(repr(e))
+        finally:
+            conn.close()
+            with lock:
+                results.extend(mine)
+
+    start = time.monotonic() + 0.2
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=20)
+    assert not errors, errors
+    statuses = Counter(s for _, _, s in results)
+    assert set(statuses) <= {200, 429}, statuses
+    # The window: from the first request sent to the last answer received. The bucket starts
+    # full, so what may pass in it is the burst plus the rate times its length.
+    window = max(done for _, done, _ in results) - min(sent for sent, _, _ in results)
+    offered = len(results) / window
+    assert offered >= 3 * rate, f"the client drove only {offered:.0f} req/s"
+    expected = burst + rate * window
+    measured = statuses[200]
+    assert abs(measured - expected) / expected <= 0.05, (measured, expected, window, statuses)
