@@ -1,0 +1,1023 @@
+"""The gateway as an HTTP/1.1 proxy, end to end: routing, both sides of HTTP/1.1 (keep-alive,
+pipelining, 100-continue, chunked and sized bodies streamed with flat memory, Upgrade), the
+headers it adds and removes, the request shapes it refuses before anything reaches a backend,
+and what it reports (/metrics, the access log).
+
+Most tests share one `flotilla up` (module fixture `gw`, one worker so upstream pooling is
+deterministic) with one backend per service; requests go through a raw-socket client, since
+pipelining and malformed requests are beyond urllib.
+"""
+import hashlib
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from conftest import Stack, wait_for
+from gateway_backend import GatewayBackend
+
+MiB = 1 << 20
+GiB = 1 << 30
+
+# ---- a raw HTTP/1.1 client ----
+
+
+class Response:
+    def __init__(self, version, status, reason, headers, body=b""):
+        self.version, self.status, self.reason, self.headers, self.body = version, status, reason, headers, body
+
+    def header(self, name, default=None):
+        for k, v in self.headers:
+            if k.lower() == name.lower():
+                return v
+        return default
+
+    def all(self, name):
+        return [v for k, v in self.headers if k.lower() == name.lower()]
+
+    def json(self):
+        return json.loads(self.body)
+
+    def echo_header(self, name):
+        """A header as the backend saw it (from an /echo answer): list of values."""
+        return [v for k, v in self.json()["headers"] if k.lower() == name.lower()]
+
+    def __repr__(self):
+        return f"<{self.version} {self.status} {self.headers} {self.body[:300]!r}>"
+
+
+class Client:
+    """One TCP connection to the gateway; every read is bounded by the socket timeout."""
+
+    def __init__(self, port, timeout=10.0, rcvbuf=None):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(timeout)
+        self.sock.connect(("127.0.0.1", port))
+        self.buf = bytearray()
+
+    def close(self):
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def send(self, data):
+        self.sock.sendall(data.encode("latin-1") if isinstance(data, str) else data)
+
+    def _fill(self, n=65536):
+        try:
+            chunk = self.sock.recv(n)
+        except ConnectionResetError:
+            chunk = b""
+        if not chunk:
+            raise EOFError(f"connection closed; unparsed bytes: {bytes(self.buf[:300])!r}")
+        self.buf += chunk
+
+    def _take(self, n):
+        out = bytes(self.buf[:n])
+        del self.buf[:n]
+        return out
+
+    def read_exact(self, n):
+        while len(self.buf) < n:
+            self._fill(max(65536, min(n - len(self.buf), 4 * MiB)))
+        return self._take(n)
+
+    def read_line(self):
+        while b"\r\n" not in self.buf:
+            self._fill()
+        i = self.buf.index(b"\r\n")
+        line = self._take(i)
+        self._take(2)
+        return line
+
+    def read_head(self):
+        while b"\r\n\r\n" not in self.buf:
+            self._fill()
+        i = self.buf.index(b"\r\n\r\n")
+        head = self._take(i).decode("latin-1")
+        self._take(4)
+        lines = head.split("\r\n")
+        version, status, *reason = lines[0].split(" ", 2)
+        headers = []
+        for line in lines[1:]:
+            k, _, v = line.partition(":")
+            headers.append((k, v.strip()))
+        return Response(version, int(status), reason[0] if reason else "", headers)
+
+    def read_response(self, method="GET"):
+        """One response; an interim 1xx (but 101) is returned as it is, without a body."""
+        r = self.read_head()
+        if 100 <= r.status < 200 or method == "HEAD" or r.status in (204, 304):
+            return r
+        te = r.header("transfer-encoding")
+        cl = r.header("content-length")
+        if te is not None:
+            assert te.lower() == "chunked", r
+            r.body = self.read_chunked()
+        elif cl is not None:
+            r.body = self.read_exact(int(cl))
+        else:
+            r.body = self.read_to_close()
+        return r
+
+    def read_chunked(self):
+        parts = []
+        while True:
+            size = int(self.read_line().split(b";")[0], 16)
+            if size == 0:
+                while self.read_line() != b"":
+                    pass
+                return b"".join(parts)
+            parts.append(self.read_exact(size))
+            assert self.read_exact(2) == b"\r\n"
+
+    def read_to_close(self):
+        while True:
+            try:
+                self._fill()
+            except EOFError:
+                return self._take(len(self.buf))
+
+    def closed_by_peer(self, within=5.0):
+        """True when the peer closes within `within` seconds (bytes arriving first are kept)."""
+        deadline = time.monotonic() + within
+        old = self.sock.gettimeout()
+        try:
+            while time.monotonic() < deadline:
+                self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+                try:
+                    chunk = self.sock.recv(65536)
+                except socket.timeout:
+                    return False
+                except ConnectionResetError:
+                    return True
+                if not chunk:
+                    return True
+                self.buf += chunk
+            return False
+        finally:
+            self.sock.settimeout(old)
+
+
+def request(method, target, host="main.test", headers=(), body=None, version="1.1"):
+    lines = [f"{method} {target} HTTP/{version}"]
+    if host is not None:
+        lines.append(f"Host: {host}")
+    lines += [f"{k}: {v}" for k, v in headers]
+    if body is not None and not any(k.lower() in ("content-length", "transfer-encoding") for k, _ in headers):
+        lines.append(f"Content-Length: {len(body)}")
+    data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    if body is not None:
+        data += body.encode() if isinstance(body, str) else body
+    return data
+
+
+def chunked(parts, trailer=b""):
+    out = b""
+    for i, p in enumerate(parts):
+        ext = b";note=x" if i == 1 else b""
+        out += b"%x%s\r\n%s\r\n" % (len(p), ext, p)
+    return out + b"0\r\n" + trailer + b"\r\n"
+
+
+# ---- memory of the flotilla process ----
+
+
+def vm_kib(pid, field):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise AssertionError(f"{field} missing")
+
+
+class PeakRss:
+    """Peak VmRSS (bytes) of a process while the block runs: VmHWM reset through clear_refs when
+    allowed, and sampled every 20 ms in any case."""
+
+    def __init__(self, pid):
+        self.pid = pid
+        self.peak = 0
+        self.stop = threading.Event()
+
+    def __enter__(self):
+        self.base = vm_kib(self.pid, "VmRSS") * 1024
+        try:
+            with open(f"/proc/{self.pid}/clear_refs", "w") as f:
+                f.write("5")
+            self.hwm = True
+        except OSError:
+            self.hwm = False
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def _sample(self):
+        while not self.stop.is_set():
+            try:
+                self.peak = max(self.peak, vm_kib(self.pid, "VmRSS") * 1024)
+            except (OSError, AssertionError):
+                return
+            self.stop.wait(0.02)
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+        if self.hwm:
+            self.peak = max(self.peak, vm_kib(self.pid, "VmHWM") * 1024)
+
+    @property
+    def growth(self):
+        return self.peak - self.base
+
+
+# ---- the shared stack ----
+
+SERVICES = ["main", "exact", "apihost", "wild", "writer", "beta", "stripped", "api", "admin", "first", "second"]
+
+GATEWAY_YAML = """gateway:
+  listen: [{gw}]
+  workers: 1
+  access_log: @LOG@
+  timeouts: {header: 1s}
+  routes:
+    - match: {host: main.test}
+      service: main
+    - match: {host: limited.test}
+      service: main
+      max_body: 1KiB
+    - match: {path: /exact}
+      service: exact
+    - match: {host: api.example.com}
+      service: apihost
+    - match: {host: "*.wild.test"}
+      service: wild
+    - match: {path_prefix: /m, methods: [POST, PUT]}
+      service: writer
+    - match: {path_prefix: /m, headers: {x-variant: beta}}
+      service: beta
+    - match: {path_prefix: /strip}
+      service: stripped
+      strip_prefix: true
+    - match: {path_prefix: /api}
+      service: api
+    - match: {path_prefix: /admin}
+      service: admin
+    - match: {path_prefix: /first}
+      service: first
+    - match: {path_prefix: /first/deeper}
+      service: second
+    - match: {path_prefix: /empty}
+      service: empty
+"""
+MAIN_ROUTE = "0:main"
+EMPTY_ROUTE = "12:empty"
+
+
+class Env:
+    pass
+
+
+@pytest.fixture(scope="module")
+def gw():
+    d = tempfile.mkdtemp(prefix="flotilla-gwhttp-")
+    env = Env()
+    env.dir = d
+    env.access_log = os.path.join(d, "access.log")
+    backends = {}
+    stack = None
+    try:
+        # Distinct ports (all bound at once while chosen), backends started in parallel; then each
+        # must answer with its own name (a backend that lost its port to another would not).
+        holders = [socket.socket() for _ in SERVICES]
+        for h in holders:
+            h.bind(("127.0.0.1", 0))
+        ports = [h.getsockname()[1] for h in holders]
+        for h in holders:
+            h.close()
+        with ThreadPoolExecutor(len(SERVICES)) as pool:
+            for b in pool.map(lambda np: GatewayBackend(np[1], np[0], d).start(), zip(SERVICES, ports)):
+                backends[b.name] = b
+        for name, b in backends.items():
+            with urllib.request.urlopen(b.url("/whoami"), timeout=10) as r:
+                assert r.headers["X-Backend"] == name, f"port {b.port} is not backend {name}'s"
+        sdir = os.path.join(d, "stack")
+        os.makedirs(sdir)
+        stack = Stack(sdir, GATEWAY_YAML.replace("@LOG@", env.access_log)).start()
+        for name, b in backends.items():
+            stack.register(name, b)
+        env.stack, env.backends, env.port = stack, backends, stack.gw_port
+        env.main = backends["main"]
+        env.pid = stack.proc.pid
+        yield env
+    finally:
+        rc = stack.stop() if stack else 0
+        for b in backends.values():
+            b.stop()
+        log = stack.read_log() if stack else ""
+        shutil.rmtree(d, ignore_errors=True)
+        assert rc in (0, None), f"flotilla up exited with {rc} on SIGTERM:\n{log}"
+
+
+def one(gw, data, method="GET", timeout=10.0):
+    """Sends `data` on a fresh connection and reads one response."""
+    with Client(gw.port, timeout) as c:
+        c.send(data)
+        return c.read_response(method)
+
+
+def get(gw, target, host=None, headers=()):
+    return one(gw, request("GET", target, host=host or f"127.0.0.1:{gw.port}", headers=headers))
+
+
+# ---- routing ----
+
+
+def routed(gw, target, host=None, method="GET", headers=()):
+    r = one(gw, request(method, target, host=host or f"127.0.0.1:{gw.port}", headers=headers,
+                        body=b"" if method in ("POST", "PUT") else None), method)
+    return r.status, r.header("x-backend"), r.header("x-path")
+
+
+def test_first_matching_route_wins(gw):
+    # /first/deeper is also matched by the later, more specific route: the earlier one wins.
+    assert routed(gw, "/first/deeper")[:2] == (200, "first")
+    assert routed(gw, "/first")[:2] == (200, "first")
+    # A route on host api.example.com comes after the exact /exact route.
+    assert routed(gw, "/exact", host="api.example.com")[:2] == (200, "exact")
+    assert routed(gw, "/other", host="api.example.com")[:2] == (200, "apihost")
+
+
+def test_path_prefix_is_segment_aware_and_exact_path_is_exact(gw):
+    assert routed(gw, "/api")[:2] == (200, "api")
+    assert routed(gw, "/api/")[:2] == (200, "api")
+    assert routed(gw, "/api/v1/users?x=1") == (200, "api", "/api/v1/users?x=1")
+    assert routed(gw, "/apix")[0] == 404
+    assert routed(gw, "/administrator")[0] == 404
+    assert routed(gw, "/exact")[:2] == (200, "exact")
+    assert routed(gw, "/exact?q=1") == (200, "exact", "/exact?q=1")
+    assert routed(gw, "/exact/sub")[0] == 404
+    assert routed(gw, "/exactly")[0] == 404
+
+
+def test_host_exact_and_wildcard_port_ignored(gw):
+    assert routed(gw, "/anything", host="api.example.com")[:2] == (200, "apihost")
+    assert routed(gw, "/anything", host="api.example.com:8443")[:2] == (200, "apihost")
+    assert routed(gw, "/anything", host="API.Example.COM")[:2] == (200, "apihost")
+    assert routed(gw, "/anything", host="other.example.com")[0] == 404
+    assert routed(gw, "/anything", host="a.wild.test")[:2] == (200, "wild")
+    assert routed(gw, "/anything", host="x.y.wild.test:81")[:2] == (200, "wild")
+    assert routed(gw, "/anything", host="wild.test")[0] == 404  # *.suffix needs a subdomain
+    assert routed(gw, "/anything", host="notwild.test")[0] == 404
+    # absolute-form: the target's authority is the host
+    with Client(gw.port) as c:
+        c.send(f"GET http://api.example.com/abs HTTP/1.1\r\nHost: 127.0.0.1:{gw.port}\r\n\r\n")
+        r = c.read_response()
+    assert (r.status, r.header("x-backend"), r.header("x-path")) == (200, "apihost", "/abs")
+
+
+def test_methods_and_header_match(gw):
+    assert routed(gw, "/m/x", method="POST")[:2] == (200, "writer")
+    assert routed(gw, "/m/x", method="PUT")[:2] == (200, "writer")
+    assert routed(gw, "/m/x")[0] == 404  # GET: neither the method route nor (no header) the header route
+    assert routed(gw, "/m/x", method="DELETE")[0] == 404
+    assert routed(gw, "/m/x", headers=[("X-Variant", "beta")])[:2] == (200, "beta")
+    assert routed(gw, "/m/x", headers=[("x-variant", "beta")])[:2] == (200, "beta")
+    assert routed(gw, "/m/x", headers=[("X-Variant", "alpha")])[0] == 404
+    assert routed(gw, "/m/x", headers=[("X-Variant", "betamax")])[0] == 404
+    # both would match: the first route wins
+    assert routed(gw, "/m/x", method="POST", headers=[("X-Variant", "beta")])[:2] == (200, "writer")
+
+
+def test_strip_prefix(gw):
+    assert routed(gw, "/strip/echo/a?q=1") == (200, "stripped", "/echo/a?q=1")
+    assert routed(gw, "/strip") == (200, "stripped", "/")
+    assert routed(gw, "/strip/") == (200, "stripped", "/")
+    assert routed(gw, "/stripped")[0] == 404
+
+
+@pytest.mark.parametrize("target,backend,upstream_path", [
+    ("/api/../admin", "admin", "/admin"),
+    ("/api/%2e%2e/admin", "admin", "/admin"),
+    ("/api/%2E%2E/admin", "admin", "/admin"),
+    ("/api/.%2e/admin/x", "admin", "/admin/x"),
+    ("/api/./../admin", "admin", "/admin"),
+    ("/../../admin", "admin", "/admin"),
+    ("//admin", "admin", "/admin"),
+    ("/admin//x///y", "admin", "/admin/x/y"),
+    ("/%61dmin/x", "admin", "/admin/x"),
+    ("/admin/../api/v1", "api", "/api/v1"),
+    ("/a/b/../../api", "api", "/api"),
+])
+def test_path_normalised_before_matching(gw, target, backend, upstream_path):
+    assert routed(gw, target) == (200, backend, upstream_path)
+
+
+@pytest.mark.parametrize("target", ["/api/..", "/api/../adminx", "/exact/../nothing", "/%2e%2e/x"])
+def test_normalised_path_without_route_is_404(gw, target):
+    assert routed(gw, target)[0] == 404
+
+
+def test_no_route_is_404_json(gw):
+    r = get(gw, "/nowhere/at/all")
+    assert r.status == 404
+    assert r.header("content-type") == "application/json"
+    body = r.json()
+    assert body["error"] and body["path"] == "/nowhere/at/all"
+
+
+def test_refusal_on_keepalive_connection_is_answered_once(gw):
+    # A 404 or 503 the gateway answers itself leaves the connection usable, for the next request only.
+    with Client(gw.port) as c:
+        c.send(request("GET", "/nowhere", host=f"127.0.0.1:{gw.port}"))
+        assert c.read_response().status == 404
+        c.send(request("GET", "/empty/x", host=f"127.0.0.1:{gw.port}"))
+        assert c.read_response().status == 503
+        c.send(request("GET", "/api/after", host=f"127.0.0.1:{gw.port}"))
+        r = c.read_response()
+        assert (r.status, r.header("x-backend"), r.header("x-path")) == (200, "api", "/api/after")
+        assert not c.closed_by_peer(0.3)
+        assert c.buf == b"", "more answers than requests"
+
+
+def test_service_without_instance_is_503_json(gw):
+    r = get(gw, "/empty/x")
+    assert r.status == 503
+    assert r.header("content-type") == "application/json"
+    assert r.json()["service"] == "empty"
+
+
+# ---- HTTP/1.1, both sides ----
+
+
+def test_upstream_connections_reused_within_and_across_client_connections(gw):
+    before = gw.main.counts()["conns"]
+    conns = []
+    with Client(gw.port) as c:
+        for i in range(5):
+            c.send(request("GET", f"/echo?i={i}"))
+            r = c.read_response()
+            assert r.status == 200
+            conns.append(r.header("x-conn"))
+    for i in range(3):
+        with Client(gw.port) as c:
+            c.send(request("GET", f"/echo?j={i}"))
+            r = c.read_response()
+            assert r.status == 200
+            conns.append(r.header("x-conn"))
+    assert len(set(conns)) == 1, conns
+    assert gw.main.counts()["conns"] - before <= 1
+
+
+def test_http10_client_without_keepalive_is_closed(gw):
+    with Client(gw.port) as c:
+        c.send(request("GET", "/echo/ten", version="1.0"))
+        r = c.read_response()
+        assert r.status == 200 and r.version == "HTTP/1.0"
+        assert r.json()["path"] == "/echo/ten"
+        assert c.closed_by_peer(5)
+
+
+def test_http10_client_with_keepalive(gw):
+    with Client(gw.port) as c:
+        for i in range(3):
+            c.send(request("GET", f"/echo/ka{i}", version="1.0", headers=[("Connection", "keep-alive")]))
+            r = c.read_response()
+            assert r.status == 200 and r.version == "HTTP/1.0", r
+            assert r.header("connection", "").lower() == "keep-alive"
+            assert r.json()["path"] == f"/echo/ka{i}"
+        assert not c.closed_by_peer(0.3)
+
+
+def test_http10_client_gets_chunked_response_decoded(gw):
+    n = 3 * 65536 + 77
+    with Client(gw.port) as c:
+        c.send(request("GET", f"/chunked/{n}", version="1.0", headers=[("Connection", "keep-alive")]))
+        r = c.read_head()
+        assert r.status == 200 and r.header("transfer-encoding") is None, r
+        body = c.read_to_close()  # an HTTP/1.0 client gets the body up to the close
+    assert body == b"y" * n
+
+
+def test_connection_close_honoured(gw):
+    with Client(gw.port) as c:
+        c.send(request("GET", "/echo", headers=[("Connection", "close")]))
+        r = c.read_response()
+        assert r.status == 200
+        assert r.header("connection", "").lower() == "close"
+        assert c.closed_by_peer(5)
+
+
+def test_keepalive_default_and_upstream_close_does_not_close_client(gw):
+    with Client(gw.port) as c:
+        c.send(request("GET", "/close"))
+        r = c.read_response()
+        assert r.status == 200 and r.body == b"closing"
+        assert "close" not in r.header("connection", "").lower()
+        first = r.header("x-conn")
+        c.send(request("GET", "/echo"))
+        r = c.read_response()
+        assert r.status == 200
+        assert r.header("x-conn") != first  # that upstream connection was closed, not reused
+        assert not c.closed_by_peer(0.3)
+
+
+def test_pipelined_requests_answered_in_order(gw):
+    reqs = (request("GET", "/echo?n=1")
+            + request("GET", "/bytes/300000")
+            + request("POST", "/echo?n=3", body=b"hello pipeline")
+            + request("HEAD", "/bytes/1000")
+            + request("PUT", "/echo?n=5", headers=[("Transfer-Encoding", "chunked")], body=chunked([b"abc", b"de"]))
+            + request("GET", "/echo?n=6"))
+    with Client(gw.port) as c:
+        c.send(reqs)
+        r1 = c.read_response()
+        r2 = c.read_response()
+        r3 = c.read_response()
+        r4 = c.read_response("HEAD")
+        r5 = c.read_response()
+        r6 = c.read_response()
+    assert r1.json()["path"] == "/echo?n=1"
+    assert r2.status == 200 and r2.body == b"x" * 300000
+    assert r3.json()["path"] == "/echo?n=3" and r3.json()["body_len"] == 14
+    assert r4.status == 200 and r4.header("content-length") == "1000" and r4.body == b""
+    assert r5.json()["path"] == "/echo?n=5" and r5.json()["body_len"] == 5
+    assert r5.json()["body_sha256"] == hashlib.sha256(b"abcde").hexdigest()
+    assert r6.json()["path"] == "/echo?n=6"
+
+
+@pytest.mark.parametrize("size", [11, 200 * 1024])
+def test_expect_100_continue(gw, size):
+    body = os.urandom(size)
+    with Client(gw.port, timeout=5) as c:
+        c.send(request("POST", "/echo/expect", headers=[("Expect", "100-continue"), ("Content-Length", str(size))]))
+        interim = c.read_response()  # nothing of the body sent yet: the gateway must say 100 first
+        assert interim.status == 100, interim
+        c.send(body)
+        r = c.read_response()
+    assert r.status == 200
+    echo = r.json()
+    assert echo["body_len"] == size and echo["body_sha256"] == hashlib.sha256(body).hexdigest()
+
+
+def test_chunked_request_body_reaches_backend_exactly(gw):
+    rnd = os.urandom(400_000)
+    sizes = [1, 7, 4096, 65536, 100_000, 1, 3]
+    parts, at = [], 0
+    for s in sizes:
+        parts.append(rnd[at:at + s])
+        at += s
+    parts.append(rnd[at:])
+    data = request("POST", "/echo/chunked", headers=[("Transfer-Encoding", "chunked")],
+                   body=chunked(parts, trailer=b"X-Trailer: t\r\n"))
+    with Client(gw.port) as c:
+        # in pieces, split inside chunk-size lines and data
+        for i in range(0, len(data), 9973):
+            c.send(data[i:i + 9973])
+        r = c.read_response()
+        assert r.status == 200
+        echo = r.json()
+        assert echo["body_len"] == len(rnd)
+        assert echo["body_sha256"] == hashlib.sha256(rnd).hexdigest()
+        # an empty chunked body, then the connection still works
+        c.send(request("POST", "/echo/empty", headers=[("Transfer-Encoding", "chunked")], body=b"0\r\n\r\n"))
+        r = c.read_response()
+        assert r.json()["body_len"] == 0
+        c.send(request("GET", "/echo/after"))
+        assert c.read_response().json()["path"] == "/echo/after"
+
+
+def test_chunked_response_identical_bytes(gw):
+    n = 5 * 65536 + 12345
+    with Client(gw.port) as c:
+        c.send(request("GET", f"/chunked/{n}"))
+        r = c.read_response()
+        assert r.status == 200 and r.header("transfer-encoding", "").lower() == "chunked"
+        assert r.body == b"y" * n
+        # the framing ended where it should: the connection carries the next request
+        c.send(request("GET", "/chunked/0"))
+        r = c.read_response()
+        assert r.status == 200 and r.body == b""
+        c.send(request("GET", "/echo/next"))
+        assert c.read_response().json()["path"] == "/echo/next"
+
+
+def test_head_request(gw):
+    with Client(gw.port) as c:
+        c.send(request("HEAD", "/bytes/123456"))
+        r = c.read_response("HEAD")
+        assert r.status == 200 and r.header("content-length") == "123456"
+        c.send(request("GET", "/echo/after-head"))
+        r = c.read_response()  # a body left over from HEAD would be read as this response
+        assert r.status == 200 and r.json()["path"] == "/echo/after-head"
+
+
+def test_1gib_upload_streams_with_flat_memory(gw):
+    base_block = os.urandom(MiB)
+    h = hashlib.sha256()
+    with Client(gw.port, timeout=30) as c, PeakRss(gw.pid) as mem:
+        c.send(request("PUT", "/echo/upload", headers=[("Content-Length", str(GiB))]))
+        for i in range(GiB // MiB):
+            block = i.to_bytes(8, "big") + base_block[8:]
+            h.update(block)
+            c.sock.sendall(block)
+        r = c.read_response()
+    assert r.status == 200, r
+    echo = r.json()
+    assert echo["body_len"] == GiB
+    assert echo["body_sha256"] == h.hexdigest()
+    assert mem.growth < 64 * MiB, f"RSS grew by {mem.growth / MiB:.1f} MiB during a 1 GiB upload"
+
+
+def test_1gib_download_streams_with_flat_memory(gw):
+    got = 0
+    bad = 0
+    buf = bytearray(MiB)
+    view = memoryview(buf)
+    with Client(gw.port, timeout=30) as c, PeakRss(gw.pid) as mem:
+        c.send(request("GET", f"/bytes/{GiB}"))
+        r = c.read_head()
+        assert r.status == 200 and r.header("content-length") == str(GiB)
+        got = len(c.buf)
+        bad += len(c.buf) - c.buf.count(b"x")
+        c.buf.clear()
+        while got < GiB:
+            n = c.sock.recv_into(view, min(MiB, GiB - got))
+            assert n > 0, f"closed after {got} bytes"
+            bad += n - buf.count(b"x", 0, n)
+            got += n
+    assert got == GiB and bad == 0
+    assert mem.growth < 64 * MiB, f"RSS grew by {mem.growth / MiB:.1f} MiB during a 1 GiB download"
+
+
+def test_slow_reader_gets_backpressure_not_buffering(gw):
+    size = 512 * MiB
+    with Client(gw.port, timeout=10, rcvbuf=64 * 1024) as c, PeakRss(gw.pid) as mem:
+        c.send(request("GET", f"/bytes/{size}"))
+        r = c.read_head()
+        assert r.status == 200
+        time.sleep(2.0)  # not reading at all: a buffering gateway would take in hundreds of MiB now
+        got = len(c.buf)
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:  # then reading slowly
+            got += len(c.sock.recv(16 * 1024))
+            time.sleep(0.01)
+        assert got > 0
+    assert mem.growth < 64 * MiB, f"RSS grew by {mem.growth / MiB:.1f} MiB behind a slow reader"
+    assert get(gw, "/echo", host="main.test").status == 200
+
+
+def test_websocket_upgrade_tunnelled(gw):
+    with Client(gw.port, timeout=5) as c:
+        c.send(request("GET", "/ws", headers=[("Connection", "Upgrade"), ("Upgrade", "websocket"),
+                                              ("Sec-WebSocket-Version", "13")]))
+        r = c.read_head()
+        assert r.status == 101, r
+        assert r.header("upgrade", "").lower() == "websocket"
+        assert "upgrade" in r.header("connection", "").lower()
+        for msg in (b"hello", b"\x00\x01binary\xff", os.urandom(100_000)):
+            c.send(msg)
+            assert c.read_exact(len(msg)) == msg
+        assert c.buf == b""
+
+
+def test_hop_by_hop_headers_removed(gw):
+    r = one(gw, request("GET", "/echo/hop", headers=[
+        ("Connection", "x-secret, keep-alive"), ("X-Secret", "1"), ("Keep-Alive", "timeout=5"), ("TE", "trailers"),
+        ("Proxy-Authorization", "Basic c2VjcmV0"), ("Proxy-Connection", "keep-alive"), ("Trailer", "X-T"),
+        ("X-Kept", "yes")]))
+    assert r.status == 200
+    seen = {k.lower() for k, _ in r.json()["headers"]}
+    for h in ("x-secret", "keep-alive", "te", "proxy-authorization", "proxy-connection", "trailer"):
+        assert h not in seen, (h, r.json()["headers"])
+    assert r.echo_header("connection") in ([], ["keep-alive"])  # the gateway's own hop, if any
+    assert r.echo_header("x-kept") == ["yes"]
+
+
+def test_forwarded_headers(gw):
+    r = one(gw, request("GET", "/echo/fwd", headers=[("X-Forwarded-For", "203.0.113.7"),
+                                                     ("X-Forwarded-Proto", "https"),
+                                                     ("X-Forwarded-Host", "evil.example")]))
+    assert r.echo_header("x-forwarded-for") == ["203.0.113.7, 127.0.0.1"]
+    assert r.echo_header("x-forwarded-proto") == ["http"]
+    assert r.echo_header("x-forwarded-host") == ["main.test"]
+    r = one(gw, request("GET", "/echo/fwd2", host="main.test:8080"))
+    assert r.echo_header("x-forwarded-for") == ["127.0.0.1"]
+    assert r.echo_header("x-forwarded-host") == ["main.test:8080"]
+    assert r.echo_header("host") == ["main.test:8080"]
+
+
+def test_request_id_generated_or_preserved(gw):
+    ids = []
+    for _ in range(2):
+        r = one(gw, request("GET", "/echo/rid"))
+        v = r.echo_header("x-request-id")
+        assert len(v) == 1 and re.fullmatch(r"[0-9a-f]{32}", v[0]), v
+        ids.append(v[0])
+    assert ids[0] != ids[1]
+    r = one(gw, request("GET", "/echo/rid", headers=[("X-Request-Id", "client-id-42")]))
+    assert r.echo_header("x-request-id") == ["client-id-42"]
+
+
+TRACE_RE = r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})"
+
+
+def test_traceparent_propagated_with_new_parent(gw):
+    trace, parent = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    r = one(gw, request("GET", "/echo/tp", headers=[("traceparent", f"00-{trace}-{parent}-01")]))
+    v = r.echo_header("traceparent")
+    assert len(v) == 1
+    m = re.fullmatch(TRACE_RE, v[0])
+    assert m, v
+    assert m.group(1) == trace and m.group(2) != parent and m.group(2) != "0" * 16 and m.group(3) == "01"
+
+
+@pytest.mark.parametrize("sent", [None, "garbage", "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+                                  "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"])
+def test_traceparent_created_when_absent_or_invalid(gw, sent):
+    seen = []
+    for _ in range(2):
+        r = one(gw, request("GET", "/echo/tp", headers=[("traceparent", sent)] if sent else []))
+        v = r.echo_header("traceparent")
+        assert len(v) == 1
+        m = re.fullmatch(TRACE_RE, v[0])
+        assert m, v
+        assert m.group(1) != "0" * 32 and m.group(2) != "0" * 16
+        seen.append(m.group(1))
+    assert seen[0] != seen[1]  # a new trace each time
+    if sent:
+        assert sent[3:35] not in seen
+
+
+# ---- hardening: refused before anything reaches the backend ----
+
+BASE = "POST /echo/smuggle HTTP/1.1\r\nHost: main.test\r\n"
+GBASE = "GET /echo/bad HTTP/1.1\r\nHost: main.test\r\n"
+
+HARDENING = [
+    ("cl_and_te", BASE + "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", {400}),
+    ("te_and_cl", BASE + "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n", {400}),
+    ("duplicate_cl_differing", BASE + "Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", {400}),
+    ("duplicate_cl_list", BASE + "Content-Length: 5, 6\r\n\r\nhello!", {400}),
+    ("cl_not_numeric", BASE + "Content-Length: 5x\r\n\r\nhello", {400}),
+    ("cl_plus_sign", BASE + "Content-Length: +5\r\n\r\nhello", {400}),
+    ("cl_negative", BASE + "Content-Length: -1\r\n\r\n", {400}),
+    ("cl_overflow", BASE + "Content-Length: 99999999999999999999999\r\n\r\n", {400}),
+    ("te_gzip", BASE + "Transfer-Encoding: gzip\r\n\r\n", {400, 501}),
+    ("te_chunked_not_last", BASE + "Transfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n", {400, 501}),
+    ("te_chunked_twice", BASE + "Transfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n", {400, 501}),
+    ("te_two_fields", BASE + "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", {400, 501}),
+    ("te_in_http10", "POST /echo/smuggle HTTP/1.0\r\nHost: main.test\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+     {400}),
+    ("te_xchunked", BASE + "Transfer-Encoding: xchunked\r\n\r\n0\r\n\r\n", {400, 501}),
+    ("bad_chunk_size", BASE + "Transfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n", {400}),
+    ("chunk_size_0x", BASE + "Transfer-Encoding: chunked\r\n\r\n0x5\r\nhello\r\n0\r\n\r\n", {400}),
+    ("chunk_size_overflow", BASE + "Transfer-Encoding: chunked\r\n\r\n" + "f" * 17 + "\r\nhello\r\n0\r\n\r\n", {400, 413}),
+    ("chunk_size_negative", BASE + "Transfer-Encoding: chunked\r\n\r\n-5\r\nhello\r\n0\r\n\r\n", {400}),
+    ("chunk_data_too_long", BASE + "Transfer-Encoding: chunked\r\n\r\n3\r\nhello\r\n0\r\n\r\n", {400}),
+    ("obs_fold", GBASE + "X-A: 1\r\n  folded\r\n\r\n", {400}),
+    ("nul_in_value", GBASE + "X-A: a\x00b\r\n\r\n", {400}),
+    ("nul_in_name", GBASE + "X-\x00A: b\r\n\r\n", {400}),
+    ("bare_cr_in_value", GBASE + "X-A: a\rb\r\n\r\n", {400}),
+    ("bare_lf_in_head", GBASE + "X-A: a\nX-B: b\r\n\r\n", {400}),
+    ("bare_lf_ending", "GET /echo/bad HTTP/1.1\nHost: main.test\n\n", {400}),
+    ("space_before_colon", GBASE + "X-A : b\r\n\r\n", {400}),
+    ("tab_before_colon", GBASE + "X-A\t: b\r\n\r\n", {400}),
+    ("space_before_colon_cl", BASE + "Content-Length : 5\r\n\r\nhello", {400}),
+    ("request_line_too_long", "GET /echo/" + "a" * 8200 + " HTTP/1.1\r\nHost: main.test\r\n\r\n", {414}),
+    ("headers_too_large", GBASE + "".join(f"X-Big-{i}: {'v' * 2000}\r\n" for i in range(31)) + "\r\n", {431}),
+    ("too_many_fields", GBASE + "".join(f"X-F{i}: v\r\n" for i in range(101)) + "\r\n", {431}),
+    ("host_missing", "GET /echo/bad HTTP/1.1\r\nX-A: b\r\n\r\n", {400}),
+    ("host_twice", GBASE + "Host: other.test\r\n\r\n", {400}),
+    ("host_with_slash", "GET /echo/bad HTTP/1.1\r\nHost: main.test/x\r\n\r\n", {400}),
+    ("host_with_userinfo", "GET /echo/bad HTTP/1.1\r\nHost: user@main.test\r\n\r\n", {400}),
+    ("host_with_space", "GET /echo/bad HTTP/1.1\r\nHost: main .test\r\n\r\n", {400}),
+    ("host_bad_port", "GET /echo/bad HTTP/1.1\r\nHost: main.test:99999\r\n\r\n", {400}),
+    ("host_list", "GET /echo/bad HTTP/1.1\r\nHost: main.test,evil.test\r\n\r\n", {400}),
+    ("body_over_max_by_cl", "POST /echo/big HTTP/1.1\r\nHost: limited.test\r\nContent-Length: 2048\r\n\r\n", {413}),
+    ("body_over_max_one_chunk", "POST /echo/big HTTP/1.1\r\nHost: limited.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+     "800\r\n", {413}),
+    ("body_over_max_small_chunks", "POST /echo/big HTTP/1.1\r\nHost: limited.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+     + "64\r\n" + "z" * 100 + "\r\n" + "64\r\n" + "z" * 100 + "\r\n" + "".join("64\r\n" + "z" * 100 + "\r\n" for _ in range(10)),
+     {413}),
+]
+
+
+@pytest.mark.parametrize("name,raw,statuses", HARDENING, ids=[h[0] for h in HARDENING])
+def test_refused_before_reaching_backend(gw, name, raw, statuses):
+    before = gw.main.counts()
+    with Client(gw.port, timeout=5) as c:
+        c.send(raw.encode("latin-1"))
+        r = c.read_response()
+        assert r.status in statuses, r
+        assert r.header("content-type") == "application/json"
+        assert c.closed_by_peer(5), "the connection stays open after a refused request"
+    after = gw.main.counts()
+    assert after["total"] == before["total"], "a refused request reached the backend"
+    assert after["heads"] == before["heads"], "a refused request's head reached the backend"
+    # the refusal was the request's fault, not the gateway's state: a good request passes
+    assert one(gw, request("GET", "/echo/ok")).status == 200
+
+
+@pytest.mark.parametrize("late", ["zz\r\nhello\r\n0\r\n\r\n", "800\r\n" + "z" * 2048 + "\r\n0\r\n\r\n"],
+                         ids=["bad_chunk_size", "over_max_body"])
+def test_bad_chunked_body_arriving_later_never_completes_at_backend(gw, late):
+    # The body streams, so the head may be upstream already; the backend must still never get a
+    # complete request, and the client gets the error.
+    before = gw.main.counts()
+    with Client(gw.port, timeout=5) as c:
+        c.send("POST /echo/late HTTP/1.1\r\nHost: limited.test\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        time.sleep(0.3)
+        c.send(late)
+        r = c.read_response()
+        assert r.status == (400 if late.startswith("zz") else 413), r
+        assert c.closed_by_peer(5)
+    time.sleep(0.2)
+    assert gw.main.counts()["total"] == before["total"]
+
+
+def test_body_within_max_body_passes(gw):
+    body = os.urandom(1024)
+    r = one(gw, request("POST", "/echo/limit", host="limited.test", body=body))
+    assert r.status == 200 and r.json()["body_sha256"] == hashlib.sha256(body).hexdigest()
+    r = one(gw, request("POST", "/echo/limit", host="limited.test", headers=[("Transfer-Encoding", "chunked")],
+                        body=chunked([body[:1000], body[1000:]])))
+    assert r.status == 200 and r.json()["body_len"] == 1024
+
+
+def test_slow_headers_get_408(gw):
+    before = gw.main.counts()
+    with Client(gw.port, timeout=6) as c:
+        c.send("GET /echo/slow HTTP/1.1\r\nHost: main.test\r\nX-Partial: ")
+        t0 = time.monotonic()
+        r = c.read_response()
+        elapsed = time.monotonic() - t0
+        assert r.status == 408, r
+        assert 0.8 <= elapsed <= 3.0, elapsed
+        assert c.closed_by_peer(5)
+    after = gw.main.counts()
+    assert after["total"] == before["total"] and after["heads"] == before["heads"]
+
+
+def test_slow_headers_trickled_still_408(gw):
+    # Bytes arriving now and then do not extend the head deadline.
+    with Client(gw.port, timeout=6) as c:
+        c.send("GET /echo/slow HTTP/1.1\r\nHost: main.test\r\n")
+        t0 = time.monotonic()
+        status = None
+        for i in range(40):
+            try:
+                c.send(f"X-T{i}: 1\r\n")
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            if c.closed_by_peer(0.1) or c.buf:
+                break
+        r = c.read_response()
+        status = r.status
+        elapsed = time.monotonic() - t0
+    assert status == 408 and elapsed <= 3.0, (status, elapsed)
+
+
+def test_connection_flood_keeps_process_alive(make_stack, make_backend):
+    stack = make_stack("gateway:\n  listen: [{gw}]\n  workers: 1\n  max_connections: 50\n  routes:\n    - service: web\n")
+    b = make_backend("flood")
+    stack.register("web", b)
+    socks = []
+    try:
+        for _ in range(200):
+            s = socket.socket()
+            s.settimeout(5)
+            s.connect(("127.0.0.1", stack.gw_port))
+            socks.append(s)
+
+        def rejected():
+            m = re.search(r"^flotilla_gateway_downstream_connections_rejected_total (\S+)$", stack.metrics(), re.M)
+            return m and float(m.group(1)) >= 150
+
+        wait_for(rejected, timeout=10, what="150 connections rejected")
+        assert stack.proc.poll() is None
+        # the connections over the limit were closed by the gateway
+        closed = 0
+        for s in socks:
+            s.settimeout(0.05)
+            try:
+                if s.recv(1) == b"":
+                    closed += 1
+            except socket.timeout:
+                pass
+            except ConnectionResetError:
+                closed += 1
+        assert closed >= 150 - 5, closed
+    finally:
+        for s in socks:
+            s.close()
+    assert stack.proc.poll() is None
+
+    def served():
+        try:
+            with Client(stack.gw_port, timeout=2) as c:
+                c.send(request("GET", "/echo/after-flood", host="x.test"))
+                return c.read_response().status == 200
+        except (OSError, EOFError):
+            return False
+
+    wait_for(served, timeout=10, what="a request served after the flood")
+
+
+# ---- observability ----
+
+
+def parse_metrics(text):
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = re.fullmatch(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+\d+)?", line)
+        assert m, f"unparsable metrics line: {line!r}"
+        labels = tuple(sorted(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"', m.group(2) or "")))
+        out[(m.group(1), labels)] = float(m.group(3))
+    return out
+
+
+def requests_total(metrics, route, service, code):
+    key = ("flotilla_gateway_requests_total", tuple(sorted([("route", route), ("service", service), ("code", code)])))
+    return metrics.get(key, 0.0)
+
+
+def test_metrics_count_requests_by_route_service_code(gw):
+    before = parse_metrics(gw.stack.metrics())
+    with Client(gw.port) as c:
+        for path in ["/echo/m1", "/echo/m2", "/echo/m3", "/status/404", "/status/404", "/status/502"]:
+            c.send(request("GET", path))
+            c.read_response()
+    assert get(gw, "/empty/m").status == 503
+    after = parse_metrics(gw.stack.metrics())
+
+    def delta(route, service, code):
+        return requests_total(after, route, service, code) - requests_total(before, route, service, code)
+
+    assert delta(MAIN_ROUTE, "main", "2xx") == 3
+    assert delta(MAIN_ROUTE, "main", "4xx") == 2
+    assert delta(MAIN_ROUTE, "main", "5xx") == 1
+    assert delta(EMPTY_ROUTE, "empty", "5xx") == 1
+    assert delta(EMPTY_ROUTE, "empty", "2xx") == 0
+
+
+def test_metrics_pass_promtool(gw):
+    promtool = shutil.which("promtool") or ("/usr/bin/promtool" if os.path.exists("/usr/bin/promtool") else None)
+    if not promtool:
+        pytest.skip("promtool not installed (Debian package prometheus)")
+    get(gw, "/echo/promtool", host="main.test")
+    text = gw.stack.metrics()
+    assert "flotilla_gateway_requests_total{" in text
+    p = subprocess.run([promtool, "check", "metrics"], input=text.encode(), capture_output=True, timeout=30)
+    assert p.returncode == 0, (p.stdout + p.stderr).decode()
+
+
+def test_access_log_one_json_line_per_request(gw):
+    tag = uuid.uuid4().hex
+    upstream = f"127.0.0.1:{gw.main.port}"
+    # (method, path, host, status, upstream, service): answered by the backend, then by the gateway
+    sent = [("GET", f"/echo/{tag}/a", "main.test", 200, upstream, "main"),
+            ("POST", f"/echo/{tag}/b", "main.test", 200, upstream, "main"),
+            ("GET", f"/status/404?{tag}", "main.test", 404, upstream, "main"),
+            ("DELETE", f"/echo/{tag}/c", "main.test", 200, upstream, "main"),
+            ("GET", f"/nowhere/{tag}", "nohost.test", 404, "", ""),
+            ("GET", f"/empty/{tag}", "nohost.test", 503, "", "empty")]
+    with Client(gw.port) as c:
+        for method, path, host, status, _, _ in sent:
+            c.send(request(method, path, host=host, body=b"data" if method == "POST" else None))
+            assert c.read_response(method).status == status
+
+    def mine():
+        if not os.path.exists(gw.access_log):
+            return None
+        with open(gw.access_log) as f:
+            lines = f.read().splitlines()
+        records = [json.loads(line) for line in lines]  # every line is one JSON object
+        found = [r for r in records if tag in r.get("path", "")]
+        return found if len(found) >= len(sent) else None
+
+    found = wait_for(mine, timeout=5, what="access log lines")
+    time.sleep(0.3)  # nothing more arrives for these requests
+    found = mine()
+    assert len(found) == len(sent), found
+    for rec, (method, path, host, status, up, service) in zip(found, sent):
+        assert rec["method"] == method and rec["path"] == path and rec["status"] == status, rec
+        assert rec["host"] == host and rec["upstream"] == up and rec["service"] == service, rec
