@@ -28,7 +28,7 @@ namespace flotilla::gateway {
 namespace {
 using boost::system::error_code;
 using http1::syntax::iequals;
-constexpr auto kAwait = asio::use_awaitable;
+constexpr auto kAwait = asio::use_awaitable_t<Executor>{};
 
 constexpr size_t kInitialIn = 2 * 1024;  // a browser GET fits; bigger heads grow it
 constexpr size_t kRelay = 16 * 1024;
@@ -150,7 +150,7 @@ void Buffer::shrink(size_t to) {
 
 // ---- Connection ----
 
-Connection::Connection(Worker& worker, tcp::socket socket)
+Connection::Connection(Worker& worker, Socket socket)
     : worker_(worker), socket_(std::move(socket)), in_(kInitialIn) {
   error_code ec;
   auto remote = socket_.remote_endpoint(ec);
@@ -162,7 +162,7 @@ Connection::Connection(Worker& worker, tcp::socket socket)
 Connection::~Connection() { worker_.untrack(tracked_); }
 
 void Connection::start() {
-  asio::co_spawn(worker_.io(), [self = shared_from_this()]() { return self->run(); }, asio::detached);
+  asio::co_spawn(worker_.io().get_executor(), [self = shared_from_this()]() { return self->run(); }, asio::detached);
 }
 
 void Connection::set_deadline(Wait what, int64_t from_now) {
@@ -199,7 +199,7 @@ void Connection::drain() {
   }
 }
 
-asio::awaitable<bool> Connection::write_down(std::string_view a, std::string_view b) {
+Task<bool> Connection::write_down(std::string_view a, std::string_view b) {
   error_code ec;
   set_deadline(Wait::write, ns(worker_.shared().config.timeouts.idle));
   std::array<asio::const_buffer, 2> bufs{asio::buffer(a.data(), a.size()), asio::buffer(b.data(), b.size())};
@@ -208,7 +208,7 @@ asio::awaitable<bool> Connection::write_down(std::string_view a, std::string_vie
   co_return !ec && !timed_out_;
 }
 
-asio::awaitable<void> Connection::send_local(int status, std::string_view body, bool close,
+Task<void> Connection::send_local(int status, std::string_view body, bool close,
                                              std::string_view extra_header) {
   const auto& head = parser_.head();
   std::string& h = down_head_;
@@ -234,7 +234,7 @@ asio::awaitable<void> Connection::send_local(int status, std::string_view body, 
   co_await write_down(h, body);
 }
 
-asio::awaitable<void> Connection::run() {
+Task<void> Connection::run() {
   for (;;) {
     if (!co_await read_head()) break;
     if (!co_await handle_request()) break;
@@ -251,7 +251,7 @@ asio::awaitable<void> Connection::run() {
   worker_.give_response_parser(std::move(response_parser_));
 }
 
-asio::awaitable<bool> Connection::read_head() {
+Task<bool> Connection::read_head() {
   const auto& cfg = worker_.shared().config;
   bool first = in_.empty();
   timed_out_ = false;
@@ -310,7 +310,7 @@ namespace {
 enum class Outcome : uint8_t { response, connect_failure, reset, timeout, bad_response };
 }  // namespace
 
-asio::awaitable<bool> Connection::handle_request() {
+Task<bool> Connection::handle_request() {
   WorkerShared& shared = worker_.shared();
   const auto& cfg = shared.config;
   const int64_t started = now_ns();
@@ -337,7 +337,7 @@ asio::awaitable<bool> Connection::handle_request() {
   // A request we refuse without reading its body leaves that body on the wire: close then.
   // Its head is consumed first, or a kept-alive connection would parse the same request again.
   bool head_consumed = false;
-  auto refuse = [&](int status, std::string body, std::string_view extra = {}) -> asio::awaitable<bool> {
+  auto refuse = [&](int status, std::string body, std::string_view extra = {}) -> Task<bool> {
     if (!head_consumed) {
       in_.consume(head_length);
       head_consumed = true;
@@ -527,7 +527,7 @@ asio::awaitable<bool> Connection::handle_request() {
     if (attempt > 0) {
       retry_slot = std::move(next_retry);
       if (cs.metrics.retries) cs.metrics.retries->inc();
-      asio::steady_timer t(worker_.io(), resilience::backoff_delay({}, attempt - 1, worker_.random()));
+      SteadyTimer t(worker_.io(), resilience::backoff_delay({}, attempt - 1, worker_.random()));
       error_code ec;
       co_await t.async_wait(asio::redirect_error(kAwait, ec));
       now = now_ns();
@@ -828,8 +828,8 @@ asio::awaitable<bool> Connection::handle_request() {
       auto self = shared_from_this();
       // client -> service, on a second coroutine; this one does service -> client.
       asio::co_spawn(
-          worker_.io(),
-          [self, tunnel_up, idle]() -> asio::awaitable<void> {
+          worker_.io().get_executor(),
+          [self, tunnel_up, idle]() -> Task<void> {
             error_code ec;
             if (!self->in_.empty()) {
               co_await asio::async_write(tunnel_up->socket, asio::buffer(self->in_.view().data(), self->in_.size()),

@@ -22,7 +22,7 @@ namespace flotilla::gateway {
 
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
-  Connection(Worker& worker, tcp::socket socket);
+  Connection(Worker& worker, Socket socket);
   ~Connection();
   void start();
   // The sweep found the deadline passed: cancel whatever the coroutine waits on.
@@ -35,13 +35,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
   enum class Wait : uint8_t { none, idle, head, body, upstream, write, tunnel };
   struct Attempt;
 
-  asio::awaitable<void> run();
+  Task<void> run();
   // Reads until a full head is parsed; false when the connection should just close.
-  asio::awaitable<bool> read_head();
-  asio::awaitable<bool> handle_request();
-  asio::awaitable<void> send_local(int status, std::string_view body_json, bool close,
+  Task<bool> read_head();
+  Task<bool> handle_request();
+  Task<void> send_local(int status, std::string_view body_json, bool close,
                                    std::string_view extra_header = {});
-  asio::awaitable<bool> write_down(std::string_view a, std::string_view b = {});
+  Task<bool> write_down(std::string_view a, std::string_view b = {});
 
   void set_deadline(Wait what, int64_t ns_from_now);
   void clear_deadline() {
@@ -50,7 +50,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   }
 
   Worker& worker_;
-  tcp::socket socket_;
+  Socket socket_;
   std::string client_ip_;
   std::list<Connection*>::iterator tracked_;
   int64_t deadline_ = INT64_MAX;

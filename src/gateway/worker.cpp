@@ -25,7 +25,7 @@ UpstreamConnection::~UpstreamConnection() {
 }
 
 Worker::Worker(int id, WorkerShared& shared)
-    : id_(id), shared_(shared), io_(BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO), sweep_timer_(io_), rng_(std::random_device{}() ^ (uint64_t(id) << 32)) {}
+    : id_(id), shared_(shared), io_(BOOST_ASIO_CONCURRENCY_HINT_UNSAFE), sweep_timer_(io_), rng_(std::random_device{}() ^ (uint64_t(id) << 32)) {}
 
 Worker::~Worker() {
   stop_and_join();
@@ -46,13 +46,13 @@ uint16_t Worker::listen(const std::string& address, uint16_t port_override) {
     // SO_REUSEPORT lets every worker bind the port, but it would just as well let another process
     // (a second gateway with the same file) bind it and silently take a share of the connections.
     // A socket that does not share finds out whether anything listens there already.
-    tcp::acceptor probe(io_);
+    Acceptor probe(io_);
     probe.open(ep.protocol(), ec);
     if (!ec) probe.set_option(tcp::acceptor::reuse_address(true), ec);
     if (!ec) probe.bind(ep, ec);
     if (ec) throw std::runtime_error("gateway cannot listen on " + address + ": " + ec.message());
   }
-  auto acceptor = std::make_unique<tcp::acceptor>(io_);
+  auto acceptor = std::make_unique<Acceptor>(io_);
   acceptor->open(ep.protocol(), ec);
   if (!ec) acceptor->set_option(tcp::acceptor::reuse_address(true), ec);
   if (!ec) {
@@ -84,7 +84,7 @@ void Worker::start() {
 }
 
 void Worker::accept(size_t i) {
-  acceptors_[i]->async_accept([this, i](const boost::system::error_code& ec, tcp::socket socket) {
+  acceptors_[i]->async_accept([this, i](const boost::system::error_code& ec, Socket socket) {
     if (ec == asio::error::operation_aborted || draining_) return;
     if (!ec) {
       if (connection_count_.load(std::memory_order_relaxed) >= static_cast<size_t>(shared_.config.max_connections)) {
@@ -98,7 +98,7 @@ void Worker::accept(size_t i) {
       }
     } else if (ec == asio::error::no_descriptors || ec == asio::error::no_buffer_space) {
       // Out of file descriptors: wait a little instead of spinning.
-      auto t = std::make_shared<asio::steady_timer>(io_, std::chrono::milliseconds(100));
+      auto t = std::make_shared<SteadyTimer>(io_, std::chrono::milliseconds(100));
       t->async_wait([this, i, t](const boost::system::error_code&) { accept(i); });
       return;
     }
@@ -124,6 +124,13 @@ void Worker::sweep() {
   sweep_timer_.expires_after(kSweep);
   sweep_timer_.async_wait([this](const boost::system::error_code& ec) {
     if (ec) return;
+    // Other threads only raise flags; the worker acts on them here, so its io_context needs no
+    // locks at all (BOOST_ASIO_CONCURRENCY_HINT_UNSAFE).
+    if (stop_requested_.load(std::memory_order_acquire)) {
+      io_.stop();
+      return;
+    }
+    if (drain_requested_.load(std::memory_order_acquire) && !draining_) start_draining();
     int64_t now = now_ns();
     // expire() may end a connection (and untrack it) only later, on its own coroutine: safe to
     // walk the list here.
@@ -138,7 +145,7 @@ void Worker::sweep() {
       idle_count_ -= before - v.size();
       it = v.empty() ? idle_.erase(it) : std::next(it);
     }
-    if (!draining_) sweep();
+    sweep();
   });
 }
 
@@ -221,20 +228,20 @@ void Worker::put_idle(std::unique_ptr<UpstreamConnection> c) {
   ++idle_count_;
 }
 
-void Worker::drain() {
-  asio::post(io_, [this] {
-    draining_ = true;
-    boost::system::error_code ec;
-    for (auto& a : acceptors_) a->close(ec);
-    for (Connection* c : live_) c->drain();
-    idle_.clear();
-    idle_count_ = 0;
-  });
+void Worker::drain() { drain_requested_.store(true, std::memory_order_release); }
+
+void Worker::start_draining() {
+  draining_ = true;
+  boost::system::error_code ec;
+  for (auto& a : acceptors_) a->close(ec);
+  for (Connection* c : live_) c->drain();
+  idle_.clear();
+  idle_count_ = 0;
 }
 
 void Worker::stop_and_join() {
   if (!thread_.joinable()) return;
-  io_.stop();
+  stop_requested_.store(true, std::memory_order_release);  // the next sweep (≤ 50 ms) stops the loop
   thread_.join();
 }
 

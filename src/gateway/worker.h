@@ -3,6 +3,11 @@
 // load balancers. Internal to src/gateway: this header pulls in Asio.
 #pragma once
 
+#include <utility>  // Boost 1.74 awaitable.hpp uses std::exchange without including it
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/basic_socket_acceptor.hpp>
+#include <boost/asio/basic_stream_socket.hpp>
+#include <boost/asio/basic_waitable_timer.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -28,6 +33,15 @@ namespace flotilla::gateway {
 
 namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
+// The worker's own executor type everywhere on the data plane, not any_io_executor: no
+// type-erased executor call per operation (measured ~2-3 % of the proxy's CPU).
+using Executor = asio::io_context::executor_type;
+using Socket = asio::basic_stream_socket<tcp, Executor>;
+using Acceptor = asio::basic_socket_acceptor<tcp, Executor>;
+using SteadyTimer =
+    asio::basic_waitable_timer<std::chrono::steady_clock, asio::wait_traits<std::chrono::steady_clock>, Executor>;
+template <typename T>
+using Task = asio::awaitable<T, Executor>;
 
 class AccessLog;
 class Connection;
@@ -63,7 +77,7 @@ struct UpstreamConnection {
   UpstreamConnection(asio::io_context& io, std::shared_ptr<EndpointState> ep, std::shared_ptr<ClusterShared> cl)
       : socket(io), endpoint(std::move(ep)), cluster(std::move(cl)) {}
   ~UpstreamConnection();
-  tcp::socket socket;
+  Socket socket;
   std::shared_ptr<EndpointState> endpoint;
   std::shared_ptr<ClusterShared> cluster;
   int64_t idle_since_ns = 0;
@@ -80,6 +94,7 @@ class Worker {
   uint16_t listen(const std::string& address, uint16_t port_override);
   void start();
   // Thread-safe: stop accepting, close idle connections, finish the rest (see Gateway::stop).
+  // Takes effect at the worker's next sweep (within 50 ms).
   void drain();
   void stop_and_join();
   size_t connections() const { return connection_count_.load(std::memory_order_relaxed); }
@@ -114,6 +129,7 @@ class Worker {
  private:
   void accept(size_t listener);
   void sweep();
+  void start_draining();
 
   int id_;
   WorkerShared& shared_;
@@ -121,11 +137,11 @@ class Worker {
   // untrack themselves.
   std::list<Connection*> live_;
   std::atomic<size_t> connection_count_{0};
-  // Only this worker's thread touches its sockets: the reactor skips its per-descriptor locks
-  // (posts from the control thread still lock the scheduler).
+  // Only this worker's thread touches its io_context (other threads raise drain/stop flags that
+  // the sweep reads): no locks in the scheduler or the reactor.
   asio::io_context io_;
-  std::vector<std::unique_ptr<tcp::acceptor>> acceptors_;
-  asio::steady_timer sweep_timer_;
+  std::vector<std::unique_ptr<Acceptor>> acceptors_;
+  SteadyTimer sweep_timer_;
   std::thread thread_;
   std::shared_ptr<const Snapshot> snapshot_;
   uint64_t snapshot_version_ = 0;
@@ -141,6 +157,8 @@ class Worker {
   std::vector<std::unique_ptr<http1::ResponseParser>> spare_parsers_;
   std::mt19937_64 rng_;
   bool draining_ = false;
+  std::atomic<bool> drain_requested_{false};
+  std::atomic<bool> stop_requested_{false};
 };
 
 }  // namespace flotilla::gateway
