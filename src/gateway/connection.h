@@ -42,6 +42,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Task<void> send_local(int status, std::string_view body_json, bool close,
                                    std::string_view extra_header = {});
   Task<bool> write_down(std::string_view a, std::string_view b = {});
+  // The rest of a write that send_now() began (`sent` bytes of a then b are out). wait: the
+  // deadline kind to arm (Wait::write), or Wait::upstream to keep the caller's deadline.
+  Task<bool> write_rest(Socket& socket, std::string_view a, std::string_view b, size_t sent, Wait wait);
 
   void set_deadline(Wait what, int64_t ns_from_now);
   void clear_deadline() {
