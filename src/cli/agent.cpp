@@ -30,14 +30,6 @@ namespace flotilla::cli {
 
 namespace {
 
-// Thousands of blocking queries are thousands of sockets.
-void raise_fd_limit() {
-  rlimit rl{};
-  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-    rl.rlim_cur = rl.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &rl);
-  }
-}
 
 std::string hostname() {
   char buf[256] = {};
@@ -48,6 +40,15 @@ std::string hostname() {
 }
 
 }  // namespace
+
+// Thousands of blocking queries, or of gateway connections, are thousands of sockets.
+void raise_fd_limit() {
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+}
 
 int run_agent(const AgentOptions& o, const config::File* file) {
   const char* who = file ? "flotilla up" : "flotilla agent";

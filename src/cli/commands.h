@@ -38,5 +38,7 @@ struct AgentOptions {
 // The agent (registry, health checks, API); with `file`, also the gateway of its `gateway:`
 // section, fed from the registry in-process (`flotilla up`).
 int run_agent(const AgentOptions& options, const config::File* file);
+// Raises the open-files soft limit to the hard limit.
+void raise_fd_limit();
 
 }  // namespace flotilla::cli

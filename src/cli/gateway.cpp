@@ -5,7 +5,6 @@
 #include <boost/asio/signal_set.hpp>
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
-#include <sys/resource.h>
 
 #include <iostream>
 
@@ -46,11 +45,7 @@ int run_gateway(const GatewayOptions& o) {
     std::cerr << "flotilla gateway: " << o.file << " has no `gateway:` section (listen and routes)\n";
     return 2;
   }
-  rlimit rl{};
-  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-    rl.rlim_cur = rl.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &rl);
-  }
+  raise_fd_limit();
   EventLoop loop;
   metrics::Registry metrics;
   gateway::Gateway gw(file, metrics);

@@ -10,7 +10,6 @@ namespace flotilla::gateway::lb {
 namespace {
 constexpr uint32_t kEmpty = UINT32_MAX;
 // Entries walked past unusable endpoints before checking that any endpoint is usable at all.
-constexpr size_t kWalkBeforeCheck = 32;
 }  // namespace
 
 MaglevBalancer::MaglevBalancer(const std::vector<Endpoint>& endpoints, uint64_t seed)
@@ -60,18 +59,7 @@ MaglevBalancer::MaglevBalancer(const std::vector<Endpoint>& endpoints, uint64_t 
 int MaglevBalancer::pick(const PickContext& context) {
   if (table_.empty()) return -1;
   const uint64_t hash = context.hash ? *context.hash : rng_.next();
-  size_t at = hash % kTableSize;
-  for (size_t walked = 0; walked < kTableSize; ++walked, ++at) {
-    if (at == kTableSize) at = 0;
-    if (context.usable(table_[at])) return static_cast<int>(table_[at]);
-    if (walked == kWalkBeforeCheck) {
-      // A long walk: make sure it can end before visiting every entry.
-      bool any = false;
-      for (size_t i = 0; i < endpoints_ && !any; ++i) any = context.usable(i);
-      if (!any) return -1;
-    }
-  }
-  return -1;
+  return first_usable_owner(table_, hash % kTableSize, endpoints_, context.usable);
 }
 
 }  // namespace flotilla::gateway::lb

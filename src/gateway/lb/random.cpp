@@ -64,4 +64,18 @@ int WeightedChoice::pick(Rng& rng, const Usable& usable, int except) const {
   return scan(rng, usable, except);
 }
 
+int first_usable_owner(const std::vector<uint32_t>& owners, size_t at, size_t endpoints, const Usable& usable) {
+  constexpr size_t kWalkBeforeCheck = 32;
+  for (size_t walked = 0; walked < owners.size(); ++walked, ++at) {
+    if (at == owners.size()) at = 0;  // past the last entry: the circle closes
+    if (usable(owners[at])) return static_cast<int>(owners[at]);
+    if (walked == kWalkBeforeCheck) {
+      bool any = false;
+      for (size_t i = 0; i < endpoints && !any; ++i) any = usable(i);
+      if (!any) return -1;
+    }
+  }
+  return -1;
+}
+
 }  // namespace flotilla::gateway::lb

@@ -36,6 +36,11 @@ class Rng {
 // anyway it counts as 1 rather than vanishing or dividing by zero.
 inline uint64_t effective_weight(const Endpoint& e) { return e.weight < 1 ? 1 : e.weight; }
 
+// The hash policies' lookup: the first usable owner at or after `at` on a circular table of
+// endpoint indexes (a ring's points, a Maglev table). After a short walk it checks that some
+// endpoint is usable at all, so a walk ends without visiting every entry when none is.
+int first_usable_owner(const std::vector<uint32_t>& owners, size_t at, size_t endpoints, const Usable& usable);
+
 // Draws an endpoint index with probability weight / total weight among the usable ones:
 // prefix sums and a binary search, O(log n), no allocation.
 class WeightedChoice {

@@ -25,7 +25,6 @@ constexpr double kLightestPoints = 1024;
 // (halving counts instead would keep them still until a power of two, then move half of all keys).
 constexpr double kMaxPoints = 1 << 16;
 // Points walked past unusable owners before checking that any endpoint is usable at all.
-constexpr size_t kWalkBeforeCheck = 32;
 
 struct Point {
   uint64_t hash;
@@ -81,17 +80,7 @@ int RingHashBalancer::pick(const PickContext& context) {
     len -= half;
   }
   size_t at = static_cast<size_t>(base - hashes_.data()) + (*base < hash ? 1 : 0);
-  for (size_t walked = 0; walked < hashes_.size(); ++walked, ++at) {
-    if (at == hashes_.size()) at = 0;  // past the last point: the circle closes
-    if (context.usable(owners_[at])) return static_cast<int>(owners_[at]);
-    if (walked == kWalkBeforeCheck) {
-      // A long walk: make sure it can end before visiting every point.
-      bool any = false;
-      for (size_t i = 0; i < endpoints_ && !any; ++i) any = context.usable(i);
-      if (!any) return -1;
-    }
-  }
-  return -1;
+  return first_usable_owner(owners_, at, endpoints_, context.usable);
 }
 
 }  // namespace flotilla::gateway::lb
