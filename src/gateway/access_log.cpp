@@ -14,6 +14,7 @@ namespace flotilla::gateway {
 namespace {
 constexpr size_t kFlushAt = 1 << 20;
 constexpr size_t kDropAt = 16 << 20;
+}  // namespace
 
 void append_json_string(std::string& out, std::string_view s) {
   out.push_back('"');
@@ -32,7 +33,6 @@ void append_json_string(std::string& out, std::string_view s) {
   }
   out.push_back('"');
 }
-}  // namespace
 
 AccessLog::AccessLog(const std::string& target) {
   if (target == "stdout") {

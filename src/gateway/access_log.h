@@ -27,6 +27,11 @@ struct AccessRecord {
   std::string_view service;
 };
 
+// Appends s as a JSON string (quotes included); control bytes and bytes >= 0x7f are escaped as
+// \u00XX, so the output is valid JSON whatever bytes a client sent. Shared with the gateway's own
+// JSON error answers.
+void append_json_string(std::string& out, std::string_view s);
+
 class AccessLog {
  public:
   // target: "stdout", "stderr" or a file path (appended to). Throws std::runtime_error when the

@@ -38,29 +38,13 @@ constexpr uint64_t kReplayLimit = 64 * 1024;  // bodies up to this are kept so a
 int64_t ns(Duration d) { return std::chrono::duration_cast<std::chrono::nanoseconds>(d).count(); }
 
 std::string json_error(std::string_view message, std::string_view key = {}, std::string_view value = {}) {
-  std::string out = "{\"error\":\"";
-  auto esc = [&out](std::string_view s) {
-    for (char c : s) {
-      if (c == '"' || c == '\\') {
-        out.push_back('\\');
-        out.push_back(c);
-      } else if (static_cast<unsigned char>(c) < 0x20) {
-        char b[8];
-        std::snprintf(b, sizeof b, "\\u%04x", c);
-        out.append(b);
-      } else {
-        out.push_back(c);
-      }
-    }
-  };
-  esc(message);
-  out.push_back('"');
+  std::string out = "{\"error\":";
+  append_json_string(out, message);
   if (!key.empty()) {
-    out.append(",\"");
-    esc(key);
-    out.append("\":\"");
-    esc(value);
-    out.push_back('"');
+    out.push_back(',');
+    append_json_string(out, key);
+    out.push_back(':');
+    append_json_string(out, value);
   }
   out.append("}\n");
   return out;

@@ -33,7 +33,6 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
  private:
   enum class Wait : uint8_t { none, idle, head, body, upstream, write, tunnel };
-  struct Attempt;
 
   Task<void> run();
   // Reads until a full head is parsed; false when the connection should just close.

@@ -30,6 +30,11 @@ HashOn parse_hash_on(const std::string& text) {
   return h;
 }
 
+const char* worse_status(const char* so_far, const std::string& check) {
+  auto rank = [](std::string_view s) { return s == "passing" ? 0 : s == "warning" ? 1 : 2; };
+  return rank(check) > rank(so_far) ? (check == "warning" ? "warning" : "critical") : so_far;
+}
+
 std::vector<EndpointSpec> usable_endpoints(const std::vector<InstanceHealth>& instances,
                                            const std::string& node_address) {
   std::vector<EndpointSpec> out;

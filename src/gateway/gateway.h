@@ -73,6 +73,9 @@ struct InstanceHealth {
   int weight_passing = 1;
   int weight_warning = 1;
 };
+// Consul's aggregation step: the worse of an instance's status so far and one more check's
+// (passing < warning < critical; anything unknown counts as critical).
+const char* worse_status(const char* so_far, const std::string& check_status);
 std::vector<EndpointSpec> usable_endpoints(const std::vector<InstanceHealth>& instances,
                                            const std::string& node_address);
 

@@ -10,18 +10,14 @@ namespace flotilla::gateway {
 namespace {
 using namespace std::chrono_literals;
 
-const char* worst(const char* a, const std::string& b) {
-  auto rank = [](std::string_view s) { return s == "passing" ? 0 : s == "warning" ? 1 : 2; };
-  return rank(b) > rank(a) ? (b == "warning" ? "warning" : "critical") : a;
-}
 
 std::vector<EndpointSpec> endpoints_of(const registry::State& st, const std::string& service) {
   const char* node_status = "passing";
-  for (const auto* c : st.node_checks()) node_status = worst(node_status, c->status);
+  for (const auto* c : st.node_checks()) node_status = worse_status(node_status, c->status);
   std::vector<InstanceHealth> list;
   for (const registry::Service* s : st.instances(service)) {
     const char* status = node_status;
-    for (const auto* c : st.checks_of_service(s->id)) status = worst(status, c->status);
+    for (const auto* c : st.checks_of_service(s->id)) status = worse_status(status, c->status);
     list.push_back({s->id, s->address, static_cast<uint16_t>(s->port), status, s->weight_passing, s->weight_warning});
   }
   return usable_endpoints(list, st.node().address.empty() ? "127.0.0.1" : st.node().address);

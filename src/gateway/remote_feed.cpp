@@ -31,10 +31,6 @@ namespace beast = boost::beast;
 using tcp = asio::ip::tcp;
 using namespace std::chrono_literals;
 
-const char* worst(const char* a, const std::string& b) {
-  auto rank = [](std::string_view s) { return s == "passing" ? 0 : s == "warning" ? 1 : 2; };
-  return rank(b) > rank(a) ? (b == "warning" ? "warning" : "critical") : a;
-}
 
 // /v1/health/service/NAME's answer → usable endpoints. Throws on a malformed answer.
 std::vector<EndpointSpec> parse_health(const std::string& body) {
@@ -55,7 +51,7 @@ std::vector<EndpointSpec> parse_health(const std::string& body) {
     }
     const char* status = "passing";
     if (e.contains("Checks"))
-      for (const auto& c : e["Checks"]) status = worst(status, c.value("Status", "critical"));
+      for (const auto& c : e["Checks"]) status = worse_status(status, c.value("Status", "critical"));
     h.status = status;
     list.push_back(std::move(h));
   }

@@ -140,9 +140,7 @@ void Worker::sweep() {
     int64_t limit = std::chrono::duration_cast<std::chrono::nanoseconds>(shared_.config.timeouts.upstream_idle).count();
     for (auto it = idle_.begin(); it != idle_.end();) {
       auto& v = it->second;
-      size_t before = v.size();
       std::erase_if(v, [&](const std::unique_ptr<UpstreamConnection>& c) { return now - c->idle_since_ns > limit; });
-      idle_count_ -= before - v.size();
       it = v.empty() ? idle_.erase(it) : std::next(it);
     }
     sweep();
@@ -178,7 +176,6 @@ std::unique_ptr<UpstreamConnection> Worker::take_idle(EndpointState* endpoint) {
   while (!v.empty()) {
     auto c = std::move(v.back());  // the most recently used: warm, and the least likely to be closed
     v.pop_back();
-    --idle_count_;
     // A connection the backend closed (or that sent something unasked) is not reused: one
     // non-blocking peek catches the close that the idle timeout did not.
     // Under load connections come back within milliseconds and a backend does not close them
@@ -225,7 +222,6 @@ void Worker::put_idle(std::unique_ptr<UpstreamConnection> c) {
   if (draining_) return;
   c->idle_since_ns = now_ns();
   idle_[c->endpoint.get()].push_back(std::move(c));
-  ++idle_count_;
 }
 
 void Worker::drain() { drain_requested_.store(true, std::memory_order_release); }
@@ -236,7 +232,6 @@ void Worker::start_draining() {
   for (auto& a : acceptors_) a->close(ec);
   for (Connection* c : live_) c->drain();
   idle_.clear();
-  idle_count_ = 0;
 }
 
 void Worker::stop_and_join() {

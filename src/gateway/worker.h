@@ -152,7 +152,6 @@ class Worker {
   };
   std::unordered_map<std::string, Balancer> balancers_;
   std::unordered_map<EndpointState*, std::vector<std::unique_ptr<UpstreamConnection>>> idle_;
-  size_t idle_count_ = 0;
   std::vector<Buffer> spare_relays_;
   std::vector<std::unique_ptr<http1::ResponseParser>> spare_parsers_;
   std::mt19937_64 rng_;
