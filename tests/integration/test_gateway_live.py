@@ -155,9 +155,17 @@ def worker_groups(records):
             x = parent[x]
         return x
 
-    for (conn, _, _, _, b, xconn) in records:
-        if b and xconn:
-            parent[find(("c", conn))] = find(("u", b, xconn))
+    # An upstream connection idle for upstream_idle (4 s) is closed, and loopback lets its port be
+    # reused at once by a new connection, possibly another worker's: a gap of over 2 s between two
+    # uses of (backend, X-Conn) starts a new identity, so two workers are never merged by it.
+    last_use = {}
+    epoch = {}
+    for (conn, sent, _, _, b, xconn) in sorted((r for r in records if r[4] and r[5]), key=lambda r: r[1]):
+        key = (b, xconn)
+        if key in last_use and sent - last_use[key] > 2.0:
+            epoch[key] = epoch.get(key, 0) + 1
+        last_use[key] = sent
+        parent[find(("c", conn))] = find(("u", b, xconn, epoch.get(key, 0)))
     groups = {}
     for key in list(parent):
         if key[0] == "c":
