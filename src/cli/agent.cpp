@@ -25,6 +25,9 @@
 #include "registry/api/api.h"
 #include "registry/registry.h"
 #include "registry/store/sqlite_store.h"
+#include "supervisor/api.h"
+#include "supervisor/spec.h"
+#include "supervisor/supervisor.h"
 
 namespace flotilla::cli {
 
@@ -78,9 +81,12 @@ int run_agent(const AgentOptions& o, const config::File* file) {
   // the backlog until the registry is ready and the server starts accepting.
   registry::api::Api* api_handler = nullptr;
   gateway::Gateway* gateway_ptr = nullptr;
+  supervisor::Supervisor* supervisor_ptr = nullptr;
+  supervisor::ApiHooks supervisor_hooks{o.token, o.protect_reads, {}};
   const std::string read_token = o.protect_reads ? o.token : std::string();
-  http::Server server(loop, [&api_handler, &gateway_ptr, &read_token](const std::shared_ptr<http::Exchange>& ex) {
+  http::Server server(loop, [&](const std::shared_ptr<http::Exchange>& ex) {
     if (gateway_ptr && gateway::serve_admin(*gateway_ptr, ex, read_token)) return;
+    if (supervisor_ptr && supervisor::serve_api(*supervisor_ptr, supervisor_hooks, ex)) return;
     api_handler->handle(ex);
   });
   try {
@@ -91,10 +97,19 @@ int run_agent(const AgentOptions& o, const config::File* file) {
     return 1;
   }
   // The gateway binds its listeners now too, so a taken port fails before anything is created.
+  // Supervised services' dependents reach them through a gateway listener of their own
+  // (<NAME>_URL), so a file with dependencies gets a gateway even without a `gateway:` section.
   std::unique_ptr<gateway::Gateway> gw;
-  if (file && file->gateway) {
+  const auto targets = file ? supervisor::Supervisor::dependency_targets(*file) : std::vector<std::string>{};
+  if (file && (file->gateway || !targets.empty())) {
     try {
-      gw = std::make_unique<gateway::Gateway>(*file, metrics);
+      config::File gateway_file = *file;
+      if (!gateway_file.gateway) {
+        gateway_file.gateway = config::GatewaySection{};
+        gateway_file.gateway->listen.clear();
+      }
+      gateway_file.gateway->service_listeners = targets;
+      gw = std::make_unique<gateway::Gateway>(std::move(gateway_file), metrics);
       gw->listen();
     } catch (const std::exception& e) {
       std::cerr << who << ": " << e.what() << " (gateway.listen in " << file->path << " picks another address)\n";
@@ -117,6 +132,17 @@ int run_agent(const AgentOptions& o, const config::File* file) {
     return 1;
   }
   raise_fd_limit();
+  // `flotilla up -d` and `flotilla down` find the agent by its pid file.
+  const auto pid_path = (std::filesystem::path(o.data_dir) / "flotilla.pid").string();
+  if (file) {
+    if (FILE* f = std::fopen(pid_path.c_str(), "w")) {
+      std::fprintf(f, "%d\n", static_cast<int>(::getpid()));
+      std::fclose(f);
+    }
+  }
+  bool supervised = false;
+  if (file)
+    for (const auto& s : file->services) supervised = supervised || s.supervised();
 
   try {
     store::SqliteStore store({(std::filesystem::path(o.data_dir) / "registry.db").string(), 1024, &metrics}, loop);
@@ -136,24 +162,67 @@ int run_agent(const AgentOptions& o, const config::File* file) {
       gw->start();
       gateway_ptr = gw.get();
     }
+    std::unique_ptr<supervisor::Supervisor> sup;
+    if (supervised) {
+      supervisor::Options so;
+      so.data_dir = o.data_dir;
+      sup = std::make_unique<supervisor::Supervisor>(loop, registry, store, gw.get(), metrics, so);
+      sup->start(*file);
+      supervisor_ptr = sup.get();
+    }
+    // Everything stops in order: services drained and stopped (dependents first), then the
+    // gateway (requests in flight finish), then the API.
+    bool stopping = false;
+    Timer stop_deadline(loop);
+    auto finish = [&] {
+      if (gw) gw->stop();
+      server.stop();
+      loop.stop();
+    };
+    auto stop_everything = [&](bool forget) {
+      if (stopping) return;
+      stopping = true;
+      if (!sup) return finish();
+      Duration longest{0};
+      for (const auto& s : file->services) longest = std::max(longest, s.stop_grace_period);
+      // Draining and stopping take at most two grace periods per level of dependencies.
+      stop_deadline.arm(longest * 2 * static_cast<int64_t>(file->services.size()) + std::chrono::seconds(5), [&] {
+        spdlog::warn("services did not stop in time; exiting (their shims kill what is left)");
+        finish();
+      });
+      sup->stop_all(forget, [&] { finish(); });
+    };
+    supervisor_hooks.on_down = [&] {
+      // Let the answer reach the client before the API closes.
+      auto t = std::make_shared<Timer>(loop);
+      t->arm(std::chrono::milliseconds(100), [t, &stop_everything] { stop_everything(true); });
+    };
     server.start();
     metrics.gauge_callback("flotilla_api_connections", "Open connections to the agent API.", {},
                            [&server] { return static_cast<double>(server.connections()); });
 
     boost::asio::signal_set signals(loop.io(), SIGINT, SIGTERM);
-    signals.async_wait([&](const boost::system::error_code& e, int sig) {
+    std::function<void(const boost::system::error_code&, int)> on_signal = [&](const boost::system::error_code& e, int sig) {
       if (e) return;
-      spdlog::info("received {}, stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
-      if (gw) gw->stop();  // requests in flight finish first (up to 5 s)
-      server.stop();
-      loop.stop();
-    });
+      if (stopping) {
+        spdlog::warn("received {} again: stopping now", sig == SIGINT ? "SIGINT" : "SIGTERM");
+        finish();
+        return;
+      }
+      spdlog::info("received {}, stopping{}", sig == SIGINT ? "SIGINT" : "SIGTERM",
+                   sup ? " services (again to stop at once)" : "");
+      signals.async_wait(on_signal);
+      stop_everything(false);
+    };
+    signals.async_wait(on_signal);
     spdlog::info("flotilla agent {} serving http://{}:{} (node {}, store {}, index {})", kVersion,
                  host.find(':') != std::string::npos ? "[" + host + "]" : host, server.port(),
                  registry.state().node().name, store.describe(), registry.state().revision());
     if (gw)
       spdlog::info("gateway listening on {} with {} worker(s), {} route(s)", gw->status()["Listen"].dump(),
-                   gw->workers(), file->gateway->routes.size());
+                   gw->workers(), file->gateway ? file->gateway->routes.size() : 0);
+    if (gw)
+      for (const auto& t : targets) spdlog::info("gateway: {} at http://127.0.0.1:{} ({})", t, gw->service_port(t), supervisor::url_variable(t));
     // A handler that throws is a bug, but it must not take the registry down with it: log and
     // keep serving (loop.stop() ends run() normally).
     while (true) {
@@ -166,10 +235,13 @@ int run_agent(const AgentOptions& o, const config::File* file) {
     }
     api_handler = nullptr;
     gateway_ptr = nullptr;
+    supervisor_ptr = nullptr;
+    sup.reset();
     feed.reset();
     if (gw) gw->stop(std::chrono::milliseconds(0));
     server.stop();
     store.stop();  // finishes queued writes
+    if (file) std::filesystem::remove(pid_path, ec);
     spdlog::info("stopped");
   } catch (const std::exception& e) {
     spdlog::error("{}", e.what());

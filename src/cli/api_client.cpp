@@ -6,8 +6,11 @@
 #include <boost/beast/http.hpp>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cstdlib>
 #include <stdexcept>
+
+#include "common/duration.h"
 
 namespace flotilla::cli {
 
@@ -45,17 +48,21 @@ ApiClient::ApiClient(std::string address, std::string token) : token_(std::move(
   host_port_ = a;
 }
 
-ApiResponse ApiClient::request(const std::string& method, const std::string& target, const std::string& body) const {
+ApiResponse ApiClient::request(const std::string& method, const std::string& target, const std::string& body,
+                               std::chrono::milliseconds timeout) const {
+  using namespace std::chrono_literals;
+  const std::chrono::milliseconds total = timeout.count() > 0 ? timeout : std::chrono::milliseconds(11min);
+  const auto deadline = std::chrono::steady_clock::now() + total;
   asio::io_context io;
   tcp::resolver resolver(io);
   beast::tcp_stream stream(io);
   beast::error_code ec;
   auto endpoints = resolver.resolve(host_, port_, ec);
-  if (ec) throw std::runtime_error("cannot resolve agent " + host_port_ + ": " + ec.message());
-  stream.expires_after(std::chrono::seconds(10));
+  if (ec) throw AgentUnreachable("cannot resolve agent " + host_port_ + ": " + ec.message());
+  stream.expires_after(std::min<std::chrono::milliseconds>(total, 10s));
   stream.connect(endpoints, ec);
   if (ec)
-    throw std::runtime_error("cannot reach the flotilla agent at " + host_port_ + " (" + ec.message() +
+    throw AgentUnreachable("cannot reach the flotilla agent at " + host_port_ + " (" + ec.message() +
                              "); is it running? (--api or FLOTILLA_API picks another)");
   bhttp::request<bhttp::string_body> req{bhttp::string_to_verb(method), target, 11};
   req.set(bhttp::field::host, host_port_);
@@ -63,13 +70,15 @@ ApiResponse ApiClient::request(const std::string& method, const std::string& tar
   if (!token_.empty()) req.set("X-Consul-Token", token_);
   req.body() = body;
   req.prepare_payload();
-  stream.expires_after(std::chrono::minutes(11));  // blocking queries may wait up to 10m
+  stream.expires_at(deadline);
   bhttp::write(stream, req, ec);
   if (ec) throw std::runtime_error("sending to the agent at " + host_port_ + " failed: " + ec.message());
   beast::flat_buffer buffer;
   bhttp::response_parser<bhttp::string_body> parser;
   parser.body_limit(64 * 1024 * 1024);
   bhttp::read(stream, buffer, parser, ec);
+  if (ec == beast::error::timeout)
+    throw std::runtime_error("the agent at " + host_port_ + " did not answer within " + format_duration(total));
   if (ec) throw std::runtime_error("reading the agent's answer failed: " + ec.message());
   auto& res = parser.get();
   ApiResponse out;

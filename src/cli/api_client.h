@@ -2,6 +2,8 @@
 // other than `agent` talks to the agent only through this (the CLI never opens the store).
 #pragma once
 
+#include <chrono>
+#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
@@ -15,13 +17,23 @@ struct ApiResponse {
   std::string header(const std::string& name) const;  // case-insensitive; "" when absent
 };
 
+// Thrown when no agent answers at the address (connection refused, unresolvable, connect timeout);
+// other failures (a request cut off, a read timeout) are plain std::runtime_error.
+class AgentUnreachable : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
 class ApiClient {
  public:
   // address: "HOST:PORT" or "http://HOST:PORT"; empty means $FLOTILLA_API, else 127.0.0.1:7700.
   // token: empty means $FLOTILLA_TOKEN.
   explicit ApiClient(std::string address = {}, std::string token = {});
-  // Throws std::runtime_error with a readable message when the agent cannot be reached.
-  ApiResponse request(const std::string& method, const std::string& target, const std::string& body = {}) const;
+  // Throws AgentUnreachable when the agent cannot be reached, std::runtime_error (with a readable
+  // message) when the exchange fails. timeout bounds the whole exchange (connecting included);
+  // zero means 11 minutes, above the longest blocking query (10m).
+  ApiResponse request(const std::string& method, const std::string& target, const std::string& body = {},
+                      std::chrono::milliseconds timeout = {}) const;
   const std::string& address() const { return host_port_; }
 
  private:

@@ -1,11 +1,15 @@
 #include <CLI/CLI.hpp>
 
 #include <iostream>
+#include <string_view>
 #include <vector>
 
 #include "cli/commands.h"
+#include "supervisor/process.h"
 
 int main(int argc, char** argv) {
+  // The per-instance shim the supervisor starts (supervisor/process.h); never typed by users.
+  if (argc > 1 && std::string_view(argv[1]) == "__shim") return flotilla::supervisor::run_shim(argc, argv);
   CLI::App app{
       "flotilla: a microservice platform in one binary.\n"
       "Registry (Consul-compatible API), health checks, KV and the gateway today; the supervisor next.\n"};

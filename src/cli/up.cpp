@@ -1,33 +1,181 @@
-// `flotilla up`: everything flotilla.yaml describes, on this machine, in one process — today the
-// agent (registry, health checks, API) and the gateway fed from it in-process.
+// `flotilla up`: everything flotilla.yaml describes, on this machine, in one process — the agent
+// (registry, health checks, API), the gateway fed from it in-process, and the supervisor running
+// every service that has a command. Against an agent that already runs this application, `up`
+// applies the file's differences instead (changed services roll out, the rest is untouched).
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <chrono>
+#include <filesystem>
+#include <fstream>
 #include <iostream>
+#include <thread>
 
+#include "cli/api_client.h"
 #include "cli/commands.h"
 #include "config/flotilla_file.h"
 
 namespace flotilla::cli {
 
 namespace {
+
 struct UpOptions {
   std::string file = "flotilla.yaml";
   std::string log_level = "info";
   std::string token;
   std::string node;
+  bool detach = false;
+  int wait_seconds = 120;
 };
+
+std::string join(const nlohmann::json& list) {
+  std::string out;
+  for (const auto& e : list) out += (out.empty() ? "" : ", ") + e.get<std::string>();
+  return out.empty() ? "-" : out;
+}
+
+// An agent already answering at the file's address: apply the file there. nullopt: none runs.
+std::optional<int> apply_to_running(const config::File& file, const std::string& token) {
+  ApiClient client(file.agent.api, token);
+  ApiResponse r;
+  try {
+    r = client.request("GET", "/v1/flotilla/status");
+  } catch (const std::exception&) {
+    return std::nullopt;  // nothing listens there
+  }
+  if (r.status == 404) {
+    std::cerr << "flotilla up: an agent without an application (flotilla agent) already serves " << file.agent.api
+              << "; stop it or give this file another agent.api\n";
+    return 1;
+  }
+  if (r.status != 200) {
+    std::cerr << "flotilla up: the agent at " << file.agent.api << " answered: " << error_message(r) << "\n";
+    return 1;
+  }
+  auto status = nlohmann::json::parse(r.body, nullptr, false);
+  std::string name = status.is_object() ? status.value("Name", "") : "";
+  if (name != file.name) {
+    std::cerr << "flotilla up: the agent at " << file.agent.api << " runs \"" << name << "\", not \"" << file.name
+              << "\"; give this file another agent.api\n";
+    return 1;
+  }
+  nlohmann::json body = {{"file", std::filesystem::absolute(file.path).lexically_normal().string()}};
+  auto a = client.request("POST", "/v1/flotilla/apply", body.dump());
+  if (a.status != 200) {
+    std::cerr << "flotilla up: " << error_message(a) << "\n";
+    return 1;
+  }
+  auto j = nlohmann::json::parse(a.body);
+  std::cout << file.name << " is running at " << file.agent.api << "; applied " << file.path << "\n"
+            << "  added:     " << join(j["Added"]) << "\n"
+            << "  changed:   " << join(j["Changed"]) << "  (rolling out; see flotilla status)\n"
+            << "  removed:   " << join(j["Removed"]) << "\n"
+            << "  unchanged: " << join(j["Unchanged"]) << "\n";
+  return 0;
+}
+
+// -d: the agent runs on in the background; this process waits until every service is ready
+// (or the agent gave up) and reports.
+int detach_and_wait(const UpOptions& o, const config::File& file, const AgentOptions& a) {
+  std::error_code ec;
+  std::filesystem::create_directories(file.agent.data_dir, ec);
+  const auto log_path = (std::filesystem::path(file.agent.data_dir) / "flotilla.log").string();
+  const auto started = std::chrono::steady_clock::now();
+  pid_t child = ::fork();
+  if (child < 0) {
+    std::perror("flotilla up: fork");
+    return 1;
+  }
+  if (child == 0) {
+    ::setsid();
+    int in = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    int out = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (in >= 0) ::dup2(in, 0);
+    if (out >= 0) {
+      ::dup2(out, 1);
+      ::dup2(out, 2);
+    }
+    std::_Exit(run_agent(a, &file));
+  }
+  ApiClient client(file.agent.api, o.token);
+  bool answered = false;
+  while (true) {
+    int st = 0;
+    if (::waitpid(child, &st, WNOHANG) == child) {
+      std::cerr << "flotilla up: the agent exited" << (WIFEXITED(st) ? " with code " + std::to_string(WEXITSTATUS(st)) : "")
+                << "; its log " << log_path << " ends with:\n";
+      std::ifstream in(log_path);
+      std::vector<std::string> lines;
+      for (std::string l; std::getline(in, l);) lines.push_back(l);
+      for (size_t i = lines.size() > 10 ? lines.size() - 10 : 0; i < lines.size(); ++i) std::cerr << "  " << lines[i] << "\n";
+      return 1;
+    }
+    try {
+      auto r = client.request("GET", "/v1/flotilla/status");
+      if (r.status == 404) {  // a file without services: the agent runs, nothing to wait for
+        answered = true;
+        break;
+      }
+      if (r.status == 200) {
+        answered = true;
+        auto s = nlohmann::json::parse(r.body);
+        bool ready = true;
+        for (const auto& svc : s["Services"]) ready = ready && svc["Ready"].get<int>() >= svc["Desired"].get<int>();
+        if (ready) break;
+      }
+    } catch (const std::exception&) {
+    }
+    if (std::chrono::steady_clock::now() - started > std::chrono::seconds(o.wait_seconds)) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  if (!answered) {
+    std::cerr << "flotilla up: the agent (pid " << child << ") did not answer at " << file.agent.api << " within "
+              << o.wait_seconds << " s; see " << log_path << "\n";
+    return 1;
+  }
+  std::cout << file.name << " is up (agent pid " << child << ", API http://" << file.agent.api << ", log " << log_path
+            << ")\n";
+  try {
+    auto r = client.request("GET", "/v1/flotilla/status");
+    if (r.status == 200) {
+      auto s = nlohmann::json::parse(r.body);
+      bool all = true;
+      for (const auto& svc : s["Services"]) {
+        int ready = svc["Ready"].get<int>(), desired = svc["Desired"].get<int>();
+        all = all && ready >= desired;
+        std::cout << "  " << svc["Name"].get<std::string>() << ": " << ready << "/" << desired << " ready\n";
+      }
+      if (all) std::printf("all services ready in %.2f s\n", secs);
+      else std::cout << "not every service is ready after " << o.wait_seconds << " s: see flotilla status / flotilla logs\n";
+    }
+  } catch (const std::exception&) {
+  }
+  std::cout << "stop it with: flotilla down -f " << file.path << "\n";
+  return 0;
+}
+
 }  // namespace
 
 std::function<int()> add_up(CLI::App& app) {
   auto o = std::make_shared<UpOptions>();
-  auto* cmd = app.add_subcommand("up", "Run the agent and the gateway that flotilla.yaml describes");
+  auto* cmd = app.add_subcommand("up", "Run the application flotilla.yaml describes: agent, gateway and services");
   cmd->footer(
-      "Runs in the foreground and logs to stderr; stops cleanly on SIGINT or SIGTERM (requests in\n"
-      "flight finish first). The gateway routes to services registered with the agent's API.\n\n"
-      "Example: flotilla up -f flotilla.yaml\n"
-      "         curl -X PUT -d '{\"Name\":\"web\",\"Port\":9000}' localhost:7700/v1/agent/service/register\n"
-      "         curl localhost:8080/");
+      "Starts the agent (registry, API), the gateway and every service that has a command, in\n"
+      "dependency order. In the foreground it logs to stderr and stops everything cleanly on SIGINT\n"
+      "or SIGTERM; with -d it runs in the background (log and pid file in the data dir) and returns\n"
+      "once every service is ready. Run against an agent that already runs the application, it\n"
+      "applies the file's changes: changed services roll out, unchanged ones are untouched.\n\n"
+      "Example: flotilla up -d -f examples/hello/flotilla.yaml\n"
+      "         flotilla status; flotilla logs -f web; flotilla down");
   cmd->add_option("-f,--file", o->file, "The application's file")->capture_default_str();
+  cmd->add_flag("-d,--detach", o->detach, "Run in the background; return once every service is ready");
+  cmd->add_option("--wait", o->wait_seconds, "With -d: seconds to wait for every service to be ready")
+      ->capture_default_str();
   cmd->add_option("--token", o->token, "Secret that API writes must present; required off loopback")
       ->envname("FLOTILLA_TOKEN");
   cmd->add_option("--node", o->node, "Node name (default: the host name)");
@@ -40,12 +188,14 @@ std::function<int()> add_up(CLI::App& app) {
       std::cerr << "flotilla up: " << e.what() << "\n";
       return 2;
     }
+    if (auto applied = apply_to_running(file, o->token)) return *applied;
     AgentOptions a;
     a.api = file.agent.api;
     a.data_dir = file.agent.data_dir;
     a.token = o->token;
     a.node = o->node;
     a.log_level = o->log_level;
+    if (o->detach) return detach_and_wait(*o, file, a);
     return run_agent(a, &file);
   };
 }

@@ -7,6 +7,8 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <functional>
+#include <map>
 #include <set>
 #include <sstream>
 
@@ -233,24 +235,243 @@ Route read_route(const Reader& r, const YAML::Node& n) {
   return route;
 }
 
-ServiceSection read_service(const Reader& r, const YAML::Node& key, const YAML::Node& n) {
+bool valid_env_name(const std::string& k) {
+  if (k.empty() || std::isdigit(static_cast<unsigned char>(k[0]))) return false;
+  for (char c : k)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_')) return false;
+  return true;
+}
+
+// KEY=VALUE lines as docker-compose reads them: blank lines and # comments skipped, an optional
+// `export `, values optionally in single or double quotes.
+std::vector<std::pair<std::string, std::string>> read_env_file(const Reader& r, const YAML::Node& at,
+                                                               const std::string& path) {
+  std::ifstream in(path);
+  if (!in) r.fail(at, "env_file " + path + ": cannot read it (" + std::strerror(errno) + ")");
+  std::vector<std::pair<std::string, std::string>> out;
+  std::string line;
+  int number = 0;
+  while (std::getline(in, line)) {
+    ++number;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    size_t b = line.find_first_not_of(" \t");
+    if (b == std::string::npos || line[b] == '#') continue;
+    line = line.substr(b);
+    if (line.rfind("export ", 0) == 0) line = line.substr(7);
+    auto eq = line.find('=');
+    std::string key = eq == std::string::npos ? line : line.substr(0, eq);
+    while (!key.empty() && (key.back() == ' ' || key.back() == '\t')) key.pop_back();
+    if (eq == std::string::npos || !valid_env_name(key))
+      r.fail(at, "env_file " + path + ":" + std::to_string(number) + ": expected KEY=VALUE");
+    std::string value = line.substr(eq + 1);
+    if (value.size() >= 2 && (value.front() == '"' || value.front() == '\'') && value.back() == value.front())
+      value = value.substr(1, value.size() - 2);
+    out.emplace_back(key, value);
+  }
+  return out;
+}
+
+void read_supervisor_keys(const Reader& r, const YAML::Node& n, const std::string& dir, ServiceSection& s) {
+  const std::string p = "services." + s.name + ".";
+  if (const auto& c = n["command"]) {
+    if (c.IsScalar()) {
+      if (c.Scalar().empty()) r.fail(c, p + "command must not be empty");
+      s.command = {"/bin/sh", "-c", c.Scalar()};
+    } else if (c.IsSequence()) {
+      s.command = r.strings(c, p + "command");
+      if (s.command.empty() || s.command[0].empty()) r.fail(c, p + "command needs at least the program");
+    } else {
+      r.fail(c, p + "command must be a string (run by /bin/sh -c) or a list (exec'd directly)");
+    }
+  }
+  s.working_dir = dir;
+  if (n["working_dir"]) {
+    auto w = r.string(n["working_dir"], p + "working_dir");
+    s.working_dir = std::filesystem::path(w).is_relative() ? (std::filesystem::path(dir) / w).lexically_normal().string()
+                                                            : w;
+    // "." or "sub/" normalise to "DIR/", "DIR/sub/": one spelling per directory, as the default.
+    if (s.working_dir.size() > 1 && s.working_dir.back() == '/') s.working_dir.pop_back();
+    if (!std::filesystem::is_directory(s.working_dir))
+      r.fail(n["working_dir"], p + "working_dir " + s.working_dir + " is not a directory");
+  }
+  std::map<std::string, std::string> env;
+  if (const auto& e = n["env_file"]) {
+    for (const auto& f : r.strings(e, p + "env_file")) {
+      auto path = std::filesystem::path(f).is_relative() ? (std::filesystem::path(dir) / f).lexically_normal().string() : f;
+      for (auto& [k, v] : read_env_file(r, e, path)) env[k] = v;
+    }
+  }
+  if (const auto& e = n["environment"]) {
+    if (e.IsMap()) {
+      for (auto it = e.begin(); it != e.end(); ++it) {
+        auto k = r.string(it->first, p + "environment keys");
+        if (!valid_env_name(k)) r.fail(it->first, p + "environment: \"" + k + "\" is not a variable name");
+        env[k] = it->second.IsNull() ? "" : r.string(it->second, p + "environment." + k);
+      }
+    } else if (e.IsSequence()) {
+      for (const auto& item : e) {
+        auto kv = r.string(item, p + "environment entries");
+        auto eq = kv.find('=');
+        if (eq == std::string::npos || !valid_env_name(kv.substr(0, eq)))
+          r.fail(item, p + "environment entries must be KEY=VALUE");
+        env[kv.substr(0, eq)] = kv.substr(eq + 1);
+      }
+    } else {
+      r.fail(e, p + "environment must be a mapping (KEY: value) or a list of KEY=VALUE");
+    }
+  }
+  s.environment.assign(env.begin(), env.end());
+  if (const auto& v = n["port"]) {
+    if (v.IsScalar() && v.Scalar() == "auto") s.port_mode = ServiceSection::PortMode::automatic;
+    else if (v.IsScalar() && v.Scalar() == "none") s.port_mode = ServiceSection::PortMode::none;
+    else {
+      s.port_mode = ServiceSection::PortMode::fixed;
+      s.port = static_cast<int>(r.integer(v, p + "port (auto, none or a port number)", 1, 65535));
+    }
+  }
+  if (n["replicas"]) s.replicas = static_cast<int>(r.integer(n["replicas"], p + "replicas", 0, 1000));
+  if (const auto& h = n["healthcheck"]) {
+    r.mapping(h, p + "healthcheck", {"http", "tcp", "disable", "interval", "timeout", "retries", "start_period"});
+    auto& hc = s.healthcheck;
+    if (h["http"]) {
+      hc.kind = Healthcheck::Kind::http;
+      hc.http_path = r.string(h["http"], p + "healthcheck.http");
+      if (hc.http_path.empty() || hc.http_path[0] != '/')
+        r.fail(h["http"], p + "healthcheck.http must be a path such as /healthz (asked on the instance's PORT)");
+    }
+    if (h["tcp"]) {
+      if (h["http"]) r.fail(h["tcp"], p + "healthcheck: give http or tcp, not both");
+      if (!r.boolean(h["tcp"], p + "healthcheck.tcp")) r.fail(h["tcp"], p + "healthcheck.tcp: use disable: true to turn checks off");
+      hc.kind = Healthcheck::Kind::tcp;
+    }
+    if (h["disable"] && r.boolean(h["disable"], p + "healthcheck.disable")) {
+      if (h["http"] || h["tcp"]) r.fail(h["disable"], p + "healthcheck.disable cannot go with http or tcp");
+      hc.kind = Healthcheck::Kind::none;
+    }
+    auto positive = [&](const char* key, Duration& out) {
+      if (!h[key]) return;
+      out = r.duration(h[key], p + "healthcheck." + key);
+      if (out.count() == 0) r.fail(h[key], p + "healthcheck." + key + " must be above 0");
+    };
+    positive("interval", hc.interval);
+    positive("timeout", hc.timeout);
+    if (h["retries"]) hc.retries = static_cast<int>(r.integer(h["retries"], p + "healthcheck.retries", 1, 100));
+    if (h["start_period"]) hc.start_period = r.duration(h["start_period"], p + "healthcheck.start_period");
+  }
+  if (const auto& v = n["restart"]) {
+    s.restart = r.string(v, p + "restart");
+    if (s.restart != "always" && s.restart != "on-failure" && s.restart != "no")
+      r.fail(v, p + "restart must be always, on-failure or no");
+  }
+  if (const auto& v = n["stop_signal"]) {
+    s.stop_signal = r.string(v, p + "stop_signal");
+    static const std::set<std::string> known = {"SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1", "SIGUSR2",
+                                                "SIGKILL", "SIGWINCH"};
+    std::string full = s.stop_signal.rfind("SIG", 0) == 0 ? s.stop_signal : "SIG" + s.stop_signal;
+    if (!known.count(full)) r.fail(v, p + "stop_signal must be SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2, SIGWINCH or SIGKILL");
+    s.stop_signal = full;
+  }
+  if (n["stop_grace_period"]) s.stop_grace_period = r.duration(n["stop_grace_period"], p + "stop_grace_period");
+  if (const auto& d = n["depends_on"]) {
+    if (d.IsSequence()) {
+      for (const auto& e : d) s.depends_on.push_back({r.string(e, p + "depends_on entries"), "service_started", e.Mark().line + 1});
+    } else if (d.IsMap()) {
+      for (auto it = d.begin(); it != d.end(); ++it) {
+        Dependency dep{r.string(it->first, p + "depends_on keys"), "service_started", it->first.Mark().line + 1};
+        if (!it->second.IsNull()) {
+          r.mapping(it->second, p + "depends_on." + dep.service, {"condition"});
+          if (it->second["condition"]) {
+            dep.condition = r.string(it->second["condition"], "condition");
+            if (dep.condition != "service_started" && dep.condition != "service_healthy")
+              r.fail(it->second["condition"], p + "depends_on." + dep.service +
+                                                   ".condition must be service_started or service_healthy");
+          }
+        }
+        s.depends_on.push_back(dep);
+      }
+    } else {
+      r.fail(d, p + "depends_on must be a list of services or a mapping of service to {condition: …}");
+    }
+  }
+  if (const auto& v = n["memory"]) {
+    bool ok;
+    s.memory_bytes = parse_size(r.string(v, p + "memory"), ok);
+    if (!ok || s.memory_bytes < 4 * 1024 * 1024) r.fail(v, p + "memory must be a size of at least 4MiB, such as 256MiB");
+  }
+  if (const auto& v = n["cpus"]) {
+    s.cpus = r.number(v, p + "cpus", 0);
+    if (s.cpus < 0.01) r.fail(v, p + "cpus must be at least 0.01 (a share of one core, such as 0.5)");
+  }
+  if (const auto& a = n["autoscale"]) {
+    r.mapping(a, p + "autoscale", {"min", "max", "target"});
+    Autoscale as;
+    if (!a["min"] || !a["max"] || !a["target"]) r.fail(a, p + "autoscale needs min, max and target");
+    as.min = static_cast<int>(r.integer(a["min"], p + "autoscale.min", 0, 1000));
+    as.max = static_cast<int>(r.integer(a["max"], p + "autoscale.max", 1, 1000));
+    if (as.max < as.min) r.fail(a["max"], p + "autoscale.max must be at least min");
+    const auto& t = a["target"];
+    r.mapping(t, p + "autoscale.target", {"rps_per_instance", "p95_ms", "cpu_percent", "inflight"});
+    if (t.size() != 1) r.fail(t, p + "autoscale.target takes exactly one of rps_per_instance, p95_ms, cpu_percent, inflight");
+    auto it = t.begin();
+    as.metric = it->first.Scalar();
+    as.target = r.number(it->second, p + "autoscale.target." + as.metric, 0);
+    if (as.target <= 0) r.fail(it->second, p + "autoscale.target." + as.metric + " must be above 0");
+    s.autoscale = as;
+  }
+  if (const auto& d = n["deploy"]) {
+    r.mapping(d, p + "deploy", {"healthy_timeout", "canary"});
+    if (d["healthy_timeout"]) {
+      s.deploy.healthy_timeout = r.duration(d["healthy_timeout"], p + "deploy.healthy_timeout");
+      if (s.deploy.healthy_timeout.count() == 0) r.fail(d["healthy_timeout"], p + "deploy.healthy_timeout must be above 0");
+    }
+    if (const auto& c = d["canary"]) {
+      r.mapping(c, p + "deploy.canary", {"analysis"});
+      if (const auto& an = c["analysis"]) {
+        r.mapping(an, p + "deploy.canary.analysis",
+                  {"interval", "iterations", "max_error_ratio_increase", "max_p95_ratio", "min_requests"});
+        CanaryAnalysis ca;
+        if (an["interval"]) {
+          ca.interval = r.duration(an["interval"], p + "deploy.canary.analysis.interval");
+          if (ca.interval < std::chrono::seconds(1)) r.fail(an["interval"], p + "deploy.canary.analysis.interval must be at least 1s");
+        }
+        if (an["iterations"]) ca.iterations = static_cast<int>(r.integer(an["iterations"], p + "deploy.canary.analysis.iterations", 1, 1000));
+        if (an["max_error_ratio_increase"]) {
+          ca.max_error_ratio_increase = r.number(an["max_error_ratio_increase"], p + "deploy.canary.analysis.max_error_ratio_increase", 0);
+          if (ca.max_error_ratio_increase > 1) r.fail(an["max_error_ratio_increase"], p + "deploy.canary.analysis.max_error_ratio_increase is a ratio from 0 to 1");
+        }
+        if (an["max_p95_ratio"]) {
+          ca.max_p95_ratio = r.number(an["max_p95_ratio"], p + "deploy.canary.analysis.max_p95_ratio", 1);
+        }
+        if (an["min_requests"]) ca.min_requests = static_cast<int>(r.integer(an["min_requests"], p + "deploy.canary.analysis.min_requests", 1, 1000000));
+        s.deploy.canary_analysis = ca;
+      }
+    }
+  }
+  // Keys that only make sense with a command.
+  if (!s.supervised())
+    for (const char* k : {"working_dir", "environment", "env_file", "port", "replicas", "healthcheck", "restart",
+                          "stop_signal", "stop_grace_period", "depends_on", "memory", "cpus", "autoscale", "deploy"})
+      if (n[k]) r.fail(n[k], p + k + " needs a command: flotilla runs only services that have one");
+  if (s.port_mode == ServiceSection::PortMode::fixed && (s.replicas > 1 || (s.autoscale && s.autoscale->max > 1)))
+    r.fail(n["port"], p + "port " + std::to_string(s.port) + " can serve only one instance; use port: auto for replicas");
+  if (s.port_mode == ServiceSection::PortMode::none && s.healthcheck.kind != Healthcheck::Kind::none && n["healthcheck"])
+    r.fail(n["healthcheck"], p + "healthcheck probes the instance's port; with port: none use healthcheck: {disable: true}");
+  if (s.port_mode == ServiceSection::PortMode::none) s.healthcheck.kind = Healthcheck::Kind::none;
+  if (s.autoscale && !n["replicas"]) s.replicas = s.autoscale->min;
+}
+
+ServiceSection read_service(const Reader& r, const YAML::Node& key, const YAML::Node& n, const std::string& dir) {
   ServiceSection s;
   s.name = r.string(key, "a service name");
   s.line = key.Mark().line + 1;
   if (!valid_service_name(s.name))
     r.fail(key, "a service name must be letters, digits, '-', '_' or '.' (at most 63)");
   if (n.IsNull()) return s;
-  static const char* const kSupervisorKeys[] = {"command", "working_dir", "environment", "env_file", "port",
-                                                "replicas", "healthcheck", "restart", "stop_signal",
-                                                "stop_grace_period", "depends_on", "autoscale", "deploy"};
-  if (n.IsMap())
-    for (auto it = n.begin(); it != n.end(); ++it)
-      for (const char* k : kSupervisorKeys)
-        if (it->first.Scalar() == k)
-          r.fail(it->first, "services." + s.name + "." + k +
-                                ": running services from this file is not available in this version yet; the "
-                                "gateway keys (load_balancer, hash_on, circuit_breaker, outlier_detection) work");
-  r.mapping(n, "services." + s.name, {"load_balancer", "hash_on", "circuit_breaker", "outlier_detection"});
+  r.mapping(n, "services." + s.name,
+            {"load_balancer", "hash_on", "circuit_breaker", "outlier_detection", "command", "working_dir",
+             "environment", "env_file", "port", "replicas", "healthcheck", "restart", "stop_signal",
+             "stop_grace_period", "depends_on", "memory", "cpus", "autoscale", "deploy"});
+  read_supervisor_keys(r, n, dir, s);
   if (n["load_balancer"]) {
     s.load_balancer = r.string(n["load_balancer"], "load_balancer");
     static const std::set<std::string> known = {"round_robin", "least_request", "random", "ring_hash", "maglev"};
@@ -303,6 +524,31 @@ const ServiceSection* File::service(const std::string& name) const {
   for (const auto& s : services)
     if (s.name == name) return &s;
   return nullptr;
+}
+
+std::vector<const ServiceSection*> File::start_order() const {
+  // Depth-first topological sort in file order; a cycle is reported with its path.
+  std::vector<const ServiceSection*> order;
+  std::map<std::string, int> mark;  // 1: on the current path, 2: done
+  std::vector<std::string> path;
+  std::function<void(const ServiceSection&)> visit = [&](const ServiceSection& s) {
+    if (mark[s.name] == 2) return;
+    path.push_back(s.name);
+    if (mark[s.name] == 1) {
+      std::string cycle;
+      auto from = std::find(path.begin(), path.end(), s.name);
+      for (auto it = from; it != path.end(); ++it) cycle += (cycle.empty() ? "" : " -> ") + *it;
+      throw ConfigError("depends_on has a cycle: " + cycle);
+    }
+    mark[s.name] = 1;
+    for (const auto& d : s.depends_on)
+      if (const auto* t = service(d.service)) visit(*t);
+    mark[s.name] = 2;
+    path.pop_back();
+    if (s.supervised()) order.push_back(&s);
+  };
+  for (const auto& s : services) visit(s);
+  return order;
 }
 
 File parse(const std::string& text, const std::string& path) {
@@ -381,10 +627,29 @@ File parse(const std::string& text, const std::string& path) {
   }
   if (const auto& svcs = root["services"]) {
     if (!svcs.IsMap()) r.fail(svcs, "services must be a mapping of service name to its settings");
-    for (auto it = svcs.begin(); it != svcs.end(); ++it) f.services.push_back(read_service(r, it->first, it->second));
+    for (auto it = svcs.begin(); it != svcs.end(); ++it)
+      f.services.push_back(read_service(r, it->first, it->second, std::filesystem::absolute(f.dir).lexically_normal().string()));
     std::set<std::string> seen;
     for (auto it = svcs.begin(); it != svcs.end(); ++it)
       if (!seen.insert(it->first.Scalar()).second) r.fail(it->first, "duplicate service \"" + it->first.Scalar() + "\"");
+    // Dependencies: known, supervised, no cycles.
+    for (auto it = svcs.begin(); it != svcs.end(); ++it) {
+      const auto& s = *f.service(it->first.Scalar());
+      for (const auto& d : s.depends_on) {
+        const auto* target = f.service(d.service);
+        const YAML::Node& at = it->second["depends_on"];
+        if (!target) r.fail(at, "services." + s.name + ".depends_on: no service \"" + d.service + "\" in this file");
+        if (!target->supervised())
+          r.fail(at, "services." + s.name + ".depends_on: \"" + d.service + "\" has no command, so flotilla does not run it");
+        if (d.service == s.name) r.fail(at, "services." + s.name + ".depends_on names the service itself");
+      }
+    }
+    try {
+      f.start_order();
+    } catch (const ConfigError& e) {
+      throw ConfigError(path + ":" + std::to_string(svcs.Mark().line + 1) + ":" + std::to_string(svcs.Mark().column + 1) +
+                        ": " + e.what());
+    }
   }
   return f;
 }

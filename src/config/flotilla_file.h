@@ -1,7 +1,8 @@
 // flotilla.yaml: the user's one file (DESIGN.md §9). Loaded and validated up front: every error
-// names file:line:column and says what would be right; unknown keys are errors. The sections the
-// running code uses today are `name`, `agent`, `gateway` and the gateway's keys of `services`
-// (load balancing, circuit breaking, outlier detection); running processes belongs to the supervisor.
+// names file:line:column and says what would be right; unknown keys are errors. `name` and `agent`
+// describe the agent, `gateway` the gateway; each entry of `services` holds the gateway's keys for
+// that service (load balancing, circuit breaking, outlier detection) and, when it has a `command`,
+// what the supervisor needs to run it (docker-compose's names where compose has the concept).
 #pragma once
 
 #include <cstdint>
@@ -32,6 +33,9 @@ struct RouteMatch {
   std::string host;  // exact, or "*.example.com" for any subdomain; empty: any host
   std::vector<std::string> methods;                          // empty: any method
   std::vector<std::pair<std::string, std::string>> headers;  // name (lower-case) -> exact value
+  // Not from the file: the route of a service's own listener (<NAME>_URL); it matches only
+  // requests that arrived there, and routes without it match only the `gateway.listen` ones.
+  std::string listener_service;
 };
 
 struct RetryPolicy {
@@ -71,6 +75,9 @@ struct GatewaySection {
   std::string access_log;       // "" or "off": none; "stdout", "stderr" or a file path (JSON lines)
   GatewayTimeouts timeouts;
   std::vector<Route> routes;
+  // Not from the file: services that get a listener of their own on 127.0.0.1 (automatic port)
+  // that sends every request to them — the stable <NAME>_URL their dependents are given.
+  std::vector<std::string> service_listeners;
 };
 
 // How the gateway treats one service (Envoy's cluster settings). Every key is optional.
@@ -87,6 +94,49 @@ struct OutlierDetection {
   int max_ejection_percent = 50;
 };
 
+// When an instance counts as healthy (compose's healthcheck, probing the instance's PORT).
+struct Healthcheck {
+  enum class Kind { tcp, http, none } kind = Kind::tcp;  // default: a TCP connect to PORT succeeds
+  std::string http_path;                                  // kind http: GET http://127.0.0.1:PORT<path>, 2xx
+  Duration interval = std::chrono::seconds(1);
+  Duration timeout = std::chrono::seconds(1);
+  int retries = 3;                    // consecutive failures that make a running instance unhealthy
+  Duration start_period{0};           // failures during it do not count (slow starters)
+  bool operator==(const Healthcheck&) const = default;
+};
+
+struct Dependency {
+  std::string service;
+  std::string condition = "service_started";  // service_started | service_healthy
+  int line = 0;
+};
+
+struct Autoscale {
+  int min = 1;
+  int max = 1;
+  std::string metric;  // rps_per_instance | p95_ms | cpu_percent | inflight
+  double target = 0;
+  bool operator==(const Autoscale&) const = default;
+};
+
+// Flagger-style automatic canary analysis: every `interval` the canary's error ratio and p95 are
+// compared with the stable instances'; `iterations` passing checks in a row promote it, one
+// failing check rolls it back.
+struct CanaryAnalysis {
+  Duration interval = std::chrono::seconds(10);
+  int iterations = 5;
+  double max_error_ratio_increase = 0.01;  // canary error ratio may exceed stable's by at most this
+  double max_p95_ratio = 1.5;              // canary p95 at most this times stable's (+ 5 ms slack)
+  int min_requests = 20;                   // fewer canary requests in an interval: no verdict yet
+  bool operator==(const CanaryAnalysis&) const = default;
+};
+
+struct DeploySettings {
+  Duration healthy_timeout = std::chrono::seconds(60);  // a new instance must be healthy within it
+  std::optional<CanaryAnalysis> canary_analysis;
+  bool operator==(const DeploySettings&) const = default;
+};
+
 struct ServiceSection {
   std::string name;
   std::string load_balancer = "round_robin";  // round_robin | least_request | random | ring_hash | maglev
@@ -94,6 +144,26 @@ struct ServiceSection {
   CircuitBreaker circuit_breaker;
   OutlierDetection outlier_detection;
   int line = 0;
+
+  // --- supervised services (those with a command) ---
+  std::vector<std::string> command;  // exec'd directly; a string command becomes {"/bin/sh", "-c", it}
+  std::string working_dir;           // absolute (resolved against the file's directory)
+  // environment after env_file (file values first, `environment` wins), in key order.
+  std::vector<std::pair<std::string, std::string>> environment;
+  enum class PortMode { automatic, fixed, none } port_mode = PortMode::automatic;
+  int port = 0;                      // PortMode::fixed
+  int replicas = 1;
+  Healthcheck healthcheck;
+  std::string restart = "always";    // always | on-failure | no
+  std::string stop_signal = "SIGTERM";
+  Duration stop_grace_period = std::chrono::seconds(10);
+  std::vector<Dependency> depends_on;
+  uint64_t memory_bytes = 0;         // 0: no limit (needs cgroup v2)
+  double cpus = 0;                   // 0: no limit (needs cgroup v2)
+  std::optional<Autoscale> autoscale;
+  DeploySettings deploy;
+
+  bool supervised() const { return !command.empty(); }
 };
 
 struct File {
@@ -105,6 +175,8 @@ struct File {
   std::vector<ServiceSection> services;  // in file order
   // The section for a service name; nullptr when the file has none (defaults apply).
   const ServiceSection* service(const std::string& name) const;
+  // Supervised services in start-up order: every service after what it depends on.
+  std::vector<const ServiceSection*> start_order() const;
 };
 
 // Throws ConfigError.

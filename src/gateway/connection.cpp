@@ -151,8 +151,8 @@ void Buffer::shrink(size_t to) {
 
 // ---- Connection ----
 
-Connection::Connection(Worker& worker, Socket socket)
-    : worker_(worker), socket_(std::move(socket)), in_(kInitialIn) {
+Connection::Connection(Worker& worker, Socket socket, const std::string& listener_service)
+    : worker_(worker), socket_(std::move(socket)), listener_service_(listener_service), in_(kInitialIn) {
   error_code ec;
   auto remote = socket_.remote_endpoint(ec);
   if (!ec) client_ip_ = remote.address().to_string();
@@ -374,7 +374,7 @@ Task<bool> Connection::handle_request() {
   if (!normalized) co_return co_await refuse(400, json_error("malformed request path"));
 
   HeaderLookup lookup{&head, {}};
-  RouteRequest rr{head.method, head.authority, *normalized, &HeaderLookup::get, &lookup};
+  RouteRequest rr{head.method, head.authority, *normalized, &HeaderLookup::get, &lookup, listener_service_};
   int route_index = snap.routes ? snap.routes->match(rr) : -1;
   if (route_index < 0) {
     if (shared.metrics.no_route) shared.metrics.no_route->inc();
@@ -570,6 +570,7 @@ Task<bool> Connection::handle_request() {
       EndpointState* s;
       ~Active() { s->active.fetch_sub(1, std::memory_order_relaxed); }
     } active{ep.state.get()};
+    const int64_t try_started = now_ns();
     int64_t try_deadline = std::min(per_try, route_deadline - (now - request_done_at));
 
     Outcome outcome = Outcome::response;
@@ -750,6 +751,7 @@ Task<bool> Connection::handle_request() {
         break;
       case Outcome::response:
         ro = resilience::Outcome::response(response_parser_->head().status);
+        ep.state->observe_latency(now_ns() - try_started);
         break;
     }
     last_outcome = ro;

@@ -22,7 +22,8 @@ namespace flotilla::gateway {
 
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
-  Connection(Worker& worker, Socket socket);
+  // listener_service: see Worker::listen (empty for gateway.listen's addresses).
+  Connection(Worker& worker, Socket socket, const std::string& listener_service);
   ~Connection();
   void start();
   // The sweep found the deadline passed: cancel whatever the coroutine waits on.
@@ -53,6 +54,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   Worker& worker_;
   Socket socket_;
+  const std::string& listener_service_;
   std::string client_ip_;
   std::list<Connection*>::iterator tracked_;
   int64_t deadline_ = INT64_MAX;

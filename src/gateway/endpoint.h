@@ -4,6 +4,7 @@
 // Every field a worker touches on the request path is a relaxed atomic: no locks.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -27,9 +28,20 @@ struct EndpointState {
   std::atomic<int64_t> ejected_until_ns{0};
   std::atomic<uint64_t> ejections_total{0};
 
-  // Totals for metrics.
+  // Totals for metrics, and for the supervisor's canary analysis and autoscaler (which read
+  // differences between two samples).
   std::atomic<uint64_t> requests_total{0};
-  std::atomic<uint64_t> failures_total{0};
+  std::atomic<uint64_t> failures_total{0};  // gateway failures and 5xx answers (outlier detection's rule)
+  // Tries answered with a response head, by time from the try's start to the head (upper bounds
+  // in kLatencyBoundsMs; the last bucket is everything above).
+  static constexpr std::array<double, 13> kLatencyBoundsMs = {1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000};
+  std::array<std::atomic<uint64_t>, kLatencyBoundsMs.size() + 1> latency{};
+  void observe_latency(int64_t ns) {
+    const double ms = static_cast<double>(ns) / 1e6;
+    size_t i = 0;
+    while (i < kLatencyBoundsMs.size() && ms > kLatencyBoundsMs[i]) ++i;
+    latency[i].fetch_add(1, std::memory_order_relaxed);
+  }
 };
 
 struct Endpoint {

@@ -67,6 +67,7 @@ struct Gateway::Impl {
   std::unique_ptr<AccessLog> access_log;
   std::vector<std::unique_ptr<Worker>> workers;
   std::vector<uint16_t> ports;
+  std::map<std::string, uint16_t> service_ports;
   uint64_t next_version = 0;
   // Live across snapshots.
   std::map<std::string, std::weak_ptr<EndpointState>> endpoint_states;  // by address
@@ -170,9 +171,17 @@ Gateway::Gateway(config::File file, metrics::Registry& metrics) : impl_(std::mak
     im.access_log = std::make_unique<AccessLog>(g.access_log);
     im.shared.access_log = im.access_log.get();
   }
-  im.routes = std::make_shared<RouteTable>(g.routes);
-  for (size_t i = 0; i < g.routes.size(); ++i) {
-    const auto& r = g.routes[i];
+  // A service's own listener: one route, every request to it (retries on the defaults).
+  for (auto it = g.service_listeners.rbegin(); it != g.service_listeners.rend(); ++it) {
+    config::Route r;
+    r.service = *it;
+    r.match.listener_service = *it;
+    im.file.gateway->routes.insert(im.file.gateway->routes.begin(), r);
+  }
+  const auto& routes = im.file.gateway->routes;
+  im.routes = std::make_shared<RouteTable>(routes);
+  for (size_t i = 0; i < routes.size(); ++i) {
+    const auto& r = routes[i];
     RouteInfo ri;
     ri.service = r.service;
     ri.label = std::to_string(i) + ":" + r.service;
@@ -221,6 +230,50 @@ void Gateway::listen() {
     for (auto& w : im.workers) port = w->listen(address, port);
     im.ports.push_back(port);
   }
+  for (const auto& service : im.file.gateway->service_listeners) {
+    uint16_t port = 0;
+    for (auto& w : im.workers) port = w->listen("127.0.0.1:0", port, service);
+    im.service_ports[service] = port;
+  }
+}
+
+uint16_t Gateway::service_port(const std::string& service) const {
+  auto it = impl_->service_ports.find(service);
+  return it == impl_->service_ports.end() ? 0 : it->second;
+}
+
+EndpointLoad Gateway::endpoint_load(const std::string& address) const {
+  EndpointLoad out;
+  auto it = impl_->endpoint_states.find(address);
+  if (it == impl_->endpoint_states.end()) return out;
+  auto s = it->second.lock();
+  if (!s) return out;
+  out.known = true;
+  out.active = s->active.load(std::memory_order_relaxed);
+  out.requests = s->requests_total.load(std::memory_order_relaxed);
+  out.failures = s->failures_total.load(std::memory_order_relaxed);
+  out.ejections = s->ejections_total.load(std::memory_order_relaxed);
+  for (size_t i = 0; i < out.latency.size(); ++i) out.latency[i] = s->latency[i].load(std::memory_order_relaxed);
+  return out;
+}
+
+double EndpointLoad::quantile_ms(const std::array<uint64_t, kBuckets>& counts, double q) {
+  uint64_t total = 0;
+  for (auto c : counts) total += c;
+  if (total == 0) return 0;
+  const double rank = q * static_cast<double>(total);
+  uint64_t seen = 0;
+  for (size_t i = 0; i < counts.size(); ++i) {
+    if (counts[i] == 0) continue;
+    const double lower = i == 0 ? 0 : EndpointState::kLatencyBoundsMs[i - 1];
+    const double upper = i < EndpointState::kLatencyBoundsMs.size() ? EndpointState::kLatencyBoundsMs[i] : lower * 2;
+    if (static_cast<double>(seen + counts[i]) >= rank) {
+      // Linear within the bucket, as Prometheus' histogram_quantile.
+      return lower + (upper - lower) * (rank - static_cast<double>(seen)) / static_cast<double>(counts[i]);
+    }
+    seen += counts[i];
+  }
+  return EndpointState::kLatencyBoundsMs.back();
 }
 
 void Gateway::start() {

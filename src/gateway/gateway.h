@@ -4,6 +4,7 @@
 // workers only read published snapshots. Asio stays out of this header.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -21,6 +22,20 @@ class Registry;
 }
 
 namespace flotilla::gateway {
+
+// What the gateway has seen of one endpoint (cumulative; callers take differences), for the
+// supervisor's drain, canary analysis and autoscaler.
+struct EndpointLoad {
+  static constexpr size_t kBuckets = EndpointState::kLatencyBoundsMs.size() + 1;
+  bool known = false;   // false: no snapshot holds this address
+  int64_t active = 0;   // requests in flight to it now, all workers
+  uint64_t requests = 0;
+  uint64_t failures = 0;  // gateway failures and 5xx answers
+  uint64_t ejections = 0;  // times outlier detection ejected it
+  std::array<uint64_t, kBuckets> latency{};  // by EndpointState::kLatencyBoundsMs
+  // The q-quantile (0..1) of a latency histogram (e.g. a difference of two samples), in ms.
+  static double quantile_ms(const std::array<uint64_t, kBuckets>& counts, double q);
+};
 
 struct EndpointSpec {
   std::string instance_id;
@@ -51,6 +66,10 @@ class Gateway {
   void set_endpoints(const std::string& service, std::vector<EndpointSpec> endpoints);
   // Listening ports, in the order of `gateway.listen` (after listen()).
   std::vector<uint16_t> ports() const;
+  // The port of a service's own listener (GatewaySection::service_listeners); 0: none.
+  uint16_t service_port(const std::string& service) const;
+  // Live counters of the endpoint at "IP:PORT" (control thread).
+  EndpointLoad endpoint_load(const std::string& address) const;
   int workers() const;
   size_t connections() const;
   // Clusters, endpoints and their live state (in-flight, ejections), for the agent API.

@@ -39,6 +39,7 @@ RouteTable::RouteTable(std::vector<config::Route> routes) : routes_(std::move(ro
 int RouteTable::match(const RouteRequest& r) const {
   for (size_t i = 0; i < routes_.size(); ++i) {
     const auto& m = routes_[i].match;
+    if (m.listener_service != r.listener_service) continue;
     if (!m.host.empty() && !host_matches(m.host, r.host)) continue;
     if (!m.path.empty() && r.path != m.path) continue;
     if (!m.path_prefix.empty() && !path_prefix_matches(m.path_prefix, r.path)) continue;

@@ -20,6 +20,7 @@ struct RouteRequest {
   // Header lookup by lower-case name; nullptr when absent.
   const std::string_view* (*header)(const void* context, std::string_view lower_name) = nullptr;
   const void* context = nullptr;
+  std::string_view listener_service;  // the service of the listener it arrived on; empty: a public one
 };
 
 class RouteTable {

@@ -33,7 +33,7 @@ Worker::~Worker() {
   acceptors_.clear();
 }
 
-uint16_t Worker::listen(const std::string& address, uint16_t port_override) {
+uint16_t Worker::listen(const std::string& address, uint16_t port_override, const std::string& service) {
   std::string host;
   uint16_t port;
   if (!http::split_host_port(address, host, port)) throw std::runtime_error("gateway.listen: bad address " + address);
@@ -65,6 +65,7 @@ uint16_t Worker::listen(const std::string& address, uint16_t port_override) {
   if (ec) throw std::runtime_error("gateway cannot listen on " + address + ": " + ec.message());
   uint16_t bound = acceptor->local_endpoint().port();
   acceptors_.push_back(std::move(acceptor));
+  listener_services_.push_back(std::make_unique<std::string>(service));
   return bound;
 }
 
@@ -93,7 +94,7 @@ void Worker::accept(size_t i) {
         boost::system::error_code ignored;
         socket.close(ignored);
       } else {
-        auto c = std::make_shared<Connection>(*this, std::move(socket));
+        auto c = std::make_shared<Connection>(*this, std::move(socket), *listener_services_[i]);
         c->start();
       }
     } else if (ec == asio::error::no_descriptors || ec == asio::error::no_buffer_space) {

@@ -90,8 +90,9 @@ class Worker {
   ~Worker();
 
   // Opens this worker's listener on `address` with SO_REUSEPORT (port from the first worker when
-  // the configured port is 0). Throws std::runtime_error.
-  uint16_t listen(const std::string& address, uint16_t port_override);
+  // the configured port is 0). `service`: a service's own listener (only its route matches there);
+  // empty for gateway.listen's addresses. Throws std::runtime_error.
+  uint16_t listen(const std::string& address, uint16_t port_override, const std::string& service = {});
   void start();
   // Thread-safe: stop accepting, close idle connections, finish the rest (see Gateway::stop).
   // Takes effect at the worker's next sweep (within 50 ms).
@@ -141,6 +142,7 @@ class Worker {
   // the sweep reads): no locks in the scheduler or the reactor.
   asio::io_context io_;
   std::vector<std::unique_ptr<Acceptor>> acceptors_;
+  std::vector<std::unique_ptr<std::string>> listener_services_;  // by acceptor; stable addresses
   SteadyTimer sweep_timer_;
   std::thread thread_;
   std::shared_ptr<const Snapshot> snapshot_;

@@ -53,7 +53,9 @@ void State::put(const store::KeyValue& kv, Changes& changes) {
   const auto& key = kv.key;
   uint64_t rev = kv.mod_revision;
   try {
-    if (starts_with(key, keys::kv)) {
+    if (starts_with(key, keys::supervisor)) {
+      supervisor_[key] = kv.value;
+    } else if (starts_with(key, keys::kv)) {
       auto e = decode_kv(kv.value);
       e.key = key.substr(keys::kv.size());
       e.create_index = kv.create_revision;
@@ -124,7 +126,9 @@ void State::put(const store::KeyValue& kv, Changes& changes) {
 }
 
 void State::erase(const std::string& key, uint64_t rev, Changes& changes) {
-  if (starts_with(key, keys::kv)) {
+  if (starts_with(key, keys::supervisor)) {
+    supervisor_.erase(key);
+  } else if (starts_with(key, keys::kv)) {
     auto k = key.substr(keys::kv.size());
     kv_.erase(k);
     kv_tombstones_[k] = rev;

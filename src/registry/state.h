@@ -50,6 +50,8 @@ class State {
   const std::map<std::string, Check>& checks() const { return checks_; }
   const std::map<std::string, KvEntry>& kv() const { return kv_; }
   const std::map<std::string, Session>& sessions() const { return sessions_; }
+  // The supervisor's records by full store key ("sup/..."), values as written.
+  const std::map<std::string, std::string>& supervisor_records() const { return supervisor_; }
 
   const Service* service(const std::string& id) const;
   const Check* check(const std::string& id) const;
@@ -73,6 +75,7 @@ class State {
   std::map<std::string, Check> checks_;
   std::map<std::string, KvEntry> kv_;
   std::map<std::string, Session> sessions_;
+  std::map<std::string, std::string> supervisor_;
   std::map<std::string, std::set<std::string>> by_name_;           // service name -> instance IDs
   std::map<std::string, std::set<std::string>> checks_by_service_;  // service ID -> check IDs
   std::set<std::string> node_check_ids_;  // checks of the node itself (every health entry has them)

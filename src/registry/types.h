@@ -101,6 +101,8 @@ inline constexpr std::string_view check = "chk/";
 inline constexpr std::string_view session = "ses/";
 inline constexpr std::string_view kv = "kv/";
 inline constexpr std::string_view node = "sys/node";
+// The supervisor's own records (desired state, events), kept as opaque JSON values.
+inline constexpr std::string_view supervisor = "sup/";
 }  // namespace keys
 
 // Storage encoding. Decoders throw std::runtime_error on corrupt records.

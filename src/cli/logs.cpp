@@ -1,0 +1,212 @@
+// `flotilla logs [-f] SERVICE`: the service's instance logs merged in time order, each line
+// prefixed with its instance as docker-compose does ("web-3f2a | text"); -f follows them.
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include <cctype>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <iostream>
+#include <map>
+#include <unistd.h>
+
+#include "cli/api_client.h"
+#include "cli/commands.h"
+#include "cli/target.h"
+#include "common/duration.h"
+
+namespace flotilla::cli {
+
+namespace {
+
+using nlohmann::json;
+
+struct LogsOptions {
+  Target target;
+  std::string service;
+  bool follow = false;
+  std::string since;
+  std::string tail;
+  bool no_prefix = false;
+  bool timestamps = false;
+  bool no_color = false;
+};
+
+constexpr std::chrono::seconds kFollowWait{30};
+
+// --since as the API takes it. A duration (10m) and Unix seconds pass through; an RFC 3339 time
+// becomes Unix seconds: with Z or an offset as written, without one in local time (as docker
+// does); a date alone is local midnight.
+std::string since_param(const std::string& text) {
+  if (auto d = parse_duration(text); d && d->count() >= 0) return text;
+  {
+    char* end = nullptr;
+    double secs = std::strtod(text.c_str(), &end);
+    if (!text.empty() && end && *end == '\0' && secs >= 0 && std::isdigit(static_cast<unsigned char>(text[0])))
+      return text;
+  }
+  std::tm tm{};
+  const char* p = strptime(text.c_str(), "%Y-%m-%dT%H:%M:%S", &tm);
+  if (!p) p = strptime(text.c_str(), "%Y-%m-%d %H:%M:%S", &tm);
+  bool date_only = false;
+  if (!p) {
+    tm = {};
+    p = strptime(text.c_str(), "%Y-%m-%d", &tm);
+    date_only = p && *p == '\0';
+    if (!date_only) p = nullptr;
+  }
+  if (!p)
+    throw UsageError("--since \"" + text +
+                     "\" is not a duration (10m), a time (2026-12-02T08:00:00Z, 2026-12-02T09:00:00+01:00) or Unix seconds");
+  double fraction = 0;
+  if (*p == '.') {
+    const char* start = p;
+    ++p;
+    while (std::isdigit(static_cast<unsigned char>(*p))) ++p;
+    fraction = std::strtod(std::string(start, p).c_str(), nullptr);
+  }
+  double secs;
+  if (*p == '\0') {
+    tm.tm_isdst = -1;
+    secs = static_cast<double>(std::mktime(&tm));
+  } else {
+    long offset = 0;
+    if (*p == 'Z' || *p == 'z') {
+      ++p;
+    } else if (*p == '+' || *p == '-') {
+      int sign = *p == '-' ? -1 : 1;
+      int hh = 0, mm = 0, used = 0;
+      if (std::sscanf(p + 1, "%2d:%2d%n", &hh, &mm, &used) == 2 || std::sscanf(p + 1, "%2d%2d%n", &hh, &mm, &used) == 2) {
+        offset = sign * (hh * 3600L + mm * 60L);
+        p += 1 + used;
+      } else {
+        p = "?";
+      }
+    }
+    if (*p != '\0') throw UsageError("--since \"" + text + "\": unreadable time zone (use Z or +HH:MM)");
+    secs = static_cast<double>(timegm(&tm) - offset);
+  }
+  secs += fraction;
+  if (secs < 0) throw UsageError("--since \"" + text + "\" is before 1970");
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.6f", secs);
+  return buf;
+}
+
+std::string utc_timestamp(int64_t us) {
+  std::time_t t = static_cast<std::time_t>(us / 1000000);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[48];
+  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+                tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(us % 1000000));
+  return buf;
+}
+
+// Writes records as docker-compose does: the instance, padded to the longest one seen, then " | ".
+class Printer {
+ public:
+  Printer(const LogsOptions& o, bool colour) : o_(o), colour_(colour) {}
+
+  void widen(const std::string& instance) { width_ = std::max(width_, instance.size()); }
+
+  void print(const json& records) {
+    for (const auto& r : records) widen(r.value("Instance", std::string()));
+    std::string out;
+    for (const auto& r : records) {
+      const std::string instance = r.value("Instance", std::string());
+      if (!o_.no_prefix) {
+        std::string prefix = instance;
+        prefix.append(width_ - instance.size(), ' ');
+        prefix += " | ";
+        if (colour_) out += "\033[" + colour_of(instance) + "m" + prefix + "\033[0m";
+        else out += prefix;
+      }
+      if (o_.timestamps) out += utc_timestamp(r.value("Time", int64_t{0})) + " ";
+      out += r.value("Text", std::string());
+      out += '\n';
+    }
+    std::cout << out << std::flush;
+  }
+
+ private:
+  const std::string& colour_of(const std::string& instance) {
+    static const std::vector<std::string> palette = {"36", "33", "32", "35", "34", "1;36", "1;33", "1;32", "1;35", "1;34"};
+    auto it = colours_.find(instance);
+    if (it == colours_.end()) it = colours_.emplace(instance, palette[colours_.size() % palette.size()]).first;
+    return it->second;
+  }
+
+  const LogsOptions& o_;
+  bool colour_;
+  size_t width_ = 0;
+  std::map<std::string, std::string> colours_;
+};
+
+int run(const LogsOptions& o) {
+  if (o.service.empty()) throw UsageError("which service? usage: flotilla logs [-f] SERVICE");
+  std::string query;
+  if (!o.since.empty()) query += "&since=" + url_encode_path(since_param(o.since));
+  if (!o.tail.empty() && o.tail != "all") {
+    bool digits = o.tail.find_first_not_of("0123456789") == std::string::npos;
+    if (!digits) throw UsageError("--tail \"" + o.tail + "\" is not a number of lines (or all)");
+    // The API reads tail=0 as "all": for none (-f --tail 0, only new lines) ask for one and
+    // print nothing; the cursor still starts after it.
+    query += "&tail=" + std::string(o.tail == "0" ? "1" : o.tail);
+  }
+  auto client = make_client(o.target);
+  const std::string path = "/v1/flotilla/logs/" + url_encode_path(o.service);
+  auto answer = json_of(client.request("GET", path + (query.empty() ? "" : "?" + query.substr(1))));
+
+  const char* no_color_env = std::getenv("NO_COLOR");
+  Printer printer(o, !o.no_color && !(no_color_env && *no_color_env) && isatty(STDOUT_FILENO));
+  if (o.follow) {
+    // Pad to every instance of the service, not only those with lines in this answer.
+    auto instances = client.request("GET", "/v1/flotilla/instances?service=" + url_encode_path(o.service));
+    if (instances.status == 200)
+      for (const auto& i : json::parse(instances.body)) printer.widen(i.value("ID", std::string()));
+  }
+  if (o.tail != "0") printer.print(answer["Records"]);
+  if (!o.follow) return 0;
+
+  exit_zero_on_interrupt();
+  std::string cursor = answer.value("Cursor", std::string());
+  const auto timeout = std::chrono::duration_cast<std::chrono::milliseconds>(kFollowWait + std::chrono::seconds(15));
+  for (;;) {
+    ApiResponse r;
+    try {
+      r = client.request("GET", path + "?wait=" + std::to_string(kFollowWait.count()) + "s&after=" + url_encode_path(cursor),
+                         {}, timeout);
+    } catch (const std::exception& e) {
+      throw std::runtime_error("the agent at " + client.address() + " went away (" + e.what() + ")");
+    }
+    answer = json_of(r);
+    printer.print(answer["Records"]);
+    if (auto c = answer.value("Cursor", std::string()); !c.empty()) cursor = c;
+  }
+}
+
+}  // namespace
+
+std::function<int()> add_logs(CLI::App& app) {
+  auto o = std::make_shared<LogsOptions>();
+  auto* cmd = app.add_subcommand("logs", "Print a service's logs, every instance merged in time order");
+  cmd->footer(
+      "Each line starts with its instance (coloured on a terminal); stdout and stderr are merged.\n"
+      "With -f, keeps printing new lines (new instances included) until Ctrl-C. --since takes a\n"
+      "duration (10m), an RFC 3339 time (local time when it has no zone) or Unix seconds. Here -f\n"
+      "means follow: pick the agent by flotilla.yaml with --file.\n\n"
+      "Example: flotilla logs -f --tail 20 web");
+  cmd->add_option("service", o->service, "The service");
+  cmd->add_flag("-f,--follow", o->follow, "Keep printing new lines");
+  cmd->add_option("--since", o->since, "Only lines since then: 10m, 2026-12-02T08:00:00Z or Unix seconds");
+  cmd->add_option("-n,--tail", o->tail, "Only the last N lines (all: every line)");
+  cmd->add_flag("--no-prefix", o->no_prefix, "Print lines without their instance");
+  cmd->add_flag("-t,--timestamps", o->timestamps, "Show each line's time (UTC)");
+  cmd->add_flag("--no-color", o->no_color, "No colours, even on a terminal (also $NO_COLOR)");
+  add_target_options(cmd, o->target, false);
+  return [o] { return run_guarded("logs", [&] { return run(*o); }); };
+}
+
+}  // namespace flotilla::cli

@@ -1,0 +1,163 @@
+#include "cli/target.h"
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <filesystem>
+#include <iostream>
+#include <unistd.h>
+
+#include "config/flotilla_file.h"
+
+namespace flotilla::cli {
+
+void add_target_options(CLI::App* cmd, Target& target, bool short_file) {
+  cmd->add_option("--api", target.api, "Agent address HOST:PORT (else agent.api of --file, $FLOTILLA_API, agent.api of ./flotilla.yaml, "
+                  "127.0.0.1:7700)");
+  cmd->add_option("--token", target.token, "The agent's token, for writes (default $FLOTILLA_TOKEN)");
+  cmd->add_option(short_file ? "-f,--file" : "--file", target.file,
+                  "Use the agent of this flotilla.yaml (its agent.api)");
+}
+
+std::string resolve_api(const Target& target) {
+  if (!target.api.empty()) return target.api;
+  if (!target.file.empty()) {
+    try {
+      return config::load_file(target.file).agent.api;
+    } catch (const std::exception& e) {
+      throw UsageError(e.what());
+    }
+  }
+  if (const char* env = std::getenv("FLOTILLA_API"); env && *env) return env;
+  std::error_code ec;
+  if (std::filesystem::is_regular_file("flotilla.yaml", ec)) {
+    try {
+      return config::load_file("flotilla.yaml").agent.api;
+    } catch (const std::exception&) {
+      // Not ours to judge here: `flotilla config check` says what is wrong with it.
+    }
+  }
+  return "127.0.0.1:7700";
+}
+
+ApiClient make_client(const Target& target) {
+  try {
+    return ApiClient(resolve_api(target), target.token);
+  } catch (const UsageError&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw UsageError(e.what());  // an address that is not HOST:PORT
+  }
+}
+
+int fail(const std::string& command, const std::string& message, int code) {
+  std::cout.flush();
+  std::cerr << "flotilla " << command << ": " << message << "\n";
+  return code;
+}
+
+int run_guarded(const std::string& command, const std::function<int()>& body) {
+  try {
+    return body();
+  } catch (const UsageError& e) {
+    return fail(command, e.what(), 2);
+  } catch (const std::exception& e) {
+    return fail(command, e.what(), 1);
+  }
+}
+
+bool runs_no_application(const ApiResponse& r) {
+  // The registry's API answers paths it does not know with "no such endpoint: PATH"; the
+  // supervisor's own 404s name what is missing (a service).
+  return r.status == 404 && error_message(r).rfind("no such endpoint", 0) == 0;
+}
+
+std::string api_error(const ApiResponse& r) {
+  if (runs_no_application(r)) return "this agent runs no application (started with flotilla agent, not flotilla up)";
+  return error_message(r);
+}
+
+nlohmann::json json_of(const ApiResponse& r) {
+  if (r.status != 200) throw std::runtime_error(api_error(r));
+  try {
+    return nlohmann::json::parse(r.body);
+  } catch (const nlohmann::json::exception& e) {
+    throw std::runtime_error(std::string("the agent's answer is not JSON: ") + e.what());
+  }
+}
+
+size_t display_width(const std::string& utf8) {
+  size_t n = 0;
+  for (unsigned char c : utf8)
+    if ((c & 0xC0) != 0x80) ++n;
+  return n;
+}
+
+void Table::print(std::ostream& out) const {
+  std::vector<size_t> width;
+  for (const auto& row : rows_)
+    for (size_t i = 0; i < row.size(); ++i) {
+      if (width.size() <= i) width.resize(i + 1, 0);
+      width[i] = std::max(width[i], display_width(row[i]));
+    }
+  for (const auto& row : rows_) {
+    std::string line;
+    for (size_t i = 0; i < row.size(); ++i) {
+      line += row[i];
+      if (i + 1 < row.size()) line.append(width[i] - display_width(row[i]) + 2, ' ');
+    }
+    while (!line.empty() && line.back() == ' ') line.pop_back();
+    out << line << "\n";
+  }
+}
+
+std::string human_duration(double seconds) {
+  if (!(seconds >= 0)) seconds = 0;
+  auto s = static_cast<long long>(seconds);
+  char buf[32];
+  if (s < 60) std::snprintf(buf, sizeof buf, "%llds", s);
+  else if (s < 3600) std::snprintf(buf, sizeof buf, "%lldm%02llds", s / 60, s % 60);
+  else if (s < 86400) std::snprintf(buf, sizeof buf, "%lldh%02lldm", s / 3600, s % 3600 / 60);
+  else std::snprintf(buf, sizeof buf, "%lldd%02lldh", s / 86400, s % 86400 / 3600);
+  return buf;
+}
+
+std::string format_number(double value, int decimals) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", decimals, value);
+  std::string s = buf;
+  if (s.find('.') != std::string::npos) {
+    while (s.back() == '0') s.pop_back();
+    if (s.back() == '.') s.pop_back();
+  }
+  if (s == "-0") s = "0";
+  return s;
+}
+
+std::string local_clock(int64_t unix_ms) {
+  std::time_t t = static_cast<std::time_t>(unix_ms / 1000);
+  std::tm tm{};
+  localtime_r(&t, &tm);
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%02d:%02d:%02d.%03d", tm.tm_hour, tm.tm_min, tm.tm_sec,
+                static_cast<int>(((unix_ms % 1000) + 1000) % 1000));
+  return buf;
+}
+
+namespace {
+void exit_zero(int) { _exit(0); }
+}  // namespace
+
+void exit_zero_on_interrupt() {
+  struct sigaction sa {};
+  sa.sa_handler = exit_zero;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+}
+
+}  // namespace flotilla::cli
