@@ -1,47 +1,48 @@
 #!/usr/bin/env bash
-# The main job: `flotilla up` on examples/gateway (the agent and the gateway in one process), two
-# instances of a small Python service registered with health checks, and what to try. Stops (and
-# cleans up, by PID) on Ctrl-C. The supervisor will start the instances itself in a later version.
+# The main job: `flotilla up` on examples/hello — the agent, the gateway and two services in two
+# languages (web in Python calls quotes in Node.js through QUOTES_URL), two instances each — then
+# what to try. Ctrl-C stops everything gracefully (instances drained, then stopped).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 API=127.0.0.1:7700
 GW=127.0.0.1:8080
-for port in 7700 8080 9101 9102; do
+FILE=examples/hello/flotilla.yaml
+for port in 7700 8080; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-    echo "demo: port $port is in use (another demo or agent running?); stop it first" >&2
+    echo "demo: port $port is in use (another demo or agent running? 'flotilla down -f $FILE' stops a demo)" >&2
     exit 1
   fi
 done
-mkdir -p .flotilla/demo
-PIDS=()
-stop() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+./build/flotilla up -f "$FILE" &
+AGENT=$!
+stop() { kill -TERM "$AGENT" 2>/dev/null || true; wait "$AGENT" 2>/dev/null || true; }
 trap stop EXIT
 trap 'exit 0' INT TERM
-./build/flotilla up -f examples/gateway/flotilla.yaml &
-PIDS+=($!)
-/usr/bin/python3 examples/gateway/hello.py 9101 hello-1 & PIDS+=($!)
-/usr/bin/python3 examples/gateway/hello.py 9102 hello-2 & PIDS+=($!)
-for _ in $(seq 100); do curl -sf "http://$API/v1/status/leader" >/dev/null && break; sleep 0.1; done
-for i in 1 2; do
-  curl -sf -X PUT "http://$API/v1/agent/service/register" -d '{
-    "Name": "hello", "ID": "hello-'"$i"'", "Address": "127.0.0.1", "Port": 910'"$i"',
-    "Check": {"HTTP": "http://127.0.0.1:910'"$i"'/healthz", "Interval": "1s", "Timeout": "500ms"}}' >/dev/null
-done
-for _ in $(seq 100); do curl -sf "http://$GW/" >/dev/null && break; sleep 0.1; done
+ready() {
+  curl -sf "http://$API/v1/flotilla/status" | /usr/bin/python3 -c '
+import json, sys
+s = json.load(sys.stdin)["Services"]
+sys.exit(0 if s and all(x["Ready"] >= x["Desired"] for x in s) else 1)'
+}
+for _ in $(seq 300); do ready && break; kill -0 "$AGENT" 2>/dev/null || exit 1; sleep 0.1; done
+curl -s "http://$GW/"
 
 cat <<MSG
 
-flotilla is running: agent API http://$API, gateway http://$GW (examples/gateway/flotilla.yaml).
-Two instances of "hello" (Python, ports 9101 and 9102) are registered with HTTP health checks. Try:
-  for i in 1 2 3 4; do curl -s http://$GW/api/hello/x; done   # both instances answer (round robin)
-  curl -s http://$GW/nowhere                     # 404 from the gateway, with a JSON body
-  for i in 1 2 3 4; do curl -s -o /dev/null -w '%{http_code} ' http://$GW/limited; done; echo   # 429s
-  curl -s http://$API/v1/flotilla/gateway        # endpoints, live counts, ejections
-  curl -s -X PUT http://$API/v1/agent/service/maintenance/hello-1?enable=true   # out of rotation…
-  curl -s http://$GW/api/hello/x                 # …only hello-2 answers now
-  ./build/flotilla services
+flotilla is running examples/hello: agent API http://$API, gateway http://$GW.
+"web" (Python, 2 instances) calls "quotes" (Node.js, 2 instances) through \$QUOTES_URL. Try, in another shell:
+  curl -s http://$GW/                                  # web answers with a quote from quotes
+  curl -s http://$GW/quotes/random                     # quotes directly, through the gateway
+  ./build/flotilla status                              # versions, ready/desired, req/s, p95
+  ./build/flotilla ps                                  # instances: pid, port, health, CPU, memory
+  ./build/flotilla logs -f web                         # both web instances, merged (Ctrl-C ends)
+  ./build/flotilla scale quotes=3
+  ./build/flotilla deploy web --set environment.GREETING=Bonjour --wait   # rolling, zero failed requests
+  ./build/flotilla deploy web --set environment.GREETING=Hola --canary 20 # 20 % of traffic to one new instance
+  ./build/flotilla promote web                         # …or: ./build/flotilla rollback web
+  kill -9 \$(./build/flotilla ps quotes --json | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["Pid"])')
+  ./build/flotilla events                              # crashed, restarted in 100 ms, healthy again
   curl -s http://$API/metrics | grep flotilla_gateway_requests_total
-  tail -f .flotilla/demo/access.log              # one JSON line per request
-Press Ctrl-C to stop.
+Press Ctrl-C to stop (or run ./build/flotilla down).
 MSG
-wait "${PIDS[0]}"
+wait "$AGENT"

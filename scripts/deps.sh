@@ -16,6 +16,8 @@ PACKAGES=(
   clang libclang-rt-14-dev
   # benchmarks (bench/gateway/run.sh compares the gateway with nginx and HAProxy as proxies)
   libbenchmark-dev wrk nginx haproxy
+  # the demo's services (examples/hello: Python and Node.js); the shell test service serves with socat
+  nodejs socat
   # misc tools used by tests and scripts
   curl procps iproute2
 )

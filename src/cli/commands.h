@@ -24,6 +24,17 @@ std::function<int()> add_config(CLI::App& app);
 std::function<int()> add_up(CLI::App& app);
 std::function<int()> add_gateway(CLI::App& app);
 
+// The supervisor's: clients of the agent API under /v1/flotilla/.
+std::function<int()> add_down(CLI::App& app);
+std::function<int()> add_status(CLI::App& app);
+std::function<int()> add_ps(CLI::App& app);
+std::function<int()> add_logs(CLI::App& app);
+std::function<int()> add_events(CLI::App& app);
+std::function<int()> add_scale(CLI::App& app);
+std::function<int()> add_deploy(CLI::App& app);
+std::function<int()> add_promote(CLI::App& app);
+std::function<int()> add_rollback(CLI::App& app);
+
 extern const char* const kVersion;
 
 struct AgentOptions {

@@ -38,6 +38,24 @@ std::function<int()> add_config(CLI::App& app) {
                     << ")\n";
         }
       }
+      auto order = f.start_order();
+      if (!order.empty()) std::cout << "  services run by flotilla, in start-up order:\n";
+      for (const auto* s : order) {
+        std::string cmd;
+        for (const auto& a : s->command) cmd += (cmd.empty() ? "" : " ") + a;
+        std::string port = s->port_mode == config::ServiceSection::PortMode::automatic ? "auto"
+                           : s->port_mode == config::ServiceSection::PortMode::none  ? "none"
+                                                                                     : std::to_string(s->port);
+        std::cout << "    " << s->name << ": " << cmd << " (replicas " << s->replicas;
+        if (s->autoscale)
+          std::cout << ", autoscale " << s->autoscale->min << ".." << s->autoscale->max << " on " << s->autoscale->metric;
+        std::cout << ", port " << port << ", restart " << s->restart << ")";
+        if (!s->depends_on.empty()) {
+          std::cout << " after";
+          for (const auto& d : s->depends_on) std::cout << " " << d.service << (d.condition == "service_healthy" ? " (healthy)" : "");
+        }
+        std::cout << "\n";
+      }
       return 0;
     } catch (const config::ConfigError& e) {
       std::cerr << e.what() << "\n";

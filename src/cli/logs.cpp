@@ -58,7 +58,8 @@ std::string since_param(const std::string& text) {
   }
   if (!p)
     throw UsageError("--since \"" + text +
-                     "\" is not a duration (10m), a time (2026-12-02T08:00:00Z, 2026-12-02T09:00:00+01:00) or Unix seconds");
+                     "\" is not a duration (10m), a time (2026-12-02T08:00:00Z, 2026-12-02T09:00:00+01:00) "
+                     "or Unix seconds");
   double fraction = 0;
   if (*p == '.') {
     const char* start = p;
@@ -77,7 +78,8 @@ std::string since_param(const std::string& text) {
     } else if (*p == '+' || *p == '-') {
       int sign = *p == '-' ? -1 : 1;
       int hh = 0, mm = 0, used = 0;
-      if (std::sscanf(p + 1, "%2d:%2d%n", &hh, &mm, &used) == 2 || std::sscanf(p + 1, "%2d%2d%n", &hh, &mm, &used) == 2) {
+      if (std::sscanf(p + 1, "%2d:%2d%n", &hh, &mm, &used) == 2 ||
+          std::sscanf(p + 1, "%2d%2d%n", &hh, &mm, &used) == 2) {
         offset = sign * (hh * 3600L + mm * 60L);
         p += 1 + used;
       } else {
@@ -132,7 +134,9 @@ class Printer {
 
  private:
   const std::string& colour_of(const std::string& instance) {
-    static const std::vector<std::string> palette = {"36", "33", "32", "35", "34", "1;36", "1;33", "1;32", "1;35", "1;34"};
+    // docker-compose's: cyan, yellow, green, magenta, blue, then their bright forms.
+    static const std::vector<std::string> palette = {"36",   "33",   "32",   "35",   "34",
+                                                     "1;36", "1;33", "1;32", "1;35", "1;34"};
     auto it = colours_.find(instance);
     if (it == colours_.end()) it = colours_.emplace(instance, palette[colours_.size() % palette.size()]).first;
     return it->second;
@@ -148,12 +152,14 @@ int run(const LogsOptions& o) {
   if (o.service.empty()) throw UsageError("which service? usage: flotilla logs [-f] SERVICE");
   std::string query;
   if (!o.since.empty()) query += "&since=" + url_encode_path(since_param(o.since));
+  bool tail_none = false;
   if (!o.tail.empty() && o.tail != "all") {
-    bool digits = o.tail.find_first_not_of("0123456789") == std::string::npos;
+    bool digits = o.tail.size() <= 9 && o.tail.find_first_not_of("0123456789") == std::string::npos;
     if (!digits) throw UsageError("--tail \"" + o.tail + "\" is not a number of lines (or all)");
     // The API reads tail=0 as "all": for none (-f --tail 0, only new lines) ask for one and
     // print nothing; the cursor still starts after it.
-    query += "&tail=" + std::string(o.tail == "0" ? "1" : o.tail);
+    tail_none = std::stoul(o.tail) == 0;
+    query += "&tail=" + (tail_none ? std::string("1") : o.tail);
   }
   auto client = make_client(o.target);
   const std::string path = "/v1/flotilla/logs/" + url_encode_path(o.service);
@@ -167,7 +173,7 @@ int run(const LogsOptions& o) {
     if (instances.status == 200)
       for (const auto& i : json::parse(instances.body)) printer.widen(i.value("ID", std::string()));
   }
-  if (o.tail != "0") printer.print(answer["Records"]);
+  if (!tail_none) printer.print(answer["Records"]);
   if (!o.follow) return 0;
 
   exit_zero_on_interrupt();
@@ -176,8 +182,9 @@ int run(const LogsOptions& o) {
   for (;;) {
     ApiResponse r;
     try {
-      r = client.request("GET", path + "?wait=" + std::to_string(kFollowWait.count()) + "s&after=" + url_encode_path(cursor),
-                         {}, timeout);
+      r = client.request(
+          "GET", path + "?wait=" + std::to_string(kFollowWait.count()) + "s&after=" + url_encode_path(cursor), {},
+          timeout);
     } catch (const std::exception& e) {
       throw std::runtime_error("the agent at " + client.address() + " went away (" + e.what() + ")");
     }
@@ -198,7 +205,7 @@ std::function<int()> add_logs(CLI::App& app) {
       "duration (10m), an RFC 3339 time (local time when it has no zone) or Unix seconds. Here -f\n"
       "means follow: pick the agent by flotilla.yaml with --file.\n\n"
       "Example: flotilla logs -f --tail 20 web");
-  cmd->add_option("service", o->service, "The service");
+  cmd->add_option("SERVICE", o->service, "The service");
   cmd->add_flag("-f,--follow", o->follow, "Keep printing new lines");
   cmd->add_option("--since", o->since, "Only lines since then: 10m, 2026-12-02T08:00:00Z or Unix seconds");
   cmd->add_option("-n,--tail", o->tail, "Only the last N lines (all: every line)");

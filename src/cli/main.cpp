@@ -12,7 +12,8 @@ int main(int argc, char** argv) {
   if (argc > 1 && std::string_view(argv[1]) == "__shim") return flotilla::supervisor::run_shim(argc, argv);
   CLI::App app{
       "flotilla: a microservice platform in one binary.\n"
-      "Registry (Consul-compatible API), health checks, KV and the gateway today; the supervisor next.\n"};
+      "Runs your services (supervisor: restarts, health checks, rolling deploys, canaries, autoscaling),\n"
+      "routes to them (gateway) and keeps their registry (Consul-compatible API, KV).\n"};
   app.name("flotilla");
   app.set_version_flag("--version", std::string("flotilla ") + flotilla::cli::kVersion);
   app.require_subcommand(0, 1);
@@ -24,6 +25,15 @@ int main(int argc, char** argv) {
     commands.emplace_back(subs.size() > before ? subs.back() : nullptr, std::move(action));
   };
   add(flotilla::cli::add_up);
+  add(flotilla::cli::add_down);
+  add(flotilla::cli::add_status);
+  add(flotilla::cli::add_ps);
+  add(flotilla::cli::add_logs);
+  add(flotilla::cli::add_events);
+  add(flotilla::cli::add_scale);
+  add(flotilla::cli::add_deploy);
+  add(flotilla::cli::add_promote);
+  add(flotilla::cli::add_rollback);
   add(flotilla::cli::add_agent);
   add(flotilla::cli::add_gateway);
   add(flotilla::cli::add_services);
@@ -33,7 +43,8 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // --help and --version exit 0; any mistake in the command line is a usage error: 2.
+    return app.exit(e) == 0 ? 0 : 2;
   }
   for (auto& [sub, action] : commands)
     if (sub && sub->parsed()) return action();

@@ -57,7 +57,7 @@ std::function<int()> add_ps(CLI::App& app) {
       "with how they ended. MEM is the resident memory of the instance's whole process tree;\n"
       "VERSION is marked *canary for a canary instance.\n\n"
       "Example: flotilla ps web");
-  cmd->add_option("service", o->service, "Only this service's instances");
+  cmd->add_option("SERVICE", o->service, "Only this service's instances");
   add_target_options(cmd, o->target);
   cmd->add_flag("--json", o->json, "Print the agent's JSON");
   return [o] { return run_guarded("ps", [&] { return run(*o); }); };

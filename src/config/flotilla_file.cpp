@@ -403,7 +403,7 @@ void read_supervisor_keys(const Reader& r, const YAML::Node& n, const std::strin
     if (s.cpus < 0.01) r.fail(v, p + "cpus must be at least 0.01 (a share of one core, such as 0.5)");
   }
   if (const auto& a = n["autoscale"]) {
-    r.mapping(a, p + "autoscale", {"min", "max", "target"});
+    r.mapping(a, p + "autoscale", {"min", "max", "target", "scale_down_window"});
     Autoscale as;
     if (!a["min"] || !a["max"] || !a["target"]) r.fail(a, p + "autoscale needs min, max and target");
     as.min = static_cast<int>(r.integer(a["min"], p + "autoscale.min", 0, 1000));
@@ -416,6 +416,7 @@ void read_supervisor_keys(const Reader& r, const YAML::Node& n, const std::strin
     as.metric = it->first.Scalar();
     as.target = r.number(it->second, p + "autoscale.target." + as.metric, 0);
     if (as.target <= 0) r.fail(it->second, p + "autoscale.target." + as.metric + " must be above 0");
+    if (a["scale_down_window"]) as.scale_down_window = r.duration(a["scale_down_window"], p + "autoscale.scale_down_window");
     s.autoscale = as;
   }
   if (const auto& d = n["deploy"]) {

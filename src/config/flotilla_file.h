@@ -116,6 +116,7 @@ struct Autoscale {
   int max = 1;
   std::string metric;  // rps_per_instance | p95_ms | cpu_percent | inflight
   double target = 0;
+  Duration scale_down_window = std::chrono::seconds(60);  // scale down to the highest recommendation in it
   bool operator==(const Autoscale&) const = default;
 };
 

@@ -188,17 +188,18 @@ void handle(Supervisor& sup, const ApiHooks& hooks, const ExchangePtr& ex, const
   if (rest == "events") {
     if (!need(true)) return;
     uint64_t after = uint_param(req, "after", 0);
+    const std::string service = req.param("service") ? *req.param("service") : "";
     size_t limit = static_cast<size_t>(std::min<uint64_t>(uint_param(req, "limit", 1000), 1000));
-    auto p = std::make_shared<Parked>(sup, ex, [&sup, after, limit](bool) -> std::optional<json> {
-      auto e = sup.events(after, limit);
+    auto p = std::make_shared<Parked>(sup, ex, [&sup, after, limit, service](bool) -> std::optional<json> {
+      auto e = sup.events(after, limit, service);
       if (e.empty()) return std::nullopt;
       return json{{"Events", e}, {"Last", sup.last_event()}};
     });
     auto wait = wait_of(req);
-    if (wait.count() == 0) return ok(ex, json{{"Events", sup.events(after, limit)}, {"Last", sup.last_event()}});
+    if (wait.count() == 0) return ok(ex, json{{"Events", sup.events(after, limit, service)}, {"Last", sup.last_event()}});
     // Parked answers only when there is something; a timeout answers the (empty) list.
-    p->compute = [&sup, after, limit](bool last) -> std::optional<json> {
-      auto e = sup.events(after, limit);
+    p->compute = [&sup, after, limit, service](bool last) -> std::optional<json> {
+      auto e = sup.events(after, limit, service);
       if (e.empty() && !last) return std::nullopt;
       return json{{"Events", e}, {"Last", sup.last_event()}};
     };
@@ -211,13 +212,15 @@ void handle(Supervisor& sup, const ApiHooks& hooks, const ExchangePtr& ex, const
     q.service = rest.substr(5);
     if (!sup.has_service(q.service)) throw ApiError(404, "no supervised service \"" + q.service + "\"", "service");
     if (const std::string* s = req.param("since")) q.since_us = since_us(*s);
-    q.tail = static_cast<size_t>(uint_param(req, "tail", 0));
+    q.tail = static_cast<size_t>(uint_param(req, "tail", 0));  // 0: every record
     if (const std::string* a = req.param("after")) q.after = *a;
     const std::string dir = sup.log_dir();
     auto compute = [dir, q](bool last) -> std::optional<json> {
       LogAnswer a;
       try {
         a = read_logs(dir, q);
+      } catch (const std::invalid_argument& e) {
+        throw ApiError(400, e.what(), "after");
       } catch (const std::exception& e) {
         throw ApiError(500, e.what());
       }

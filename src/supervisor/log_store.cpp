@@ -289,11 +289,11 @@ struct InstanceLog::Impl : std::enable_shared_from_this<Impl> {
   // Reads what the pipe holds (up to budget) and cuts it into records. True at end of file.
   bool drain(int i, size_t budget) {
     Stream& s = streams[i];
-    int fd = s.sd.native_handle();
+    int pipe_fd = s.sd.native_handle();
     size_t total = 0;
     bool stamped = false;
     while (total < budget) {
-      ssize_t n = ::read(fd, buf, sizeof buf);
+      ssize_t n = ::read(pipe_fd, buf, sizeof buf);
       if (n > 0) {
         if (!stamped) {
           stamp();

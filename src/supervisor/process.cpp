@@ -516,6 +516,45 @@ Usage sample_usage(pid_t root) {
   return u;
 }
 
+std::vector<Usage> sample_usage(const std::vector<pid_t>& roots) {
+  static const long ticks = ::sysconf(_SC_CLK_TCK);
+  static const long page = ::sysconf(_SC_PAGESIZE);
+  struct Proc {
+    ProcStat stat;
+    std::vector<pid_t> children;
+  };
+  std::unordered_map<pid_t, Proc> procs;
+  for_each_numeric_entry("/proc", [&](pid_t pid) {
+    ProcStat st;
+    if (read_stat(pid, st)) procs[pid].stat = st;
+  });
+  for (auto& [pid, p] : procs)
+    if (auto it = procs.find(p.stat.ppid); it != procs.end()) it->second.children.push_back(pid);
+  std::vector<Usage> out(roots.size());
+  std::string statm;
+  for (size_t r = 0; r < roots.size(); ++r) {
+    if (roots[r] <= 0 || !procs.count(roots[r])) continue;
+    long long ticks_total = 0;
+    std::vector<pid_t> queue{roots[r]};
+    std::unordered_set<pid_t> seen{roots[r]};
+    for (size_t i = 0; i < queue.size(); ++i) {
+      const Proc& p = procs[queue[i]];
+      ticks_total += static_cast<long long>(p.stat.utime + p.stat.stime) + p.stat.cutime + p.stat.cstime;
+      if (p.stat.state != 'Z') {
+        ++out[r].processes;
+        if (read_small_file("/proc/" + std::to_string(queue[i]) + "/statm", statm)) {
+          unsigned long long size = 0, resident = 0;
+          if (std::sscanf(statm.c_str(), "%llu %llu", &size, &resident) == 2) out[r].rss_bytes += resident * page;
+        }
+      }
+      for (pid_t c : p.children)
+        if (seen.insert(c).second) queue.push_back(c);
+    }
+    out[r].cpu_seconds = static_cast<double>(ticks_total) / static_cast<double>(ticks > 0 ? ticks : 100);
+  }
+  return out;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Signal names
 

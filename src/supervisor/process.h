@@ -102,6 +102,9 @@ struct Usage {
   int processes = 0;          // live (non-zombie) processes
 };
 Usage sample_usage(pid_t root);
+// The same for many roots with one pass over /proc (the supervisor samples every instance each
+// second; one scan per root would cost instances × processes reads). Result i belongs to roots[i].
+std::vector<Usage> sample_usage(const std::vector<pid_t>& roots);
 
 // Every descendant of root (not root itself), zombies included, from /proc: the children files
 // when the kernel has them (CONFIG_PROC_CHILDREN), else one scan of /proc/*/stat.

@@ -160,6 +160,7 @@ struct Instance {
   gateway::EndpointLoad last_load;
   uint64_t last_ejections = 0;
   Load analysis;  // since the current canary analysis interval began
+  uint64_t analysis_ejections = 0;  // times the gateway ejected it in that interval
 
   std::string address() const { return "127.0.0.1:" + std::to_string(port); }
   bool live() const { return state == State::starting || state == State::ready; }
@@ -451,6 +452,9 @@ struct Supervisor::Impl {
         if (Clock::now() - i->started_at > s->section.deploy.healthy_timeout) {
           event(s->name, i->id, "unhealthy",
                 "not healthy after " + format_duration(s->section.deploy.healthy_timeout) + ": " + i->last_probe);
+          // In a rollout, a new version that cannot get healthy is rolled back at once.
+          if (s->rollout && !s->rollout->rollback && !i->canary && i->spec == s->spec)
+            roll_back_failed(*s, "an instance was not healthy within " + format_duration(s->section.deploy.healthy_timeout));
           fail_instance(*s, *i);
           return;
         }
@@ -823,6 +827,26 @@ struct Supervisor::Impl {
 
   void on_tick() {
     auto now = Clock::now();
+    // CPU and memory of every instance's process tree, one pass over /proc for all of them.
+    std::vector<Instance*> sampled;
+    std::vector<pid_t> roots;
+    for (auto& [name, s] : services)
+      for (auto& i : s->instances)
+        if (i->pid > 0 && i->state != Instance::State::exited) {
+          sampled.push_back(i.get());
+          roots.push_back(i->pid);
+        }
+    auto usage = sample_usage(roots);
+    for (size_t k = 0; k < sampled.size(); ++k) {
+      Instance& i = *sampled[k];
+      if (i.last_cpu_seconds >= 0) {
+        double dt = seconds(now - i.last_sample_at);
+        if (dt > 0) i.cpu_percent = std::max(0.0, (usage[k].cpu_seconds - i.last_cpu_seconds) / dt * 100.0);
+      }
+      i.last_cpu_seconds = usage[k].cpu_seconds;
+      i.rss = usage[k].rss_bytes;
+      i.last_sample_at = now;
+    }
     for (auto& name : std::vector<std::string>(order)) {
       auto* s = find(name);
       if (!s) continue;
@@ -844,28 +868,27 @@ struct Supervisor::Impl {
     Load total;
     int64_t inflight = 0;
     for (auto& i : s.instances) {
-      if (i->pid > 0 && i->state != Instance::State::exited) {
-        auto u = sample_usage(i->pid);
-        if (i->last_cpu_seconds >= 0) {
-          double dt = seconds(now - i->last_sample_at);
-          if (dt > 0) i->cpu_percent = std::max(0.0, (u.cpu_seconds - i->last_cpu_seconds) / dt * 100.0);
-        }
-        i->last_cpu_seconds = u.cpu_seconds;
-        i->rss = u.rss_bytes;
-        i->last_sample_at = now;
-      }
       if (!gateway || !i->port) continue;
       auto load = gateway->endpoint_load(i->address());
       if (!load.known) continue;
+      // The first time the gateway knows an automatic-port instance, its counts are the
+      // instance's own from zero (the gateway's per-address state is created when it is first
+      // routed, and automatic ports are not handed out again within 60 s): the requests, failures
+      // and ejections before this first tick count. A fixed port may still carry its previous
+      // instance's counts, so there the first sample is only the baseline.
+      gateway::EndpointLoad base = i->last_load;
+      if (!base.known && i->spec->port_mode == config::ServiceSection::PortMode::automatic) base.known = true;
       Load d;
-      if (i->last_load.known && load.requests >= i->last_load.requests) {
-        d.requests = load.requests - i->last_load.requests;
-        d.failures = load.failures - std::min(load.failures, i->last_load.failures);
+      if (base.known && load.requests >= base.requests) {
+        d.requests = load.requests - base.requests;
+        d.failures = load.failures - std::min(load.failures, base.failures);
         for (size_t b = 0; b < d.latency.size(); ++b)
-          d.latency[b] = load.latency[b] - std::min(load.latency[b], i->last_load.latency[b]);
+          d.latency[b] = load.latency[b] - std::min(load.latency[b], base.latency[b]);
       }
-      if (i->last_load.known && load.ejections > i->last_ejections)
+      if (base.known && load.ejections > i->last_ejections) {
+        i->analysis_ejections += load.ejections - i->last_ejections;
         event(s.name, i->id, "ejected", "ejected by the gateway's outlier detection (consecutive failures)");
+      }
       i->last_ejections = load.ejections;
       i->last_load = load;
       i->analysis.add(d);
@@ -943,20 +966,30 @@ struct Supervisor::Impl {
     CanarySample canary, stable;
     Load cl, sl;
     bool canary_ready = false;
+    uint64_t canary_ejections = 0;
     for (auto& i : s.instances) {
       if (i->canary) {
         cl.add(i->analysis);
+        canary_ejections += i->analysis_ejections;
         canary_ready = canary_ready || i->state == Instance::State::ready;
       } else {
         sl.add(i->analysis);
       }
       i->analysis = Load{};
+      i->analysis_ejections = 0;
     }
     c.interval_started = now;
     if (!canary_ready) return;
     canary = {cl.requests, cl.failures, gateway::EndpointLoad::quantile_ms(cl.latency, 0.95)};
     stable = {sl.requests, sl.failures, gateway::EndpointLoad::quantile_ms(sl.latency, 0.95)};
     auto check = judge_canary(a, canary, stable);
+    if (canary_ejections > 0) {
+      // The gateway's outlier detection took the canary out of routing (consecutive failures):
+      // that is a verdict. Waiting for min_requests would wait for as long as it stays ejected.
+      check.verdict = CanaryVerdict::fail;
+      check.reason = "ejected by the gateway's outlier detection after consecutive failures (" +
+                     std::to_string(canary.failures) + " of " + std::to_string(canary.requests) + " requests failed)";
+    }
     c.last_check = check.reason;
     json data = {{"canary_requests", canary.requests}, {"canary_failures", canary.failures}, {"canary_p95_ms", canary.p95_ms},
                  {"stable_requests", stable.requests}, {"stable_failures", stable.failures}, {"stable_p95_ms", stable.p95_ms}};
@@ -1020,8 +1053,13 @@ struct Supervisor::Impl {
   }
 
   json service_json(const ServiceRuntime& s) const {
-    int ready = 0, total = 0;
+    // Ready and Total count the service's own instances; a canary instance is reported apart.
+    int ready = 0, total = 0, canary_ready = 0;
     for (const auto& i : s.instances) {
+      if (i->canary) {
+        if (i->state == Instance::State::ready) ++canary_ready;
+        continue;
+      }
       if (i->state != Instance::State::exited) ++total;
       if (i->state == Instance::State::ready) ++ready;
     }
@@ -1059,7 +1097,8 @@ struct Supervisor::Impl {
     if (s.canary)
       j["Canary"] = {{"Percent", s.canary->percent}, {"Version", s.canary->spec->version()},
                      {"Passed", s.canary->passed}, {"LastCheck", s.canary->last_check},
-                     {"Analysis", s.section.deploy.canary_analysis.has_value()}};
+                     {"Iterations", s.section.deploy.canary_analysis ? s.section.deploy.canary_analysis->iterations : 0},
+                     {"Analysis", s.section.deploy.canary_analysis.has_value()}, {"Ready", canary_ready}};
     return j;
   }
 
@@ -1097,7 +1136,7 @@ struct Supervisor::Impl {
       }
     }
     if (section.autoscale) {
-      s->autoscaler = std::make_unique<Autoscaler>(*section.autoscale);
+      s->autoscaler = std::make_unique<Autoscaler>(*section.autoscale, 0.1, section.autoscale->scale_down_window);
       s->autoscale_desired = std::clamp(section.replicas, section.autoscale->min, section.autoscale->max);
     }
     persist(*s);
@@ -1244,7 +1283,7 @@ Supervisor::ApplyResult Supervisor::apply(const config::File& file) {
       s->file_replicas = section->replicas;
     }
     if (section->autoscale && (!s->autoscaler || !(s->autoscaler->settings() == *section->autoscale))) {
-      s->autoscaler = std::make_unique<Autoscaler>(*section->autoscale);
+      s->autoscaler = std::make_unique<Autoscaler>(*section->autoscale, 0.1, section->autoscale->scale_down_window);
       s->autoscale_desired = std::clamp(s->autoscale_desired ? s->autoscale_desired : section->replicas,
                                         section->autoscale->min, section->autoscale->max);
     } else if (!section->autoscale) {
@@ -1340,8 +1379,10 @@ void Supervisor::deploy(const std::string& service, const std::vector<std::strin
              {{"version", spec->version()}, {"percent", canary_percent}});
   } else {
     if (s.canary) throw ApiError(409, "a canary of " + service + " is running: promote or roll it back first", "canary");
-    if (spec->version() == s.spec->version() && sets.size() > 0)
-      throw ApiError(400, "nothing changes: version " + spec->version() + " already runs", "set");
+    if (spec->version() == s.spec->version())
+      throw ApiError(400, sets.empty() ? "nothing to deploy: give --set KEY=VALUE (or change flotilla.yaml and run flotilla up)"
+                                       : "nothing changes: version " + spec->version() + " already runs",
+                     "set");
     s.previous = s.spec;
     s.spec = spec;
     s.rollout.reset();
@@ -1423,10 +1464,11 @@ json Supervisor::instances(const std::string& service) const {
 
 bool Supervisor::has_service(const std::string& service) const { return impl_->services.count(service) > 0; }
 
-json Supervisor::events(uint64_t after, size_t limit) const {
+json Supervisor::events(uint64_t after, size_t limit, const std::string& service) const {
   json out = json::array();
   for (const auto& e : impl_->events) {
     if (e["Seq"].get<uint64_t>() <= after) continue;
+    if (!service.empty() && e["Service"].get<std::string>() != service) continue;
     out.push_back(e);
     if (out.size() >= limit) break;
   }

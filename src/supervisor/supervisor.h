@@ -94,7 +94,8 @@ class Supervisor {
   bool has_service(const std::string& service) const;
 
   // Events after sequence number `after` (oldest first, at most `limit`).
-  nlohmann::json events(uint64_t after, size_t limit) const;
+  // service: only that service's events (empty: all).
+  nlohmann::json events(uint64_t after, size_t limit, const std::string& service = {}) const;
   uint64_t last_event() const;
   // Runs `wake` once (on the loop) when an event after `after` exists or a log line is written;
   // returns a handle for cancel_wait.

@@ -712,7 +712,7 @@ TEST(FlotillaFile, Autoscale) {
   EXPECT_CONFIG_ERROR(web("autoscale: {min: 1, max: 8, target: {inflight: -3}}"), "autoscale.target.inflight must be a number");
   EXPECT_CONFIG_ERROR(web("autoscale: {min: 1, max: 8, target: {inflight: many}}"), "autoscale.target.inflight must be a number");
   EXPECT_CONFIG_ERROR(web("autoscale: {min: 1, max: 8, target: {inflight: 1}, cooldown: 1m}"),
-                      "unknown key \"cooldown\" in services.web.autoscale (known: min, max, target)");
+                      "unknown key \"cooldown\" in services.web.autoscale (known: min, max, target, scale_down_window)");
 }
 
 TEST(FlotillaFile, Deploy) {

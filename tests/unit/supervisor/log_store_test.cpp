@@ -527,6 +527,33 @@ TEST(LogStoreReader, FollowCursorGivesExactlyTheNewRecords) {
   EXPECT_EQ(without_c.cursor.find("c="), std::string::npos);
 }
 
+TEST(LogStoreReader, FollowAcrossRotatedFilesWithTiesAtTheBoundary) {
+  TempDir dir;
+  std::string svc = dir.path + "/svc/";
+  int64_t b = base_us();
+  spit(svc + "a.log.3", rec(1, "out", "r3"));
+  spit(svc + "a.log.2", rec(2, "out", "r2") + rec(5, "out", "r2-5"));
+  spit(svc + "a.log.1", rec(5, "out", "r1-5") + rec(5, "out", "r1-5b"));
+  spit(svc + "a.log", rec(5, "out", "c-5") + rec(6, "out", "c-6"));
+  auto all = query(dir.path);
+  EXPECT_EQ(texts(all), (std::vector<std::string>{"r3", "r2", "r2-5", "r1-5", "r1-5b", "c-5", "c-6"}));
+  EXPECT_EQ(all.cursor, "a=" + std::to_string(b + 6) + ":1");
+  auto at = [&](int us, int n) { return "a=" + std::to_string(b + us) + ":" + std::to_string(n); };
+  EXPECT_EQ(texts(query(dir.path, at(2, 1))), (std::vector<std::string>{"r2-5", "r1-5", "r1-5b", "c-5", "c-6"}));
+  EXPECT_EQ(texts(query(dir.path, at(5, 1))), (std::vector<std::string>{"r1-5", "r1-5b", "c-5", "c-6"}));
+  EXPECT_EQ(texts(query(dir.path, at(5, 3))), (std::vector<std::string>{"c-5", "c-6"}));
+  EXPECT_EQ(texts(query(dir.path, at(5, 4))), (std::vector<std::string>{"c-6"}));
+  EXPECT_EQ(texts(query(dir.path, at(6, 1))), std::vector<std::string>{});
+  EXPECT_EQ(query(dir.path, at(6, 1)).cursor, at(6, 1));
+  // A cursor ahead of everything (clock stepped back, files replaced) stays where it is.
+  EXPECT_EQ(query(dir.path, at(9, 1)).cursor, at(9, 1));
+  // Corrupt or torn ends of rotated files do not break the skipping.
+  spit(svc + "a.log.2", "junk\n", true);
+  spit(svc + "a.log.1", "2026-12-02T08:3", true);
+  EXPECT_EQ(texts(query(dir.path, at(5, 1))), (std::vector<std::string>{"r1-5", "r1-5b", "c-5", "c-6"}));
+  EXPECT_EQ(texts(query(dir.path, at(5, 3))), (std::vector<std::string>{"c-5", "c-6"}));
+}
+
 TEST(LogStoreReader, CursorEscapesInstanceNames) {
   TempDir dir;
   std::string odd = "we;ird=na:me%";

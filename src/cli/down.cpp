@@ -1,0 +1,77 @@
+// `flotilla down`: stops every supervised service (dependents first, each drained), then the agent
+// that `flotilla up` started, and forgets runtime changes (scale, deploys, canaries).
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include <iostream>
+#include <thread>
+
+#include "cli/api_client.h"
+#include "cli/commands.h"
+#include "cli/target.h"
+#include "common/duration.h"
+
+namespace flotilla::cli {
+
+namespace {
+
+using namespace std::chrono_literals;
+
+struct DownOptions {
+  Target target;
+};
+
+// Stopping takes up to stop_grace_period per service in dependency order; far below this.
+constexpr std::chrono::milliseconds kStopTimeout = 1h;
+constexpr std::chrono::milliseconds kExitWait = 10s;
+
+int run(const DownOptions& o) {
+  auto client = make_client(o.target);
+  ApiResponse r;
+  try {
+    r = client.request("GET", "/v1/flotilla/status", {}, 10s);
+  } catch (const AgentUnreachable&) {
+    return fail("down", "no agent at " + client.address());
+  }
+  if (runs_no_application(r))
+    return fail("down", "the agent at " + client.address() +
+                            " runs no application (started with flotilla agent, not flotilla up): stop it with "
+                            "Ctrl-C or SIGTERM");
+  auto status = json_of(r);
+  std::cout << "stopping " << status.value("Name", std::string("the application")) << "…" << std::endl;
+  json_of(client.request("POST", "/v1/flotilla/down", {}, kStopTimeout));
+  std::cout << "stopped" << std::endl;
+
+  // The agent exits after answering: wait until it no longer does, so that the next
+  // `flotilla up` finds its address free.
+  const auto deadline = std::chrono::steady_clock::now() + kExitWait;
+  while (std::chrono::steady_clock::now() < deadline) {
+    try {
+      client.request("GET", "/v1/flotilla/status", {}, 1s);
+    } catch (const AgentUnreachable&) {
+      return 0;
+    } catch (const std::exception&) {
+      // Cut off while it exits: the next try tells.
+    }
+    std::this_thread::sleep_for(100ms);
+  }
+  return fail("down", "everything stopped, but the agent at " + client.address() + " still answers after " +
+                          format_duration(kExitWait));
+}
+
+}  // namespace
+
+std::function<int()> add_down(CLI::App& app) {
+  auto o = std::make_shared<DownOptions>();
+  auto* cmd = app.add_subcommand("down", "Stop the application: every service, then its agent");
+  cmd->footer(
+      "Services stop dependents first; each instance is drained (no new requests, those in flight\n"
+      "finish) before its stop_signal, and killed after stop_grace_period. Runtime changes (scale,\n"
+      "deploys, canaries) are forgotten: the next flotilla up starts from flotilla.yaml. Returns\n"
+      "once the agent has exited.\n\n"
+      "Example: flotilla down -f flotilla.yaml");
+  add_target_options(cmd, o->target);
+  return [o] { return run_guarded("down", [&] { return run(*o); }); };
+}
+
+}  // namespace flotilla::cli
