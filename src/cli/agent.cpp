@@ -204,6 +204,14 @@ int run_agent(const AgentOptions& o, const config::File* file) {
     boost::asio::signal_set signals(loop.io(), SIGINT, SIGTERM);
     std::function<void(const boost::system::error_code&, int)> on_signal = [&](const boost::system::error_code& e, int sig) {
       if (e) return;
+      // A Ctrl-C in a terminal reaches the agent and the script that started it, which may pass a
+      // SIGTERM on at once: a second signal within a second is the same request.
+      static std::chrono::steady_clock::time_point first;
+      if (stopping && std::chrono::steady_clock::now() - first < std::chrono::seconds(1)) {
+        signals.async_wait(on_signal);
+        return;
+      }
+      if (!stopping) first = std::chrono::steady_clock::now();
       if (stopping) {
         spdlog::warn("received {} again: stopping now", sig == SIGINT ? "SIGINT" : "SIGTERM");
         finish();

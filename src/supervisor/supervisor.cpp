@@ -389,6 +389,12 @@ struct Supervisor::Impl {
       if (!inst->cgroup.empty()) cgroup_remove(inst->cgroup);
       event(s.name, inst->id, "failed", std::string("cannot start: ") + e.what());
       on_crash(s, /*during_rollout_of_new=*/spec == s.spec && s.rollout.has_value());
+      // No exit will come to call reconcile again: retry once the backoff has passed.
+      if (!s.start_timer) s.start_timer = std::make_unique<Timer>(loop);
+      if (!s.start_timer->armed())
+        s.start_timer->arm(std::max<Duration>(s.next_start_at - Clock::now(), Duration(0)), [this, name = s.name] {
+          if (auto* sv = find(name)) reconcile(*sv);
+        });
       return;
     }
     by_shim[inst->shim] = {s.name, inst->id};
@@ -475,6 +481,7 @@ struct Supervisor::Impl {
       i.ready_at = Clock::now();
       event(s.name, i.id, "healthy", "running (no port: not routed)");
       reconcile(s);
+      start_waiting_dependents();
       return;
     }
     register_instance(s, i, [this, service = s.name, id = i.id] {
@@ -485,7 +492,15 @@ struct Supervisor::Impl {
       in->ready_at = Clock::now();
       event(service, id, "healthy", "healthy and registered: receives traffic");
       reconcile(*sv);
+      start_waiting_dependents();
     });
+  }
+
+  // Services not started yet may wait for this one (depends_on: service_healthy): look now
+  // rather than at the next 1 s tick.
+  void start_waiting_dependents() {
+    for (const auto& name : std::vector<std::string>(order))
+      if (auto* d = find(name); d && !d->started_once) reconcile(*d);
   }
 
   int weight_for(const ServiceRuntime& s, const Instance& i) const {
@@ -781,7 +796,8 @@ struct Supervisor::Impl {
     }
     if (fresh < want) {
       if (!can_start()) return;
-      for (int n = fresh; n < want; ++n) start_instance(s, s.spec, false);
+      // A start that fails sets the backoff: the rest wait for the retry.
+      for (int n = fresh; n < want && Clock::now() >= s.next_start_at; ++n) start_instance(s, s.spec, false);
     } else if (fresh > want) {
       int extra = fresh - want;
       // Starting ones first, then the newest ready ones.
