@@ -1,0 +1,766 @@
+"""The supervisor end to end: real `flotilla up` runs small real services in three languages
+(services/py_service.py, services/test_service.cpp, services/shell_service.sh) and the tests
+look at them from outside — the agent's API, the registry, the gateway, /proc.
+
+Covered: start-up order (service_healthy / service_started), PORT and the environment,
+<DEP>_URL through the gateway, logs (API and CLI), crash -> restart with exponential backoff and
+the restart policies, health-gated registration, replacement after `retries` failed checks,
+removal from the registry the moment an instance exits, no orphans after `down` and after
+`kill -9` of the agent, recovery of scale and deploys after `kill -9`, re-applied `flotilla up`,
+config errors, `up -d` / `down -f`.
+
+Every test is bounded (a SIGALRM guard below, and every wait has a timeout); every process of a
+test app is found by its FLOTILLA_APP and stopped by PID.
+"""
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from conftest import BIN, free_port, wait_for
+from supervised_app import CPP_SERVICE, PYTHON, SERVICES, App, app_processes
+
+PY = f"[{PYTHON}, {SERVICES}/py_service.py]"
+CPP = f"[{CPP_SERVICE}]"
+SH = f"[{SERVICES}/shell_service.sh]"
+ROUTE_ALL_TO = "    - match: {{path_prefix: /}}\n      service: {}\n"
+TEST_SECONDS = 120  # no test of this file may take longer
+
+
+# ---- helpers ----
+
+class Alarm(Exception):
+    pass
+
+
+@pytest.fixture(autouse=True)
+def bounded():
+    def ring(signum, frame):
+        raise Alarm(f"the test took more than {TEST_SECONDS} s")
+    old = signal.signal(signal.SIGALRM, ring)
+    signal.alarm(TEST_SECONDS)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)
+
+
+@pytest.fixture
+def make_app(tmp_path):
+    """make_app(services_yaml, routes=None, ...) -> App (not started). Every app is cleaned up after
+    the test, and none may leave a process behind."""
+    apps = []
+
+    def make(services_yaml, routes=None, **kw):
+        d = tmp_path / f"app{len(apps)}"
+        d.mkdir()
+        app = App(d, services_yaml, routes=routes, **kw)
+        apps.append(app)
+        return app
+
+    yield make
+    leftovers = {}
+    for app in apps:
+        left = app.cleanup()
+        if left:
+            leftovers[app.name] = [describe(p) for p in left]
+        if os.path.exists(app.log_path):
+            print(f"---- {app.name}: flotilla up log (tail) ----\n{app.read_log()[-6000:]}")
+    assert not leftovers, f"processes survived their agent: {leftovers}"
+
+
+def describe(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            text = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        return f"{pid}: {text}"
+    except OSError:
+        return f"{pid}: (gone)"
+
+
+def http(url, timeout=5):
+    """GET url -> (status, parsed JSON or text). Plain urllib: no special header."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            status, body = r.status, r.read()
+    except urllib.error.HTTPError as e:
+        status, body = e.code, e.read()
+    try:
+        return status, json.loads(body)
+    except ValueError:
+        return status, body.decode(errors="replace")
+
+
+def alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except OSError:
+        return False
+
+
+def ppid_of(pid):
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return int(f.read().rsplit(b")", 1)[1].split()[1])
+    except OSError:
+        return None
+
+
+def events(app, service=None, kind=None, instance=None):
+    out = app.events()
+    return [e for e in out if (service is None or e["Service"] == service) and (kind is None or e["Kind"] == kind)
+            and (instance is None or e["Instance"] == instance)]
+
+
+def first_event(app, service, kind):
+    found = events(app, service, kind)
+    assert found, f"no {kind!r} event for {service}: {app.events()}"
+    return found[0]
+
+
+def registered_ids(app, service, passing=True):
+    path = f"/v1/health/service/{service}" + ("?passing" if passing else "")
+    return sorted(e["Service"]["ID"] for e in app.get(path))
+
+
+def gateway_endpoints(app, service):
+    """{instance id: address} the gateway routes to."""
+    svc = app.get("/v1/flotilla/gateway")["Services"].get(service, {})
+    return {e["ID"]: e["Address"] for e in svc.get("Endpoints", [])}
+
+
+def ready_instances(app, service):
+    return [i for i in app.instances(service) if i["State"] == "ready"]
+
+
+def logs(app, service):
+    return app.get(f"/v1/flotilla/logs/{service}")["Records"]
+
+
+def children_of(app, service):
+    """{instance id: (child pid, daemon pid)} from the "children P1 P2" lines of FORK_CHILDREN=1."""
+    out = {}
+    for r in logs(app, service):
+        m = re.fullmatch(r"children (\d+) (\d+)", r["Text"].strip())
+        if m:
+            out[r["Instance"]] = (int(m.group(1)), int(m.group(2)))
+    return out
+
+
+def assert_backoff(delays_ms):
+    """Delays between failures and restarts: 100 ms, 200 ms, 400 ms … (each at least its backoff,
+    not much later, and growing)."""
+    for k, d in enumerate(delays_ms):
+        expected = 100 * 2 ** k
+        assert expected * 0.9 - 10 <= d <= expected + 1000, f"restart {k + 1} after {d} ms, backoff {expected} ms: {delays_ms}"
+    assert delays_ms[-1] > 2.5 * delays_ms[0], f"the backoff does not grow: {delays_ms}"
+
+
+# ---- 1. start-up order ----
+
+def test_start_order_waits_for_a_healthy_dependency(make_app):
+    # `a` comes first in the file: only depends_on can put b before it.
+    app = make_app(f"""  a:
+    command: {PY}
+    depends_on: {{b: {{condition: service_healthy}}}}
+    healthcheck: {{http: /healthz, interval: 100ms}}
+  b:
+    command: {CPP}
+    environment: {{UNHEALTHY_FOR_MS: "1500"}}
+    healthcheck: {{http: /healthz, interval: 100ms}}
+""")
+    app.up()
+    b_started, b_healthy = first_event(app, "b", "started"), first_event(app, "b", "healthy")
+    a_started = first_event(app, "a", "started")
+    assert b_healthy["Time"] - b_started["Time"] >= 1400, "b was healthy before UNHEALTHY_FOR_MS ended"
+    assert a_started["Seq"] > b_healthy["Seq"] and a_started["Time"] >= b_healthy["Time"], (
+        f"a started before b was healthy: {app.events()}")
+    assert a_started["Time"] - b_healthy["Time"] < 500, "a waited long after b became healthy"
+
+
+def test_start_order_service_started_does_not_wait_for_health(make_app):
+    app = make_app(f"""  a:
+    command: {CPP}
+    depends_on: {{b: {{condition: service_started}}}}
+    healthcheck: {{http: /healthz, interval: 100ms}}
+  b:
+    command: {SH}
+    environment: {{UNHEALTHY_FOR_MS: "1500"}}
+    healthcheck: {{http: /healthz, interval: 100ms}}
+""")
+    app.up()
+    b_started, b_healthy = first_event(app, "b", "started"), first_event(app, "b", "healthy")
+    a_started = first_event(app, "a", "started")
+    assert b_started["Seq"] < a_started["Seq"] < b_healthy["Seq"], app.events()
+    assert a_started["Time"] - b_started["Time"] < 700, "a waited for more than b's start"
+
+
+# ---- 2. ports and environment ----
+
+def test_ports_environment_and_dependency_urls(make_app, tmp_path):
+    fixed = free_port()
+    app = make_app(f"""  a:
+    command: {PY}
+    port: {fixed}
+    depends_on: [b]
+    healthcheck: {{http: /healthz, interval: 100ms}}
+  b:
+    command: {CPP}
+    replicas: 2
+    working_dir: ./bdir
+    env_file: b.env
+    environment: {{GREETING: hello, OVERRIDDEN: "from environment"}}
+    healthcheck: {{http: /healthz, interval: 100ms}}
+""", routes=ROUTE_ALL_TO.format("a"), files={"b.env": "FROM_FILE=yes\nOVERRIDDEN=from file\n", "bdir/.keep": ""})
+    app.up()
+    b = app.instances("b")
+    assert len(b) == 2
+    ports = [i["Port"] for i in b]
+    assert len(set(ports)) == 2 and all(p > 0 for p in ports), ports
+    registry = {e["Service"]["ID"]: e["Service"]["Port"] for e in app.get("/v1/health/service/b")}
+    assert registry == {i["ID"]: i["Port"] for i in b}
+    b_url = f"http://127.0.0.1:{app.service_port('b')}"
+    for inst in b:
+        status, env = http(f"http://127.0.0.1:{inst['Port']}/env")
+        assert status == 200
+        assert env["PORT"] == str(inst["Port"])
+        assert env["FLOTILLA_SERVICE"] == "b" and env["FLOTILLA_INSTANCE"] == inst["ID"]
+        assert env["FLOTILLA_APP"] == app.name
+        assert env["GREETING"] == "hello" and env["FROM_FILE"] == "yes"
+        assert env["OVERRIDDEN"] == "from environment", "environment must win over env_file"
+        assert "B_URL" not in env
+        assert os.readlink(f"/proc/{inst['Pid']}/cwd") == os.path.join(app.dir, "bdir"), "working_dir"
+    # A fixed port is the port.
+    (a,) = app.instances("a")
+    assert a["Port"] == fixed
+    status, body = http(f"http://127.0.0.1:{fixed}/")
+    assert status == 200 and body["instance"] == a["ID"] and body["service"] == "a"
+    status, env = http(f"http://127.0.0.1:{fixed}/env")
+    assert env["PORT"] == str(fixed) and env["B_URL"] == b_url
+    # a calls b through B_URL with a plain client; the client calls a through the gateway.
+    seen = set()
+    for _ in range(6):
+        status, body = http(f"{app.gw}/call?dep=b")
+        assert status == 200, body
+        assert body["via"]["service"] == "b"
+        seen.add(body["via"]["instance"])
+    assert seen <= {i["ID"] for i in b} and seen, seen
+    # The stable address works from outside too.
+    status, body = http(b_url + "/")
+    assert status == 200 and body["service"] == "b"
+
+
+# ---- 3. logs ----
+
+def test_logs_merge_instances_with_their_ids(make_app):
+    app = make_app(f"""  web:
+    command: {SH}
+    replicas: 2
+    healthcheck: {{http: /healthz, interval: 100ms}}
+""")
+    app.up()
+    instances = app.instances("web")
+    assert len(instances) == 2
+
+    def both_lines_of_both():
+        records = logs(app, "web")
+        for i in instances:
+            mine = [(r["Stream"], r["Text"].strip()) for r in records if r["Instance"] == i["ID"]]
+            if ("out", f"listening on {i['Port']}") not in mine or ("err", "started") not in mine:
+                return False
+        return records
+    records = wait_for(both_lines_of_both, timeout=5, what="stdout and stderr lines of both instances")
+    times = [r["Time"] for r in records]
+    assert times == sorted(times), "records are merged in time order"
+
+    help_text = app.cli("logs", "--help", check=False)
+    if help_text.returncode == 0 and "Usage: flotilla logs" in help_text.stdout:
+        r = app.cli("logs", "--no-color", "web")
+        lines = r.stdout.splitlines()
+        for i in instances:
+            mine = [l for l in lines if l.startswith(i["ID"])]
+            assert any(l.endswith(f"listening on {i['Port']}") for l in mine), r.stdout
+            assert any(l.endswith("started") for l in mine), r.stdout
+        assert app.cli("logs", "no-such-service", check=False).returncode != 0
+
+
+# ---- 4. crash -> restart with backoff; restart policies ----
+
+def test_crash_restarts_with_growing_backoff_and_shows_crash_looping(make_app):
+    app = make_app(f"""  crashy:
+    command: {CPP}
+    environment: {{CRASH_AFTER_MS: "100"}}
+    healthcheck: {{http: /healthz, interval: 1s}}
+""")
+    app.up(wait_ready=False)
+    crashes = wait_for(lambda: len(events(app, "crashy", "crashed")) >= 5 and events(app, "crashy", "crashed"),
+                       timeout=15, what="5 crashes")
+    assert all(c["Data"].get("code") == 3 for c in crashes), crashes
+    started = events(app, "crashy", "started")
+    # The pause between a crash and the next start is the backoff: 100 ms, 200 ms, 400 ms, 800 ms …
+    delays = []
+    for c in crashes[:5]:
+        nxt = [s for s in started if s["Seq"] > c["Seq"]]
+        if nxt:
+            delays.append(nxt[0]["Time"] - c["Time"])
+    assert len(delays) >= 4, (crashes, started)
+    print("crash -> restart delays (ms):", delays)
+    assert_backoff(delays)
+    s = wait_for(lambda: (lambda s: s["State"] == "crash-looping" and s)(app.service("crashy")), timeout=5,
+                 what="crash-looping state")
+    restarts = s["Restarts"]
+    assert restarts >= 3
+    wait_for(lambda: app.service("crashy")["Restarts"] > restarts, timeout=8, what="more restarts")
+    st = app.cli("status", check=False)
+    if st.returncode == 0:
+        assert "crash-looping" in st.stdout, st.stdout
+
+
+def test_restart_no_and_on_failure_with_exit_0_are_not_restarted(make_app):
+    app = make_app(f"""  once:
+    command: {PY}
+    restart: "no"
+    environment: {{CRASH_AFTER_MS: "200"}}
+    healthcheck: {{http: /healthz, interval: 100ms}}
+  done:
+    command: "exit 0"
+    port: none
+    restart: on-failure
+  failing:
+    command: "sleep 0.2; exit 1"
+    port: none
+    restart: on-failure
+""")
+    app.up(wait_ready=False)
+    # on-failure with a failure: restarted.
+    wait_for(lambda: len(events(app, "failing", "started")) >= 2, timeout=10, what="the failing service restarted")
+    once_crash = wait_for(lambda: events(app, "once", "crashed"), timeout=10, what="once crashed")[0]
+    done_exit = wait_for(lambda: events(app, "done", "exited"), timeout=10, what="done exited")[0]
+    assert "not restarted" in once_crash["Message"] and "not restarted" in done_exit["Message"]
+    time.sleep(1.0)  # far beyond the first backoff (100 ms)
+    assert len(events(app, "once", "started")) == 1, events(app, "once")
+    assert len(events(app, "done", "started")) == 1, events(app, "done")
+    assert not events(app, "done", "crashed")
+    for name, text in (("once", "exited with code 3"), ("done", "exited with code 0")):
+        (inst,) = app.instances(name)
+        assert inst["State"] == "exited" and inst["Exit"] == text, inst
+    assert registered_ids(app, "once", passing=False) == []
+
+
+# ---- 5. health-gated registration ----
+
+def test_instance_is_registered_only_once_healthy(make_app):
+    app = make_app(f"""  slow:
+    command: {PY}
+    environment: {{UNHEALTHY_FOR_MS: "1500"}}
+    healthcheck: {{http: /healthz, interval: 100ms}}
+""", routes=ROUTE_ALL_TO.format("slow"))
+    app.up(wait_ready=False)
+    inst = wait_for(lambda: (lambda l: l and l[0]["Pid"] > 0 and l[0])(app.instances("slow")), timeout=10,
+                    what="the instance started")
+    started = first_event(app, "slow", "started")
+    assert alive(inst["Pid"])
+    # Until 1.5 s after its start it answers 500 on /healthz: running, not registered, no traffic.
+    checks = 0
+    while time.time() * 1000 < started["Time"] + 1200:
+        assert registered_ids(app, "slow", passing=False) == [], "registered before healthy"
+        assert app.instances("slow")[0]["State"] == "starting"
+        checks += 1
+        time.sleep(0.05)
+    assert checks >= 3
+    assert alive(inst["Pid"])
+    status, _ = http(app.gw + "/")
+    assert status == 503, "the gateway routed to an instance that is not healthy"
+    wait_for(lambda: registered_ids(app, "slow") == [inst["ID"]], timeout=5, what="registered once healthy")
+    healthy = first_event(app, "slow", "healthy")
+    assert healthy["Time"] - started["Time"] >= 1400
+    status, body = http(app.gw + "/")
+    assert status == 200 and body["instance"] == inst["ID"]
+
+
+# ---- 6. unhealthy after `retries` failed checks ----
+
+def test_unhealthy_instance_is_deregistered_and_replaced(make_app, tmp_path):
+    flag = str(tmp_path / "unhealthy-flag")
+    app = make_app(f"""  flaky:
+    command: {SH}
+    environment: {{HEALTH_FILE: "{flag}"}}
+    healthcheck: {{http: /healthz, interval: 200ms, retries: 3}}
+""")
+    app.up()
+    (old,) = app.instances("flaky")
+    assert registered_ids(app, "flaky") == [old["ID"]]
+    with open(flag, "w"):
+        pass
+    touched = time.time()
+    unhealthy = wait_for(lambda: events(app, "flaky", "unhealthy", old["ID"]), timeout=10,
+                         what="the instance declared unhealthy")[0]
+    # Three failures 200 ms apart: not at the first failed probe.
+    assert unhealthy["Time"] / 1000 - touched >= 0.35, unhealthy
+    assert "3 failed health checks" in unhealthy["Message"], unhealthy
+    wait_for(lambda: old["ID"] not in registered_ids(app, "flaky", passing=False), timeout=2,
+             what="the unhealthy instance deregistered")
+    os.unlink(flag)
+    new = wait_for(lambda: [i for i in ready_instances(app, "flaky") if i["ID"] != old["ID"]], timeout=10,
+                   what="a replacement instance ready")
+    assert len(new) == 1 and new[0]["ID"] != old["ID"]
+    wait_for(lambda: registered_ids(app, "flaky", passing=False) == [new[0]["ID"]], timeout=3,
+             what="only the replacement registered")
+    wait_for(lambda: not alive(old["Pid"]), timeout=5, what="the unhealthy instance's process gone")
+    assert app.service("flaky")["Restarts"] >= 1
+
+
+# ---- 7. an exit leaves the registry at once ----
+
+def test_exited_instance_leaves_the_registry_at_once(make_app):
+    app = make_app(f"""  api:
+    command: {CPP}
+    replicas: 2
+    healthcheck: {{http: /healthz, interval: 5s}}
+""", routes=ROUTE_ALL_TO.format("api"))
+    app.up(timeout=20)
+    victim, other = app.instances("api")
+    wait_for(lambda: sorted(gateway_endpoints(app, "api")) == sorted([victim["ID"], other["ID"]]), timeout=5,
+             what="both instances routed")
+    os.kill(victim["Pid"], signal.SIGKILL)
+    killed = time.monotonic()
+    wait_for(lambda: victim["ID"] not in registered_ids(app, "api", passing=False), timeout=2, interval=0.005,
+             what="the dead instance deregistered")
+    gone_after = time.monotonic() - killed
+    assert gone_after < 1.0, f"deregistered {gone_after:.3f} s after the exit: only a health check explains that"
+    wait_for(lambda: victim["ID"] not in gateway_endpoints(app, "api"), timeout=1, interval=0.005,
+             what="the gateway stopped routing to it")
+    crash = first_event(app, "api", "crashed")
+    assert crash["Instance"] == victim["ID"] and crash["Data"]["signal"] == "SIGKILL"
+    # Requests keep succeeding on the other instance.
+    for _ in range(5):
+        status, body = http(app.gw + "/")
+        assert status == 200 and body["instance"] != victim["ID"]
+
+
+# ---- 8. no orphans ----
+
+FORKING = f"""  py:
+    command: {PY}
+    environment: {{FORK_CHILDREN: "1"}}
+    healthcheck: {{http: /healthz, interval: 100ms}}
+  sh:
+    command: {SH}
+    environment: {{FORK_CHILDREN: "1"}}
+    healthcheck: {{http: /healthz, interval: 100ms}}
+  cpp:
+    command: {CPP}
+    environment: {{FORK_CHILDREN: "1"}}
+    depends_on: [py]
+    healthcheck: {{http: /healthz, interval: 100ms}}
+"""
+
+
+def start_forking_app(make_app):
+    app = make_app(FORKING, routes=ROUTE_ALL_TO.format("py"))
+    app.up()
+    kids = {}
+    for name in ("py", "sh", "cpp"):
+        kids.update(wait_for(lambda: children_of(app, name), timeout=5, what=f"the children line of {name}"))
+    assert len(kids) == 3
+    pids = [p for pair in kids.values() for p in pair] + [i["Pid"] for i in app.instances()]
+    for p in pids:
+        assert alive(p), describe(p)
+    procs = set(app_processes(app.name))
+    assert set(pids) <= procs, "app_processes() must see the children"
+    return app, pids
+
+
+def test_no_orphans_after_down(make_app):
+    app, pids = start_forking_app(make_app)
+    r = subprocess.run([BIN, "down", "--api", f"127.0.0.1:{app.api_port}"], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert app.proc.wait(timeout=15) == 0, "the agent did not exit cleanly after down"
+    wait_for(lambda: not app_processes(app.name), timeout=5, what="no process of the app left after down")
+    assert not [p for p in pids if alive(p)]
+    # Dependents first: cpp (depends on py) had stopped before py was asked to stop. The events
+    # are in the store; read them with a fresh agent on the same data dir... not needed: the
+    # agent's log has them in order.
+    log = app.read_log()
+    cpp_stopped = re.search(r"cpp cpp-\w+: (exited|killed)", log)
+    py_stopping = re.search(r"py py-\w+: stopping the application", log)
+    assert cpp_stopped and py_stopping and cpp_stopped.start() < py_stopping.start(), log[-3000:]
+
+
+def test_no_orphans_after_agent_kill9(make_app):
+    app, pids = start_forking_app(make_app)
+    app.kill9()
+    left = []
+
+    def none_left():
+        left[:] = app_processes(app.name)
+        return not left
+    wait_for(none_left, timeout=5, what="no process of the app left after kill -9 of the agent")
+    assert not [p for p in pids if alive(p)]
+
+
+def test_no_orphans_when_a_forking_service_exits_by_itself(make_app):
+    # restart: "no": once each main process has crashed nothing of the app may remain, although
+    # each of them left a child and a setsid daemon behind.
+    app = make_app("".join(f"""  {name}:
+    command: {cmd}
+    restart: "no"
+    environment: {{FORK_CHILDREN: "1", CRASH_AFTER_MS: "700"}}
+    healthcheck: {{http: /healthz, interval: 100ms}}
+""" for name, cmd in (("py", PY), ("sh", SH), ("cpp", CPP))))
+    app.up(wait_ready=False)
+    kids = {}
+    for name in ("py", "sh", "cpp"):
+        kids.update(wait_for(lambda: children_of(app, name), timeout=5, what=f"the children line of {name}"))
+    for name in ("py", "sh", "cpp"):
+        wait_for(lambda: events(app, name, "crashed"), timeout=5, what=f"{name} crashed")
+    left = []
+
+    def none_left():
+        left[:] = app_processes(app.name)
+        return not left
+    wait_for(none_left, timeout=5, what="no process left by the crashed instances")
+    assert not [p for pair in kids.values() for p in pair if alive(p)]
+    assert app.proc.poll() is None, "the agent must keep running"
+
+
+def test_stop_kills_a_service_that_ignores_its_stop_signal_after_the_grace_period(make_app):
+    app = make_app("""  stubborn:
+    command: "trap '' TERM; echo ignoring TERM; exec sleep 1000"
+    port: none
+    stop_grace_period: 1s
+""")
+    app.up()
+    (inst,) = app.instances("stubborn")
+    t0 = time.monotonic()
+    app.cli("down", "--api", f"127.0.0.1:{app.api_port}", timeout=30)
+    took = time.monotonic() - t0
+    assert 0.9 <= took < 6, f"down took {took:.2f} s with a 1 s grace period"
+    assert app.proc.wait(timeout=10) == 0
+    assert "did not exit within stop_grace_period: killed" in app.read_log()
+    assert not alive(inst["Pid"])
+    wait_for(lambda: not app_processes(app.name), timeout=5, what="nothing of the app left")
+
+
+def test_a_command_that_cannot_start_is_reported_and_retried_with_backoff(make_app):
+    app = make_app(f"""  ghost:
+    command: [{SERVICES}/no-such-program]
+  fine:
+    command: {CPP}
+    healthcheck: {{http: /healthz, interval: 100ms}}
+""")
+    app.up(wait_ready=False)
+    fails = wait_for(lambda: (lambda f: len(f) >= 4 and f)(events(app, "ghost", "failed")), timeout=10,
+                     what="4 failed starts")
+    assert "no-such-program" in fails[0]["Message"] and "No such file or directory" in fails[0]["Message"], fails[0]
+    assert_backoff([b["Time"] - a["Time"] for a, b in zip(fails, fails[1:])])
+    wait_for(lambda: app.service("ghost")["State"] == "crash-looping", timeout=5, what="ghost crash-looping")
+    # The other service is not disturbed.
+    wait_for(lambda: len(ready_instances(app, "fine")) == 1, timeout=5, what="fine ready")
+
+
+def test_a_failed_start_after_a_crash_is_retried(make_app, tmp_path):
+    # The program is gone when its crashed instance is restarted (a deploy replacing the binary,
+    # say), then comes back: the supervisor keeps retrying, with backoff, until it starts.
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    prog = str(bindir / "svc")
+    shutil.copy(CPP_SERVICE, prog)
+    app = make_app(f"""  svc:
+    command: [{prog}]
+    healthcheck: {{http: /healthz, interval: 100ms}}
+""")
+    app.up()
+    (inst,) = app.instances("svc")
+    os.rename(prog, prog + ".away")
+    os.kill(inst["Pid"], signal.SIGKILL)
+    wait_for(lambda: events(app, "svc", "failed"), timeout=5, what="a failed start")
+    os.rename(prog + ".away", prog)
+    wait_for(lambda: len(ready_instances(app, "svc")) == 1, timeout=10, what="svc restarted once its program is back")
+
+
+# ---- 9. recovery after kill -9 of the agent ----
+
+def test_recovery_after_agent_kill9_keeps_scale_and_deployed_version(make_app):
+    app = make_app(f"""  svc:
+    command: {PY}
+    environment: {{VERSION: "1"}}
+    healthcheck: {{http: /healthz, interval: 100ms}}
+""", routes=ROUTE_ALL_TO.format("svc"))
+    app.up()
+    v1 = app.service("svc")["Version"]
+    status, body = app.request("POST", "/v1/flotilla/services/svc/scale", {"replicas": 3})
+    assert status == 200, body
+    wait_for(lambda: len(ready_instances(app, "svc")) == 3, timeout=15, what="3 instances")
+    status, body = app.request("POST", "/v1/flotilla/services/svc/deploy", {"set": ["environment.VERSION=2"]})
+    assert status == 200, body
+
+    def deployed():
+        s = app.service("svc")
+        inst = app.instances("svc")
+        return (s["Version"] != v1 and "Rollout" not in s and len(inst) == 3
+                and all(i["State"] == "ready" and i["Version"] == s["Version"] for i in inst) and s)
+    v2 = wait_for(deployed, timeout=30, what="version 2 rolled out to 3 instances")["Version"]
+    before = app.instances("svc")
+    for i in before:
+        assert http(f"http://127.0.0.1:{i['Port']}/")[1]["version"] == "2"
+
+    app.kill9()
+    wait_for(lambda: not app_processes(app.name), timeout=5, what="the old agent's instances gone")
+    app.up(timeout=30)
+
+    def recovered():
+        s = app.service("svc")
+        inst = app.instances("svc")
+        return (s["Version"] == v2 and len(inst) == 3 and all(i["State"] == "ready" for i in inst)
+                and s["Desired"] == 3 and inst)
+    after = wait_for(recovered, timeout=20, what="3 ready instances of version 2 after the restart")
+    assert not {i["ID"] for i in after} & {i["ID"] for i in before}
+    for i in after:
+        status, body = http(f"http://127.0.0.1:{i['Port']}/")
+        assert status == 200 and body["version"] == "2" and body["instance"] == i["ID"]
+    wait_for(lambda: registered_ids(app, "svc", passing=False) == sorted(i["ID"] for i in after), timeout=5,
+             what="the registry holds exactly the 3 new instances")
+    time.sleep(0.5)  # nothing more starts: still exactly 3
+    assert registered_ids(app, "svc", passing=False) == sorted(i["ID"] for i in after)
+    assert len(app.instances("svc")) == 3
+    assert not [i for i in before if alive(i["Pid"])]
+    # Every process of the app is a current instance or its shim.
+    current = {i["Pid"] for i in after}
+    shims = {ppid_of(c) for c in current}
+    stray = [p for p in app_processes(app.name) if p not in current and p not in shims]
+    assert not stray, [describe(p) for p in stray]
+
+
+# ---- 10. re-applied `flotilla up` ----
+
+def test_reapplied_up_changes_only_what_changed(make_app):
+    steady = f"""  steady:
+    command: {PY}
+    environment: {{VERSION: "1"}}
+    healthcheck: {{http: /healthz, interval: 100ms}}
+"""
+    extra = f"""  extra:
+    command: {SH}
+    healthcheck: {{http: /healthz, interval: 100ms}}
+"""
+
+    def moving(version):
+        return f"""  moving:
+    command: {CPP}
+    replicas: 2
+    environment: {{VERSION: "{version}"}}
+    healthcheck: {{http: /healthz, interval: 100ms}}
+"""
+    app = make_app(steady + moving(1))
+    app.up()
+    steady_before = {(i["ID"], i["Pid"]) for i in app.instances("steady")}
+    moving_v1 = app.service("moving")["Version"]
+    moving_old = {i["ID"] for i in app.instances("moving")}
+
+    # Only `moving` changes: it rolls out; `steady` is untouched.
+    app.write(steady + moving(2))
+    r = app.cli("up", "-f", app.path)
+    assert "applied" in r.stdout, r.stdout
+
+    def rolled():
+        s = app.service("moving")
+        inst = app.instances("moving")
+        return (s["Version"] != moving_v1 and "Rollout" not in s and len(inst) == 2
+                and all(i["State"] == "ready" and i["Version"] == s["Version"] for i in inst) and inst)
+    moving_new = wait_for(rolled, timeout=30, what="moving rolled out")
+    assert not {i["ID"] for i in moving_new} & moving_old
+    for i in moving_new:
+        assert http(f"http://127.0.0.1:{i['Port']}/")[1]["version"] == "2"
+    assert {(i["ID"], i["Pid"]) for i in app.instances("steady")} == steady_before, "an unchanged service was touched"
+    assert not events(app, "steady", "stopping")
+
+    # `steady` removed, `extra` added, `moving` as it is.
+    app.write(moving(2) + extra)
+    r = app.cli("up", "-f", app.path)
+    assert "applied" in r.stdout, r.stdout
+    wait_for(lambda: sorted(s["Name"] for s in app.status()["Services"]) == ["extra", "moving"], timeout=15,
+             what="steady gone, extra present")
+    wait_for(lambda: len(ready_instances(app, "extra")) == 1, timeout=10, what="extra ready")
+    for _, pid in steady_before:
+        wait_for(lambda: not alive(pid), timeout=5, what="the removed service's process gone")
+    assert registered_ids(app, "steady", passing=False) == []
+    assert {(i["ID"], i["Pid"]) for i in app.instances("moving")} == {(i["ID"], i["Pid"]) for i in moving_new}
+
+
+# ---- 11. config errors, up -d, down -f ----
+
+def test_config_errors_are_reported_with_file_line_col(tmp_path):
+    cyclic = tmp_path / "cycle.yaml"
+    cyclic.write_text(f"""name: cyc
+agent:
+  api: 127.0.0.1:1
+services:
+  a:
+    command: {PY}
+    depends_on: [b]
+  b:
+    command: {CPP}
+    depends_on: [c]
+  c:
+    command: {SH}
+    depends_on: [a]
+""")
+    for args in (["config", "check", "-f", str(cyclic)], ["up", "-f", str(cyclic)]):
+        r = subprocess.run([BIN, *args], capture_output=True, text=True, timeout=20, cwd=tmp_path)
+        assert r.returncode != 0, f"{args}: {r.stdout}{r.stderr}"
+        assert re.search(re.escape(str(cyclic)) + r":\d+:\d+: depends_on has a cycle", r.stderr), r.stderr
+
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(f"""name: typo
+services:
+  a:
+    comand: {PY}
+""")
+    for args in (["config", "check", "-f", str(typo)], ["up", "-f", str(typo)]):
+        r = subprocess.run([BIN, *args], capture_output=True, text=True, timeout=20, cwd=tmp_path)
+        assert r.returncode != 0
+        assert re.search(re.escape(str(typo)) + r":4:5: .*unknown key \"comand\"", r.stderr), r.stderr
+        assert "command" in r.stderr.split("comand", 1)[1], "the message names the known keys"
+    assert not (tmp_path / ".flotilla").exists(), "a bad file started nothing"
+
+
+def test_up_detached_then_down_by_file(make_app):
+    app = make_app(f"""  web:
+    command: {SH}
+    depends_on: {{db: {{condition: service_healthy}}}}
+    healthcheck: {{http: /healthz, interval: 100ms}}
+  db:
+    command: {CPP}
+    environment: {{UNHEALTHY_FOR_MS: "500"}}
+    healthcheck: {{http: /healthz, interval: 100ms}}
+""")
+    pid_file = os.path.join(app.dir, ".flotilla", "flotilla.pid")
+    agent_pid = None
+    try:
+        r = app.cli("up", "-d", "-f", app.path, timeout=60)
+        assert "all services ready" in r.stdout, r.stdout
+        assert os.path.exists(pid_file)
+        agent_pid = int(open(pid_file).read().split()[0])
+        assert alive(agent_pid)
+        # Returned only once every service is ready.
+        s = app.status()
+        assert all(x["Ready"] == x["Desired"] == 1 for x in s["Services"]), s
+        pids = [i["Pid"] for i in app.instances()]
+        r = app.cli("down", "-f", app.path, timeout=60)
+        assert r.returncode == 0
+        wait_for(lambda: not alive(agent_pid), timeout=10, what="the detached agent gone")
+        assert not os.path.exists(pid_file), "the pid file stays after down"
+        wait_for(lambda: not app_processes(app.name), timeout=5, what="no process of the app left")
+        assert not [p for p in pids if alive(p)]
+    finally:
+        if agent_pid and alive(agent_pid) and "flotilla" in describe(agent_pid):
+            os.kill(agent_pid, signal.SIGKILL)
