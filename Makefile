@@ -5,7 +5,7 @@ FUZZ_DIR  ?= build-fuzz
 JOBS      ?= $(shell nproc)
 CMAKE_GEN  = -G Ninja
 
-.PHONY: all deps build test unit-test asan-test fuzz bench bench-gateway demo clean
+.PHONY: all deps build test unit-test asan-test fuzz bench bench-gateway bench-supervisor demo clean
 
 all: build
 
@@ -51,10 +51,16 @@ fuzz: deps
 bench: build
 	@bash bench/registry/run.sh
 	@bash bench/gateway/run.sh
+	@bash bench/supervisor/run.sh
 
 # flotilla's gateway against nginx and HAProxy as proxies (bench/gateway/run.sh; knobs in its header).
 bench-gateway: build
 	@bash bench/gateway/run.sh
+
+# The supervisor's numbers: up -> all healthy, death -> out of routing, failed requests during
+# rolling deploys, load step -> autoscaled instances serving (bench/supervisor/run.sh).
+bench-supervisor: build
+	@bash bench/supervisor/run.sh
 
 # The main job: for now the agent alone (the example application arrives with the supervisor).
 demo: build

@@ -471,7 +471,9 @@ struct Supervisor::Impl {
         return;
       }
     }
-    schedule_probe(service, id, hc.interval);
+    // Until its first success an instance is probed every 100 ms (Docker's start_interval): a
+    // service that binds its port 50 ms after start should not wait a whole interval for traffic.
+    schedule_probe(service, id, i->ever_healthy ? hc.interval : std::min<Duration>(hc.interval, 100ms));
   }
 
   void became_healthy(ServiceRuntime& s, Instance& i) {
@@ -950,7 +952,8 @@ struct Supervisor::Impl {
     if (ready == 0) return;  // nothing to measure yet (starting)
     const auto& metric = s.autoscaler->settings().metric;
     double value = 0;
-    if (metric == "rps_per_instance") value = rates(s, 2s).rps / ready;
+    // The last second: a load step is seen in full at the first tick after it.
+    if (metric == "rps_per_instance") value = rates(s, 1s).rps / ready;
     else if (metric == "p95_ms") value = rates(s, 5s).p95_ms;
     else if (metric == "inflight") value = static_cast<double>(s.inflight) / ready;
     else if (metric == "cpu_percent") value = cpu / ready;

@@ -46,6 +46,7 @@ def healthy():
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive; every answer has a Content-Length
+    disable_nagle_algorithm = True  # headers and body go out in separate writes
 
     def log_message(self, fmt, *args):  # quiet: the tests read stdout/stderr for their own lines
         pass
