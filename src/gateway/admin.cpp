@@ -3,19 +3,16 @@
 #include <nlohmann/json.hpp>
 
 #include "gateway/gateway.h"
+#include "http/token.h"
 
 namespace flotilla::gateway {
 
 bool serve_admin(Gateway& gateway, const std::shared_ptr<http::Exchange>& ex, const std::string& read_token) {
   const auto& req = ex->request();
   if (req.path != "/v1/flotilla/gateway") return false;
-  if (!read_token.empty()) {
-    const std::string* t = req.header("x-consul-token");
-    if (!t) t = req.param("token");
-    if (!t || *t != read_token) {
-      ex->respond(http::Response::error(403, "Permission denied: this read needs the agent's token", "token"));
-      return true;
-    }
+  if (!http::token_allows(req, read_token, true, false)) {
+    ex->respond(http::Response::error(403, "Permission denied: this read needs the agent's token", "token"));
+    return true;
   }
   if (req.method != "GET" && req.method != "HEAD") {
     auto r = http::Response::error(405, "use GET");

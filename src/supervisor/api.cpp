@@ -8,6 +8,7 @@
 #include "common/error.h"
 #include "common/event_loop.h"
 #include "config/flotilla_file.h"
+#include "http/token.h"
 #include "supervisor/log_store.h"
 #include "supervisor/supervisor.h"
 
@@ -21,26 +22,8 @@ namespace {
 constexpr std::string_view kPrefix = "/v1/flotilla/";
 constexpr Duration kMaxWait = std::chrono::minutes(10);
 
-bool constant_time_equal(const std::string& a, const std::string& b) {
-  if (a.size() != b.size()) return false;
-  unsigned char d = 0;
-  for (size_t i = 0; i < a.size(); ++i) d |= static_cast<unsigned char>(a[i] ^ b[i]);
-  return d == 0;
-}
-
 bool authorized(const ApiHooks& hooks, const http::Request& req, bool write) {
-  if (hooks.token.empty()) return true;
-  if (!write && !hooks.protect_reads) return true;
-  const std::string* t = req.header("x-consul-token");
-  std::string bearer;
-  if (!t) {
-    if (const std::string* a = req.header("authorization"); a && a->rfind("Bearer ", 0) == 0) {
-      bearer = a->substr(7);
-      t = &bearer;
-    }
-  }
-  if (!t) t = req.param("token");
-  return t && constant_time_equal(*t, hooks.token);
+  return http::token_allows(req, hooks.token, hooks.protect_reads, write);
 }
 
 void ok(const ExchangePtr& ex, const json& body) { ex->respond(http::Response::json(200, body.dump(2) + "\n")); }

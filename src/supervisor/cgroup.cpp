@@ -1,4 +1,5 @@
 #include "supervisor/cgroup.h"
+#include "supervisor/proc_file.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -18,21 +19,6 @@ namespace {
 
 constexpr long kCgroup2Magic = 0x63677270;  // CGROUP2_SUPER_MAGIC
 constexpr const char* kControllers[] = {"memory", "cpu"};
-
-bool read_file(const std::string& path, std::string& out) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;
-  out.clear();
-  char buf[4096];
-  for (;;) {
-    ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    out.append(buf, static_cast<size_t>(n));
-  }
-  ::close(fd);
-  return true;
-}
 
 // cgroupfs reports a refused value on write(), not on open(). Returns 0 or the errno.
 int write_file(const std::string& path, const std::string& value) {
@@ -80,7 +66,7 @@ bool has_word(const std::string& text, const std::string& word) {
 // earlier (same process tree, e.g. an exec) finds itself in <base>/agent already.
 std::string base_dir(const std::string& mount, std::string& why_not) {
   std::string text;
-  if (!read_file("/proc/self/cgroup", text)) {
+  if (!read_small_file("/proc/self/cgroup", text)) {
     why_not = std::string("/proc/self/cgroup: ") + std::strerror(errno);
     return {};
   }
@@ -151,7 +137,7 @@ CgroupTree CgroupTree::set_up(const std::string& mount) {
   tree.path_ = base + "/flotilla";
   make_dir(tree.path_);
   std::string offered;
-  read_file(base + "/cgroup.controllers", offered);
+  read_small_file(base + "/cgroup.controllers", offered);
   for (const char* c : kControllers) {
     if (!has_word(offered, c)) continue;
     // Fails (EBUSY) while <base> still holds processes other than ours, e.g. the shell of an
@@ -208,7 +194,7 @@ bool cgroup_remove(const std::string& dir) { return ::rmdir(dir.c_str()) == 0 ||
 std::vector<pid_t> cgroup_pids(const std::string& dir) {
   std::vector<pid_t> pids;
   std::string text;
-  if (!read_file(dir + "/cgroup.procs", text)) return pids;
+  if (!read_small_file(dir + "/cgroup.procs", text)) return pids;
   const char* p = text.c_str();
   char* end = nullptr;
   for (;;) {

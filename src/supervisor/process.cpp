@@ -1,6 +1,7 @@
 // The agent's side of process.h: spawning shims, signalling them, reaping, reading /proc.
 // The shim's side is shim.cpp.
 #include "supervisor/process.h"
+#include "supervisor/proc_file.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -27,6 +28,21 @@
 #include "supervisor/cgroup.h"
 
 namespace flotilla::supervisor {
+
+bool read_small_file(const std::string& path, std::string& out) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  out.clear();
+  char buf[4096];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  return true;
+}
 
 namespace {
 
@@ -227,26 +243,12 @@ std::string failure_message(const std::string& report, int wait_status, const La
   return "cannot run " + spec.argv[0] + ": the shim " + spec.shim_binary + " ended without reporting (" + how + ")";
 }
 
-bool read_small_file(const std::string& path, std::string& out) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;
-  out.clear();
-  char buf[4096];
-  for (;;) {
-    ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    out.append(buf, static_cast<size_t>(n));
-  }
-  ::close(fd);
-  return true;
-}
-
 struct ProcStat {
   pid_t ppid = 0;
   char state = 0;
   unsigned long long utime = 0, stime = 0;
   long long cutime = 0, cstime = 0;
+  unsigned long long starttime = 0;  // clock ticks after boot
 };
 
 bool read_stat(pid_t pid, ProcStat& st) {
@@ -255,9 +257,10 @@ bool read_stat(pid_t pid, ProcStat& st) {
   // "pid (comm) state ppid ...": comm may hold spaces and parentheses, so parse after the last ')'.
   auto close = text.rfind(')');
   if (close == std::string::npos) return false;
-  int n = std::sscanf(text.c_str() + close + 1, " %c %d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %lld %lld",
-                      &st.state, &st.ppid, &st.utime, &st.stime, &st.cutime, &st.cstime);
-  return n == 6;
+  int n = std::sscanf(text.c_str() + close + 1,
+                      " %c %d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %lld %lld %*d %*d %*d %*d %llu", &st.state,
+                      &st.ppid, &st.utime, &st.stime, &st.cutime, &st.cstime, &st.starttime);
+  return n == 7;
 }
 
 bool have_children_files() {
@@ -514,6 +517,19 @@ Usage sample_usage(pid_t root) {
   }
   u.cpu_seconds = static_cast<double>(ticks_total) / static_cast<double>(ticks > 0 ? ticks : 100);
   return u;
+}
+
+uint64_t process_start_ticks(pid_t pid) {
+  ProcStat st;
+  return pid > 0 && read_stat(pid, st) ? st.starttime : 0;
+}
+
+bool is_shim(pid_t pid, uint64_t start_ticks) {
+  if (pid <= 0 || start_ticks == 0 || process_start_ticks(pid) != start_ticks) return false;
+  std::string argv;
+  if (!read_small_file("/proc/" + std::to_string(pid) + "/cmdline", argv)) return false;
+  auto first = argv.find('\0');
+  return first != std::string::npos && argv.compare(first + 1, 7, std::string("__shim") + '\0') == 0;
 }
 
 std::vector<Usage> sample_usage(const std::vector<pid_t>& roots) {

@@ -110,6 +110,13 @@ std::vector<Usage> sample_usage(const std::vector<pid_t>& roots);
 // when the kernel has them (CONFIG_PROC_CHILDREN), else one scan of /proc/*/stat.
 std::vector<pid_t> descendants_of(pid_t root);
 
+// The start time of a process (clock ticks after boot; 0: no such process): with the pid, it names
+// one process for good, so a recorded shim is never confused with a later process of the same pid.
+uint64_t process_start_ticks(pid_t pid);
+// Whether pid is a shim (`flotilla __shim`) started at start_ticks: what a new agent kills after a
+// previous one died.
+bool is_shim(pid_t pid, uint64_t start_ticks);
+
 // Signal names: "SIGTERM"/"TERM"/"sigterm"/"15" -> 15; 0 when unknown. And back ("SIGTERM";
 // "SIGRTMIN+3"; "signal 99" for what has no name).
 int signal_number(const std::string& name);

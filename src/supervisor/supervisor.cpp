@@ -11,7 +11,6 @@
 #include <cmath>
 #include <deque>
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
@@ -75,38 +74,6 @@ int pick_port(const std::set<int>& avoid) {
     if (port && !avoid.count(port)) return port;
   }
   throw std::runtime_error("no free port on 127.0.0.1");
-}
-
-// Whether /proc/PID is a shim started at `start_ticks` (pid reuse check).
-bool is_our_shim(pid_t pid, unsigned long long start_ticks) {
-  std::ifstream cmd("/proc/" + std::to_string(pid) + "/cmdline", std::ios::binary);
-  std::string argv((std::istreambuf_iterator<char>(cmd)), std::istreambuf_iterator<char>());
-  if (argv.find(std::string("__shim") + '\0') == std::string::npos) return false;
-  std::ifstream st("/proc/" + std::to_string(pid) + "/stat");
-  std::string stat((std::istreambuf_iterator<char>(st)), std::istreambuf_iterator<char>());
-  auto rp = stat.rfind(')');
-  if (rp == std::string::npos) return false;
-  std::istringstream rest(stat.substr(rp + 2));
-  std::string field;
-  for (int i = 3; i <= 22; ++i) {
-    if (!(rest >> field)) return false;
-    if (i == 22) return std::stoull(field) == start_ticks;
-  }
-  return false;
-}
-
-unsigned long long start_ticks_of(pid_t pid) {
-  std::ifstream st("/proc/" + std::to_string(pid) + "/stat");
-  std::string stat((std::istreambuf_iterator<char>(st)), std::istreambuf_iterator<char>());
-  auto rp = stat.rfind(')');
-  if (rp == std::string::npos) return 0;
-  std::istringstream rest(stat.substr(rp + 2));
-  std::string field;
-  for (int i = 3; i <= 22; ++i) {
-    if (!(rest >> field)) return 0;
-    if (i == 22) return std::stoull(field);
-  }
-  return 0;
 }
 
 double seconds(Duration d) { return std::chrono::duration<double>(d).count(); }
@@ -399,7 +366,7 @@ struct Supervisor::Impl {
     }
     by_shim[inst->shim] = {s.name, inst->id};
     commit({store::Op::put("sup/inst/" + inst->id,
-                           json{{"shim", inst->shim}, {"start", start_ticks_of(inst->shim)}, {"cgroup", inst->cgroup}}.dump())});
+                           json{{"shim", inst->shim}, {"start", process_start_ticks(inst->shim)}, {"cgroup", inst->cgroup}}.dump())});
     event(s.name, inst->id, "started",
           "started (pid " + std::to_string(inst->pid) + (inst->port ? ", port " + std::to_string(inst->port) : "") +
               ", version " + inst->version + (canary ? ", canary" : "") + ")",
@@ -1170,7 +1137,7 @@ struct Supervisor::Impl {
       try {
         auto j = json::parse(value);
         pid_t shim = j.at("shim").get<pid_t>();
-        if (shim > 0 && is_our_shim(shim, j.at("start").get<unsigned long long>())) {
+        if (shim > 0 && is_shim(shim, j.at("start").get<uint64_t>())) {
           spdlog::warn("supervisor: killing instance {} left by a previous agent (shim pid {})", key.substr(9), shim);
           kill_instance(shim);
         }

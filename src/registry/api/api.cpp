@@ -1,4 +1,5 @@
 #include "registry/api/api.h"
+#include "http/token.h"
 
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
@@ -23,12 +24,6 @@ namespace {
 constexpr Duration kDefaultWait = 5min;
 constexpr Duration kMaxWait = 10min;
 
-bool constant_time_equal(const std::string& a, const std::string& b) {
-  if (a.size() != b.size()) return false;
-  unsigned char diff = 0;
-  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
-  return diff == 0;
-}
 
 void add_read_headers(http::Response& r, uint64_t index) {
   r.headers.emplace_back("X-Consul-Index", std::to_string(index));
@@ -122,18 +117,7 @@ struct Api::Impl {
   }
 
   bool authorized(const http::Request& req, bool write) const {
-    if (options.token.empty()) return true;
-    if (!write && !options.protect_reads) return true;
-    const std::string* t = req.header("x-consul-token");
-    std::string bearer;
-    if (!t) {
-      if (const std::string* a = req.header("authorization"); a && a->rfind("Bearer ", 0) == 0) {
-        bearer = a->substr(7);
-        t = &bearer;
-      }
-    }
-    if (!t) t = req.param("token");
-    return t && constant_time_equal(*t, options.token);
+    return http::token_allows(req, options.token, options.protect_reads, write);
   }
 
   void dispatch(const ExchangePtr& ex) {
