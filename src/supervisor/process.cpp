@@ -8,6 +8,7 @@
 #include <poll.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -153,7 +154,19 @@ void write_all(int fd, const char* p, size_t n) {
   dfl.sa_handler = SIG_DFL;
   sigemptyset(&dfl.sa_mask);
   for (int s = 1; s < NSIG; ++s) {
-    if (s != SIGKILL && s != SIGSTOP) ::sigaction(s, &dfl, nullptr);
+    if (s == SIGKILL || s == SIGSTOP) continue;
+    if (::sigaction(s, &dfl, nullptr) != 0) {
+      // glibc refuses the two real-time signals it keeps for itself (32, 33), but an ignored one
+      // is inherited all the same (seen when the agent's parent ignored them): the kernel's call
+      // resets it. Its sigaction struct: handler, flags, restorer, mask (8 bytes).
+      struct {
+        void* handler;
+        unsigned long flags;
+        void* restorer;
+        unsigned long mask;
+      } k{reinterpret_cast<void*>(SIG_DFL), 0, nullptr, 0};
+      ::syscall(SYS_rt_sigaction, s, &k, nullptr, sizeof k.mask);
+    }
   }
   // Its own process group: a Ctrl-C on the terminal of `flotilla up` reaches the agent, which
   // stops instances in order, instead of every service at once.
