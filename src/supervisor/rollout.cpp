@@ -1,0 +1,224 @@
+// reconcile(): what runs converges on what is desired, one step at a time — scaling, start-first
+// rollouts and their automatic rollback, canaries and their analysis, and the order of a full stop.
+#include "supervisor/supervisor_impl.h"
+
+namespace flotilla::supervisor {
+
+bool Supervisor::Impl::dependencies_ready(const ServiceRuntime& s) {
+  for (const auto& d : s.section.depends_on) {
+    auto* dep = find(d.service);
+    if (!dep) continue;
+    int started = 0, ready = 0;
+    for (const auto& i : dep->instances) {
+      if (i->live()) ++started;
+      if (i->state == Instance::State::ready) ++ready;
+    }
+    if (dep->desired() == 0) continue;
+    if (d.condition == "service_healthy" ? ready == 0 : started == 0) return false;
+  }
+  return true;
+}
+
+void Supervisor::Impl::roll_back_failed(ServiceRuntime& s, const std::string& why) {
+  if (!s.previous) {
+    event(s.name, "", "deploy-failed", "version " + s.spec->version() + " failed (" + why + "); no previous version to return to");
+    s.rollout.reset();
+    return;
+  }
+  auto failed = s.spec;
+  event(s.name, "", "rollback",
+        "version " + failed->version() + " failed (" + why + "): rolling back to " + s.previous->version(),
+        {{"from", failed->version()}, {"to", s.previous->version()}});
+  s.spec = s.previous;
+  s.previous = failed;
+  s.rollout = Rollout{failed->version(), s.spec->version(), Clock::now(), 0, true};
+  s.crash_count = 0;
+  s.next_start_at = {};
+  persist(s);
+}
+
+void Supervisor::Impl::reconcile(ServiceRuntime& s) {
+  if (stopping_all) {
+    for (auto& i : s.instances)
+      if (i->live() && may_stop_now(s.name)) stop_instance(s, *i, "stopping the application");
+    return;
+  }
+  const int want = s.desired();
+  std::vector<Instance*> fresh_ready, fresh_starting, old, canaries;
+  int exited_for_good = 0;
+  for (auto& i : s.instances) {
+    if (i->state == Instance::State::exited && i->no_restart && i->version == s.spec->version()) ++exited_for_good;
+    if (!i->live()) continue;
+    if (i->canary) canaries.push_back(i.get());
+    else if (i->spec == s.spec || i->version == s.spec->version())
+      (i->state == Instance::State::ready ? fresh_ready : fresh_starting).push_back(i.get());
+    else old.push_back(i.get());
+  }
+  if (!s.started_once && !dependencies_ready(s)) return;  // the 1 s tick looks again
+  auto now = Clock::now();
+  auto can_start = [&] {
+    if (now >= s.next_start_at) return true;
+    if (!s.start_timer) s.start_timer = std::make_unique<Timer>(loop);
+    if (!s.start_timer->armed())
+      s.start_timer->arm(s.next_start_at - now, [this, name = s.name] {
+        if (auto* sv = find(name)) reconcile(*sv);
+      });
+    return false;
+  };
+
+  // Canary: one instance of the canary spec while a canary is set; none otherwise.
+  if (s.canary && canaries.empty() && want > 0 && can_start()) start_instance(s, s.canary->spec, true);
+  if (!s.canary)
+    for (auto* c : canaries) stop_instance(s, *c, "canary ended");
+
+  const int fresh = static_cast<int>(fresh_ready.size() + fresh_starting.size()) + exited_for_good;
+  if (!old.empty()) {
+    // Rollout: start-first, one at a time (maxSurge 1, maxUnavailable 0). A fixed port cannot
+    // hold two instances: then stop-first.
+    if (!s.rollout) s.rollout = Rollout{old.front()->version, s.spec->version(), now};
+    if (!fresh_starting.empty()) {
+      for (auto* i : fresh_starting)
+        if (now - i->started_at > s.section.deploy.healthy_timeout + 5s && !s.rollout->rollback) {
+          roll_back_failed(s, "an instance was not healthy within " + format_duration(s.section.deploy.healthy_timeout));
+          return reconcile(s);
+        }
+      return;
+    }
+    const bool fixed = s.spec->port_mode == config::ServiceSection::PortMode::fixed;
+    const int total = fresh + static_cast<int>(old.size());
+    if (total > want || (fixed && total >= want && !old.empty())) {
+      // Retire one old instance: a not-ready one first, else the oldest.
+      Instance* victim = old.front();
+      for (auto* o : old)
+        if (o->state != Instance::State::ready) victim = o;
+      stop_instance(s, *victim, "replaced by version " + s.spec->version());
+      if (!fixed) return;
+      return;
+    }
+    bool any_stopping = false;
+    for (auto& i : s.instances)
+      if (i->state == Instance::State::draining || i->state == Instance::State::stopping) any_stopping = true;
+    if (fixed && any_stopping) return;
+    if (can_start()) start_instance(s, s.spec, false);
+    return;
+  }
+  if (s.rollout) {
+    event(s.name, "", s.rollout->rollback ? "rollback-finished" : "deploy-finished",
+          std::string(s.rollout->rollback ? "rolled back to version " : "version ") + s.spec->version() +
+              (s.rollout->rollback ? "" : " rolled out") + " (" + std::to_string(fresh_ready.size()) + " instance(s))",
+          {{"version", s.spec->version()}});
+    s.rollout.reset();
+  }
+  if (fresh < want) {
+    if (!can_start()) return;
+    // A start that fails sets the backoff: the rest wait for the retry.
+    for (int n = fresh; n < want && Clock::now() >= s.next_start_at; ++n) start_instance(s, s.spec, false);
+  } else if (fresh > want) {
+    int extra = fresh - want;
+    // Starting ones first, then the newest ready ones.
+    std::vector<Instance*> pick(fresh_starting.begin(), fresh_starting.end());
+    std::vector<Instance*> ready = fresh_ready;
+    std::sort(ready.begin(), ready.end(), [](auto* a, auto* b) { return a->started_at > b->started_at; });
+    pick.insert(pick.end(), ready.begin(), ready.end());
+    for (auto* i : pick) {
+      if (extra-- <= 0) break;
+      stop_instance(s, *i, "scaling down to " + std::to_string(want));
+    }
+  }
+  sync_weights(s);
+}
+
+bool Supervisor::Impl::may_stop_now(const std::string& name) {
+  for (auto& [n, s] : services) {
+    if (n == name) continue;
+    bool depends = false;
+    for (const auto& d : s->section.depends_on) depends = depends || d.service == name;
+    if (!depends) continue;
+    for (auto& i : s->instances)
+      if (i->state != Instance::State::exited) return false;
+  }
+  return true;
+}
+
+void Supervisor::Impl::maybe_finish_stop_all() {
+  if (!stopping_all) return;
+  for (auto& [n, s] : services) {
+    reconcile(*s);  // services whose dependents are gone may stop now
+  }
+  for (auto& [n, s] : services)
+    for (auto& i : s->instances)
+      if (i->state != Instance::State::exited) return;
+  auto done = std::move(stop_done);
+  stop_done.clear();
+  for (auto& d : done) d();
+}
+
+void Supervisor::Impl::analyse_canary(ServiceRuntime& s, Clock::time_point now) {
+  auto& c = *s.canary;
+  const auto& a = *s.section.deploy.canary_analysis;
+  if (now - c.interval_started < a.interval) return;
+  CanarySample canary, stable;
+  Load cl, sl;
+  bool canary_ready = false;
+  uint64_t canary_ejections = 0;
+  for (auto& i : s.instances) {
+    if (i->canary) {
+      cl.add(i->analysis);
+      canary_ejections += i->analysis_ejections;
+      canary_ready = canary_ready || i->state == Instance::State::ready;
+    } else {
+      sl.add(i->analysis);
+    }
+    i->analysis = Load{};
+    i->analysis_ejections = 0;
+  }
+  c.interval_started = now;
+  if (!canary_ready) return;
+  canary = {cl.requests, cl.failures, gateway::EndpointLoad::quantile_ms(cl.latency, 0.95)};
+  stable = {sl.requests, sl.failures, gateway::EndpointLoad::quantile_ms(sl.latency, 0.95)};
+  auto check = judge_canary(a, canary, stable);
+  if (canary_ejections > 0) {
+    // The gateway's outlier detection took the canary out of routing (consecutive failures):
+    // that is a verdict. Waiting for min_requests would wait for as long as it stays ejected.
+    check.verdict = CanaryVerdict::fail;
+    check.reason = "ejected by the gateway's outlier detection after consecutive failures (" +
+                   std::to_string(canary.failures) + " of " + std::to_string(canary.requests) + " requests failed)";
+  }
+  c.last_check = check.reason;
+  json data = {{"canary_requests", canary.requests}, {"canary_failures", canary.failures}, {"canary_p95_ms", canary.p95_ms},
+               {"stable_requests", stable.requests}, {"stable_failures", stable.failures}, {"stable_p95_ms", stable.p95_ms}};
+  if (check.verdict == CanaryVerdict::wait) {
+    event(s.name, "", "canary-check", "waiting: " + check.reason, data);
+  } else if (check.verdict == CanaryVerdict::fail) {
+    event(s.name, "", "canary-failed", "canary analysis failed: " + check.reason + "; rolling back", data);
+    end_canary(s, false);
+  } else {
+    ++c.passed;
+    event(s.name, "", "canary-check",
+          "passed " + std::to_string(c.passed) + "/" + std::to_string(a.iterations) + ": " + check.reason, data);
+    if (c.passed >= a.iterations) {
+      event(s.name, "", "canary-promoted", "canary passed " + std::to_string(a.iterations) + " analyses: promoting");
+      end_canary(s, true);
+    }
+  }
+}
+
+void Supervisor::Impl::end_canary(ServiceRuntime& s, bool promote) {
+  if (!s.canary) return;
+  auto spec = s.canary->spec;
+  s.canary.reset();
+  if (promote) {
+    s.previous = s.spec;
+    s.spec = spec;
+    for (auto& i : s.instances)
+      if (i->canary) i->canary = false;  // the same version: counted as a new instance now
+    s.rollout = Rollout{s.previous->version(), s.spec->version(), Clock::now()};
+    s.crash_count = 0;
+    s.next_start_at = {};
+  }
+  persist(s);
+  reconcile(s);
+  sync_weights(s);
+}
+
+}  // namespace flotilla::supervisor
