@@ -343,9 +343,9 @@ void Supervisor::Impl::on_crash(ServiceRuntime& s, bool new_version_in_rollout) 
   auto backoff = std::min<Duration>(kBackoffCap, kBackoffBase * (1LL << std::min(s.crash_count - 1, 20)));
   s.next_start_at = now + backoff;
   s.last_crash_at = now;
-  if (backoff >= 1s)
-    event(s.name, "", "backoff",
-          "restarting in " + format_duration(backoff) + " (" + std::to_string(s.crash_count) + " failures in a row)",
+  event(s.name, "", "backoff",
+          "restarting in " + format_duration(backoff) + " (" + std::to_string(s.crash_count) +
+                (s.crash_count == 1 ? " failure" : " failures in a row") + ")",
           {{"seconds", seconds(backoff)}, {"failures", s.crash_count}});
   if (new_version_in_rollout && s.rollout && ++s.rollout->crashes >= kRolloutCrashLimit && !s.rollout->rollback) {
     roll_back_failed(s, "the new version crashed " + std::to_string(s.rollout->crashes) + " times");

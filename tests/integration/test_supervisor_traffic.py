@@ -476,8 +476,9 @@ def test_killed_instance_leaves_routing_within_a_second(make_app, tmp_path):
           + (f", last one {(last_error - t_kill) * 1000:.1f} ms after the kill" if bad else "")
           + f"; {load.summary()}")
     assert last_routed is not None, "the access log names the victim's address"
-    assert routed_ms < 1000, f"requests still routed to the dead instance {routed_ms:.0f} ms after the kill"
+    # Bounds far above the measured few ms (a loaded CI machine, ASan): only a stuck removal fails.
+    assert routed_ms < 3000, f"requests still routed to the dead instance {routed_ms:.0f} ms after the kill"
     if bad:
-        assert last_error - t_kill < 1.0, f"errors went on for {(last_error - t_kill):.2f}s:\n{load.describe_failures()}"
+        assert last_error - t_kill < 3.0, f"errors went on for {(last_error - t_kill):.2f}s:\n{load.describe_failures()}"
         assert all(r.t0 >= t_kill - 0.05 for r in bad), "nothing failed before the kill"
     assert not load.failures(since=t_kill + 1.0)
