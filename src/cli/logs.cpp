@@ -31,6 +31,7 @@ struct LogsOptions {
   bool no_prefix = false;
   bool timestamps = false;
   bool no_color = false;
+  bool all = false;
 };
 
 constexpr std::chrono::seconds kFollowWait{30};
@@ -161,6 +162,7 @@ int run(const LogsOptions& o) {
     tail_none = std::stoul(o.tail) == 0;
     query += "&tail=" + (tail_none ? std::string("1") : o.tail);
   }
+  if (o.all) query += "&all";
   auto client = make_client(o.target);
   const std::string path = "/v1/flotilla/logs/" + url_encode_path(o.service);
   auto answer = json_of(client.request("GET", path + (query.empty() ? "" : "?" + query.substr(1))));
@@ -183,7 +185,7 @@ int run(const LogsOptions& o) {
     ApiResponse r;
     try {
       r = client.request(
-          "GET", path + "?wait=" + std::to_string(kFollowWait.count()) + "s&after=" + url_encode_path(cursor), {},
+          "GET", path + "?wait=" + std::to_string(kFollowWait.count()) + "s&after=" + url_encode_path(cursor) + (o.all ? "&all" : ""), {},
           timeout);
     } catch (const std::exception& e) {
       throw std::runtime_error("the agent at " + client.address() + " went away (" + e.what() + ")");
@@ -211,6 +213,7 @@ std::function<int()> add_logs(CLI::App& app) {
   cmd->add_option("-n,--tail", o->tail, "Only the last N lines (all: every line)");
   cmd->add_flag("--no-prefix", o->no_prefix, "Print lines without their instance");
   cmd->add_flag("-t,--timestamps", o->timestamps, "Show each line's time (UTC)");
+  cmd->add_flag("--all", o->all, "Also the instances of earlier runs of the agent (their files are kept in the data dir)");
   cmd->add_flag("--no-color", o->no_color, "No colours, even on a terminal (also $NO_COLOR)");
   add_target_options(cmd, o->target, false);
   return [o] { return run_guarded("logs", [&] { return run(*o); }); };

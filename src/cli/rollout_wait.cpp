@@ -62,6 +62,9 @@ int wait_for_rollout(const ApiClient& client, const RolloutWait& w) {
     for (const auto& e : service_events(client, w.service, after)) {
       after = std::max(after, e.value("Seq", uint64_t{0}));
       const std::string instance = e.value("Instance", "");
+      const std::string what = e.value("Kind", "");
+      // The command itself already said this much.
+      if (what == "deploy-started" || what == "canary-started") continue;
       std::cout << "  " << local_clock(e.value("Time", int64_t{0})) << " " << (instance.empty() ? w.service : instance)
                 << ": " << e.value("Message", "") << std::endl;
       const std::string kind = e.value("Kind", "");

@@ -198,10 +198,19 @@ void handle(Supervisor& sup, const ApiHooks& hooks, const ExchangePtr& ex, const
     q.tail = static_cast<size_t>(uint_param(req, "tail", 0));  // 0: every record
     if (const std::string* a = req.param("after")) q.after = *a;
     const std::string dir = sup.log_dir();
-    auto compute = [dir, q](bool last) -> std::optional<json> {
+    // By default the instances this agent started (running or not), as docker-compose shows its
+    // current containers; ?all adds what earlier runs left in the data dir.
+    const bool all = req.has_param("all");
+    auto compute = [dir, q, all, &sup](bool last) -> std::optional<json> {
       LogAnswer a;
+      LogQuery query = q;
+      if (!all) {
+        auto ids = sup.log_instances(q.service);
+        query.instances.insert(ids.begin(), ids.end());
+        if (query.instances.empty()) query.instances.insert("");  // nothing started yet: no file
+      }
       try {
-        a = read_logs(dir, q);
+        a = read_logs(dir, query);
       } catch (const std::invalid_argument& e) {
         throw ApiError(400, e.what(), "after");
       } catch (const std::exception& e) {

@@ -84,6 +84,8 @@ void Supervisor::Impl::start_instance(ServiceRuntime& s, std::shared_ptr<const R
   Instance& ref = *inst;
   s.instances.push_back(std::move(inst));
   s.started_once = true;
+  s.run_instances.push_back(ref.id);
+  if (s.run_instances.size() > 50) s.run_instances.pop_front();
   if (ref.spec->healthcheck.kind == config::Healthcheck::Kind::none) {
     became_healthy(s, ref);
   } else {
@@ -307,7 +309,11 @@ void Supervisor::Impl::on_exit(pid_t pid, ExitStatus status) {
   const bool is_new = i->spec == s->spec && !i->canary;
   bool no_restart = false;
   if (wanted) {
-    event(service, id, "stopped", status.describe());
+    // A planned stop that the stop signal ended is not a failure: say so plainly.
+    event(service, id, "stopped",
+          status.signaled && status.signal == signal_number(i->spec->stop_signal)
+              ? "stopped (" + signal_name(status.signal) + ")"
+              : status.describe());
   } else {
     const bool failed = status.signaled || status.code != 0;
     const auto& policy = i->spec->restart;

@@ -745,7 +745,8 @@ LogAnswer read_logs(const std::string& dir, const LogQuery& query) {
     std::string instance;
     int rotation = 0;
     while (dirent* e = ::readdir(d)) {
-      if (parse_log_name(e->d_name, instance, rotation)) {
+      if (parse_log_name(e->d_name, instance, rotation) &&
+          (query.instances.empty() || query.instances.count(instance))) {
         auto [it, inserted] = instances.emplace(instance, rotation);
         if (!inserted) it->second = std::max(it->second, rotation);
       }

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -65,6 +66,8 @@ struct LogQuery {
   size_t tail = 0;       // only the last N records of the answer (0: all)
   // Follow cursor: records strictly after this position (from a previous answer); empty: none.
   std::string after;
+  // Non-empty: only these instances' files (the others are left out, as if absent).
+  std::set<std::string> instances;
 };
 
 struct LogAnswer {

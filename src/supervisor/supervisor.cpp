@@ -557,6 +557,12 @@ void Supervisor::cancel_wait(uint64_t handle) { impl_->waiters.erase(handle); }
 
 const std::string& Supervisor::log_dir() const { return impl_->log_dir; }
 EventLoop& Supervisor::loop() { return impl_->loop; }
+
+std::vector<std::string> Supervisor::log_instances(const std::string& service) const {
+  auto it = impl_->services.find(service);
+  if (it == impl_->services.end()) return {};
+  return {it->second->run_instances.begin(), it->second->run_instances.end()};
+}
 const std::string& Supervisor::app_name() const { return impl_->app; }
 
 }  // namespace flotilla::supervisor

@@ -103,6 +103,8 @@ class Supervisor {
   void cancel_wait(uint64_t handle);
 
   const std::string& log_dir() const;
+  // The instances this agent started for a service (the newest 50), running or not.
+  std::vector<std::string> log_instances(const std::string& service) const;
   EventLoop& loop();
   const std::string& app_name() const;
 

@@ -150,6 +150,7 @@ struct ServiceRuntime {
   std::unique_ptr<Timer> start_timer;
   bool started_once = false;
   bool removing = false;  // gone from the file: stop everything, then forget it
+  std::deque<std::string> run_instances;  // started by this agent, newest last (at most 50): whose logs `logs` shows
   // Autoscaling.
   std::unique_ptr<Autoscaler> autoscaler;
   int autoscale_desired = 0;

@@ -495,7 +495,7 @@ def test_no_orphans_after_down(make_app):
     # are in the store; read them with a fresh agent on the same data dir... not needed: the
     # agent's log has them in order.
     log = app.read_log()
-    cpp_stopped = re.search(r"cpp cpp-\w+: (exited|killed)", log)
+    cpp_stopped = re.search(r"cpp cpp-\w+: (exited|killed|stopped)", log)
     py_stopping = re.search(r"py py-\w+: stopping the application", log)
     assert cpp_stopped and py_stopping and cpp_stopped.start() < py_stopping.start(), log[-3000:]
 
