@@ -101,7 +101,7 @@ void check_accepted_head(const ResponseParser& p, const PResult& r, std::string_
     for (char c : f.value) check(syntax::is_field_value_byte(c) && c != '\r' && c != '\n' && c != '\0');
     if (same_name(f.name, "content-length")) {
       ++cl_fields;
-      check(!f.value.empty() && f.value.size() <= 64);
+      check(!f.value.empty());  // any number of digits: leading zeros are valid (RFC 9110 §8.6)
       uint64_t n = 0;
       for (char c : f.value) {
         check(syntax::is_digit(c));
