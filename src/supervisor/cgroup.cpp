@@ -192,18 +192,9 @@ void cgroup_kill(const std::string& dir) {
 bool cgroup_remove(const std::string& dir) { return ::rmdir(dir.c_str()) == 0 || errno == ENOENT; }
 
 std::vector<pid_t> cgroup_pids(const std::string& dir) {
-  std::vector<pid_t> pids;
   std::string text;
-  if (!read_small_file(dir + "/cgroup.procs", text)) return pids;
-  const char* p = text.c_str();
-  char* end = nullptr;
-  for (;;) {
-    long v = std::strtol(p, &end, 10);
-    if (end == p) break;
-    if (v > 0) pids.push_back(static_cast<pid_t>(v));
-    p = end;
-  }
-  return pids;
+  if (!read_small_file(dir + "/cgroup.procs", text)) return {};
+  return parse_pids(text);
 }
 
 }  // namespace flotilla::supervisor

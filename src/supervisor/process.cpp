@@ -45,6 +45,19 @@ bool read_small_file(const std::string& path, std::string& out) {
   return true;
 }
 
+std::vector<pid_t> parse_pids(const std::string& text) {
+  std::vector<pid_t> pids;
+  const char* p = text.c_str();
+  char* end = nullptr;
+  for (;;) {
+    long v = std::strtol(p, &end, 10);
+    if (end == p) break;
+    if (v > 0) pids.push_back(static_cast<pid_t>(v));
+    p = end;
+  }
+  return pids;
+}
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -279,19 +292,6 @@ bool read_stat(pid_t pid, ProcStat& st) {
 bool have_children_files() {
   static const bool yes = ::access("/proc/thread-self/children", R_OK) == 0;
   return yes;
-}
-
-std::vector<pid_t> parse_pids(const std::string& text) {
-  std::vector<pid_t> pids;
-  const char* p = text.c_str();
-  char* end = nullptr;
-  for (;;) {
-    long v = std::strtol(p, &end, 10);
-    if (end == p) break;
-    if (v > 0) pids.push_back(static_cast<pid_t>(v));
-    p = end;
-  }
-  return pids;
 }
 
 template <typename Fn>

@@ -18,8 +18,21 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BIN = os.environ.get("FLOTILLA_BIN", os.path.join(ROOT, "build", "flotilla"))
 
 
+def stop_process(proc, sig=signal.SIGTERM, timeout=10):
+    """Sends `sig` to a process this test started (by PID, through its Popen), waits up to
+    `timeout`, then kills it."""
+    if proc and proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def wait_for(predicate, timeout=8.0, interval=0.05, what="condition"):
-    """Polls predicate() until it returns something truthy; returns it, or fails after timeout."""
+    """Polls predicate() until it returns something truthy; returns it, or fails after timeout.
+    `what` may be a callable, called only on a timeout (the message then shows that moment's state)."""
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
@@ -27,7 +40,7 @@ def wait_for(predicate, timeout=8.0, interval=0.05, what="condition"):
         if last:
             return last
         time.sleep(interval)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+    pytest.fail(f"timed out after {timeout}s waiting for {what() if callable(what) else what}; last value: {last!r}")
 
 
 def free_port():
@@ -71,13 +84,7 @@ class Agent:
             return f.read().decode(errors="replace")
 
     def stop(self, sig=signal.SIGTERM, timeout=10):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, sig, timeout)
         if self.proc:
             self.log.close()
         return self.proc.returncode if self.proc else None
@@ -176,13 +183,7 @@ class Stack:
             return f.read().decode(errors="replace")
 
     def stop(self, sig=signal.SIGTERM, timeout=15):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, sig, timeout)
         if self.proc and not self.log.closed:
             self.log.close()
         return self.proc.returncode if self.proc else None

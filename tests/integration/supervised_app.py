@@ -16,7 +16,7 @@ import urllib.error
 import urllib.request
 import uuid
 
-from conftest import BIN, ROOT, free_port, wait_for
+from conftest import BIN, ROOT, free_port, stop_process, wait_for
 
 SERVICES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "services")
 CPP_SERVICE = os.environ.get("FLOTILLA_TEST_SERVICE", os.path.join(ROOT, "build", "tests", "test_service"))
@@ -108,13 +108,7 @@ class App:
             return False
 
     def stop(self, sig=signal.SIGTERM, timeout=30):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, sig, timeout)
         if getattr(self, "log", None):
             self.log.close()
 

@@ -20,6 +20,7 @@ from datetime import datetime, timezone
 
 import pytest
 
+from conftest import wait_for
 from supervised_app import CPP_SERVICE, PYTHON, SERVICES, App
 from traffic import Load
 
@@ -58,19 +59,6 @@ def make_app(tmp_path):
 
 
 # ---- helpers ----
-
-def wait_for(predicate, timeout=10.0, interval=0.05, what="condition"):
-    """Polls predicate() until it returns something truthy and returns that. `what` may be a
-    callable: it is called only on a timeout, so the message shows the state at that moment."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout}s waiting for {what() if callable(what) else what}; last value: {last!r}")
-
 
 def last_seq(app):
     ev = app.events()
