@@ -152,7 +152,7 @@ void Buffer::shrink(size_t to) {
 // ---- Connection ----
 
 Connection::Connection(Worker& worker, Socket socket, const std::string& listener_service)
-    : worker_(worker), socket_(std::move(socket)), listener_service_(listener_service), in_(kInitialIn) {
+    : worker_(worker), reactor_(reactor_of(worker.io())), socket_(std::move(socket)), listener_service_(listener_service), in_(kInitialIn) {
   error_code ec;
   auto remote = socket_.remote_endpoint(ec);
   if (!ec) client_ip_ = remote.address().to_string();
@@ -296,7 +296,7 @@ Task<bool> Connection::read_head() {
       co_return false;
     }
     error_code ec;
-    size_t n = co_await socket_.async_read_some(asio::buffer(in_.write_ptr(), in_.room()),
+    size_t n = co_await async_recv(reactor_, socket_, asio::buffer(in_.write_ptr(), in_.room()),
                                                 asio::redirect_error(kAwait, ec));
     if (timed_out_) {
       if (wait_ == Wait::none && !in_.empty() && !idle_) {
@@ -504,7 +504,7 @@ Task<bool> Connection::handle_request() {
       in_.make_room(static_cast<size_t>(*content_length - in_.size()), kMaxHead + kReplayLimit);
       set_deadline(Wait::body, ns(cfg.timeouts.idle));
       error_code ec;
-      size_t n = co_await socket_.async_read_some(asio::buffer(in_.write_ptr(), in_.room()),
+      size_t n = co_await async_recv(reactor_, socket_, asio::buffer(in_.write_ptr(), in_.room()),
                                                   asio::redirect_error(kAwait, ec));
       clear_deadline();
       if (timed_out_) {
@@ -634,7 +634,7 @@ Task<bool> Connection::handle_request() {
           if (in_.empty()) {
             in_.make_room(kRelay, kMaxHead + kRelay);
             set_deadline(Wait::body, ns(cfg.timeouts.idle));
-            size_t n = co_await socket_.async_read_some(asio::buffer(in_.write_ptr(), in_.room()),
+            size_t n = co_await async_recv(reactor_, socket_, asio::buffer(in_.write_ptr(), in_.room()),
                                                         asio::redirect_error(kAwait, ec));
             clear_deadline();
             if (timed_out_ || ec || n == 0) {
@@ -717,7 +717,7 @@ Task<bool> Connection::handle_request() {
           break;
         }
         error_code ec;
-        size_t n = co_await up->socket.async_read_some(asio::buffer(rb_.write_ptr(), rb_.room()),
+        size_t n = co_await async_recv(reactor_, up->socket, asio::buffer(rb_.write_ptr(), rb_.room()),
                                                        asio::redirect_error(kAwait, ec));
         if (timed_out_) {
           outcome = Outcome::timeout;
@@ -859,7 +859,7 @@ Task<bool> Connection::handle_request() {
             }
             std::array<char, 16384> buf;
             while (!ec) {
-              size_t n = co_await self->socket_.async_read_some(asio::buffer(buf), asio::redirect_error(kAwait, ec));
+              size_t n = co_await async_recv(self->reactor_, self->socket_, asio::buffer(buf), asio::redirect_error(kAwait, ec));
               if (ec || n == 0) break;
               self->set_deadline(Wait::tunnel, idle);
               co_await asio::async_write(tunnel_up->socket, asio::buffer(buf.data(), n), asio::redirect_error(kAwait, ec));
@@ -871,7 +871,7 @@ Task<bool> Connection::handle_request() {
       error_code ec;
       set_deadline(Wait::tunnel, idle);
       for (;;) {
-        size_t n = co_await tunnel_up->socket.async_read_some(asio::buffer(buf), asio::redirect_error(kAwait, ec));
+        size_t n = co_await async_recv(reactor_, tunnel_up->socket, asio::buffer(buf), asio::redirect_error(kAwait, ec));
         if (ec || n == 0) break;
         set_deadline(Wait::tunnel, idle);
         co_await asio::async_write(socket_, asio::buffer(buf.data(), n), asio::redirect_error(kAwait, ec));
@@ -911,7 +911,7 @@ Task<bool> Connection::handle_request() {
         set_deadline(Wait::upstream, ns(cfg.timeouts.idle));
         current_upstream_ = up.get();
         error_code ec;
-        size_t n = co_await up->socket.async_read_some(
+        size_t n = co_await async_recv(reactor_, up->socket,
             asio::buffer(rb_.write_ptr(), static_cast<size_t>(std::min<uint64_t>(rb_.room(), left))),
             asio::redirect_error(kAwait, ec));
         clear_deadline();
@@ -959,7 +959,7 @@ Task<bool> Connection::handle_request() {
         current_upstream_ = up.get();
         rb_.make_room(kRelay, kRelay);
         error_code ec;
-        size_t n = co_await up->socket.async_read_some(asio::buffer(rb_.write_ptr(), rb_.room()),
+        size_t n = co_await async_recv(reactor_, up->socket, asio::buffer(rb_.write_ptr(), rb_.room()),
                                                        asio::redirect_error(kAwait, ec));
         clear_deadline();
         current_upstream_ = nullptr;

@@ -16,6 +16,7 @@
 #include "gateway/http1/chunked_decoder.h"
 #include "gateway/http1/request_parser.h"
 #include "gateway/http1/response_parser.h"
+#include "gateway/recv.h"
 #include "gateway/worker.h"
 
 namespace flotilla::gateway {
@@ -53,6 +54,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   }
 
   Worker& worker_;
+  RecvReactor& reactor_;  // for async_recv
   Socket socket_;
   const std::string& listener_service_;
   std::string client_ip_;

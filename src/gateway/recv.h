@@ -1,0 +1,166 @@
+// A socket read that remembers when it drained the socket, so the next read waits for the
+// reactor's readiness event instead of first trying recv() and getting EAGAIN.
+//
+// Why: Asio's async_read_some always tries a speculative recv() before waiting. A proxy almost
+// never has data waiting when it reads (it just sent the request upstream, or the response
+// downstream), so two of every request's six syscalls were recv() = EAGAIN. nginx avoids them
+// with its `ready` flag: a read that returned less than it asked for clears it, the next epoll
+// event sets it. Asio's epoll reactor has the same flag per descriptor (try_speculative_), but
+// its recv operation clears it only on end of stream. This operation clears it on a short read.
+//
+// Why it is safe with the edge-triggered reactor: the flag is cleared inside the operation's
+// perform(), on the reactor's own thread, right after a recv() that took everything queued at
+// that moment. Any byte (or FIN, or error) that arrives later wakes the epoll item, and the
+// event sets the flag again before, or while, the next read is queued: no readiness is lost.
+// The reactor is per worker and single-threaded (BOOST_ASIO_CONCURRENCY_HINT_UNSAFE), so no
+// epoll_wait can run between the recv() and the flag update.
+//
+// The operation mirrors Boost 1.74's reactive_socket_recv_op (allocation through the handler,
+// handler work tracking, cancellation and close through the reactor's queues). With another
+// Boost version or a reactor other than epoll it falls back to async_read_some.
+#pragma once
+
+#include <utility>  // Boost 1.74 awaitable.hpp uses std::exchange without including it
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/buffer.hpp>
+#include <boost/version.hpp>
+
+#include "gateway/worker.h"
+
+#if BOOST_VERSION / 100 == 1074 && defined(BOOST_ASIO_HAS_EPOLL) && !defined(BOOST_ASIO_HAS_IOCP) && \
+    !defined(FLOTILLA_PLAIN_RECV)
+#define FLOTILLA_DRAIN_AWARE_RECV 1
+#include <boost/asio/detail/bind_handler.hpp>
+#include <boost/asio/detail/epoll_reactor.hpp>
+#include <boost/asio/detail/fenced_block.hpp>
+#include <boost/asio/detail/handler_alloc_helpers.hpp>
+#include <boost/asio/detail/handler_cont_helpers.hpp>
+#include <boost/asio/detail/handler_work.hpp>
+#include <boost/asio/detail/memory.hpp>
+#include <boost/asio/detail/reactor_op.hpp>
+#include <boost/asio/detail/socket_ops.hpp>
+#include <boost/asio/error.hpp>
+#include <sys/socket.h>
+
+#include <cerrno>
+#endif
+
+namespace flotilla::gateway {
+
+#ifdef FLOTILLA_DRAIN_AWARE_RECV
+namespace recv_detail {
+namespace ad = asio::detail;
+
+// The socket's reactor registration (basic_socket keeps it protected; a pointer to member named
+// through a derived class is the standard way to reach it).
+struct SocketAccess : Socket {
+  static auto& impl(Socket& s) { return (s.*(&SocketAccess::impl_)).get_implementation(); }
+};
+
+class RecvOpBase : public ad::reactor_op {
+ public:
+  RecvOpBase(int fd, void* data, size_t size, func_type complete)
+      : reactor_op(boost::system::error_code(), &RecvOpBase::do_perform, complete),
+        fd_(fd),
+        data_(data),
+        size_(size) {}
+
+  static status do_perform(reactor_op* base) {
+    auto* o = static_cast<RecvOpBase*>(base);
+    for (;;) {
+      ssize_t n = ::recv(o->fd_, o->data_, o->size_, 0);
+      if (n > 0) {
+        o->bytes_transferred_ = static_cast<size_t>(n);
+        // Less than asked: the socket is drained; wait for the next readiness event.
+        return static_cast<size_t>(n) < o->size_ ? done_and_exhausted : done;
+      }
+      if (n == 0) {
+        o->ec_ = asio::error::eof;
+        return done_and_exhausted;
+      }
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return not_done;
+      o->ec_ = boost::system::error_code(errno, boost::system::system_category());
+      return done;
+    }
+  }
+
+ private:
+  int fd_;
+  void* data_;
+  size_t size_;
+};
+
+template <typename Handler>
+class RecvOp : public RecvOpBase {
+ public:
+  BOOST_ASIO_DEFINE_HANDLER_PTR(RecvOp);
+
+  RecvOp(int fd, void* data, size_t size, Handler& handler, const Executor& io_ex)
+      : RecvOpBase(fd, data, size, &RecvOp::do_complete), handler_(std::move(handler)), work_(handler_, io_ex) {}
+
+  // As reactive_socket_recv_op::do_complete: free the operation before the upcall.
+  static void do_complete(void* owner, ad::operation* base, const boost::system::error_code&, std::size_t) {
+    auto* o = static_cast<RecvOp*>(base);
+    ptr p = {std::addressof(o->handler_), o, o};
+    ad::handler_work<Handler, Executor> w(std::move(o->work_));
+    ad::binder2<Handler, boost::system::error_code, std::size_t> handler(o->handler_, o->ec_, o->bytes_transferred_);
+    p.h = std::addressof(handler.handler_);
+    p.reset();
+    if (owner) {
+      ad::fenced_block b(ad::fenced_block::half);
+      w.complete(handler, handler.handler_);
+    }
+  }
+
+ private:
+  Handler handler_;
+  ad::handler_work<Handler, Executor> work_;
+};
+
+struct InitiateRecv {
+  template <typename Handler>
+  void operator()(Handler&& handler, ad::epoll_reactor* reactor, Socket* socket, asio::mutable_buffer buffer) const {
+    using Op = RecvOp<std::decay_t<Handler>>;
+    auto& impl = SocketAccess::impl(*socket);
+    bool is_continuation = boost_asio_handler_cont_helpers::is_continuation(handler);
+    typename Op::ptr p = {std::addressof(handler), Op::ptr::allocate(handler), nullptr};
+    p.p = new (p.v) Op(impl.socket_, buffer.data(), buffer.size(), handler, socket->get_executor());
+    if (buffer.size() == 0) {
+      reactor->post_immediate_completion(p.p, is_continuation);  // as Asio: an empty read completes at once
+    } else if ((impl.state_ & ad::socket_ops::non_blocking) ||
+               ad::socket_ops::set_internal_non_blocking(impl.socket_, impl.state_, true, p.p->ec_)) {
+      reactor->start_op(ad::reactor::read_op, impl.socket_, impl.reactor_data_, p.p, is_continuation, true);
+    } else {
+      reactor->post_immediate_completion(p.p, is_continuation);  // carries set_internal_non_blocking's error
+    }
+    p.v = p.p = nullptr;
+  }
+};
+}  // namespace recv_detail
+
+using RecvReactor = asio::detail::epoll_reactor;
+
+// The io_context's reactor: look it up once per connection, not per read (use_service locks).
+inline RecvReactor& reactor_of(asio::io_context& io) { return asio::use_service<RecvReactor>(io); }
+
+// socket.async_read_some(buffer, token), minus the speculative recv() after a short read.
+// `reactor`: reactor_of(the socket's io_context).
+template <typename Token>
+auto async_recv(RecvReactor& reactor, Socket& socket, asio::mutable_buffer buffer, Token&& token) {
+  return asio::async_initiate<Token, void(boost::system::error_code, std::size_t)>(
+      recv_detail::InitiateRecv{}, token, &reactor, &socket, buffer);
+}
+#else
+struct RecvReactor {};
+inline RecvReactor& reactor_of(asio::io_context&) {
+  static RecvReactor r;
+  return r;
+}
+template <typename Token>
+auto async_recv(RecvReactor&, Socket& socket, asio::mutable_buffer buffer, Token&& token) {
+  return socket.async_read_some(buffer, std::forward<Token>(token));
+}
+#endif
+
+}  // namespace flotilla::gateway
