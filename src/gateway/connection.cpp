@@ -273,6 +273,7 @@ Task<bool> Connection::read_head() {
     if (!in_.empty()) {
       auto r = parser_.parse(in_.view());
       if (r.status == http1::RequestParser::Status::done) {
+        head_length_ = r.head_length;
         clear_deadline();
         idle_ = false;
         co_return true;
@@ -331,7 +332,7 @@ Task<bool> Connection::handle_request() {
   if (const auto& current = worker_.current_snapshot(); snapshot_ != current) snapshot_ = current;
   const Snapshot& snap = *snapshot_;
   const http1::RequestHead& head = parser_.head();
-  const auto head_length = parser_.parse(in_.view()).head_length;
+  const size_t head_length = head_length_;
   const int minor = head.version_minor;
   const bool is_head = head.method == "HEAD";
   bool client_keep = head.keep_alive;
@@ -574,6 +575,7 @@ Task<bool> Connection::handle_request() {
     int64_t try_deadline = std::min(per_try, route_deadline - (now - request_done_at));
 
     Outcome outcome = Outcome::response;
+    size_t rhead_len = 0;  // the response head's length, once parsed
     std::unique_ptr<UpstreamConnection> up = worker_.take_idle(ep.state.get());
     if (!up) {
       if (cs.connections.load(std::memory_order_relaxed) >= breaker.max(resilience::Limit::connections)) {
@@ -705,6 +707,7 @@ Task<bool> Connection::handle_request() {
               response_parser_->reset();
               continue;
             }
+            rhead_len = r.head_length;
             break;
           }
           if (r.status == http1::ResponseParser::Status::error) {
@@ -788,8 +791,7 @@ Task<bool> Connection::handle_request() {
     }
 
     // Pass the response on.
-    const http1::ResponseHead& rh = response_parser_->head();
-    size_t rhead_len = response_parser_->parse(rb_.view()).head_length;
+    const http1::ResponseHead& rh = response_parser_->head();  // its views point into rb_, unmoved since
     auto kind = http1::body_kind(rh, is_head);
     bool up_keep = rh.keep_alive;
     DownstreamResponse dr;

@@ -64,6 +64,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool timed_out_ = false;
   bool close_after_ = false;
   bool idle_ = false;
+  size_t head_length_ = 0;  // the parsed request head's bytes in in_
   UpstreamConnection* current_upstream_ = nullptr;  // the socket a timeout closes
   // The snapshot the current request routes by: its route, cluster and endpoints must outlive a
   // registry change made while it is in flight. Replaced (one pointer compare) when it moved.

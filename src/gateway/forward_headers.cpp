@@ -1,6 +1,8 @@
 #include "gateway/forward_headers.h"
 
+#include <algorithm>
 #include <array>
+#include <cstring>
 #include <charconv>
 #include <vector>
 
@@ -10,6 +12,7 @@
 namespace flotilla::gateway {
 
 namespace {
+using namespace std::string_view_literals;
 using http1::syntax::iequals;
 
 bool is_hex_lower(std::string_view s) {
@@ -21,9 +24,9 @@ bool all_zero(std::string_view s) { return s.find_first_not_of('0') == std::stri
 
 void field(std::string& out, std::string_view name, std::string_view value) {
   out.append(name);
-  out.append(": ");
+  out.append(": "sv);
   out.append(value);
-  out.append("\r\n");
+  out.append("\r\n"sv);
 }
 
 // Fields the gateway sets itself on the upstream request, on top of the hop-by-hop ones.
@@ -117,18 +120,28 @@ std::optional<TraceParent> parse_traceparent(std::string_view v) {
   return TraceParent{std::string(trace), std::string(parent), std::string(flags)};
 }
 
-void append_hex(std::string& out, uint64_t value, int digits) {
+namespace {
+// `digits` lower-case hex digits of value (the low ones) into p.
+void write_hex(char* p, uint64_t value, int digits) {
   static constexpr char kHex[] = "0123456789abcdef";
-  for (int i = digits - 1; i >= 0; --i) out.push_back(kHex[(value >> (i * 4)) & 0xf]);
+  for (int i = digits - 1; i >= 0; --i, value >>= 4) p[i] = kHex[value & 0xf];
+}
+}  // namespace
+
+void append_hex(std::string& out, uint64_t value, int digits) {
+  char buf[16];
+  digits = std::min(digits, 16);
+  write_hex(buf, value, digits);
+  out.append(buf, static_cast<size_t>(digits));
 }
 
 std::string_view build_upstream_head(const http1::RequestHead& head, const UpstreamRequest& r, std::string& out) {
   out.append(r.method);
   out.push_back(' ');
   out.append(r.target);
-  out.append(" HTTP/1.1\r\nHost: ");
+  out.append(" HTTP/1.1\r\nHost: "sv);
   out.append(head.authority.empty() ? r.default_host : head.authority);
-  out.append("\r\n");
+  out.append("\r\n"sv);
   std::string_view request_id, traceparent;
   bool has_connection = false;
   for (const auto& f : head.fields) {
@@ -145,58 +158,71 @@ std::string_view build_upstream_head(const http1::RequestHead& head, const Upstr
       request_id = f.value;
     }
     out.append(f.name);
-    out.append(": ");
+    out.append(": "sv);
     out.append(f.value);
-    out.append("\r\n");
+    out.append("\r\n"sv);
   }
   // X-Forwarded-For: every value the client sent, in order, then the client's address.
-  out.append("X-Forwarded-For: ");
+  out.append("X-Forwarded-For: "sv);
   for (const auto& f : head.fields)
     if (f.name.size() == 15 && iequals(f.name, "x-forwarded-for") && !f.value.empty()) {
       out.append(f.value);
-      out.append(", ");
+      out.append(", "sv);
     }
   out.append(r.client_ip);
-  out.append("\r\n");
+  out.append("\r\n"sv);
   field(out, "X-Forwarded-Proto", r.proto);
   if (!head.authority.empty()) field(out, "X-Forwarded-Host", head.authority);
   size_t id_at = 0;  // where a generated id starts in `out` (a view is taken once `out` stops growing)
   if (request_id.empty()) {
-    out.append("X-Request-Id: ");
-    id_at = out.size();
-    append_hex(out, r.random[0], 16);
-    append_hex(out, r.random[1] ^ r.random[2], 16);
-    out.append("\r\n");
+    // "X-Request-Id: " 32 hex digits CRLF, written in place.
+    constexpr std::string_view kName = "X-Request-Id: ";
+    size_t at = out.size();
+    out.resize(at + kName.size() + 32 + 2);
+    char* p = out.data() + at;
+    std::memcpy(p, kName.data(), kName.size());
+    id_at = at + kName.size();
+    write_hex(p + kName.size(), r.random[0], 16);
+    write_hex(p + kName.size() + 16, r.random[1] ^ r.random[2], 16);
+    std::memcpy(p + kName.size() + 32, "\r\n", 2);
   }
   // traceparent: keep the trace, new parent span id (this hop), same flags; or start a trace.
-  out.append("traceparent: 00-");
   auto tp = traceparent.empty() ? std::nullopt : parse_traceparent(traceparent);
-  if (tp) {
-    out.append(tp->trace_id);
-  } else {
-    append_hex(out, r.random[1] | 1, 16);  // never all zero
-    append_hex(out, r.random[2], 16);
+  {
+    // "traceparent: 00-" trace-id(32) "-" parent-id(16) "-" flags(2) CRLF, written in place.
+    constexpr std::string_view kPrefix = "traceparent: 00-";
+    size_t at = out.size();
+    out.resize(at + kPrefix.size() + 32 + 1 + 16 + 1 + 2 + 2);
+    char* p = out.data() + at;
+    std::memcpy(p, kPrefix.data(), kPrefix.size());
+    p += kPrefix.size();
+    if (tp) {
+      std::memcpy(p, tp->trace_id.data(), 32);
+    } else {
+      write_hex(p, r.random[1] | 1, 16);  // never all zero
+      write_hex(p + 16, r.random[2], 16);
+    }
+    p[32] = '-';
+    write_hex(p + 33, (r.random[0] ^ (r.random[2] << 1)) | 1, 16);
+    p[49] = '-';
+    std::memcpy(p + 50, tp ? tp->flags.data() : "01", 2);
+    std::memcpy(p + 52, "\r\n", 2);
   }
-  out.push_back('-');
-  append_hex(out, (r.random[0] ^ (r.random[2] << 1)) | 1, 16);
-  out.push_back('-');
-  out.append(tp ? std::string_view(tp->flags) : std::string_view("01"));
-  out.append("\r\n");
   if (r.upgrade) {
-    out.append("Connection: upgrade\r\nUpgrade: ");
+    out.append("Connection: upgrade\r\nUpgrade: "sv);
     out.append(head.upgrade_protocols);
-    out.append("\r\n");
+    out.append("\r\n"sv);
   }
   if (r.chunked) {
-    out.append("Transfer-Encoding: chunked\r\n");
+    out.append("Transfer-Encoding: chunked\r\n"sv);
   } else if (r.content_length) {
     char buf[24];
     auto [end, ec] = std::to_chars(buf, buf + sizeof buf, *r.content_length);
-    out.append("Content-Length: ");
+    out.append("Content-Length: "sv);
     out.append(buf, static_cast<size_t>(end - buf));
-    out.append("\r\n");
+    out.append("\r\n"sv);
   }
-  out.append("\r\n");
+  out.append("\r\n"sv);
   return request_id.empty() ? std::string_view(out).substr(id_at, 32) : request_id;
 }
 
@@ -207,37 +233,38 @@ void build_downstream_head(const http1::ResponseHead& head, const DownstreamResp
   out.append(buf, static_cast<size_t>(end - buf));
   out.push_back(' ');
   out.append(head.reason);
-  out.append("\r\n");
-  bool has_connection = false;
-  for (const auto& f : head.fields)
-    if (iequals(f.name, "connection")) has_connection = true;
-  for (const auto& f : head.fields) {
+  out.append("\r\n"sv);
+  // The parser marked the fields a Connection option names (connection_listed, parallel to
+  // fields): no second pass over the Connection values per field.
+  const bool marks = head.has_connection_tokens && head.connection_listed.size() == head.fields.size();
+  for (size_t i = 0; i < head.fields.size(); ++i) {
+    const auto& f = head.fields[i];
     if (is_hop_by_hop(f.name)) continue;
     if (f.name.size() == 14 && iequals(f.name, "content-length")) continue;
-    if (has_connection && named_by_connection(head.fields, f.name)) continue;
+    if (marks && head.connection_listed[i]) continue;
     out.append(f.name);
-    out.append(": ");
+    out.append(": "sv);
     out.append(f.value);
-    out.append("\r\n");
+    out.append("\r\n"sv);
   }
   if (r.upgrade) {
-    out.append("Connection: upgrade\r\n");
+    out.append("Connection: upgrade\r\n"sv);
     if (auto u = head.field("upgrade")) field(out, "Upgrade", *u);
   } else if (!r.keep_alive) {
-    out.append("Connection: close\r\n");
+    out.append("Connection: close\r\n"sv);
   } else if (r.version_minor == 0) {
-    out.append("Connection: keep-alive\r\n");
+    out.append("Connection: keep-alive\r\n"sv);
   }
   if (r.chunked) {
-    out.append("Transfer-Encoding: chunked\r\n");
+    out.append("Transfer-Encoding: chunked\r\n"sv);
   } else if (r.content_length) {
     char cl[24];
     auto [e2, ec2] = std::to_chars(cl, cl + sizeof cl, *r.content_length);
-    out.append("Content-Length: ");
+    out.append("Content-Length: "sv);
     out.append(cl, static_cast<size_t>(e2 - cl));
-    out.append("\r\n");
+    out.append("\r\n"sv);
   }
-  out.append("\r\n");
+  out.append("\r\n"sv);
 }
 
 }  // namespace flotilla::gateway

@@ -154,6 +154,7 @@ const Snapshot& Worker::snapshot() {
     snapshot_ = shared_.source->get();
     snapshot_version_ = snapshot_->version;
     // Balancers of clusters that are gone are dropped; the others are checked on use.
+    last_balancer_ = nullptr;
     for (auto it = balancers_.begin(); it != balancers_.end();)
       it = snapshot_->clusters.count(it->first) ? std::next(it) : balancers_.erase(it);
   }
@@ -161,7 +162,11 @@ const Snapshot& Worker::snapshot() {
 }
 
 lb::LoadBalancer& Worker::balancer(const std::shared_ptr<const Cluster>& cluster) {
+  // The last cluster asked for, without hashing its name (the usual case: one route's service).
+  if (last_balancer_ && last_balancer_->cluster.get() == cluster.get() && last_balancer_->version == cluster->version)
+    return *last_balancer_->lb;
   auto& b = balancers_[cluster->name];
+  last_balancer_ = &b;
   if (!b.lb || b.version != cluster->version) {  // versions are unique per endpoint set and policy
     b.lb = lb::make_load_balancer(cluster->policy, cluster->endpoints, rng_());
     b.version = cluster->version;
@@ -184,13 +189,9 @@ std::unique_ptr<UpstreamConnection> Worker::take_idle(EndpointState* endpoint) {
     char byte;
     bool fresh = now_ns() - c->idle_since_ns < 200'000'000;
     ssize_t n = fresh ? -1 : ::recv(c->socket.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-    if (fresh || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))) {
-      if (v.empty()) idle_.erase(it);
-      return c;
-    }
+    if (fresh || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))) return c;
   }
-  idle_.erase(it);
-  return nullptr;
+  return nullptr;  // the empty vector stays for put_idle (no map node per request); the sweep drops it
 }
 
 Buffer Worker::take_relay() {

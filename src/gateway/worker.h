@@ -153,6 +153,7 @@ class Worker {
     std::unique_ptr<lb::LoadBalancer> lb;
   };
   std::unordered_map<std::string, Balancer> balancers_;
+  Balancer* last_balancer_ = nullptr;  // the last one balancer() returned (nodes are stable)
   std::unordered_map<EndpointState*, std::vector<std::unique_ptr<UpstreamConnection>>> idle_;
   std::vector<Buffer> spare_relays_;
   std::vector<std::unique_ptr<http1::ResponseParser>> spare_parsers_;
