@@ -11,7 +11,7 @@
 #      rounds: req/s, p50, p99, the proxy's CPU seconds (utime+stime from /proc, all its threads
 #      and processes), requests per proxy CPU-second; flotilla's ratios to nginx and HAProxy
 #   2. 2 workers: fresh proxies with 2 workers (nginx worker_processes 2, haproxy nbthread 2,
-#      flotilla workers: 2), one round each at 64 connections
+#      flotilla workers: 2), ROUNDS interleaved rounds at 64 connections, medians as in 1.
 #   3. idle keep-alive: fresh 1-worker proxies; IDLE_CONNS connections (each answered one GET, then
 #      held open) and the proxy's VmRSS before and after: KiB per connection (flotilla's target:
 #      <= 10 KiB)
@@ -432,7 +432,10 @@ if [[ ${SKIP_WORKERS2:-0} != 1 ]]; then
   echo "-- 2/3 throughput, 2 workers each (nginx worker_processes 2, HAProxy nbthread 2, flotilla workers: 2), 64 connections"
   for p in "${PROXIES[@]}"; do start_proxy "$p" 2; done
   for p in "${PROXIES[@]}"; do run_wrk "$p" 64 "$WARMUP" ""; done
-  for p in "${PROXIES[@]}"; do run_wrk "$p" 64 "$DURATION" "$p,w2,1"; done
+  for r in $(seq "$ROUNDS"); do
+    echo "    round $r/$ROUNDS, 64 connections, 2 workers"
+    for p in "${PROXIES[@]}"; do run_wrk "$p" 64 "$DURATION" "$p,w2,$r"; done
+  done
   for p in "${PROXIES[@]}"; do stop_instance "$p"; done
 fi
 
@@ -477,9 +480,10 @@ echo
 MD=()      # markdown lines
 TXT=()     # text lines
 conns_label() {
-  if [[ $1 == w2 ]]; then echo "64 connections, 2 workers, 1 round"
-  elif (( ROUNDS == 1 )); then echo "$1 connections, 1 worker, 1 round"
-  else echo "$1 connections, 1 worker, median of $ROUNDS rounds"; fi
+  local what="$1 connections, 1 worker"
+  [[ $1 == w2 ]] && what="64 connections, 2 workers"
+  if (( ROUNDS == 1 )); then echo "$what, 1 round"
+  else echo "$what, median of $ROUNDS rounds"; fi
 }
 table() {  # table CONNS ROUNDS
   local c=$1 n=$2 p rps p50 p99 cpu rpc err
@@ -516,7 +520,7 @@ OTHER_NOTE=$(awk -v o="$OTHER_CPU" -v d="$DURATION" 'BEGIN { printf "other proce
 TXT+=("$OTHER_NOTE" "")
 MD+=("" "Machine during the runs: $OTHER_NOTE.")
 for c in $CONNS_LIST; do table "$c" "$ROUNDS"; done
-[[ ${SKIP_WORKERS2:-0} == 1 ]] || table w2 1
+[[ ${SKIP_WORKERS2:-0} == 1 ]] || table w2 "$ROUNDS"
 if (( FLOTILLA )); then
   MD+=("" "**flotilla's ratios** (req/s and req per CPU-s: higher is better; p99: lower is better)" ""
        "| run | vs | req/s | req per proxy CPU-s | p99 |" "| --- | --- | ---: | ---: | ---: |" "${RATIOS[@]}")
