@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cstdlib>
 #include <cstring>
 
 #include "common/metrics.h"
@@ -198,6 +199,42 @@ void Connection::drain() {
     error_code ec;
     socket_.cancel(ec);
   }
+}
+
+namespace {
+// Test hook: FLOTILLA_TEST_FLUSH_MAX=N lets the end-of-round flush write at most N bytes, as a
+// socket with a full send buffer would, so tests reach the partial-write path (on loopback a
+// whole buffered request always fits the send buffer).
+size_t flush_max() {
+  static const size_t max = [] {
+    const char* v = std::getenv("FLOTILLA_TEST_FLUSH_MAX");
+    return v && *v ? static_cast<size_t>(std::strtoull(v, nullptr, 10)) : SIZE_MAX;
+  }();
+  return max;
+}
+}  // namespace
+
+void Connection::flush_queued() {
+  if (up_queued_state_ != Queued::queued || !up_queued_) return;  // the coroutine moved on
+  std::string_view a = out_, b = body_;
+  if (const size_t max = flush_max(); a.size() + b.size() > max) {
+    if (a.size() >= max) {
+      a = a.substr(0, max);
+      b = {};
+    } else {
+      b = b.substr(0, max - a.size());
+    }
+  }
+  ssize_t n = send_now(up_queued_->socket.native_handle(), a, b);
+  if (n >= 0 && static_cast<size_t>(n) == out_.size() + body_.size()) {
+    up_queued_state_ = Queued::none;
+    up_queued_ = nullptr;
+    return;
+  }
+  up_queued_state_ = n < 0 ? Queued::failed : Queued::partial;
+  up_queued_sent_ = n < 0 ? 0 : static_cast<size_t>(n);
+  error_code ec;
+  up_queued_->socket.cancel(ec);  // the coroutine's read returns operation_aborted and acts
 }
 
 Task<bool> Connection::write_down(std::string_view a, std::string_view b) {
@@ -576,6 +613,7 @@ Task<bool> Connection::handle_request() {
 
     Outcome outcome = Outcome::response;
     size_t rhead_len = 0;  // the response head's length, once parsed
+    bool sent_nothing = false;  // a reset before any byte of the request reached the upstream
     std::unique_ptr<UpstreamConnection> up = worker_.take_idle(ep.state.get());
     if (!up) {
       if (cs.connections.load(std::memory_order_relaxed) >= breaker.max(resilience::Limit::connections)) {
@@ -620,12 +658,22 @@ Task<bool> Connection::handle_request() {
       // Send the head, and the body when it is here whole.
       set_deadline(Wait::upstream, try_deadline);
       error_code ec;
-      ssize_t sent = send_now(up->socket.native_handle(), out_, body_);
-      if (sent < 0) {
-        ec = asio::error::connection_reset;
-      } else if (static_cast<size_t>(sent) < out_.size() + body_.size()) {
-        bool wrote = co_await write_rest(up->socket, out_, body_, static_cast<size_t>(sent), Wait::upstream);
-        if (!wrote) ec = asio::error::connection_reset;
+      if (body_buffered) {
+        // The whole request is in memory: the worker sends it when this round of events ends,
+        // together with the other connections' (see flush_queued), while this coroutine already
+        // waits for the answer below.
+        up_queued_state_ = Queued::queued;
+        up_queued_ = up.get();
+        up_queued_sent_ = 0;
+        worker_.queue_flush(shared_from_this());
+      } else {
+        ssize_t sent = send_now(up->socket.native_handle(), out_, body_);
+        if (sent < 0) {
+          ec = asio::error::connection_reset;
+        } else if (static_cast<size_t>(sent) < out_.size() + body_.size()) {
+          bool wrote = co_await write_rest(up->socket, out_, body_, static_cast<size_t>(sent), Wait::upstream);
+          if (!wrote) ec = asio::error::connection_reset;
+        }
       }
       if (!ec && !timed_out_ && !body_buffered && has_body) {
         // Stream the body: sized beyond the replay limit, or chunked (re-framed as it decodes).
@@ -722,9 +770,34 @@ Task<bool> Connection::handle_request() {
         error_code ec;
         size_t n = co_await async_recv(reactor_, up->socket, asio::buffer(rb_.write_ptr(), rb_.room()),
                                                        asio::redirect_error(kAwait, ec));
+        // A queued request: sent whole by the flush (or not yet, when the upstream spoke first),
+        // sent in part, or refused.
+        const Queued queued = up_queued_state_;
+        up_queued_state_ = Queued::none;
+        up_queued_ = nullptr;
         if (timed_out_) {
           outcome = Outcome::timeout;
           break;
+        }
+        if (queued == Queued::failed || (queued == Queued::queued && (ec || n == 0))) {
+          // The upstream refused the request, or closed before it was sent: no byte of it left,
+          // so even a POST may go to another attempt.
+          outcome = Outcome::reset;
+          sent_nothing = true;
+          break;
+        }
+        if (queued == Queued::partial) {
+          if (ec != asio::error::operation_aborted) {
+            // The upstream spoke before it had the whole request: not an answer to it.
+            outcome = Outcome::reset;
+            break;
+          }
+          // The flush cancelled this read: write the rest here, then wait for the answer again.
+          if (!co_await write_rest(up->socket, out_, body_, up_queued_sent_, Wait::upstream)) {
+            outcome = timed_out_ ? Outcome::timeout : Outcome::reset;
+            break;
+          }
+          continue;
         }
         if (ec || n == 0) {
           outcome = Outcome::reset;
@@ -744,7 +817,7 @@ Task<bool> Connection::handle_request() {
         ro = resilience::Outcome::connect_failure();
         break;
       case Outcome::reset:
-        ro = resilience::Outcome::reset(true);
+        ro = resilience::Outcome::reset(!sent_nothing);
         break;
       case Outcome::timeout:
         ro = resilience::Outcome::timeout(true);

@@ -32,6 +32,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Gateway draining: close now if idle between requests, else after the current response.
   void drain();
   int64_t deadline() const { return deadline_; }
+  // The worker's end-of-round flush: sends the upstream request queued by handle_request.
+  void flush_queued();
 
  private:
   enum class Wait : uint8_t { none, idle, head, body, upstream, write, tunnel };
@@ -66,6 +68,15 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool idle_ = false;
   size_t head_length_ = 0;  // the parsed request head's bytes in in_
   UpstreamConnection* current_upstream_ = nullptr;  // the socket a timeout closes
+  // An upstream request (out_ + body_, all in memory) queued for the worker's flush while the
+  // coroutine already waits for the response on up_queued_. The flush sends it; when the socket
+  // took only part of it (partial) or refused it (failed), the flush cancels that wait and the
+  // coroutine finishes the write itself or gives up. The coroutine clears the queue entry as soon
+  // as its read returns, whatever the reason, so a flush never touches a socket it dropped.
+  enum class Queued : uint8_t { none, queued, partial, failed };
+  Queued up_queued_state_ = Queued::none;
+  UpstreamConnection* up_queued_ = nullptr;
+  size_t up_queued_sent_ = 0;
   // The snapshot the current request routes by: its route, cluster and endpoints must outlive a
   // registry change made while it is in flight. Replaced (one pointer compare) when it moved.
   std::shared_ptr<const Snapshot> snapshot_;

@@ -226,6 +226,22 @@ void Worker::put_idle(std::unique_ptr<UpstreamConnection> c) {
   idle_[c->endpoint.get()].push_back(std::move(c));
 }
 
+void Worker::queue_flush(std::shared_ptr<Connection> c) {
+  flush_list_.push_back(std::move(c));
+  if (flush_posted_) return;
+  flush_posted_ = true;
+  // Runs after the handlers already queued (this round's events) and one non-blocking look at
+  // the reactor: the scheduler appends posted handlers behind its own reactor task.
+  asio::post(io_, [this] { flush_queued(); });
+}
+
+void Worker::flush_queued() {
+  flush_posted_ = false;
+  flushing_.swap(flush_list_);  // a flush never queues another, but keep the lists apart anyway
+  for (auto& c : flushing_) c->flush_queued();
+  flushing_.clear();
+}
+
 void Worker::drain() { drain_requested_.store(true, std::memory_order_release); }
 
 void Worker::start_draining() {

@@ -122,6 +122,10 @@ class Worker {
   std::unique_ptr<http1::ResponseParser> take_response_parser();
   void give_response_parser(std::unique_ptr<http1::ResponseParser> p);
   int id() const { return id_; }
+  // Writes queued by connections while this round of events is handled go out together when it
+  // ends (a posted handler): a peer asleep in epoll_wait is woken once per round, not once per
+  // request (HAProxy's order: receive everything ready, then send). See Connection::flush_queued.
+  void queue_flush(std::shared_ptr<Connection> c);
 
   // Deadlines: connections register themselves; a sweep every 50 ms fires expired ones.
   std::list<Connection*>::iterator track(Connection* c);
@@ -131,6 +135,7 @@ class Worker {
   void accept(size_t listener);
   void sweep();
   void start_draining();
+  void flush_queued();
 
   int id_;
   WorkerShared& shared_;
@@ -157,6 +162,8 @@ class Worker {
   std::unordered_map<EndpointState*, std::vector<std::unique_ptr<UpstreamConnection>>> idle_;
   std::vector<Buffer> spare_relays_;
   std::vector<std::unique_ptr<http1::ResponseParser>> spare_parsers_;
+  std::vector<std::shared_ptr<Connection>> flush_list_, flushing_;
+  bool flush_posted_ = false;
   std::mt19937_64 rng_;
   bool draining_ = false;
   std::atomic<bool> drain_requested_{false};

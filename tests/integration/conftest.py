@@ -148,7 +148,7 @@ class Stack:
     `yaml_body` is the file without `name:` and `agent:`; it must contain the gateway section,
     with `{gw}` where the listen address goes (filled in here)."""
 
-    def __init__(self, directory, yaml_body, extra_args=()):
+    def __init__(self, directory, yaml_body, extra_args=(), env=None):
         self.dir = directory
         self.api_port = free_port()
         self.gw_port = free_port()
@@ -159,13 +159,14 @@ class Stack:
             f.write(f"name: test\nagent:\n  api: 127.0.0.1:{self.api_port}\n  data_dir: data\n")
             f.write(yaml_body.replace("{gw}", f"127.0.0.1:{self.gw_port}"))
         self.extra_args = list(extra_args)
+        self.env = {**os.environ, **env} if env else None  # extra environment for flotilla
         self.log_path = os.path.join(directory, "up.log")
         self.proc = None
 
     def start(self):
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([BIN, "up", "-f", self.file, "--node", "test-node", *self.extra_args],
-                                     stdout=self.log, stderr=subprocess.STDOUT)
+                                     stdout=self.log, stderr=subprocess.STDOUT, env=self.env)
         deadline = time.time() + 10
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -234,10 +235,10 @@ def make_stack(data_dir):
     """make_stack(yaml_body) -> a started Stack; stopped (and its exit checked) after the test."""
     stacks = []
 
-    def make(yaml_body, extra_args=(), start=True):
+    def make(yaml_body, extra_args=(), start=True, env=None):
         d = os.path.join(data_dir, f"stack{len(stacks)}")
         os.makedirs(d)
-        s = Stack(d, yaml_body, extra_args)
+        s = Stack(d, yaml_body, extra_args, env)
         stacks.append(s)
         return s.start() if start else s
 

@@ -8,6 +8,8 @@ import threading
 import time
 from collections import Counter
 
+import pytest
+
 from conftest import free_port, wait_for
 
 GW_HOST = "127.0.0.1"
@@ -379,3 +381,100 @@ def test_rate_holds_within_5_percent_across_workers(make_stack, make_backend):
     expected = burst + rate * window
     measured = statuses[200]
     assert abs(measured - expected) / expected <= 0.05, (measured, expected, window, statuses)
+
+
+# ---- a request the upstream cannot take at once ----
+
+class SlowReader:
+    """A one-thread HTTP/1.1 backend with a 4 KiB receive buffer that waits before reading each
+    request: a buffered request body bigger than its window cannot be sent in one write, so the
+    gateway must finish the write while it already waits for the answer. Answers 200 with the
+    body's length and SHA-256; keeps the connection alive."""
+
+    def __init__(self, pause=0.3):
+        import socket
+        self.pause = pause
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # inherited by accepted sockets
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.listener.settimeout(0.2)
+        self.port = self.listener.getsockname()[1]
+        self.stopped = False
+        self.served = 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        import socket
+        while not self.stopped:
+            try:
+                conn, _ = self.listener.accept()
+            except socket.timeout:
+                continue
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        import hashlib
+        conn.settimeout(10)
+        buf = b""
+        try:
+            while not self.stopped:
+                time.sleep(self.pause)  # the gateway's write meets a full window meanwhile
+                while b"\r\n\r\n" not in buf:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    buf += chunk
+                head, buf = buf.split(b"\r\n\r\n", 1)
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value.strip())
+                while len(buf) < length:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    buf += chunk
+                body, buf = buf[:length], buf[length:]
+                answer = json.dumps({"length": length, "sha256": hashlib.sha256(body).hexdigest()}).encode()
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                             % (len(answer), answer))
+                self.served += 1
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def stop(self):
+        self.stopped = True
+        self.thread.join(timeout=5)
+        self.listener.close()
+
+
+@pytest.mark.parametrize("flush_max", [None, "1000", "100"])
+def test_a_buffered_request_the_upstream_cannot_take_at_once_arrives_whole(make_stack, flush_max):
+    """The request head and a body kept for retries leave in the worker's end-of-round flush; when
+    the socket takes only part (forced with the FLOTILLA_TEST_FLUSH_MAX test hook: on loopback
+    the send buffer always has room), the connection writes the rest while it already waits for
+    the answer, and the upstream gets every byte in order."""
+    import hashlib
+    import os
+    env = {"FLOTILLA_TEST_FLUSH_MAX": flush_max} if flush_max else None
+    stack = make_stack(gateway_yaml(services="  web:\n" + NO_OUTLIER), env=env)
+    backend = SlowReader()
+    try:
+        stack.register("web", backend.port, instance_id="slow")
+        conn = http.client.HTTPConnection(GW_HOST, port_of(stack), timeout=15)
+        try:
+            for size in (60 * 1024, 1, 64 * 1024, 48 * 1024):  # kept for retries (<= 64 KiB), sent in one go
+                body = os.urandom(size)
+                a = send(conn, "POST", "/upload", body=body)
+                assert a.status == 200, a
+                assert a.json() == {"length": size, "sha256": hashlib.sha256(body).hexdigest()}, a
+        finally:
+            conn.close()
+        assert backend.served == 4
+    finally:
+        backend.stop()
