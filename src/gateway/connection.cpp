@@ -779,9 +779,10 @@ Task<bool> Connection::handle_request() {
           outcome = Outcome::timeout;
           break;
         }
-        if (queued == Queued::failed || (queued == Queued::queued && (ec || n == 0))) {
-          // The upstream refused the request, or closed before it was sent: no byte of it left,
-          // so even a POST may go to another attempt.
+        if (queued == Queued::failed || queued == Queued::queued) {
+          // The socket refused the request, or the upstream spoke or closed before it was sent
+          // (whatever it said, it is no answer to this request): no byte of it left, so even a
+          // POST may go to another attempt. The connection is not reused.
           outcome = Outcome::reset;
           sent_nothing = true;
           break;
