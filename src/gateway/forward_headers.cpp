@@ -1,6 +1,5 @@
 #include "gateway/forward_headers.h"
 
-#include <algorithm>
 #include <array>
 #include <cstring>
 #include <charconv>
@@ -127,13 +126,6 @@ void write_hex(char* p, uint64_t value, int digits) {
   for (int i = digits - 1; i >= 0; --i, value >>= 4) p[i] = kHex[value & 0xf];
 }
 }  // namespace
-
-void append_hex(std::string& out, uint64_t value, int digits) {
-  char buf[16];
-  digits = std::min(digits, 16);
-  write_hex(buf, value, digits);
-  out.append(buf, static_cast<size_t>(digits));
-}
 
 std::string_view build_upstream_head(const http1::RequestHead& head, const UpstreamRequest& r, std::string& out) {
   out.append(r.method);

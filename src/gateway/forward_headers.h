@@ -59,7 +59,4 @@ struct DownstreamResponse {
 // Appends the response head to send downstream to `out`.
 void build_downstream_head(const http1::ResponseHead& head, const DownstreamResponse& response, std::string& out);
 
-// A fresh id: 32 lower-case hex digits from two random words.
-void append_hex(std::string& out, uint64_t value, int digits);
-
 }  // namespace flotilla::gateway
