@@ -25,7 +25,9 @@ UpstreamConnection::~UpstreamConnection() {
 }
 
 Worker::Worker(int id, WorkerShared& shared)
-    : id_(id), shared_(shared), io_(BOOST_ASIO_CONCURRENCY_HINT_UNSAFE), sweep_timer_(io_), rng_(std::random_device{}() ^ (uint64_t(id) << 32)) {}
+    : id_(id), shared_(shared), io_(BOOST_ASIO_CONCURRENCY_HINT_UNSAFE), sweep_timer_(io_), rng_(std::random_device{}() ^ (uint64_t(id) << 32)) {
+  flush_round_end_ = std::make_unique<RoundEnd>(io_, [this] { flush_queued(); });
+}
 
 Worker::~Worker() {
   stop_and_join();
@@ -228,15 +230,10 @@ void Worker::put_idle(std::unique_ptr<UpstreamConnection> c) {
 
 void Worker::queue_flush(std::shared_ptr<Connection> c) {
   flush_list_.push_back(std::move(c));
-  if (flush_posted_) return;
-  flush_posted_ = true;
-  // Runs after the handlers already queued (this round's events) and one non-blocking look at
-  // the reactor: the scheduler appends posted handlers behind its own reactor task.
-  asio::post(io_, [this] { flush_queued(); });
+  flush_round_end_->schedule();  // once per round
 }
 
 void Worker::flush_queued() {
-  flush_posted_ = false;
   flushing_.swap(flush_list_);  // a flush never queues another, but keep the lists apart anyway
   for (auto& c : flushing_) c->flush_queued();
   flushing_.clear();

@@ -27,6 +27,7 @@
 #include "gateway/lb/load_balancer.h"
 #include "gateway/buffer.h"
 #include "gateway/http1/response_parser.h"
+#include "gateway/round_end.h"
 #include "gateway/snapshot.h"
 
 namespace flotilla::gateway {
@@ -123,8 +124,9 @@ class Worker {
   void give_response_parser(std::unique_ptr<http1::ResponseParser> p);
   int id() const { return id_; }
   // Writes queued by connections while this round of events is handled go out together when it
-  // ends (a posted handler): a peer asleep in epoll_wait is woken once per round, not once per
-  // request (HAProxy's order: receive everything ready, then send). See Connection::flush_queued.
+  // ends (after the round's handlers, before the reactor looks again: RoundEnd): a peer asleep in
+  // epoll_wait is woken once per round, not once per request (HAProxy's order: receive
+  // everything ready, then send). See Connection::flush_queued.
   void queue_flush(std::shared_ptr<Connection> c);
 
   // Deadlines: connections register themselves; a sweep every 50 ms fires expired ones.
@@ -145,6 +147,8 @@ class Worker {
   std::atomic<size_t> connection_count_{0};
   // Only this worker's thread touches its io_context (other threads raise drain/stop flags that
   // the sweep reads): no locks in the scheduler or the reactor.
+  // Declared before io_ so it outlives it: destroying io_ destroys the queued flush operation.
+  std::unique_ptr<RoundEnd> flush_round_end_;
   asio::io_context io_;
   std::vector<std::unique_ptr<Acceptor>> acceptors_;
   std::vector<std::unique_ptr<std::string>> listener_services_;  // by acceptor; stable addresses
@@ -163,7 +167,6 @@ class Worker {
   std::vector<Buffer> spare_relays_;
   std::vector<std::unique_ptr<http1::ResponseParser>> spare_parsers_;
   std::vector<std::shared_ptr<Connection>> flush_list_, flushing_;
-  bool flush_posted_ = false;
   std::mt19937_64 rng_;
   bool draining_ = false;
   std::atomic<bool> drain_requested_{false};
