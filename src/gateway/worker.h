@@ -145,10 +145,10 @@ class Worker {
   // untrack themselves.
   std::list<Connection*> live_;
   std::atomic<size_t> connection_count_{0};
-  // Only this worker's thread touches its io_context (other threads raise drain/stop flags that
-  // the sweep reads): no locks in the scheduler or the reactor.
   // Declared before io_ so it outlives it: destroying io_ destroys the queued flush operation.
   std::unique_ptr<RoundEnd> flush_round_end_;
+  // Only this worker's thread touches its io_context (other threads raise drain/stop flags that
+  // the sweep reads): no locks in the scheduler or the reactor.
   asio::io_context io_;
   std::vector<std::unique_ptr<Acceptor>> acceptors_;
   std::vector<std::unique_ptr<std::string>> listener_services_;  // by acceptor; stable addresses
