@@ -17,7 +17,6 @@ namespace {
 
 using boost::system::error_code;
 
-
 TEST(RoundEndTest, RunsOnceAfterTheHandlersAlreadyQueuedHowOftenItIsScheduled) {
   asio::io_context io(BOOST_ASIO_CONCURRENCY_HINT_UNSAFE);
   std::vector<std::string> order;
