@@ -157,6 +157,9 @@ Gateway::Gateway(config::File file, metrics::Registry& metrics) : impl_(std::mak
   gm.connections_total = &metrics.counter("flotilla_gateway_downstream_connections_total", "Client connections accepted.");
   gm.connections_rejected = &metrics.counter("flotilla_gateway_downstream_connections_rejected_total",
                                              "Client connections closed at once: the worker's max_connections was reached.");
+  gm.connections_handed_over = &metrics.counter(
+      "flotilla_gateway_downstream_connections_handed_over_total",
+      "Client connections accepted by one worker and handed to a less loaded one (connection balancing).");
   gm.no_route = &metrics.counter("flotilla_gateway_no_route_total", "Requests no route matched (404).");
   gm.no_endpoint = &metrics.counter("flotilla_gateway_no_healthy_endpoint_total",
                                     "Requests for a service without a healthy instance (503).");
@@ -216,6 +219,7 @@ Gateway::Gateway(config::File file, metrics::Registry& metrics) : impl_(std::mak
   im.publish();
   int n = g.workers > 0 ? g.workers : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   for (int i = 0; i < n; ++i) im.workers.push_back(std::make_unique<Worker>(i, im.shared));
+  for (auto& w : im.workers) im.shared.workers.push_back(w.get());
 }
 
 Gateway::~Gateway() {
@@ -352,7 +356,13 @@ nlohmann::json Gateway::status() const {
     listen.push_back(host.find(':') != std::string::npos ? "[" + host + "]:" + std::to_string(im.ports[i])
                                                          : host + ":" + std::to_string(im.ports[i]));
   }
-  return {{"Listen", listen}, {"Workers", im.workers.size()}, {"Connections", connections()}, {"Services", services}};
+  json per_worker = json::array();
+  for (const auto& w : im.workers) per_worker.push_back(w->connections());
+  return {{"Listen", listen},
+          {"Workers", im.workers.size()},
+          {"Connections", connections()},
+          {"WorkerConnections", per_worker},
+          {"Services", services}};
 }
 
 }  // namespace flotilla::gateway

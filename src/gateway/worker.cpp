@@ -2,8 +2,12 @@
 
 #include <boost/asio/post.hpp>
 #include <spdlog/spdlog.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <stdexcept>
 
 #include "common/metrics.h"
@@ -27,12 +31,20 @@ UpstreamConnection::~UpstreamConnection() {
 Worker::Worker(int id, WorkerShared& shared)
     : id_(id), shared_(shared), io_(BOOST_ASIO_CONCURRENCY_HINT_UNSAFE), sweep_timer_(io_), rng_(std::random_device{}() ^ (uint64_t(id) << 32)) {
   flush_round_end_ = std::make_unique<RoundEnd>(io_, [this] { flush_queued(); });
+  // Made here, not in start(): another worker may hand a connection over before this one starts.
+  wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (wake_fd_ < 0) throw std::runtime_error(std::string("gateway: eventfd: ") + std::strerror(errno));
+  wake_ = std::make_unique<asio::posix::basic_stream_descriptor<Executor>>(io_, wake_fd_);
 }
 
 Worker::~Worker() {
   stop_and_join();
   idle_.clear();
   acceptors_.clear();
+  // Sockets handed over but never taken up (the worker stopped first).
+  std::lock_guard lock(inbox_mu_);
+  for (const Handover& h : inbox_) ::close(h.fd);
+  inbox_.clear();
 }
 
 uint16_t Worker::listen(const std::string& address, uint16_t port_override, const std::string& service) {
@@ -68,10 +80,12 @@ uint16_t Worker::listen(const std::string& address, uint16_t port_override, cons
   uint16_t bound = acceptor->local_endpoint().port();
   acceptors_.push_back(std::move(acceptor));
   listener_services_.push_back(std::make_unique<std::string>(service));
+  listener_protocols_.push_back(ep.protocol());
   return bound;
 }
 
 void Worker::start() {
+  wait_inbox();  // queued before the thread runs: an eventfd written meanwhile is seen at once
   for (size_t i = 0; i < acceptors_.size(); ++i) accept(i);
   sweep();
   thread_ = std::thread([this] {
@@ -90,15 +104,7 @@ void Worker::accept(size_t i) {
   acceptors_[i]->async_accept([this, i](const boost::system::error_code& ec, Socket socket) {
     if (ec == asio::error::operation_aborted || draining_) return;
     if (!ec) {
-      if (connection_count_.load(std::memory_order_relaxed) >= static_cast<size_t>(shared_.config.max_connections)) {
-        // Over the per-worker limit: close at once. The process stays alive under a flood.
-        if (shared_.metrics.connections_rejected) shared_.metrics.connections_rejected->inc();
-        boost::system::error_code ignored;
-        socket.close(ignored);
-      } else {
-        auto c = std::make_shared<Connection>(*this, std::move(socket), *listener_services_[i]);
-        c->start();
-      }
+      if (!hand_over(socket, i)) start_connection(std::move(socket), i);
     } else if (ec == asio::error::no_descriptors || ec == asio::error::no_buffer_space) {
       // Out of file descriptors: wait a little instead of spinning.
       auto t = std::make_shared<SteadyTimer>(io_, std::chrono::milliseconds(100));
@@ -107,6 +113,86 @@ void Worker::accept(size_t i) {
     }
     accept(i);
   });
+}
+
+void Worker::start_connection(Socket socket, size_t listener) {
+  if (connection_count_.load(std::memory_order_relaxed) >= static_cast<size_t>(shared_.config.max_connections)) {
+    // Over the per-worker limit (every worker is, or balancing would have found a less loaded
+    // one): close at once. The process stays alive under a flood.
+    if (shared_.metrics.connections_rejected) shared_.metrics.connections_rejected->inc();
+    boost::system::error_code ignored;
+    socket.close(ignored);
+    return;
+  }
+  auto c = std::make_shared<Connection>(*this, std::move(socket), *listener_services_[listener]);
+  c->start();
+}
+
+bool Worker::hand_over(Socket& socket, size_t listener) {
+  if (shared_.workers.size() < 2) return false;
+  Worker* best = nullptr;
+  size_t best_load = load();
+  for (Worker* w : shared_.workers) {
+    if (w == this || w->draining_requested()) continue;
+    if (size_t l = w->load(); l < best_load) {
+      best = w;
+      best_load = l;
+    }
+  }
+  if (!best) return false;  // this worker is among the least loaded: keep it
+  boost::system::error_code ec;
+  int fd = socket.release(ec);  // leaves this worker's reactor
+  if (ec) return false;
+  best->receive(fd, listener);
+  if (shared_.metrics.connections_handed_over) shared_.metrics.connections_handed_over->inc();
+  return true;
+}
+
+void Worker::receive(int fd, size_t listener) {
+  incoming_.fetch_add(1, std::memory_order_relaxed);
+  bool was_empty;
+  {
+    std::lock_guard lock(inbox_mu_);
+    was_empty = inbox_.empty();
+    inbox_.push_back({fd, listener});
+  }
+  // A non-empty queue has a wake-up on its way, or is being taken (the taker reads the eventfd
+  // before it takes the queue, so whatever it misses announces itself again).
+  if (was_empty) {
+    uint64_t one = 1;
+    while (::write(wake_fd_, &one, sizeof one) < 0 && errno == EINTR) {
+    }
+  }
+}
+
+void Worker::wait_inbox() {
+  wake_->async_wait(asio::posix::descriptor_base::wait_read, [this](const boost::system::error_code& ec) {
+    if (ec) return;  // closed with the worker
+    take_inbox();
+    wait_inbox();
+  });
+}
+
+void Worker::take_inbox() {
+  uint64_t n;
+  while (::read(wake_fd_, &n, sizeof n) < 0 && errno == EINTR) {
+  }
+  {
+    std::lock_guard lock(inbox_mu_);
+    taking_.swap(inbox_);
+  }
+  for (const Handover& h : taking_) {
+    boost::system::error_code ec;
+    Socket socket(io_);
+    if (!draining_) socket.assign(listener_protocols_[h.listener], h.fd, ec);
+    if (draining_ || ec) {
+      ::close(h.fd);
+    } else {
+      start_connection(std::move(socket), h.listener);
+    }
+    incoming_.fetch_sub(1, std::memory_order_relaxed);  // after start_connection counted it
+  }
+  taking_.clear();
 }
 
 std::list<Connection*>::iterator Worker::track(Connection* c) {
