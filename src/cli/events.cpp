@@ -23,12 +23,12 @@ struct EventsOptions {
   bool json = false;
 };
 
-constexpr std::chrono::seconds kFollowWait{30};
+constexpr std::chrono::seconds kEventsFollowWait{30};
 constexpr int kPage = 1000;  // the API's largest `limit`
 
-class Printer {
+class EventPrinter {
  public:
-  explicit Printer(const EventsOptions& o) : o_(o) {}
+  explicit EventPrinter(const EventsOptions& o) : o_(o) {}
 
   void print(const json& events) {
     std::string out;
@@ -75,7 +75,7 @@ class Printer {
 
 int run(const EventsOptions& o) {
   auto client = make_client(o.target);
-  Printer printer(o);
+  EventPrinter printer(o);
   uint64_t after = 0;
   json all = json::array();
   for (;;) {
@@ -105,13 +105,13 @@ int run(const EventsOptions& o) {
   if (!o.follow) return 0;
 
   exit_zero_on_interrupt();
-  const auto timeout = std::chrono::duration_cast<std::chrono::milliseconds>(kFollowWait + std::chrono::seconds(15));
+  const auto timeout = std::chrono::duration_cast<std::chrono::milliseconds>(kEventsFollowWait + std::chrono::seconds(15));
   for (;;) {
     ApiResponse r;
     try {
       r = client.request("GET",
                          "/v1/flotilla/events?after=" + std::to_string(after) + "&limit=" + std::to_string(kPage) +
-                             "&wait=" + std::to_string(kFollowWait.count()) + "s",
+                             "&wait=" + std::to_string(kEventsFollowWait.count()) + "s",
                          {}, timeout);
     } catch (const std::exception& e) {
       throw std::runtime_error("the agent at " + client.address() + " went away (" + e.what() + ")");

@@ -184,19 +184,19 @@ bool parse_log_name(std::string_view name, std::string& instance, int& rotation)
 
 std::string rotated(const std::string& path, int n) { return path + "." + std::to_string(n); }
 
-struct Fd {
+struct LogFd {
   int fd = -1;
-  Fd() = default;
-  explicit Fd(int f) : fd(f) {}
-  Fd(Fd&& o) noexcept : fd(std::exchange(o.fd, -1)) {}
-  Fd& operator=(Fd&& o) noexcept {
+  LogFd() = default;
+  explicit LogFd(int f) : fd(f) {}
+  LogFd(LogFd&& o) noexcept : fd(std::exchange(o.fd, -1)) {}
+  LogFd& operator=(LogFd&& o) noexcept {
     if (this != &o) {
       reset();
       fd = std::exchange(o.fd, -1);
     }
     return *this;
   }
-  ~Fd() { reset(); }
+  ~LogFd() { reset(); }
   void reset() {
     if (fd >= 0) ::close(fd);
     fd = -1;
@@ -668,15 +668,15 @@ class LineReader {
 //   - past the highest number listed (the listing may predate rotations) until two names in a row
 //     are missing (a rotation in progress leaves at most one gap);
 //   - again when a rotation replaced <instance>.log before we were done.
-std::vector<Fd> open_instance(const std::string& base, int max_listed) {
+std::vector<LogFd> open_instance(const std::string& base, int max_listed) {
   constexpr int kAttempts = 50;  // rotations are rare; giving up only costs exactness
-  std::vector<Fd> files;
+  std::vector<LogFd> files;
   for (int attempt = 1;; ++attempt) {
     files.clear();
     std::vector<std::pair<dev_t, ino_t>> seen;
     std::pair<dev_t, ino_t> id{};
     auto add = [&](const std::string& path) {
-      Fd f(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+      LogFd f(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
       struct stat st {};
       if (f.fd < 0 || ::fstat(f.fd, &st) != 0 || !S_ISREG(st.st_mode)) return false;
       id = {st.st_dev, st.st_ino};
@@ -761,7 +761,7 @@ LogAnswer read_logs(const std::string& dir, const LogQuery& query) {
     if (auto it = after.find(instance); it != after.end()) from = it->second;
     Pos pos;   // of the last record read
     std::deque<Entry>& kept = per_instance.emplace_back();
-    std::vector<Fd> files = open_instance(service_dir + "/" + instance + ".log", max_rotation);
+    std::vector<LogFd> files = open_instance(service_dir + "/" + instance + ".log", max_rotation);
     for (size_t i = 0; i < files.size(); ++i) {
       // A follower's cursor is usually in the newest file: skip older ones that end before it
       // (only complete files: the last one may still grow).

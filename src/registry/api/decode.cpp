@@ -10,7 +10,8 @@
 
 namespace flotilla::registry::api {
 
-using json::Json;
+namespace fj = ::flotilla::json;  // not `json`: a unity build may see `using nlohmann::json` here
+using fj::Json;
 using namespace std::chrono_literals;
 
 namespace {
@@ -41,26 +42,26 @@ Check decode_check(const Json& j, std::string_view path) {
   require_object(j, path.empty() ? "check" : path);
   Check c;
   auto field = [&](std::string_view k) { return path.empty() ? std::string(k) : std::string(path) + "." + std::string(k); };
-  c.id = json::get_string(j, "CheckID", path).value_or(json::get_string(j, "ID", path).value_or(""));
-  c.name = json::get_string(j, "Name", path).value_or("");
-  c.notes = json::get_string(j, "Notes", path).value_or("");
-  c.service_id = json::get_string(j, "ServiceID", path).value_or("");
+  c.id = fj::get_string(j, "CheckID", path).value_or(fj::get_string(j, "ID", path).value_or(""));
+  c.name = fj::get_string(j, "Name", path).value_or("");
+  c.notes = fj::get_string(j, "Notes", path).value_or("");
+  c.service_id = fj::get_string(j, "ServiceID", path).value_or("");
   check_text(c.id, field("CheckID"));
   check_text(c.name, field("Name"));
   check_text(c.notes, field("Notes"), 64 * 1024);
   auto& d = c.definition;
-  d.http = json::get_string(j, "HTTP", path).value_or("");
-  d.tcp = json::get_string(j, "TCP", path).value_or("");
-  d.method = json::get_string(j, "Method", path).value_or("");
-  d.body = json::get_string(j, "Body", path).value_or("");
-  d.tls_skip_verify = json::get_bool(j, "TLSSkipVerify", path).value_or(false);
+  d.http = fj::get_string(j, "HTTP", path).value_or("");
+  d.tcp = fj::get_string(j, "TCP", path).value_or("");
+  d.method = fj::get_string(j, "Method", path).value_or("");
+  d.body = fj::get_string(j, "Body", path).value_or("");
+  d.tls_skip_verify = fj::get_bool(j, "TLSSkipVerify", path).value_or(false);
   if (!d.method.empty()) {
     bool token = d.method.size() <= 16;
     for (char ch : d.method) token = token && ch >= 'A' && ch <= 'Z';
     if (!token) throw bad_request(field("Method") + " must be an HTTP method such as GET or HEAD", field("Method"));
   }
   check_text(d.body, field("Body"), 64 * 1024);
-  if (const Json* h = json::find(j, "Header")) {
+  if (const Json* h = fj::find(j, "Header")) {
     if (!h->is_object()) throw bad_request(field("Header") + " must be an object of string lists", field("Header"));
     if (h->size() > 64) throw bad_request(field("Header") + " has more than 64 names", field("Header"));
     for (auto it = h->begin(); it != h->end(); ++it) {
@@ -77,15 +78,15 @@ Check decode_check(const Json& j, std::string_view path) {
       }
     }
   }
-  d.ttl = json::get_duration(j, "TTL", path).value_or(Duration::zero());
-  d.interval = json::get_duration(j, "Interval", path).value_or(Duration::zero());
-  d.timeout = json::get_duration(j, "Timeout", path).value_or(Duration::zero());
+  d.ttl = fj::get_duration(j, "TTL", path).value_or(Duration::zero());
+  d.interval = fj::get_duration(j, "Interval", path).value_or(Duration::zero());
+  d.timeout = fj::get_duration(j, "Timeout", path).value_or(Duration::zero());
   d.deregister_critical_service_after =
-      json::get_duration(j, "DeregisterCriticalServiceAfter", path).value_or(Duration::zero());
-  d.success_before_passing = static_cast<int>(json::get_int(j, "SuccessBeforePassing", path, 0, 1000).value_or(0));
-  d.failures_before_critical = static_cast<int>(json::get_int(j, "FailuresBeforeCritical", path, 0, 1000).value_or(0));
+      fj::get_duration(j, "DeregisterCriticalServiceAfter", path).value_or(Duration::zero());
+  d.success_before_passing = static_cast<int>(fj::get_int(j, "SuccessBeforePassing", path, 0, 1000).value_or(0));
+  d.failures_before_critical = static_cast<int>(fj::get_int(j, "FailuresBeforeCritical", path, 0, 1000).value_or(0));
   for (const char* unsupported : {"Args", "Script", "ScriptArgs", "DockerContainerID", "GRPC", "H2PING", "AliasService", "AliasNode", "OSService", "UDP"}) {
-    if (json::find(j, unsupported))
+    if (fj::find(j, unsupported))
       throw bad_request(field(unsupported) + ": this kind of check is not supported (use HTTP, TCP or TTL)", field(unsupported));
   }
   int kinds = !d.http.empty() + !d.tcp.empty() + (d.ttl.count() > 0);
@@ -115,7 +116,7 @@ Check decode_check(const Json& j, std::string_view path) {
   if (d.timeout.count() < 0) throw bad_request(field("Timeout") + " must be positive", field("Timeout"));
   if (d.deregister_critical_service_after.count() != 0 && d.deregister_critical_service_after < 1s)
     throw bad_request(field("DeregisterCriticalServiceAfter") + " must be at least 1s", field("DeregisterCriticalServiceAfter"));
-  if (auto st = json::get_string(j, "Status", path); st && !st->empty()) {
+  if (auto st = fj::get_string(j, "Status", path); st && !st->empty()) {
     if (!valid_status(*st))
       throw bad_request(field("Status") + " must be passing, warning or critical", field("Status"));
     c.status = *st;
@@ -126,39 +127,39 @@ Check decode_check(const Json& j, std::string_view path) {
 }  // namespace
 
 ServiceRegistration decode_service_registration(std::string_view body) {
-  auto j = json::parse_body(body);
+  auto j = fj::parse_body(body);
   require_object(j, "service registration");
   ServiceRegistration r;
   auto& s = r.service;
-  s.name = json::get_string(j, "Name", "").value_or("");
-  s.id = json::get_string(j, "ID", "").value_or("");
+  s.name = fj::get_string(j, "Name", "").value_or("");
+  s.id = fj::get_string(j, "ID", "").value_or("");
   if (s.name.empty()) throw bad_request("Name is required", "Name");
   if (s.id.empty()) s.id = s.name;
   check_text(s.name, "Name");
   check_text(s.id, "ID");
   if (s.id.find('/') != std::string::npos) throw bad_request("ID must not contain '/'", "ID");
-  s.tags = json::get_string_list(j, "Tags", "").value_or(std::vector<std::string>{});
+  s.tags = fj::get_string_list(j, "Tags", "").value_or(std::vector<std::string>{});
   for (const auto& t : s.tags) check_text(t, "Tags");
-  s.address = json::get_string(j, "Address", "").value_or("");
+  s.address = fj::get_string(j, "Address", "").value_or("");
   check_text(s.address, "Address");
-  s.port = static_cast<int>(json::get_int(j, "Port", "", 0, kMaxPort).value_or(0));
-  s.meta = json::get_string_map(j, "Meta", "").value_or(std::map<std::string, std::string>{});
+  s.port = static_cast<int>(fj::get_int(j, "Port", "", 0, kMaxPort).value_or(0));
+  s.meta = fj::get_string_map(j, "Meta", "").value_or(std::map<std::string, std::string>{});
   if (s.meta.size() > 64) throw bad_request("Meta has more than 64 keys", "Meta");
   for (const auto& [k, v] : s.meta) {
     check_text(k, "Meta", 128);
     check_text(v, "Meta", 512);
     if (k.empty()) throw bad_request("Meta keys must not be empty", "Meta");
   }
-  s.enable_tag_override = json::get_bool(j, "EnableTagOverride", "").value_or(false);
-  if (const Json* w = json::find(j, "Weights")) {
+  s.enable_tag_override = fj::get_bool(j, "EnableTagOverride", "").value_or(false);
+  if (const Json* w = fj::find(j, "Weights")) {
     if (!w->is_object()) throw bad_request("Weights must be an object", "Weights");
-    s.weight_passing = static_cast<int>(json::get_int(*w, "Passing", "Weights", 1, 65535).value_or(1));
-    s.weight_warning = static_cast<int>(json::get_int(*w, "Warning", "Weights", 0, 65535).value_or(1));
+    s.weight_passing = static_cast<int>(fj::get_int(*w, "Passing", "Weights", 1, 65535).value_or(1));
+    s.weight_warning = static_cast<int>(fj::get_int(*w, "Warning", "Weights", 0, 65535).value_or(1));
   }
-  if (const Json* c = json::find(j, "Check")) {
+  if (const Json* c = fj::find(j, "Check")) {
     if (!c->empty()) r.checks.push_back(decode_check(*c, "Check"));
   }
-  if (const Json* cs = json::find(j, "Checks")) {
+  if (const Json* cs = fj::find(j, "Checks")) {
     if (!cs->is_array()) throw bad_request("Checks must be a list", "Checks");
     for (size_t i = 0; i < cs->size(); ++i) r.checks.push_back(decode_check((*cs)[i], "Checks[" + std::to_string(i) + "]"));
   }
@@ -176,7 +177,7 @@ ServiceRegistration decode_service_registration(std::string_view body) {
 }
 
 Check decode_check_registration(std::string_view body) {
-  auto j = json::parse_body(body);
+  auto j = fj::parse_body(body);
   require_object(j, "check registration");
   auto c = decode_check(j, "");
   if (c.name.empty()) throw bad_request("Name is required", "Name");
@@ -190,29 +191,29 @@ Session decode_session_create(std::string_view body) {
   Session s;
   s.node_checks = {"serfHealth"};
   if (body.find_first_not_of(" \t\r\n") == std::string_view::npos) return s;
-  auto j = json::parse_body(body);
+  auto j = fj::parse_body(body);
   require_object(j, "session");
-  s.name = json::get_string(j, "Name", "").value_or("");
+  s.name = fj::get_string(j, "Name", "").value_or("");
   check_text(s.name, "Name");
-  if (auto b = json::get_string(j, "Behavior", "")) {
+  if (auto b = fj::get_string(j, "Behavior", "")) {
     if (!b->empty() && *b != "release" && *b != "delete")
       throw bad_request("Behavior must be \"release\" or \"delete\"", "Behavior");
     if (!b->empty()) s.behavior = *b;
   }
-  if (auto ttl = json::get_duration(j, "TTL", "")) {
+  if (auto ttl = fj::get_duration(j, "TTL", "")) {
     if (ttl->count() != 0 && (*ttl < 1s || *ttl > 86400s))
       throw bad_request("TTL must be between 1s and 86400s", "TTL");
     s.ttl = *ttl;
   }
-  if (auto d = json::get_duration(j, "LockDelay", "")) {
+  if (auto d = fj::get_duration(j, "LockDelay", "")) {
     // Consul reads a bare number below 1000 as seconds ("LockDelay": 15 means 15s).
-    if (const Json* raw = json::find(j, "LockDelay"); raw && raw->is_number() && d->count() > 0 && d->count() < 1000)
+    if (const Json* raw = fj::find(j, "LockDelay"); raw && raw->is_number() && d->count() > 0 && d->count() < 1000)
       *d = std::chrono::seconds(d->count());
     if (d->count() < 0 || *d > 60s) throw bad_request("LockDelay must be between 0s and 60s", "LockDelay");
     s.lock_delay = *d;
   }
-  auto checks = json::get_string_list(j, "Checks", "");
-  auto node_checks = json::get_string_list(j, "NodeChecks", "");
+  auto checks = fj::get_string_list(j, "Checks", "");
+  auto node_checks = fj::get_string_list(j, "NodeChecks", "");
   if (checks || node_checks) {
     s.node_checks.clear();
     // "Checks" (the older field) may name node or service checks; both are accepted.
@@ -220,15 +221,15 @@ Session decode_session_create(std::string_view body) {
     if (checks)
       for (const auto& c : *checks) s.node_checks.push_back(c);
   }
-  if (const Json* sc = json::find(j, "ServiceChecks")) {
+  if (const Json* sc = fj::find(j, "ServiceChecks")) {
     if (!sc->is_array()) throw bad_request("ServiceChecks must be a list of {\"ID\": ...}", "ServiceChecks");
     for (const auto& e : *sc) {
-      auto id = json::get_string(e, "ID", "ServiceChecks");
+      auto id = fj::get_string(e, "ID", "ServiceChecks");
       if (!id || id->empty()) throw bad_request("ServiceChecks entries need an ID", "ServiceChecks");
       s.service_checks.push_back(*id);
     }
   }
-  if (auto node = json::get_string(j, "Node", "")) s.node = *node;
+  if (auto node = fj::get_string(j, "Node", "")) s.node = *node;
   return s;
 }
 
@@ -236,7 +237,7 @@ void validate_kv_key(const std::string& key, bool allow_empty) {
   if (key.empty() && !allow_empty) throw bad_request("missing key name", "key");
   if (key.size() > 2048) throw bad_request("key is longer than 2048 bytes", "key");
   if (key.find('\0') != std::string::npos) throw bad_request("key contains a NUL byte", "key");
-  if (!json::valid_utf8(key)) throw bad_request("key is not valid UTF-8", "key");
+  if (!fj::valid_utf8(key)) throw bad_request("key is not valid UTF-8", "key");
 }
 
 std::optional<uint64_t> uint_param(const http::Request& request, std::string_view name) {
@@ -252,8 +253,8 @@ std::optional<uint64_t> uint_param(const http::Request& request, std::string_vie
 bool bool_param(const http::Request& request, std::string_view name, bool absent_value) {
   const std::string* v = request.param(name);
   if (!v) return absent_value;
-  if (v->empty() || json::iequals(*v, "true") || *v == "1") return true;
-  if (json::iequals(*v, "false") || *v == "0") return false;
+  if (v->empty() || fj::iequals(*v, "true") || *v == "1") return true;
+  if (fj::iequals(*v, "false") || *v == "0") return false;
   throw bad_request("query parameter " + std::string(name) + " must be true or false", std::string(name));
 }
 
@@ -280,11 +281,11 @@ KvPut decode_kv_put(const std::string& key, const http::Request& request) {
 }
 
 std::pair<std::string, std::string> decode_check_update(std::string_view body) {
-  auto j = json::parse_body(body);
+  auto j = fj::parse_body(body);
   require_object(j, "check update");
-  auto st = json::get_string(j, "Status", "").value_or("");
+  auto st = fj::get_string(j, "Status", "").value_or("");
   if (!valid_status(st)) throw bad_request("Status must be passing, warning or critical", "Status");
-  auto out = json::get_string(j, "Output", "").value_or("");
+  auto out = fj::get_string(j, "Output", "").value_or("");
   check_text(out, "Output", 64 * 1024);
   return {st, out};
 }
