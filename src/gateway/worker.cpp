@@ -177,11 +177,12 @@ void Worker::take_inbox() {
   uint64_t n;
   while (::read(wake_fd_, &n, sizeof n) < 0 && errno == EINTR) {
   }
+  std::vector<Handover> batch;
   {
     std::lock_guard lock(inbox_mu_);
-    taking_.swap(inbox_);
+    batch.swap(inbox_);
   }
-  for (const Handover& h : taking_) {
+  for (const Handover& h : batch) {
     boost::system::error_code ec;
     Socket socket(io_);
     if (!draining_) socket.assign(listener_protocols_[h.listener], h.fd, ec);
@@ -192,7 +193,6 @@ void Worker::take_inbox() {
     }
     incoming_.fetch_sub(1, std::memory_order_relaxed);  // after start_connection counted it
   }
-  taking_.clear();
 }
 
 std::list<Connection*>::iterator Worker::track(Connection* c) {

@@ -181,7 +181,7 @@ class Worker {
     size_t listener;
   };
   std::mutex inbox_mu_;
-  std::vector<Handover> inbox_, taking_;
+  std::vector<Handover> inbox_;
   std::atomic<size_t> incoming_{0};
   int wake_fd_ = -1;  // owned by wake_
   std::unique_ptr<asio::posix::basic_stream_descriptor<Executor>> wake_;
