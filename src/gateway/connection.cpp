@@ -152,12 +152,13 @@ void Buffer::shrink(size_t to) {
 
 // ---- Connection ----
 
-Connection::Connection(Worker& worker, Socket socket, const std::string& listener_service)
-    : worker_(worker), reactor_(reactor_of(worker.io())), socket_(std::move(socket)), listener_service_(listener_service), in_(kInitialIn) {
-  error_code ec;
-  auto remote = socket_.remote_endpoint(ec);
-  if (!ec) client_ip_ = remote.address().to_string();
-  socket_.set_option(tcp::no_delay(true), ec);
+Connection::Connection(Worker& worker, Socket socket, const std::string& listener_service, std::string client_ip)
+    : worker_(worker),
+      reactor_(reactor_of(worker.io())),
+      socket_(std::move(socket)),
+      listener_service_(listener_service),
+      client_ip_(std::move(client_ip)),
+      in_(kInitialIn) {
   tracked_ = worker_.track(this);
 }
 
@@ -237,7 +238,19 @@ void Connection::flush_queued() {
   up_queued_->socket.cancel(ec);  // the coroutine's read returns operation_aborted and acts
 }
 
+void Connection::before_write_down() {
+  if (wrote_down_ && !nodelay_) set_nodelay();
+  wrote_down_ = true;
+}
+
+void Connection::set_nodelay() {
+  error_code ec;
+  socket_.set_option(tcp::no_delay(true), ec);
+  nodelay_ = true;
+}
+
 Task<bool> Connection::write_down(std::string_view a, std::string_view b) {
+  before_write_down();
   ssize_t n = send_now(socket_.native_handle(), a, b);
   if (n < 0) co_return false;
   if (static_cast<size_t>(n) == a.size() + b.size()) co_return true;
@@ -245,6 +258,7 @@ Task<bool> Connection::write_down(std::string_view a, std::string_view b) {
 }
 
 Task<bool> Connection::write_rest(Socket& socket, std::string_view a, std::string_view b, size_t sent, Wait wait) {
+  if (&socket == &socket_) before_write_down();
   if (sent >= a.size()) {
     b.remove_prefix(sent - a.size());
     a = {};
@@ -295,8 +309,10 @@ Task<void> Connection::run() {
     worker_.give_response_parser(std::move(response_parser_));
     worker_.give_relay(std::move(rb_));  // an idle connection holds no relay buffer
   }
+  // close() alone sends the FIN after whatever is still queued, as a shutdown(SHUT_WR) first
+  // would (and either way the kernel resets the connection if the client sent bytes never read):
+  // the shutdown was one syscall per connection for nothing.
   error_code ec;
-  socket_.shutdown(tcp::socket::shutdown_send, ec);
   socket_.close(ec);
   worker_.give_relay(std::move(rb_));
   worker_.give_response_parser(std::move(response_parser_));
@@ -945,6 +961,7 @@ Task<bool> Connection::handle_request() {
           asio::detached);
       std::array<char, 16384> buf;
       error_code ec;
+      if (!nodelay_) set_nodelay();  // a tunnel's small messages must not wait for ACKs
       set_deadline(Wait::tunnel, idle);
       for (;;) {
         size_t n = co_await async_recv(reactor_, tunnel_up->socket, asio::buffer(buf), asio::redirect_error(kAwait, ec));
@@ -974,6 +991,7 @@ Task<bool> Connection::handle_request() {
       {
         // The usual whole small answer: written here without entering a coroutine.
         std::string_view body = rb_.view().substr(0, first);
+        before_write_down();
         ssize_t n = send_now(socket_.native_handle(), down_head_, body);
         ok = n >= 0;
         if (ok && static_cast<size_t>(n) < down_head_.size() + body.size())

@@ -23,8 +23,9 @@ namespace flotilla::gateway {
 
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
-  // listener_service: see Worker::listen (empty for gateway.listen's addresses).
-  Connection(Worker& worker, Socket socket, const std::string& listener_service);
+  // listener_service: see Worker::listen (empty for gateway.listen's addresses). client_ip: the
+  // peer's address as accept4() gave it.
+  Connection(Worker& worker, Socket socket, const std::string& listener_service, std::string client_ip);
   ~Connection();
   void start();
   // The sweep found the deadline passed: cancel whatever the coroutine waits on.
@@ -49,6 +50,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // deadline kind to arm (Wait::write), or Wait::upstream to keep the caller's deadline.
   Task<bool> write_rest(Socket& socket, std::string_view a, std::string_view b, size_t sent, Wait wait);
 
+  // TCP_NODELAY is set before a connection's second write to the client, not at accept: the
+  // first write never waits for Nagle's algorithm (Linux holds a small segment back only while an
+  // earlier small one is unacknowledged), so a client that gets one answer and closes costs one
+  // setsockopt less (nginx, too, sets it only once a connection is kept alive).
+  void before_write_down();
+  void set_nodelay();
+
   void set_deadline(Wait what, int64_t ns_from_now);
   void clear_deadline() {
     deadline_ = INT64_MAX;
@@ -66,6 +74,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool timed_out_ = false;
   bool close_after_ = false;
   bool idle_ = false;
+  bool wrote_down_ = false;  // anything written to the client yet
+  bool nodelay_ = false;     // TCP_NODELAY set
   size_t head_length_ = 0;  // the parsed request head's bytes in in_
   UpstreamConnection* current_upstream_ = nullptr;  // the socket a timeout closes
   // An upstream request (out_ + body_, all in memory) queued for the worker's flush while the

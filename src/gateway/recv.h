@@ -30,6 +30,8 @@
 #if BOOST_VERSION / 100 == 1074 && defined(BOOST_ASIO_HAS_EPOLL) && !defined(BOOST_ASIO_HAS_IOCP) && \
     !defined(FLOTILLA_PLAIN_RECV)
 #define FLOTILLA_DRAIN_AWARE_RECV 1
+#include <unistd.h>
+
 #include <boost/asio/detail/bind_handler.hpp>
 #include <boost/asio/detail/epoll_reactor.hpp>
 #include <boost/asio/detail/fenced_block.hpp>
@@ -118,6 +120,105 @@ class RecvOp : public RecvOpBase {
   ad::handler_work<Handler, Executor> work_;
 };
 
+}  // namespace recv_detail
+// What an accept hands over: the new descriptor (non-blocking, close-on-exec; -1 on error) and
+// the peer's address.
+struct Accepted {
+  int fd = -1;
+  tcp::endpoint peer;
+};
+namespace recv_detail {
+
+// The acceptor's reactor registration (basic_socket_acceptor keeps it private: recv.cpp).
+ad::epoll_reactor::per_descriptor_data& acceptor_reactor_data(Acceptor& acceptor);
+
+class AcceptOpBase : public ad::reactor_op {
+ public:
+  AcceptOpBase(int fd, func_type complete)
+      : reactor_op(boost::system::error_code(), &AcceptOpBase::do_perform, complete), fd_(fd) {}
+  // A descriptor accepted but never handed to the handler (the io_context was destroyed first).
+  ~AcceptOpBase() {
+    if (accepted_.fd >= 0) ::close(accepted_.fd);
+  }
+
+  static status do_perform(reactor_op* base) {
+    auto* o = static_cast<AcceptOpBase*>(base);
+    for (;;) {
+      socklen_t len = static_cast<socklen_t>(o->accepted_.peer.capacity());
+      int fd = ::accept4(o->fd_, o->accepted_.peer.data(), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd >= 0) {
+        o->accepted_.fd = fd;
+        o->accepted_.peer.resize(len);
+        return done;
+      }
+      switch (errno) {
+        case EINTR:
+        case ECONNABORTED:  // the client gave up while queued: take the next one
+        case EPROTO:
+        case EPERM:  // refused by a firewall rule
+          continue;
+        case EAGAIN:
+#if EWOULDBLOCK != EAGAIN
+        case EWOULDBLOCK:
+#endif
+          return not_done;
+        default:
+          o->ec_ = boost::system::error_code(errno, boost::system::system_category());
+          return done;
+      }
+    }
+  }
+
+ protected:
+  int fd_;
+  Accepted accepted_;
+};
+
+template <typename Handler>
+class AcceptOp : public AcceptOpBase {
+ public:
+  BOOST_ASIO_DEFINE_HANDLER_PTR(AcceptOp);
+
+  AcceptOp(int fd, Handler& handler, const Executor& io_ex)
+      : AcceptOpBase(fd, &AcceptOp::do_complete), handler_(std::move(handler)), work_(handler_, io_ex) {}
+
+  static void do_complete(void* owner, ad::operation* base, const boost::system::error_code&, std::size_t) {
+    auto* o = static_cast<AcceptOp*>(base);
+    ptr p = {std::addressof(o->handler_), o, o};
+    ad::handler_work<Handler, Executor> w(std::move(o->work_));
+    // Moved out: from here the handler owns the descriptor, whether or not it runs.
+    ad::move_binder2<Handler, boost::system::error_code, Accepted> handler(
+        0, std::move(o->handler_), o->ec_, std::exchange(o->accepted_, Accepted{}));
+    p.h = std::addressof(handler.handler_);
+    p.reset();
+    if (owner) {
+      ad::fenced_block b(ad::fenced_block::half);
+      w.complete(handler, handler.handler_);
+    } else if (handler.arg2_.fd >= 0) {
+      ::close(handler.arg2_.fd);
+    }
+  }
+
+ private:
+  Handler handler_;
+  ad::handler_work<Handler, Executor> work_;
+};
+
+struct InitiateAccept {
+  template <typename Handler>
+  void operator()(Handler&& handler, ad::epoll_reactor* reactor, Acceptor* acceptor) const {
+    using Op = AcceptOp<std::decay_t<Handler>>;
+    bool is_continuation = boost_asio_handler_cont_helpers::is_continuation(handler);
+    typename Op::ptr p = {std::addressof(handler), Op::ptr::allocate(handler), nullptr};
+    p.p = new (p.v) Op(acceptor->native_handle(), handler, acceptor->get_executor());
+    // Speculative: accept4() at once (usually EAGAIN after the last connection), then wait for
+    // the listener's event, with no EPOLL_CTL_MOD (Asio's async_wait re-arms with one each time).
+    reactor->start_op(ad::reactor::read_op, acceptor->native_handle(), acceptor_reactor_data(*acceptor), p.p,
+                      is_continuation, true);
+    p.v = p.p = nullptr;
+  }
+};
+
 struct InitiateRecv {
   template <typename Handler>
   void operator()(Handler&& handler, ad::epoll_reactor* reactor, Socket* socket, asio::mutable_buffer buffer) const {
@@ -141,6 +242,29 @@ struct InitiateRecv {
 
 using RecvReactor = asio::detail::epoll_reactor;
 
+// acceptor.async_accept(peer, token), with accept4(): the new descriptor comes non-blocking and
+// close-on-exec with the peer's address, and is not yet in any reactor (a worker that hands it to
+// another one never registers it). Completion: void(error_code, Accepted). The acceptor must be
+// non-blocking (acceptor.non_blocking(true)); its reactor must be `reactor`.
+template <typename Token>
+auto async_accept4(RecvReactor& reactor, Acceptor& acceptor, Token&& token) {
+  return asio::async_initiate<Token, void(boost::system::error_code, Accepted)>(recv_detail::InitiateAccept{}, token,
+                                                                                &reactor, &acceptor);
+}
+
+// A socket the worker accepted itself with accept4(SOCK_NONBLOCK | SOCK_CLOEXEC) and assigned:
+// tells Asio what it cannot know, saving three syscalls per connection.
+//  - It is non-blocking already: no FIONBIO ioctl before the first operation.
+//  - It is not a duplicate of another descriptor (assign() must assume it may be): closing it
+//    takes it out of the epoll set, so close() needs no EPOLL_CTL_DEL first.
+//  - Nothing is known to be readable yet: the first read waits for the epoll event (which
+//    epoll_ctl ADD already raised if the request is there) instead of trying recv() on a
+//    connection whose request has not arrived (nginx's `ready` flag starts clear, too).
+// Call right after assign(), on the socket's reactor thread, before any operation on it.
+void adopt_accepted(Socket& socket);
+// For tests: whether the next read on the socket will try recv() before waiting for epoll.
+bool reads_speculatively(Socket& socket);
+
 // The io_context's reactor: look it up once per connection, not per read (use_service locks).
 inline RecvReactor& reactor_of(asio::io_context& io) { return asio::use_service<RecvReactor>(io); }
 
@@ -161,6 +285,32 @@ template <typename Token>
 auto async_recv(RecvReactor&, Socket& socket, asio::mutable_buffer buffer, Token&& token) {
   return socket.async_read_some(buffer, std::forward<Token>(token));
 }
+struct Accepted {
+  int fd = -1;
+  tcp::endpoint peer;
+};
+// Asio's accept, then the descriptor taken out of the reactor again (an epoll_ctl pair).
+template <typename Token>
+auto async_accept4(RecvReactor&, Acceptor& acceptor, Token&& token) {
+  struct State {
+    Socket socket;
+    tcp::endpoint peer;
+  };
+  return asio::async_initiate<Token, void(boost::system::error_code, Accepted)>(
+      [&acceptor](auto handler) {
+        auto state = std::make_shared<State>(State{Socket(acceptor.get_executor()), {}});
+        acceptor.async_accept(state->socket, state->peer,
+                              [state, handler = std::move(handler)](const boost::system::error_code& ec) mutable {
+                                Accepted a;
+                                boost::system::error_code ignored;
+                                if (!ec) a = Accepted{state->socket.release(ignored), state->peer};
+                                std::move(handler)(ec, std::move(a));
+                              });
+      },
+      token);
+}
+inline void adopt_accepted(Socket&) {}  // Asio sets the socket non-blocking again (one ioctl)
+inline bool reads_speculatively(Socket&) { return true; }
 #endif
 
 }  // namespace flotilla::gateway

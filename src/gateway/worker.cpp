@@ -18,7 +18,9 @@ namespace flotilla::gateway {
 
 namespace {
 constexpr auto kSweep = std::chrono::milliseconds(50);
-}
+// After an accept error (out of descriptors or memory): how long a listener rests.
+constexpr auto kAcceptBackoff = std::chrono::milliseconds(100);
+}  // namespace
 
 UpstreamConnection::~UpstreamConnection() {
   if (counted) {
@@ -76,6 +78,7 @@ uint16_t Worker::listen(const std::string& address, uint16_t port_override, cons
   }
   if (!ec) acceptor->bind(ep, ec);
   if (!ec) acceptor->listen(4096, ec);
+  if (!ec) acceptor->non_blocking(true, ec);  // async_accept4() calls accept4() directly
   if (ec) throw std::runtime_error("gateway cannot listen on " + address + ": " + ec.message());
   uint16_t bound = acceptor->local_endpoint().port();
   acceptors_.push_back(std::move(acceptor));
@@ -101,34 +104,49 @@ void Worker::start() {
 }
 
 void Worker::accept(size_t i) {
-  acceptors_[i]->async_accept([this, i](const boost::system::error_code& ec, Socket socket) {
-    if (ec == asio::error::operation_aborted || draining_) return;
-    if (!ec) {
-      if (!hand_over(socket, i)) start_connection(std::move(socket), i);
-    } else if (ec == asio::error::no_descriptors || ec == asio::error::no_buffer_space) {
-      // Out of file descriptors: wait a little instead of spinning.
-      auto t = std::make_shared<SteadyTimer>(io_, std::chrono::milliseconds(100));
-      t->async_wait([this, i, t](const boost::system::error_code&) { accept(i); });
+  async_accept4(reactor_of(io_), *acceptors_[i], [this, i](const boost::system::error_code& ec, Accepted a) {
+    if (ec == asio::error::operation_aborted || draining_) {
+      if (a.fd >= 0) ::close(a.fd);
       return;
     }
-    accept(i);
+    if (!ec) {
+      if (!hand_over(a.fd, a.peer, i)) adopt(a.fd, a.peer, i);
+      accept(i);
+      return;
+    }
+    // Out of descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM), or anything else that
+    // accept4() may keep returning: rest instead of spinning; the queue keeps its connections.
+    spdlog::warn("gateway worker {}: accept: {} (accepting again in {} ms)", id_, ec.message(), kAcceptBackoff.count());
+    auto t = std::make_shared<SteadyTimer>(io_, kAcceptBackoff);
+    t->async_wait([this, i, t](const boost::system::error_code& e) {
+      if (!e && !draining_) accept(i);
+    });
   });
 }
 
-void Worker::start_connection(Socket socket, size_t listener) {
+void Worker::adopt(int fd, const tcp::endpoint& peer, size_t listener) {
   if (connection_count_.load(std::memory_order_relaxed) >= static_cast<size_t>(shared_.config.max_connections)) {
     // Over the per-worker limit (every worker is, or balancing would have found a less loaded
     // one): close at once. The process stays alive under a flood.
     if (shared_.metrics.connections_rejected) shared_.metrics.connections_rejected->inc();
-    boost::system::error_code ignored;
-    socket.close(ignored);
+    ::close(fd);
     return;
   }
-  auto c = std::make_shared<Connection>(*this, std::move(socket), *listener_services_[listener]);
+  boost::system::error_code ec;
+  Socket socket(io_);
+  socket.assign(listener_protocols_[listener], fd, ec);
+  if (ec) {
+    spdlog::error("gateway worker {}: cannot take up an accepted connection: {}", id_, ec.message());
+    ::close(fd);
+    return;
+  }
+  adopt_accepted(socket);
+  auto c = std::make_shared<Connection>(*this, std::move(socket), *listener_services_[listener],
+                                        peer.address().to_string());
   c->start();
 }
 
-bool Worker::hand_over(Socket& socket, size_t listener) {
+bool Worker::hand_over(int fd, const tcp::endpoint& peer, size_t listener) {
   if (shared_.workers.size() < 2) return false;
   Worker* best = nullptr;
   size_t best_load = load();
@@ -140,21 +158,19 @@ bool Worker::hand_over(Socket& socket, size_t listener) {
     }
   }
   if (!best) return false;  // this worker is among the least loaded: keep it
-  boost::system::error_code ec;
-  int fd = socket.release(ec);  // leaves this worker's reactor
-  if (ec) return false;
-  best->receive(fd, listener);
+  // Not yet in this worker's reactor: the descriptor moves with no epoll_ctl on this side.
+  best->receive(fd, peer, listener);
   if (shared_.metrics.connections_handed_over) shared_.metrics.connections_handed_over->inc();
   return true;
 }
 
-void Worker::receive(int fd, size_t listener) {
+void Worker::receive(int fd, const tcp::endpoint& peer, size_t listener) {
   incoming_.fetch_add(1, std::memory_order_relaxed);
   bool was_empty;
   {
     std::lock_guard lock(inbox_mu_);
     was_empty = inbox_.empty();
-    inbox_.push_back({fd, listener});
+    inbox_.push_back({fd, peer, listener});
   }
   // A non-empty queue has a wake-up on its way, or is being taken (the taker reads the eventfd
   // before it takes the queue, so whatever it misses announces itself again).
@@ -183,15 +199,11 @@ void Worker::take_inbox() {
     batch.swap(inbox_);
   }
   for (const Handover& h : batch) {
-    boost::system::error_code ec;
-    Socket socket(io_);
-    if (!draining_) socket.assign(listener_protocols_[h.listener], h.fd, ec);
-    if (draining_ || ec) {
+    if (draining_)
       ::close(h.fd);
-    } else {
-      start_connection(std::move(socket), h.listener);
-    }
-    incoming_.fetch_sub(1, std::memory_order_relaxed);  // after start_connection counted it
+    else
+      adopt(h.fd, h.peer, h.listener);
+    incoming_.fetch_sub(1, std::memory_order_relaxed);  // after adopt counted it
   }
 }
 

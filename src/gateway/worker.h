@@ -145,17 +145,21 @@ class Worker {
   void untrack(std::list<Connection*>::iterator it);
 
  private:
+  // Accepts the listener's next connection (async_accept4: non-blocking, close-on-exec, the
+  // peer's address in the same call), hands it over or adopts it, and accepts again.
   void accept(size_t listener);
   // Connection balancing: SO_REUSEPORT spreads connections by a hash of their addresses, so one
   // worker may get many more than another (64 connections on 2 workers: 145 vs 207 CPU ticks in
-  // one run). A worker that accepts a connection while another has fewer hands the socket to the
-  // least loaded one (HAProxy's and Envoy's exact balance). True when it did.
-  bool hand_over(Socket& socket, size_t listener);
-  // Thread-safe: queue an accepted socket (its descriptor and listener index) for this worker.
-  void receive(int fd, size_t listener);
+  // one run). A worker that accepts a connection while another has fewer hands the descriptor to
+  // the least loaded one (HAProxy's and Envoy's exact balance). True when it did.
+  bool hand_over(int fd, const tcp::endpoint& peer, size_t listener);
+  // Thread-safe: queue an accepted descriptor (with its peer and listener index) for this worker.
+  void receive(int fd, const tcp::endpoint& peer, size_t listener);
   void wait_inbox();
   void take_inbox();
-  void start_connection(Socket socket, size_t listener);
+  // Takes an accepted descriptor into this worker's reactor and starts its connection (or closes
+  // it, over max_connections).
+  void adopt(int fd, const tcp::endpoint& peer, size_t listener);
   void sweep();
   void start_draining();
   void flush_queued();
@@ -178,6 +182,7 @@ class Worker {
   // (written only when the queue was empty) that this worker's reactor waits on.
   struct Handover {
     int fd;
+    tcp::endpoint peer;
     size_t listener;
   };
   std::mutex inbox_mu_;

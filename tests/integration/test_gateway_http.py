@@ -940,6 +940,49 @@ def test_connection_flood_keeps_process_alive(make_stack, make_backend):
     wait_for(served, timeout=10, what="a request served after the flood")
 
 
+def test_out_of_file_descriptors_pauses_accepting_and_recovers(make_stack, make_backend):
+    # Over its open-files limit, accept4() fails with EMFILE while connections stay queued: the
+    # worker must rest and try again (not spin, not exit), and serve again once descriptors free up.
+    import resource
+    stack = make_stack("gateway:\n  listen: [{gw}]\n  workers: 1\n  routes:\n    - service: web\n")
+    b = make_backend("nofile")
+    stack.register("web", b)
+    with Client(stack.gw_port, timeout=5) as c:
+        c.send(request("GET", "/echo/before", host="x.test"))
+        assert c.read_response().status == 200
+    pid = stack.proc.pid
+    open_now = len(os.listdir(f"/proc/{pid}/fd"))
+    old = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (open_now + 10, old[1]))
+    socks = []
+    try:
+        for _ in range(40):
+            s = socket.create_connection(("127.0.0.1", stack.gw_port), timeout=5)
+            s.sendall(request("GET", "/echo/flood", host="x.test"))
+            socks.append(s)
+        wait_for(lambda: "accepting again in" in stack.read_log(), timeout=10, what="the accept error logged")
+        cpu0 = sum(int(v) for v in open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[11:13])
+        time.sleep(1)
+        cpu1 = sum(int(v) for v in open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[11:13])
+        assert cpu1 - cpu0 < 50, f"{cpu1 - cpu0} CPU ticks in 1 s while out of descriptors: spinning on accept"
+        assert stack.proc.poll() is None
+    finally:
+        for s in socks:
+            s.close()
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, old)
+    assert stack.proc.poll() is None
+
+    def served():
+        try:
+            with Client(stack.gw_port, timeout=2) as c:
+                c.send(request("GET", "/echo/after", host="x.test"))
+                return c.read_response().status == 200
+        except (OSError, EOFError):
+            return False
+
+    wait_for(served, timeout=10, what="a request served after descriptors were freed")
+
+
 def handed_over(stack):
     m = re.search(r"^flotilla_gateway_downstream_connections_handed_over_total (\S+)$", stack.metrics(), re.M)
     return float(m.group(1)) if m else 0.0

@@ -1,15 +1,27 @@
 // async_recv: a read that skips the speculative recv() after a short read must never miss data,
 // whenever it arrives (before the next read is queued, after, or while the reactor ran with no
 // read queued), and must report end of stream, errors and cancellation as async_read_some does.
+// async_accept4 and adopt_accepted: the worker's own accept, and what it tells Asio about the
+// accepted socket.
 #include "gateway/recv.h"
 
+#include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <chrono>
+#include <cstring>
+#include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 namespace flotilla::gateway {
 namespace {
@@ -180,6 +192,197 @@ TEST_F(RecvTest, ManyRoundTripsInALoop) {
     send(message);
     ASSERT_TRUE(finish()) << "round " << i;
     ASSERT_EQ(got(), message) << "round " << i;
+  }
+}
+
+// ---- async_accept4 and adopt_accepted ----
+
+class AcceptTest : public ::testing::Test {
+ protected:
+  void SetUp() override { acceptor_.non_blocking(true); }
+  void TearDown() override {
+    if (accepted_ && accepted_->second.fd >= 0) ::close(accepted_->second.fd);
+  }
+  tcp::endpoint endpoint() const { return acceptor_.local_endpoint(); }
+  void start() {
+    accepted_.reset();
+    async_accept4(reactor_of(io_), acceptor_, [this](error_code ec, Accepted a) { accepted_.emplace(ec, std::move(a)); });
+  }
+  bool finish() {
+    auto deadline = std::chrono::steady_clock::now() + 2s;
+    while (!accepted_ && std::chrono::steady_clock::now() < deadline) {
+      io_.restart();
+      io_.run_for(20ms);
+    }
+    return accepted_.has_value();
+  }
+  int take_fd() { return std::exchange(accepted_->second.fd, -1); }
+
+  asio::io_context io_{BOOST_ASIO_CONCURRENCY_HINT_UNSAFE};
+  Acceptor acceptor_{io_, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0)};
+  std::optional<std::pair<error_code, Accepted>> accepted_;
+};
+
+TEST_F(AcceptTest, GivesANonBlockingCloseOnExecDescriptorAndThePeersAddress) {
+  tcp::socket client(io_);
+  client.connect(endpoint());
+  start();
+  ASSERT_TRUE(finish());
+  ASSERT_FALSE(accepted_->first) << accepted_->first.message();
+  const Accepted& a = accepted_->second;
+  ASSERT_GE(a.fd, 0);
+  EXPECT_TRUE(::fcntl(a.fd, F_GETFL) & O_NONBLOCK);
+  EXPECT_TRUE(::fcntl(a.fd, F_GETFD) & FD_CLOEXEC);
+  EXPECT_EQ(a.peer, client.local_endpoint());
+}
+
+TEST_F(AcceptTest, WaitsForAConnectionThatComesLater) {
+  start();
+  io_.restart();
+  io_.run_for(30ms);
+  EXPECT_FALSE(accepted_.has_value());  // nothing queued: the operation waits
+  tcp::socket client(io_);
+  client.connect(endpoint());
+  ASSERT_TRUE(finish());
+  ASSERT_FALSE(accepted_->first);
+  EXPECT_EQ(accepted_->second.peer, client.local_endpoint());
+}
+
+TEST_F(AcceptTest, QueuedConnectionsAreEachAcceptedOnce) {
+  std::vector<std::unique_ptr<tcp::socket>> clients;
+  std::set<uint16_t> ports;
+  for (int i = 0; i < 20; ++i) {
+    clients.push_back(std::make_unique<tcp::socket>(io_));
+    clients.back()->connect(endpoint());
+    ports.insert(clients.back()->local_endpoint().port());
+  }
+  std::set<uint16_t> got;
+  for (int i = 0; i < 20; ++i) {
+    start();
+    ASSERT_TRUE(finish()) << i;
+    ASSERT_FALSE(accepted_->first);
+    got.insert(accepted_->second.peer.port());
+    ::close(take_fd());
+  }
+  EXPECT_EQ(got, ports);
+  start();
+  io_.restart();
+  io_.run_for(30ms);
+  EXPECT_FALSE(accepted_.has_value());  // the queue is empty
+}
+
+TEST_F(AcceptTest, ClosingTheAcceptorAbortsAWaitingAccept) {
+  start();
+  io_.restart();
+  io_.run_for(20ms);
+  error_code ignored;
+  acceptor_.close(ignored);
+  ASSERT_TRUE(finish());
+  EXPECT_EQ(accepted_->first, asio::error::operation_aborted);
+  EXPECT_EQ(accepted_->second.fd, -1);
+}
+
+TEST_F(AcceptTest, ADescriptorNeverDeliveredIsClosed) {
+  tcp::socket client(io_);
+  client.connect(endpoint());
+  {
+    // Accepted at once (speculatively), its completion queued, and the io_context destroyed
+    // before it runs: the descriptor must not leak (the client then sees the connection close).
+    asio::io_context io;
+    Acceptor acceptor(io);
+    acceptor.assign(tcp::v4(), ::dup(acceptor_.native_handle()));
+    acceptor.non_blocking(true);
+    bool ran = false;
+    async_accept4(reactor_of(io), acceptor, [&](error_code, Accepted a) {
+      ran = true;
+      if (a.fd >= 0) ::close(a.fd);
+    });
+    EXPECT_FALSE(ran);
+  }
+  timeval two_seconds{2, 0};  // a leaked descriptor would leave the read waiting: fail instead
+  ASSERT_EQ(::setsockopt(client.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &two_seconds, sizeof two_seconds), 0);
+  char byte;
+  ssize_t n = ::recv(client.native_handle(), &byte, 1, 0);  // Asio's read would poll on past the timeout
+  EXPECT_EQ(n, 0) << (n < 0 ? std::strerror(errno) : "data");
+}
+
+TEST_F(AcceptTest, AnAdoptedSocketReadsWhatIsAlreadyThereAndWhatComesLater) {
+  tcp::socket client(io_);
+  client.connect(endpoint());
+  asio::write(client, asio::buffer(std::string("early")));
+  start();
+  ASSERT_TRUE(finish());
+  std::this_thread::sleep_for(10ms);  // the request is there before the socket enters the reactor
+  Socket socket(io_);
+  socket.assign(tcp::v4(), take_fd());
+  EXPECT_TRUE(reads_speculatively(socket));  // what assign() alone leaves
+  adopt_accepted(socket);
+  EXPECT_FALSE(reads_speculatively(socket));  // the first read waits for epoll's event
+  EXPECT_FALSE(socket.non_blocking());         // Asio's own flag (the user's) is untouched
+
+  char buf[16];
+  std::optional<std::pair<error_code, size_t>> r;
+  auto read = [&] {
+    r.reset();
+    async_recv(reactor_of(io_), socket, asio::buffer(buf), [&](error_code ec, size_t n) { r.emplace(ec, n); });
+    auto deadline = std::chrono::steady_clock::now() + 2s;
+    while (!r && std::chrono::steady_clock::now() < deadline) {
+      io_.restart();
+      io_.run_for(20ms);
+    }
+    return r.has_value();
+  };
+  ASSERT_TRUE(read());  // epoll_ctl ADD raised the event for the bytes already queued
+  ASSERT_FALSE(r->first);
+  EXPECT_EQ(std::string(buf, r->second), "early");
+
+  r.reset();
+  async_recv(reactor_of(io_), socket, asio::buffer(buf), [&](error_code ec, size_t n) { r.emplace(ec, n); });
+  io_.restart();
+  io_.run_for(20ms);
+  EXPECT_FALSE(r.has_value());
+  asio::write(client, asio::buffer(std::string("late")));
+  auto deadline = std::chrono::steady_clock::now() + 2s;
+  while (!r && std::chrono::steady_clock::now() < deadline) {
+    io_.restart();
+    io_.run_for(20ms);
+  }
+  ASSERT_TRUE(r.has_value());
+  EXPECT_EQ(std::string(buf, r->second), "late");
+
+  // And writes work on it without Asio setting it non-blocking first.
+  asio::write(socket, asio::buffer(std::string("back")));
+  char reply[4];
+  asio::read(client, asio::buffer(reply));
+  EXPECT_EQ(std::string(reply, 4), "back");
+}
+
+TEST_F(AcceptTest, ClosingAnAdoptedSocketLeavesNoRegistrationBehind) {
+  // close() skips EPOLL_CTL_DEL for an adopted socket: the kernel drops a closed descriptor
+  // from the epoll set itself. The next connection usually gets the same descriptor number;
+  // registering it again must work (EEXIST if anything was left behind), and so must reading.
+  for (int i = 0; i < 50; ++i) {
+    tcp::socket client(io_);
+    client.connect(endpoint());
+    asio::write(client, asio::buffer(std::string("x")));
+    start();
+    ASSERT_TRUE(finish()) << i;
+    Socket socket(io_);
+    error_code ec;
+    socket.assign(tcp::v4(), take_fd(), ec);
+    ASSERT_FALSE(ec) << "round " << i << ": " << ec.message();
+    adopt_accepted(socket);
+    char buf[4];
+    std::optional<size_t> n;
+    async_recv(reactor_of(io_), socket, asio::buffer(buf), [&](error_code e, size_t k) { n = e ? 0 : k; });
+    auto deadline = std::chrono::steady_clock::now() + 2s;
+    while (!n && std::chrono::steady_clock::now() < deadline) {
+      io_.restart();
+      io_.run_for(20ms);
+    }
+    ASSERT_EQ(n, std::optional<size_t>(1)) << "round " << i;
+    socket.close(ec);
+    ASSERT_FALSE(ec);
   }
 }
 
