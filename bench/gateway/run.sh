@@ -11,7 +11,9 @@
 #      rounds: req/s, p50, p99, the proxy's CPU seconds (utime+stime from /proc, all its threads
 #      and processes), requests per proxy CPU-second; flotilla's ratios to nginx and HAProxy
 #   2. 2 workers: fresh proxies with 2 workers (nginx worker_processes 2, haproxy nbthread 2,
-#      flotilla workers: 2), ROUNDS interleaved rounds at 64 connections, medians as in 1.
+#      flotilla workers: 2), ROUNDS interleaved rounds at 64 connections, medians as in 1; then
+#      ROUNDS more with a new connection per request (wrk -H "Connection: close"; the proxies keep
+#      their backend connections alive)
 #   3. idle keep-alive: fresh 1-worker proxies; IDLE_CONNS connections (each answered one GET, then
 #      held open) and the proxy's VmRSS before and after: KiB per connection (flotilla's target:
 #      <= 10 KiB)
@@ -24,7 +26,7 @@
 # `up` command yet.
 #
 # Knobs (environment): DURATION (10, seconds per wrk run), ROUNDS (3), WARMUP (2, seconds per
-# proxy), IDLE_CONNS (10000), CONNS ("64 8"), SKIP_WORKERS2=1, SKIP_IDLE=1, SKIP_FLOTILLA=1,
+# proxy), IDLE_CONNS (10000), CONNS ("64 8"), SKIP_WORKERS2=1, SKIP_CLOSE=1, SKIP_IDLE=1, SKIP_FLOTILLA=1,
 # RESULTS (bench/gateway/results-latest.md), BENCH_KEEP=1 keeps the temp dir (configs, logs, raw
 # wrk output), FLOTILLA_BUILD_DIR (build).
 #
@@ -348,12 +350,14 @@ parse_wrk() {
 
 declare -A RES   # RES[proxy,conns,round] = "rps requests p50 p99 errors cpu_s req_per_cpu_s other_cpu_s"
 ERRORS=0
-run_wrk() {  # run_wrk NAME CONNS SECONDS KEY ("" for a warm-up)
+run_wrk() {  # run_wrk NAME CONNS SECONDS KEY ("" for a warm-up) [WRK ARGS...]
   local name=$1 conns=$2 secs=$3 key=$4 out pid t0 b0 w0 m0 t1 line cpu bcpu wcpu others rps n p50 p99 err
+  shift 4
   out=$WORK/wrk-$name-c$conns-${key:-warmup}.txt
+  out=${out//,/-}
   pid=${PID[$name]}
   t0=$(cpu_ticks "$pid"); b0=$(cpu_ticks "${PID[backend]}"); w0=$(cpu_children); m0=$(machine)
-  run_child "$out" $(( secs + 30 )) wrk -t1 -c"$conns" -d"${secs}s" --timeout 5s --latency "http://127.0.0.1:${PORT[$name]}/"
+  run_child "$out" $(( secs + 30 )) wrk -t1 -c"$conns" -d"${secs}s" --timeout 5s --latency "$@" "http://127.0.0.1:${PORT[$name]}/"
   t1=$(cpu_ticks "$pid")
   (( CHILD_RC == 0 )) || { cat "$out" >&2; die "wrk against $name failed (exit $CHILD_RC)"; }
   kill -0 "$pid" 2>/dev/null || die "$name died during the load"
@@ -429,13 +433,23 @@ for p in "${PROXIES[@]}"; do stop_instance "$p"; done
 # --- 2. throughput, 2 workers ---
 
 if [[ ${SKIP_WORKERS2:-0} != 1 ]]; then
-  echo "-- 2/3 throughput, 2 workers each (nginx worker_processes 2, HAProxy nbthread 2, flotilla workers: 2), 64 connections"
+  echo "-- 2/3 throughput, 2 workers each (nginx worker_processes 2, HAProxy nbthread 2, flotilla workers: 2), 64 connections$(
+    [[ ${SKIP_CLOSE:-0} == 1 ]] || echo ", kept alive and then one request per connection")"
   for p in "${PROXIES[@]}"; do start_proxy "$p" 2; done
   for p in "${PROXIES[@]}"; do run_wrk "$p" 64 "$WARMUP" ""; done
   for r in $(seq "$ROUNDS"); do
     echo "    round $r/$ROUNDS, 64 connections, 2 workers"
     for p in "${PROXIES[@]}"; do run_wrk "$p" 64 "$DURATION" "$p,w2,$r"; done
   done
+  if [[ ${SKIP_CLOSE:-0} != 1 ]]; then
+    # Clients without keep-alive: every request on a new connection (the proxies keep theirs to
+    # the backend). This is where accepting, and flotilla handing connections between workers,
+    # costs the most per request.
+    for r in $(seq "$ROUNDS"); do
+      echo "    round $r/$ROUNDS, 64 connections, 2 workers, a new connection per request (Connection: close)"
+      for p in "${PROXIES[@]}"; do run_wrk "$p" 64 "$DURATION" "$p,close,$r" -H "Connection: close"; done
+    done
+  fi
   for p in "${PROXIES[@]}"; do stop_instance "$p"; done
 fi
 
@@ -482,6 +496,7 @@ TXT=()     # text lines
 conns_label() {
   local what="$1 connections, 1 worker"
   [[ $1 == w2 ]] && what="64 connections, 2 workers"
+  [[ $1 == close ]] && what="64 connections, 2 workers, a new connection per request"
   if (( ROUNDS == 1 )); then echo "$what, 1 round"
   else echo "$what, median of $ROUNDS rounds"; fi
 }
@@ -491,7 +506,7 @@ table() {  # table CONNS ROUNDS
   TXT+=("$(printf '  %-20s %10s %9s %9s %12s %13s %7s' proxy req/s "p50 ms" "p99 ms" "proxy CPU s" "req/CPU-s" errors)")
   MD+=("" "**$(conns_label "$c")**" "" "| proxy | req/s | p50 ms | p99 ms | proxy CPU s | req per proxy CPU-s | errors |" "| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
   for p in "${PROXIES[@]}" backend; do
-    [[ $p == backend && $c == w2 ]] && continue
+    [[ $p == backend && ( $c == w2 || $c == close ) ]] && continue
     local rr=$n; [[ $p == backend ]] && rr=1
     rps=$(med "$p" "$c" 1 "$rr"); p50=$(med "$p" "$c" 3 "$rr"); p99=$(med "$p" "$c" 4 "$rr")
     cpu=$(med "$p" "$c" 6 "$rr"); rpc=$(med "$p" "$c" 7 "$rr"); err=$(errsum "$p" "$c" "$rr")
@@ -521,6 +536,7 @@ TXT+=("$OTHER_NOTE" "")
 MD+=("" "Machine during the runs: $OTHER_NOTE.")
 for c in $CONNS_LIST; do table "$c" "$ROUNDS"; done
 [[ ${SKIP_WORKERS2:-0} == 1 ]] || table w2 "$ROUNDS"
+[[ ${SKIP_WORKERS2:-0} == 1 || ${SKIP_CLOSE:-0} == 1 ]] || table close "$ROUNDS"
 if (( FLOTILLA )); then
   MD+=("" "**flotilla's ratios** (req/s and req per CPU-s: higher is better; p99: lower is better)" ""
        "| run | vs | req/s | req per proxy CPU-s | p99 |" "| --- | --- | ---: | ---: | ---: |" "${RATIOS[@]}")
