@@ -34,7 +34,7 @@ unit-test: build
 asan-test: deps
 	@cmake -S . -B $(ASAN_DIR) $(CMAKE_GEN) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFLOTILLA_SANITIZE=ON -DCMAKE_UNITY_BUILD=ON >/dev/null
 	@cmake --build $(ASAN_DIR) -j $(JOBS)
-	@cd $(ASAN_DIR) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure -j 2
+	@cd $(ASAN_DIR) && FLOTILLA_SANITIZED=1 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --output-on-failure -j 2
 
 FUZZ_SECONDS ?= 60
 # Each libFuzzer target runs FUZZ_SECONDS on its corpus (seeds in tests/fuzz/corpus/NAME).

@@ -943,6 +943,11 @@ def test_connection_flood_keeps_process_alive(make_stack, make_backend):
 def test_out_of_file_descriptors_pauses_accepting_and_recovers(make_stack, make_backend):
     # Over its open-files limit, accept4() fails with EMFILE while connections stay queued: the
     # worker must rest and try again (not spin, not exit), and serve again once descriptors free up.
+    if os.environ.get("FLOTILLA_SANITIZED"):
+        # UBSan checks a dynamic type by probing memory through a pipe(): with no descriptor left
+        # it reports every such check as an invalid vptr (and cannot print the memory). The
+        # Release run of the test covers the behaviour.
+        pytest.skip("UBSan's vptr check needs a free descriptor: false reports once the process has none")
     import resource
     stack = make_stack("gateway:\n  listen: [{gw}]\n  workers: 1\n  routes:\n    - service: web\n")
     b = make_backend("nofile")
