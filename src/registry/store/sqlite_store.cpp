@@ -19,8 +19,12 @@
 namespace flotilla::store {
 
 namespace {
-
 using Clock = std::chrono::steady_clock;
+}  // namespace
+
+// Named, not anonymous: SqliteStore::Impl holds Statements, and a class with linkage must not
+// have fields of internal-linkage types (GCC's -Wsubobject-linkage in the unity sanitizer build).
+namespace sqlite_detail {
 
 class Statement {
  public:
@@ -59,6 +63,12 @@ class Statement {
  private:
   sqlite3_stmt* stmt_ = nullptr;
 };
+
+}  // namespace sqlite_detail
+
+using sqlite_detail::Statement;
+
+namespace {
 
 // Keys are stored as TEXT so that range scans by prefix use the primary key's order (BINARY).
 std::string prefix_end(const std::string& prefix) {
