@@ -547,8 +547,8 @@ Task<bool> Connection::handle_request() {
       co_return false;
     }
   }
-  if (expect_continue) {
-    if (!co_await write_down(minor == 1 ? "HTTP/1.1 100 Continue\r\n\r\n" : "")) co_return false;
+  if (expect_continue && minor == 1) {  // an HTTP/1.0 client gets no interim answer
+    if (!co_await write_down("HTTP/1.1 100 Continue\r\n\r\n")) co_return false;
   }
   // A small sized body is read whole first: one write upstream, and a retry can resend it.
   body_.clear();

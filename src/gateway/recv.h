@@ -24,6 +24,7 @@
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/buffer.hpp>
 #include <boost/version.hpp>
+#include <fcntl.h>
 
 #include "gateway/worker.h"
 
@@ -155,8 +156,9 @@ class AcceptOpBase : public ad::reactor_op {
         case EINTR:
         case ECONNABORTED:  // the client gave up while queued: take the next one
         case EPROTO:
-        case EPERM:  // refused by a firewall rule
           continue;
+        // Not EPERM: a security module refuses before the connection leaves the queue, so a
+        // retry here would spin; the handler's back-off takes it.
         case EAGAIN:
 #if EWOULDBLOCK != EAGAIN
         case EWOULDBLOCK:
@@ -303,7 +305,12 @@ auto async_accept4(RecvReactor&, Acceptor& acceptor, Token&& token) {
                               [state, handler = std::move(handler)](const boost::system::error_code& ec) mutable {
                                 Accepted a;
                                 boost::system::error_code ignored;
-                                if (!ec) a = Accepted{state->socket.release(ignored), state->peer};
+                                if (!ec) {
+                                  // As accept4(SOCK_NONBLOCK | SOCK_CLOEXEC) would have made it.
+                                  a = Accepted{state->socket.release(ignored), state->peer};
+                                  ::fcntl(a.fd, F_SETFL, ::fcntl(a.fd, F_GETFL) | O_NONBLOCK);
+                                  ::fcntl(a.fd, F_SETFD, FD_CLOEXEC);
+                                }
                                 std::move(handler)(ec, std::move(a));
                               });
       },

@@ -110,13 +110,27 @@ void Worker::accept(size_t i) {
       return;
     }
     if (!ec) {
-      if (!hand_over(a.fd, a.peer, i)) adopt(a.fd, a.peer, i);
+      try {
+        if (!hand_over(a.fd, a.peer, i)) adopt(a.fd, a.peer, i);  // either owns the descriptor now
+      } catch (const std::exception& e) {
+        // Out of memory, most likely: this connection is lost (adopt's socket closed it), the
+        // listener is not.
+        spdlog::error("gateway worker {}: cannot take up a connection: {}", id_, e.what());
+      }
       accept(i);
       return;
     }
-    // Out of descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM), or anything else that
-    // accept4() may keep returning: rest instead of spinning; the queue keeps its connections.
-    spdlog::warn("gateway worker {}: accept: {} (accepting again in {} ms)", id_, ec.message(), kAcceptBackoff.count());
+    // Out of descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM), or anything else accept4()
+    // may keep returning: rest instead of spinning; the queue keeps its connections. Logged at
+    // most every 10 s, with how often it happened since.
+    ++accept_errors_;
+    int64_t now = now_ns();
+    if (now - accept_error_logged_ns_ >= 10'000'000'000LL || accept_error_logged_ns_ == 0) {
+      spdlog::warn("gateway worker {}: accept: {} (accepting again in {} ms; {} accept error(s) since the last report)",
+                   id_, ec.message(), kAcceptBackoff.count(), accept_errors_);
+      accept_error_logged_ns_ = now;
+      accept_errors_ = 0;
+    }
     auto t = std::make_shared<SteadyTimer>(io_, kAcceptBackoff);
     t->async_wait([this, i, t](const boost::system::error_code& e) {
       if (!e && !draining_) accept(i);
@@ -124,6 +138,8 @@ void Worker::accept(size_t i) {
   });
 }
 
+// Owns fd from the call on: closes it on every path that does not start a connection, including
+// a throw.
 void Worker::adopt(int fd, const tcp::endpoint& peer, size_t listener) {
   if (connection_count_.load(std::memory_order_relaxed) >= static_cast<size_t>(shared_.config.max_connections)) {
     // Over the per-worker limit (every worker is, or balancing would have found a less loaded
@@ -134,7 +150,12 @@ void Worker::adopt(int fd, const tcp::endpoint& peer, size_t listener) {
   }
   boost::system::error_code ec;
   Socket socket(io_);
-  socket.assign(listener_protocols_[listener], fd, ec);
+  try {
+    socket.assign(listener_protocols_[listener], fd, ec);  // may fail to allocate its reactor state
+  } catch (...) {
+    ::close(fd);
+    throw;
+  }
   if (ec) {
     spdlog::error("gateway worker {}: cannot take up an accepted connection: {}", id_, ec.message());
     ::close(fd);
@@ -159,18 +180,21 @@ bool Worker::hand_over(int fd, const tcp::endpoint& peer, size_t listener) {
   }
   if (!best) return false;  // this worker is among the least loaded: keep it
   // Not yet in this worker's reactor: the descriptor moves with no epoll_ctl on this side.
-  best->receive(fd, peer, listener);
+  if (!best->receive(fd, peer, listener)) return false;
   if (shared_.metrics.connections_handed_over) shared_.metrics.connections_handed_over->inc();
   return true;
 }
 
-void Worker::receive(int fd, const tcp::endpoint& peer, size_t listener) {
+bool Worker::receive(int fd, const tcp::endpoint& peer, size_t listener) {
   incoming_.fetch_add(1, std::memory_order_relaxed);
   bool was_empty;
-  {
+  try {
     std::lock_guard lock(inbox_mu_);
     was_empty = inbox_.empty();
     inbox_.push_back({fd, peer, listener});
+  } catch (const std::bad_alloc&) {
+    incoming_.fetch_sub(1, std::memory_order_relaxed);
+    return false;  // the caller keeps the descriptor
   }
   // A non-empty queue has a wake-up on its way, or is being taken (the taker reads the eventfd
   // before it takes the queue, so whatever it misses announces itself again).
@@ -179,6 +203,7 @@ void Worker::receive(int fd, const tcp::endpoint& peer, size_t listener) {
     while (::write(wake_fd_, &one, sizeof one) < 0 && errno == EINTR) {
     }
   }
+  return true;
 }
 
 void Worker::wait_inbox() {
@@ -199,10 +224,14 @@ void Worker::take_inbox() {
     batch.swap(inbox_);
   }
   for (const Handover& h : batch) {
-    if (draining_)
-      ::close(h.fd);
-    else
-      adopt(h.fd, h.peer, h.listener);
+    try {
+      if (draining_)
+        ::close(h.fd);
+      else
+        adopt(h.fd, h.peer, h.listener);  // owns the descriptor, throwing or not
+    } catch (const std::exception& e) {
+      spdlog::error("gateway worker {}: cannot take up a connection: {}", id_, e.what());
+    }
     incoming_.fetch_sub(1, std::memory_order_relaxed);  // after adopt counted it
   }
 }

@@ -154,7 +154,8 @@ class Worker {
   // the least loaded one (HAProxy's and Envoy's exact balance). True when it did.
   bool hand_over(int fd, const tcp::endpoint& peer, size_t listener);
   // Thread-safe: queue an accepted descriptor (with its peer and listener index) for this worker.
-  void receive(int fd, const tcp::endpoint& peer, size_t listener);
+  // False (the caller keeps the descriptor) when the queue could not grow.
+  bool receive(int fd, const tcp::endpoint& peer, size_t listener);
   void wait_inbox();
   void take_inbox();
   // Takes an accepted descriptor into this worker's reactor and starts its connection (or closes
@@ -188,6 +189,9 @@ class Worker {
   std::mutex inbox_mu_;
   std::vector<Handover> inbox_;
   std::atomic<size_t> incoming_{0};
+  // Accept errors: counted, and logged at most every 10 s.
+  uint64_t accept_errors_ = 0;
+  int64_t accept_error_logged_ns_ = 0;
   int wake_fd_ = -1;  // owned by wake_
   std::unique_ptr<asio::posix::basic_stream_descriptor<Executor>> wake_;
   SteadyTimer sweep_timer_;
