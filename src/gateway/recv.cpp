@@ -1,41 +1,33 @@
 #include "gateway/recv.h"
 
+#include "gateway/private_member.h"
+
 #ifdef FLOTILLA_DRAIN_AWARE_RECV
 namespace flotilla::gateway {
 
+// Boost 1.74 keeps the epoll reactor's per-descriptor speculative-operation flags private (the
+// reactor is their friend), and basic_socket_acceptor its implementation (no derived-class way in).
+namespace private_access {
+struct DescriptorSpeculativeFlags {
+  friend auto member(DescriptorSpeculativeFlags);
+};
+struct AcceptorImplementation {
+  friend auto member(AcceptorImplementation);
+};
+template struct Expose<DescriptorSpeculativeFlags, &RecvReactor::descriptor_state::try_speculative_>;
+template struct Expose<AcceptorImplementation, &Acceptor::impl_>;
+}  // namespace private_access
+
 namespace {
-// Access to Boost 1.74's epoll_reactor::descriptor_state::try_speculative_ (private; the reactor
-// is its friend). An explicit instantiation may name private members in its template arguments
-// ([temp.spec.general]); the friend function hands the pointer to member out. Names are unique
-// across src/ (the sanitizer build is a unity build).
-struct SpeculativeFlags {
-  friend auto speculative_member(SpeculativeFlags);
-};
-template <typename Tag, auto Pointer>
-struct ExposeDescriptorMember {
-  friend auto speculative_member(Tag) { return Pointer; }
-};
-template struct ExposeDescriptorMember<SpeculativeFlags, &RecvReactor::descriptor_state::try_speculative_>;
-
-// And to basic_socket_acceptor's implementation (private, with no derived-class way in).
-struct AcceptorImpl {
-  friend auto acceptor_impl_member(AcceptorImpl);
-};
-template <typename Tag, auto Pointer>
-struct ExposeAcceptorMember {
-  friend auto acceptor_impl_member(Tag) { return Pointer; }
-};
-template struct ExposeAcceptorMember<AcceptorImpl, &Acceptor::impl_>;
-
 bool* speculative_flags(Socket& socket) {
   RecvReactor::descriptor_state* state = recv_detail::SocketAccess::impl(socket).reactor_data_;
-  return state ? (state->*speculative_member(SpeculativeFlags{})) : nullptr;
+  return state ? (state->*member(private_access::DescriptorSpeculativeFlags{})) : nullptr;
 }
 }  // namespace
 
 namespace recv_detail {
 RecvReactor::per_descriptor_data& acceptor_reactor_data(Acceptor& acceptor) {
-  return (acceptor.*acceptor_impl_member(AcceptorImpl{})).get_implementation().reactor_data_;
+  return (acceptor.*member(private_access::AcceptorImplementation{})).get_implementation().reactor_data_;
 }
 }  // namespace recv_detail
 

@@ -50,6 +50,13 @@
 
 namespace flotilla::gateway {
 
+// What async_accept4 hands over: the new descriptor (non-blocking, close-on-exec; -1 on error)
+// and the peer's address.
+struct Accepted {
+  int fd = -1;
+  tcp::endpoint peer;
+};
+
 #ifdef FLOTILLA_DRAIN_AWARE_RECV
 namespace recv_detail {
 namespace ad = asio::detail;
@@ -120,15 +127,6 @@ class RecvOp : public RecvOpBase {
   Handler handler_;
   ad::handler_work<Handler, Executor> work_;
 };
-
-}  // namespace recv_detail
-// What an accept hands over: the new descriptor (non-blocking, close-on-exec; -1 on error) and
-// the peer's address.
-struct Accepted {
-  int fd = -1;
-  tcp::endpoint peer;
-};
-namespace recv_detail {
 
 // The acceptor's reactor registration (basic_socket_acceptor keeps it private: recv.cpp).
 ad::epoll_reactor::per_descriptor_data& acceptor_reactor_data(Acceptor& acceptor);
@@ -287,10 +285,6 @@ template <typename Token>
 auto async_recv(RecvReactor&, Socket& socket, asio::mutable_buffer buffer, Token&& token) {
   return socket.async_read_some(buffer, std::forward<Token>(token));
 }
-struct Accepted {
-  int fd = -1;
-  tcp::endpoint peer;
-};
 // Asio's accept, then the descriptor taken out of the reactor again (an epoll_ctl pair).
 template <typename Token>
 auto async_accept4(RecvReactor&, Acceptor& acceptor, Token&& token) {

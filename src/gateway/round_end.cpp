@@ -10,6 +10,8 @@
 #define FLOTILLA_ROUND_END_IN_QUEUE 1
 #include <boost/asio/detail/op_queue.hpp>
 #include <boost/asio/detail/scheduler.hpp>
+
+#include "gateway/private_member.h"
 #endif
 
 namespace flotilla::gateway {
@@ -17,23 +19,17 @@ namespace flotilla::gateway {
 namespace ad = boost::asio::detail;
 
 #ifdef FLOTILLA_ROUND_END_IN_QUEUE
-namespace {
-// Access to two private members of Boost 1.74's scheduler: its handler queue and its reactor
-// task marker. An explicit instantiation may name private members in its template arguments
-// ([temp.spec.general]); the friend function hands the pointer to member out.
-struct QueueMember {
-  friend auto member(QueueMember);
+// Boost 1.74's scheduler keeps its handler queue and its reactor task marker private.
+namespace private_access {
+struct SchedulerQueue {
+  friend auto member(SchedulerQueue);
 };
-struct TaskMember {
-  friend auto member(TaskMember);
+struct SchedulerTask {
+  friend auto member(SchedulerTask);
 };
-template <typename Tag, auto Pointer>
-struct Expose {
-  friend auto member(Tag) { return Pointer; }
-};
-template struct Expose<QueueMember, &ad::scheduler::op_queue_>;
-template struct Expose<TaskMember, &ad::scheduler::task_operation_>;
-}  // namespace
+template struct Expose<SchedulerQueue, &ad::scheduler::op_queue_>;
+template struct Expose<SchedulerTask, &ad::scheduler::task_operation_>;
+}  // namespace private_access
 #endif
 
 RoundEnd::Op::Op(RoundEnd* owner) : ad::scheduler_operation(&Op::complete_op), round_end(owner) {}
@@ -62,8 +58,8 @@ void RoundEnd::schedule() {
   scheduled_ = true;
 #ifdef FLOTILLA_ROUND_END_IN_QUEUE
   auto& scheduler = boost::asio::use_service<ad::scheduler>(io_);
-  auto& queue = scheduler.*member(QueueMember{});
-  ad::scheduler_operation* task = &(scheduler.*member(TaskMember{}));
+  auto& queue = scheduler.*member(private_access::SchedulerQueue{});
+  ad::scheduler_operation* task = &(scheduler.*member(private_access::SchedulerTask{}));
   // Relink the queue as [everything but the reactor task] + this operation + the task. The
   // queue is this round's handlers (a few, one per ready event) and whatever was posted; the
   // task is absent only while the reactor runs, which is never while a handler runs on this
