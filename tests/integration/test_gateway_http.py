@@ -929,15 +929,17 @@ def test_connection_flood_keeps_process_alive(make_stack, make_backend):
             s.close()
     assert stack.proc.poll() is None
 
-    def served():
-        try:
-            with Client(stack.gw_port, timeout=2) as c:
-                c.send(request("GET", "/echo/after-flood", host="x.test"))
-                return c.read_response().status == 200
-        except (OSError, EOFError):
-            return False
+    wait_for(lambda: serves(stack, "/echo/after-flood"), timeout=10, what="a request served after the flood")
 
-    wait_for(served, timeout=10, what="a request served after the flood")
+
+def serves(stack, path):
+    """One GET through the gateway answered 200 (False on any connection failure)."""
+    try:
+        with Client(stack.gw_port, timeout=2) as c:
+            c.send(request("GET", path, host="x.test"))
+            return c.read_response().status == 200
+    except (OSError, EOFError):
+        return False
 
 
 def test_out_of_file_descriptors_pauses_accepting_and_recovers(make_stack, make_backend):
@@ -977,15 +979,7 @@ def test_out_of_file_descriptors_pauses_accepting_and_recovers(make_stack, make_
         resource.prlimit(pid, resource.RLIMIT_NOFILE, old)
     assert stack.proc.poll() is None
 
-    def served():
-        try:
-            with Client(stack.gw_port, timeout=2) as c:
-                c.send(request("GET", "/echo/after", host="x.test"))
-                return c.read_response().status == 200
-        except (OSError, EOFError):
-            return False
-
-    wait_for(served, timeout=10, what="a request served after descriptors were freed")
+    wait_for(lambda: serves(stack, "/echo/after"), timeout=10, what="a request served after descriptors were freed")
 
 
 def handed_over(stack):

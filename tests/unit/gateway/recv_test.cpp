@@ -29,6 +29,17 @@ namespace {
 using boost::system::error_code;
 using namespace std::chrono_literals;
 
+// Runs the io_context until done() or 2 s passed; done()'s last answer.
+template <typename Done>
+bool run_until(asio::io_context& io, Done done) {
+  auto deadline = std::chrono::steady_clock::now() + 2s;
+  while (!done() && std::chrono::steady_clock::now() < deadline) {
+    io.restart();
+    io.run_for(20ms);
+  }
+  return done();
+}
+
 struct Result {
   error_code ec;
   size_t n = 0;
@@ -50,12 +61,7 @@ class RecvTest : public ::testing::Test {
   }
   // Runs the io_context until the read completed or 2 s passed.
   bool finish() {
-    auto deadline = std::chrono::steady_clock::now() + 2s;
-    while (!result_ && std::chrono::steady_clock::now() < deadline) {
-      io_.restart();
-      io_.run_for(20ms);
-    }
-    return result_.has_value();
+    return run_until(io_, [this] { return result_.has_value(); });
   }
   std::string got() const { return std::string(buf_, result_ ? result_->n : 0); }
   void send(const std::string& s) { asio::write(peer_, asio::buffer(s)); }
@@ -209,12 +215,7 @@ class AcceptTest : public ::testing::Test {
     async_accept4(reactor_of(io_), acceptor_, [this](error_code ec, Accepted a) { accepted_.emplace(ec, std::move(a)); });
   }
   bool finish() {
-    auto deadline = std::chrono::steady_clock::now() + 2s;
-    while (!accepted_ && std::chrono::steady_clock::now() < deadline) {
-      io_.restart();
-      io_.run_for(20ms);
-    }
-    return accepted_.has_value();
+    return run_until(io_, [this] { return accepted_.has_value(); });
   }
   int take_fd() { return std::exchange(accepted_->second.fd, -1); }
 
@@ -325,12 +326,7 @@ TEST_F(AcceptTest, AnAdoptedSocketReadsWhatIsAlreadyThereAndWhatComesLater) {
   auto read = [&] {
     r.reset();
     async_recv(reactor_of(io_), socket, asio::buffer(buf), [&](error_code ec, size_t n) { r.emplace(ec, n); });
-    auto deadline = std::chrono::steady_clock::now() + 2s;
-    while (!r && std::chrono::steady_clock::now() < deadline) {
-      io_.restart();
-      io_.run_for(20ms);
-    }
-    return r.has_value();
+    return run_until(io_, [&] { return r.has_value(); });
   };
   ASSERT_TRUE(read());  // epoll_ctl ADD raised the event for the bytes already queued
   ASSERT_FALSE(r->first);
@@ -342,12 +338,7 @@ TEST_F(AcceptTest, AnAdoptedSocketReadsWhatIsAlreadyThereAndWhatComesLater) {
   io_.run_for(20ms);
   EXPECT_FALSE(r.has_value());
   asio::write(client, asio::buffer(std::string("late")));
-  auto deadline = std::chrono::steady_clock::now() + 2s;
-  while (!r && std::chrono::steady_clock::now() < deadline) {
-    io_.restart();
-    io_.run_for(20ms);
-  }
-  ASSERT_TRUE(r.has_value());
+  ASSERT_TRUE(run_until(io_, [&] { return r.has_value(); }));
   EXPECT_EQ(std::string(buf, r->second), "late");
 
   // And writes work on it without Asio setting it non-blocking first.
@@ -375,11 +366,7 @@ TEST_F(AcceptTest, ClosingAnAdoptedSocketLeavesNoRegistrationBehind) {
     char buf[4];
     std::optional<size_t> n;
     async_recv(reactor_of(io_), socket, asio::buffer(buf), [&](error_code e, size_t k) { n = e ? 0 : k; });
-    auto deadline = std::chrono::steady_clock::now() + 2s;
-    while (!n && std::chrono::steady_clock::now() < deadline) {
-      io_.restart();
-      io_.run_for(20ms);
-    }
+    run_until(io_, [&] { return n.has_value(); });
     ASSERT_EQ(n, std::optional<size_t>(1)) << "round " << i;
     socket.close(ec);
     ASSERT_FALSE(ec);
