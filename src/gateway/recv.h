@@ -26,6 +26,7 @@
 #include <boost/version.hpp>
 #include <fcntl.h>
 
+#include "common/unique_fd.h"
 #include "gateway/worker.h"
 
 #if BOOST_VERSION / 100 == 1074 && defined(BOOST_ASIO_HAS_EPOLL) && !defined(BOOST_ASIO_HAS_IOCP) && \
@@ -50,10 +51,10 @@
 
 namespace flotilla::gateway {
 
-// What async_accept4 hands over: the new descriptor (non-blocking, close-on-exec; -1 on error)
-// and the peer's address.
+// What async_accept4 hands over: the new descriptor (non-blocking, close-on-exec; invalid on
+// error) and the peer's address. Whoever holds it owns the descriptor: dropping it closes it.
 struct Accepted {
-  int fd = -1;
+  UniqueFd fd;
   tcp::endpoint peer;
 };
 
@@ -135,18 +136,13 @@ class AcceptOpBase : public ad::reactor_op {
  public:
   AcceptOpBase(int fd, func_type complete)
       : reactor_op(boost::system::error_code(), &AcceptOpBase::do_perform, complete), fd_(fd) {}
-  // A descriptor accepted but never handed to the handler (the io_context was destroyed first).
-  ~AcceptOpBase() {
-    if (accepted_.fd >= 0) ::close(accepted_.fd);
-  }
-
   static status do_perform(reactor_op* base) {
     auto* o = static_cast<AcceptOpBase*>(base);
     for (;;) {
       socklen_t len = static_cast<socklen_t>(o->accepted_.peer.capacity());
       int fd = ::accept4(o->fd_, o->accepted_.peer.data(), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
       if (fd >= 0) {
-        o->accepted_.fd = fd;
+        o->accepted_.fd.reset(fd);  // closed with the operation if no handler ever takes it
         o->accepted_.peer.resize(len);
         return done;
       }
@@ -186,16 +182,14 @@ class AcceptOp : public AcceptOpBase {
     auto* o = static_cast<AcceptOp*>(base);
     ptr p = {std::addressof(o->handler_), o, o};
     ad::handler_work<Handler, Executor> w(std::move(o->work_));
-    // Moved out: from here the handler owns the descriptor, whether or not it runs.
-    ad::move_binder2<Handler, boost::system::error_code, Accepted> handler(
-        0, std::move(o->handler_), o->ec_, std::exchange(o->accepted_, Accepted{}));
+    // Moved out: from here the handler owns the descriptor, and closes it whether or not it runs.
+    ad::move_binder2<Handler, boost::system::error_code, Accepted> handler(0, std::move(o->handler_), o->ec_,
+                                                                        std::move(o->accepted_));
     p.h = std::addressof(handler.handler_);
     p.reset();
     if (owner) {
       ad::fenced_block b(ad::fenced_block::half);
       w.complete(handler, handler.handler_);
-    } else if (handler.arg2_.fd >= 0) {
-      ::close(handler.arg2_.fd);
     }
   }
 
@@ -301,9 +295,9 @@ auto async_accept4(RecvReactor&, Acceptor& acceptor, Token&& token) {
                                 boost::system::error_code ignored;
                                 if (!ec) {
                                   // As accept4(SOCK_NONBLOCK | SOCK_CLOEXEC) would have made it.
-                                  a = Accepted{state->socket.release(ignored), state->peer};
-                                  ::fcntl(a.fd, F_SETFL, ::fcntl(a.fd, F_GETFL) | O_NONBLOCK);
-                                  ::fcntl(a.fd, F_SETFD, FD_CLOEXEC);
+                                  a = Accepted{UniqueFd(state->socket.release(ignored)), state->peer};
+                                  ::fcntl(a.fd.get(), F_SETFL, ::fcntl(a.fd.get(), F_GETFL) | O_NONBLOCK);
+                                  ::fcntl(a.fd.get(), F_SETFD, FD_CLOEXEC);
                                 }
                                 std::move(handler)(ec, std::move(a));
                               });

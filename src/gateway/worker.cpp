@@ -43,9 +43,8 @@ Worker::~Worker() {
   stop_and_join();
   idle_.clear();
   acceptors_.clear();
-  // Sockets handed over but never taken up (the worker stopped first).
+  // Sockets handed over but never taken up (the worker stopped first) close with the queue.
   std::lock_guard lock(inbox_mu_);
-  for (const Handover& h : inbox_) ::close(h.fd);
   inbox_.clear();
 }
 
@@ -105,13 +104,10 @@ void Worker::start() {
 
 void Worker::accept(size_t i) {
   async_accept4(reactor_of(io_), *acceptors_[i], [this, i](const boost::system::error_code& ec, Accepted a) {
-    if (ec == asio::error::operation_aborted || draining_) {
-      if (a.fd >= 0) ::close(a.fd);
-      return;
-    }
+    if (ec == asio::error::operation_aborted || draining_) return;  // `a` closes what it holds
     if (!ec) {
       try {
-        if (!hand_over(a.fd, a.peer, i)) adopt(a.fd, a.peer, i);  // either owns the descriptor now
+        if (!hand_over(a.fd, a.peer, i)) adopt(std::move(a.fd), a.peer, i);
       } catch (const std::exception& e) {
         // Out of memory, most likely: this connection is lost (adopt's socket closed it), the
         // listener is not.
@@ -138,36 +134,29 @@ void Worker::accept(size_t i) {
   });
 }
 
-// Owns fd from the call on: closes it on every path that does not start a connection, including
-// a throw.
-void Worker::adopt(int fd, const tcp::endpoint& peer, size_t listener) {
+// Every path that does not start a connection closes fd (it is owned here), a throw included.
+void Worker::adopt(UniqueFd fd, const tcp::endpoint& peer, size_t listener) {
   if (connection_count_.load(std::memory_order_relaxed) >= static_cast<size_t>(shared_.config.max_connections)) {
     // Over the per-worker limit (every worker is, or balancing would have found a less loaded
     // one): close at once. The process stays alive under a flood.
     if (shared_.metrics.connections_rejected) shared_.metrics.connections_rejected->inc();
-    ::close(fd);
     return;
   }
   boost::system::error_code ec;
   Socket socket(io_);
-  try {
-    socket.assign(listener_protocols_[listener], fd, ec);  // may fail to allocate its reactor state
-  } catch (...) {
-    ::close(fd);
-    throw;
-  }
+  socket.assign(listener_protocols_[listener], fd.get(), ec);  // may throw: cannot allocate its reactor state
   if (ec) {
     spdlog::error("gateway worker {}: cannot take up an accepted connection: {}", id_, ec.message());
-    ::close(fd);
     return;
   }
+  fd.release();  // the socket owns it now
   adopt_accepted(socket);
   auto c = std::make_shared<Connection>(*this, std::move(socket), *listener_services_[listener],
                                         peer.address().to_string());
   c->start();
 }
 
-bool Worker::hand_over(int fd, const tcp::endpoint& peer, size_t listener) {
+bool Worker::hand_over(UniqueFd& fd, const tcp::endpoint& peer, size_t listener) {
   if (shared_.workers.size() < 2) return false;
   Worker* best = nullptr;
   size_t best_load = load();
@@ -185,33 +174,46 @@ bool Worker::hand_over(int fd, const tcp::endpoint& peer, size_t listener) {
   return true;
 }
 
-bool Worker::receive(int fd, const tcp::endpoint& peer, size_t listener) {
+bool Worker::receive(UniqueFd& fd, const tcp::endpoint& peer, size_t listener) {
   incoming_.fetch_add(1, std::memory_order_relaxed);
   bool was_empty;
   try {
     std::lock_guard lock(inbox_mu_);
     was_empty = inbox_.empty();
-    inbox_.push_back({fd, peer, listener});
+    // emplace_back moves from `fd` only once it has room: if growing throws, fd is untouched.
+    inbox_.emplace_back(std::move(fd), peer, listener);
   } catch (const std::bad_alloc&) {
     incoming_.fetch_sub(1, std::memory_order_relaxed);
     return false;  // the caller keeps the descriptor
   }
   // A non-empty queue has a wake-up on its way, or is being taken (the taker reads the eventfd
   // before it takes the queue, so whatever it misses announces itself again).
-  if (was_empty) {
-    uint64_t one = 1;
-    while (::write(wake_fd_, &one, sizeof one) < 0 && errno == EINTR) {
-    }
-  }
+  if (was_empty) wake();
   return true;
+}
+
+void Worker::wake() {
+  uint64_t one = 1;
+  while (::write(wake_fd_, &one, sizeof one) < 0 && errno == EINTR) {
+  }
 }
 
 void Worker::wait_inbox() {
   wake_->async_wait(asio::posix::descriptor_base::wait_read, [this](const boost::system::error_code& ec) {
     if (ec) return;  // closed with the worker
-    take_inbox();
+    take_inbox();  // reads the eventfd first: a flag raised before a later wake() is seen below
+    if (!check_requests()) return;
     wait_inbox();
   });
+}
+
+bool Worker::check_requests() {
+  if (stop_requested_.load(std::memory_order_acquire)) {
+    io_.stop();
+    return false;
+  }
+  if (drain_requested_.load(std::memory_order_acquire) && !draining_) start_draining();
+  return true;
 }
 
 void Worker::take_inbox() {
@@ -223,12 +225,12 @@ void Worker::take_inbox() {
     std::lock_guard lock(inbox_mu_);
     batch.swap(inbox_);
   }
-  for (const Handover& h : batch) {
+  for (Handover& h : batch) {
     try {
       if (draining_)
-        ::close(h.fd);
+        h.fd.reset();
       else
-        adopt(h.fd, h.peer, h.listener);  // owns the descriptor, throwing or not
+        adopt(std::move(h.fd), h.peer, h.listener);  // owns the descriptor, throwing or not
     } catch (const std::exception& e) {
       spdlog::error("gateway worker {}: cannot take up a connection: {}", id_, e.what());
     }
@@ -254,13 +256,10 @@ void Worker::sweep() {
   sweep_timer_.expires_after(kSweep);
   sweep_timer_.async_wait([this](const boost::system::error_code& ec) {
     if (ec) return;
-    // Other threads only raise flags; the worker acts on them here, so its io_context needs no
-    // locks at all (BOOST_ASIO_CONCURRENCY_HINT_UNSAFE).
-    if (stop_requested_.load(std::memory_order_acquire)) {
-      io_.stop();
-      return;
-    }
-    if (drain_requested_.load(std::memory_order_acquire) && !draining_) start_draining();
+    // Other threads only raise flags (and wake the worker through its eventfd); the worker acts
+    // on them on its own thread, so its io_context needs no locks at all
+    // (BOOST_ASIO_CONCURRENCY_HINT_UNSAFE). Checked here too, in case a wake-up was lost.
+    if (!check_requests()) return;
     int64_t now = now_ns();
     // expire() may end a connection (and untrack it) only later, on its own coroutine: safe to
     // walk the list here.
@@ -366,7 +365,10 @@ void Worker::flush_queued() {
   flushing_.clear();
 }
 
-void Worker::drain() { drain_requested_.store(true, std::memory_order_release); }
+void Worker::drain() {
+  drain_requested_.store(true, std::memory_order_release);
+  wake();
+}
 
 void Worker::start_draining() {
   draining_ = true;
@@ -378,7 +380,8 @@ void Worker::start_draining() {
 
 void Worker::stop_and_join() {
   if (!thread_.joinable()) return;
-  stop_requested_.store(true, std::memory_order_release);  // the next sweep (≤ 50 ms) stops the loop
+  stop_requested_.store(true, std::memory_order_release);
+  wake();  // the loop stops at once (and at the latest at the next sweep)
   thread_.join();
 }
 

@@ -25,6 +25,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "common/unique_fd.h"
 #include "config/flotilla_file.h"
 #include "gateway/lb/load_balancer.h"
 #include "gateway/buffer.h"
@@ -101,7 +102,7 @@ class Worker {
   uint16_t listen(const std::string& address, uint16_t port_override, const std::string& service = {});
   void start();
   // Thread-safe: stop accepting, close idle connections, finish the rest (see Gateway::stop).
-  // Takes effect at the worker's next sweep (within 50 ms).
+  // Takes effect at once: the worker is woken through its eventfd.
   void drain();
   bool draining_requested() const { return drain_requested_.load(std::memory_order_acquire); }
   void stop_and_join();
@@ -151,16 +152,21 @@ class Worker {
   // Connection balancing: SO_REUSEPORT spreads connections by a hash of their addresses, so one
   // worker may get many more than another (64 connections on 2 workers: 145 vs 207 CPU ticks in
   // one run). A worker that accepts a connection while another has fewer hands the descriptor to
-  // the least loaded one (HAProxy's and Envoy's exact balance). True when it did.
-  bool hand_over(int fd, const tcp::endpoint& peer, size_t listener);
+  // the least loaded one (HAProxy's and Envoy's exact balance). True when it did (and `fd` has
+  // moved to that worker); false leaves `fd` with the caller.
+  bool hand_over(UniqueFd& fd, const tcp::endpoint& peer, size_t listener);
   // Thread-safe: queue an accepted descriptor (with its peer and listener index) for this worker.
-  // False (the caller keeps the descriptor) when the queue could not grow.
-  bool receive(int fd, const tcp::endpoint& peer, size_t listener);
+  // False (`fd` stays with the caller) when the queue could not grow.
+  bool receive(UniqueFd& fd, const tcp::endpoint& peer, size_t listener);
+  // Wakes the worker through its eventfd (hand-overs, drain, stop). Thread-safe.
+  void wake();
   void wait_inbox();
   void take_inbox();
+  // Acts on the drain and stop flags other threads raise. False when the loop is stopping.
+  bool check_requests();
   // Takes an accepted descriptor into this worker's reactor and starts its connection (or closes
   // it, over max_connections).
-  void adopt(int fd, const tcp::endpoint& peer, size_t listener);
+  void adopt(UniqueFd fd, const tcp::endpoint& peer, size_t listener);
   void sweep();
   void start_draining();
   void flush_queued();
@@ -180,9 +186,10 @@ class Worker {
   std::vector<std::unique_ptr<std::string>> listener_services_;  // by acceptor; stable addresses
   std::vector<tcp> listener_protocols_;                          // by acceptor
   // Sockets handed over by other workers: queued under the mutex, announced through an eventfd
-  // (written only when the queue was empty) that this worker's reactor waits on.
+  // (written only when the queue was empty) that this worker's reactor waits on. Descriptors
+  // still queued when the worker goes are closed with the queue.
   struct Handover {
-    int fd;
+    UniqueFd fd;
     tcp::endpoint peer;
     size_t listener;
   };

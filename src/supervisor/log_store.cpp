@@ -35,6 +35,7 @@
 #include <utility>
 
 #include "common/event_loop.h"
+#include "common/unique_fd.h"
 
 namespace flotilla::supervisor {
 
@@ -183,25 +184,6 @@ bool parse_log_name(std::string_view name, std::string& instance, int& rotation)
 }
 
 std::string rotated(const std::string& path, int n) { return path + "." + std::to_string(n); }
-
-struct LogFd {
-  int fd = -1;
-  LogFd() = default;
-  explicit LogFd(int f) : fd(f) {}
-  LogFd(LogFd&& o) noexcept : fd(std::exchange(o.fd, -1)) {}
-  LogFd& operator=(LogFd&& o) noexcept {
-    if (this != &o) {
-      reset();
-      fd = std::exchange(o.fd, -1);
-    }
-    return *this;
-  }
-  ~LogFd() { reset(); }
-  void reset() {
-    if (fd >= 0) ::close(fd);
-    fd = -1;
-  }
-};
 
 }  // namespace
 
@@ -668,17 +650,17 @@ class LineReader {
 //   - past the highest number listed (the listing may predate rotations) until two names in a row
 //     are missing (a rotation in progress leaves at most one gap);
 //   - again when a rotation replaced <instance>.log before we were done.
-std::vector<LogFd> open_instance(const std::string& base, int max_listed) {
+std::vector<UniqueFd> open_instance(const std::string& base, int max_listed) {
   constexpr int kAttempts = 50;  // rotations are rare; giving up only costs exactness
-  std::vector<LogFd> files;
+  std::vector<UniqueFd> files;
   for (int attempt = 1;; ++attempt) {
     files.clear();
     std::vector<std::pair<dev_t, ino_t>> seen;
     std::pair<dev_t, ino_t> id{};
     auto add = [&](const std::string& path) {
-      LogFd f(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+      UniqueFd f(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
       struct stat st {};
-      if (f.fd < 0 || ::fstat(f.fd, &st) != 0 || !S_ISREG(st.st_mode)) return false;
+      if (!f.valid() || ::fstat(f.get(), &st) != 0 || !S_ISREG(st.st_mode)) return false;
       id = {st.st_dev, st.st_ino};
       if (std::find(seen.begin(), seen.end(), id) == seen.end()) {
         seen.push_back(id);
@@ -761,17 +743,17 @@ LogAnswer read_logs(const std::string& dir, const LogQuery& query) {
     if (auto it = after.find(instance); it != after.end()) from = it->second;
     Pos pos;   // of the last record read
     std::deque<Entry>& kept = per_instance.emplace_back();
-    std::vector<LogFd> files = open_instance(service_dir + "/" + instance + ".log", max_rotation);
+    std::vector<UniqueFd> files = open_instance(service_dir + "/" + instance + ".log", max_rotation);
     for (size_t i = 0; i < files.size(); ++i) {
       // A follower's cursor is usually in the newest file: skip older ones that end before it
       // (only complete files: the last one may still grow).
       int64_t last_time = 0;
-      if (i + 1 < files.size() && from.set() && last_record_time(files[i].fd, last_time) &&
+      if (i + 1 < files.size() && from.set() && last_record_time(files[i].get(), last_time) &&
           last_time < from.time) {
         pos = {std::max(pos.time, last_time), 0};  // n is never needed below from.time
         continue;
       }
-      LineReader lines(files[i].fd);
+      LineReader lines(files[i].get());
       std::string_view line;
       ParsedLine rec;
       while (lines.next(line)) {

@@ -26,6 +26,7 @@
 #include <unordered_set>
 
 #include "common/event_loop.h"
+#include "common/unique_fd.h"
 #include "supervisor/cgroup.h"
 
 namespace flotilla::supervisor {
@@ -65,40 +66,16 @@ using std::chrono::milliseconds;
 
 constexpr milliseconds kReportDeadline{10'000};  // fork + exec of the shim, fork + exec of the service
 
-class Fd {
- public:
-  Fd() = default;
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() { reset(); }
-  Fd(Fd&& other) noexcept : fd_(other.release()) {}
-  Fd& operator=(Fd&& other) noexcept {
-    if (this != &other) {
-      reset();
-      fd_ = other.release();
-    }
-    return *this;
-  }
-  int get() const { return fd_; }
-  int release() { int fd = fd_; fd_ = -1; return fd; }
-  void reset() {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
-  }
-
- private:
-  int fd_ = -1;
-};
-
 struct Pipe {
-  Fd r, w;
+  UniqueFd r, w;
 };
 
 Pipe make_pipe() {
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC) < 0) throw std::runtime_error(std::string("pipe: ") + std::strerror(errno));
   Pipe p;
-  p.r = Fd(fds[0]);
-  p.w = Fd(fds[1]);
+  p.r = UniqueFd(fds[0]);
+  p.w = UniqueFd(fds[1]);
   return p;
 }
 
@@ -333,7 +310,7 @@ Spawned spawn(const LaunchSpec& spec) {
   Pipe out = make_pipe();
   Pipe err = make_pipe();
   Pipe status = make_pipe();
-  Fd devnull(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+  UniqueFd devnull(::open("/dev/null", O_RDONLY | O_CLOEXEC));
   if (devnull.get() < 0) throw std::runtime_error(std::string("/dev/null: ") + std::strerror(errno));
   for (int fd : {out.r.get(), err.r.get()}) ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
 

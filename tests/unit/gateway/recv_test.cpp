@@ -206,9 +206,6 @@ TEST_F(RecvTest, ManyRoundTripsInALoop) {
 class AcceptTest : public ::testing::Test {
  protected:
   void SetUp() override { acceptor_.non_blocking(true); }
-  void TearDown() override {
-    if (accepted_ && accepted_->second.fd >= 0) ::close(accepted_->second.fd);
-  }
   tcp::endpoint endpoint() const { return acceptor_.local_endpoint(); }
   void start() {
     accepted_.reset();
@@ -217,7 +214,7 @@ class AcceptTest : public ::testing::Test {
   bool finish() {
     return run_until(io_, [this] { return accepted_.has_value(); });
   }
-  int take_fd() { return std::exchange(accepted_->second.fd, -1); }
+  int take_fd() { return accepted_->second.fd.release(); }
 
   asio::io_context io_{BOOST_ASIO_CONCURRENCY_HINT_UNSAFE};
   Acceptor acceptor_{io_, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0)};
@@ -231,9 +228,9 @@ TEST_F(AcceptTest, GivesANonBlockingCloseOnExecDescriptorAndThePeersAddress) {
   ASSERT_TRUE(finish());
   ASSERT_FALSE(accepted_->first) << accepted_->first.message();
   const Accepted& a = accepted_->second;
-  ASSERT_GE(a.fd, 0);
-  EXPECT_TRUE(::fcntl(a.fd, F_GETFL) & O_NONBLOCK);
-  EXPECT_TRUE(::fcntl(a.fd, F_GETFD) & FD_CLOEXEC);
+  ASSERT_TRUE(a.fd.valid());
+  EXPECT_TRUE(::fcntl(a.fd.get(), F_GETFL) & O_NONBLOCK);
+  EXPECT_TRUE(::fcntl(a.fd.get(), F_GETFD) & FD_CLOEXEC);
   EXPECT_EQ(a.peer, client.local_endpoint());
 }
 
@@ -263,7 +260,7 @@ TEST_F(AcceptTest, QueuedConnectionsAreEachAcceptedOnce) {
     ASSERT_TRUE(finish()) << i;
     ASSERT_FALSE(accepted_->first);
     got.insert(accepted_->second.peer.port());
-    ::close(take_fd());
+    accepted_->second.fd.reset();
   }
   EXPECT_EQ(got, ports);
   start();
@@ -280,7 +277,7 @@ TEST_F(AcceptTest, ClosingTheAcceptorAbortsAWaitingAccept) {
   acceptor_.close(ignored);
   ASSERT_TRUE(finish());
   EXPECT_EQ(accepted_->first, asio::error::operation_aborted);
-  EXPECT_EQ(accepted_->second.fd, -1);
+  EXPECT_FALSE(accepted_->second.fd.valid());
 }
 
 TEST_F(AcceptTest, ADescriptorNeverDeliveredIsClosed) {
@@ -294,10 +291,7 @@ TEST_F(AcceptTest, ADescriptorNeverDeliveredIsClosed) {
     acceptor.assign(tcp::v4(), ::dup(acceptor_.native_handle()));
     acceptor.non_blocking(true);
     bool ran = false;
-    async_accept4(reactor_of(io), acceptor, [&](error_code, Accepted a) {
-      ran = true;
-      if (a.fd >= 0) ::close(a.fd);
-    });
+    async_accept4(reactor_of(io), acceptor, [&](error_code, Accepted) { ran = true; });
     EXPECT_FALSE(ran);
   }
   timeval two_seconds{2, 0};  // a leaked descriptor would leave the read waiting: fail instead
