@@ -9,7 +9,9 @@
 #   1. throughput: ROUNDS rounds, interleaved (nginx haproxy flotilla nginx haproxy flotilla ...),
 #      `wrk -t1 -cN -dDURATION --latency` at 64 and then 8 connections; per proxy the median of the
 #      rounds: req/s, p50, p99, the proxy's CPU seconds (utime+stime from /proc, all its threads
-#      and processes), requests per proxy CPU-second; flotilla's ratios to nginx and HAProxy
+#      and processes), requests per proxy CPU-second; flotilla's ratios to nginx and HAProxy, as
+#      ratios of the medians and round by round (the median of the per-round ratios, and in how
+#      many rounds flotilla was better); each run also shows the CPU the hypervisor took (steal)
 #   2. 2 workers: fresh proxies with 2 workers (nginx worker_processes 2, haproxy nbthread 2,
 #      flotilla workers: 2), ROUNDS interleaved rounds at 64 connections, medians as in 1; then
 #      ROUNDS more with a new connection per request (wrk -H "Connection: close"; the proxies keep
@@ -89,7 +91,10 @@ NGINX_CONNS=$(( PROXY_FDS - 100 ))              # worker_connections (client + u
 MAXCONN=$(( IDLE_CONNS + 200 ))                 # HAProxy maxconn, flotilla gateway.max_connections
 
 # Anything else using the CPUs skews every number: measure it for a second before starting.
-machine() { awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print t, $5 + $6 }' /proc/stat; }
+# "total idle+iowait steal" ticks of the whole machine. Steal is time the hypervisor gave this VM's
+# vCPUs to someone else while they had work: on a shared host it is the largest source of noise.
+machine() { awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print t, $5 + $6, $9 }' /proc/stat; }
+stolen() { awk -v a="$1" -v b="$2" -v t="$TICKS" 'BEGIN { split(a, x, " "); split(b, y, " "); printf "%.2f", (y[3] - x[3]) / t }'; }
 busy() { awk -v a="$1" -v b="$2" 'BEGIN { split(a, x, " "); split(b, y, " "); dt = y[1] - x[1]; v = 0
   if (dt > 0) v = (dt - (y[2] - x[2])) / dt * 100 * '"$NCPU"'; printf "%.0f", v }'; }
 s0=$(machine); sleep 1; OTHERS=$(busy "$s0" "$(machine)")
@@ -348,17 +353,17 @@ parse_wrk() {
     END { printf "%.0f %d %.3f %.3f %d\n", rps, n, p50, p99, err }' "$1"
 }
 
-declare -A RES   # RES[proxy,conns,round] = "rps requests p50 p99 errors cpu_s req_per_cpu_s other_cpu_s"
+declare -A RES   # RES[proxy,conns,round] = "rps requests p50 p99 errors cpu_s req_per_cpu_s other_cpu_s stolen_cpu_s"
 ERRORS=0
 run_wrk() {  # run_wrk NAME CONNS SECONDS KEY ("" for a warm-up) [WRK ARGS...]
-  local name=$1 conns=$2 secs=$3 key=$4 out pid t0 b0 w0 m0 t1 line cpu bcpu wcpu others rps n p50 p99 err
+  local name=$1 conns=$2 secs=$3 key=$4 out pid t0 b0 w0 m0 m1 t1 line cpu bcpu wcpu others steal rps n p50 p99 err
   shift 4
   out=$WORK/wrk-$name-c$conns-${key:-warmup}.txt
   out=${out//,/-}
   pid=${PID[$name]}
   t0=$(cpu_ticks "$pid"); b0=$(cpu_ticks "${PID[backend]}"); w0=$(cpu_children); m0=$(machine)
   run_child "$out" $(( secs + 30 )) wrk -t1 -c"$conns" -d"${secs}s" --timeout 5s --latency "$@" "http://127.0.0.1:${PORT[$name]}/"
-  t1=$(cpu_ticks "$pid")
+  t1=$(cpu_ticks "$pid"); m1=$(machine)
   (( CHILD_RC == 0 )) || { cat "$out" >&2; die "wrk against $name failed (exit $CHILD_RC)"; }
   kill -0 "$pid" 2>/dev/null || die "$name died during the load"
   [[ -n $key ]] || return 0
@@ -367,12 +372,13 @@ run_wrk() {  # run_wrk NAME CONNS SECONDS KEY ("" for a warm-up) [WRK ARGS...]
   cpu=$(awk -v a="$t0" -v b="$t1" -v t="$TICKS" 'BEGIN { printf "%.2f", (b - a) / t }')
   bcpu=$(awk -v a="$b0" -v b="$(cpu_ticks "${PID[backend]}")" -v t="$TICKS" 'BEGIN { printf "%.2f", (b - a) / t }')
   wcpu=$(awk -v a="$w0" -v b="$(cpu_children)" -v t="$TICKS" 'BEGIN { printf "%.2f", (b - a) / t }')
-  others=$(awk -v m="$(busy "$m0" "$(machine)")" -v s="$secs" -v c="$cpu" -v b="$bcpu" -v w="$wcpu" \
-    'BEGIN { o = m / 100 * s - c - b - w; if (o < 0) o = 0; printf "%.2f", o }')
-  RES[$key]="$rps $n $p50 $p99 $err $cpu $(awk -v n="$n" -v c="$cpu" 'BEGIN { printf "%.0f", (c > 0) ? n / c : 0 }') $others"
+  steal=$(stolen "$m0" "$m1")
+  others=$(awk -v m="$(busy "$m0" "$m1")" -v s="$secs" -v c="$cpu" -v b="$bcpu" -v w="$wcpu" -v st="$steal" \
+    'BEGIN { o = m / 100 * s - c - b - w - st; if (o < 0) o = 0; printf "%.2f", o }')
+  RES[$key]="$rps $n $p50 $p99 $err $cpu $(awk -v n="$n" -v c="$cpu" 'BEGIN { printf "%.0f", (c > 0) ? n / c : 0 }') $others $steal"
   (( err == 0 )) || ERRORS=1
-  printf '    %-9s c=%-3s %8s req/s  p50 %7.3f ms  p99 %7.3f ms  CPU s: proxy %5s backend %5s wrk %5s other %5s%s\n' \
-    "$name" "$conns" "$rps" "$p50" "$p99" "$cpu" "$bcpu" "$wcpu" "$others" "$( (( err == 0 )) || echo "  ERRORS: $err")"
+  printf '    %-9s c=%-3s %8s req/s  p50 %7.3f ms  p99 %7.3f ms  CPU s: proxy %5s backend %5s wrk %5s other %5s stolen %5s%s\n' \
+    "$name" "$conns" "$rps" "$p50" "$p99" "$cpu" "$bcpu" "$wcpu" "$others" "$steal" "$( (( err == 0 )) || echo "  ERRORS: $err")"
 }
 
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print ""; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
@@ -388,6 +394,24 @@ errsum() {
   local r t=0
   for r in $(seq "$3"); do t=$(( t + $(echo "${RES[$1,$2,$r]:-0 0 0 0 0}" | awk '{ print $5 }') )); done
   echo "$t"
+}
+# Round by round: every round runs the proxies back to back, so the ratio within a round cancels
+# most of the host's drift between rounds. paired OTHER CONNS FIELD ROUNDS LOWER_IS_BETTER prints
+# "MEDIAN_RATIO WINS N": the median of flotilla's per-round ratios to OTHER, and in how many of the
+# N rounds flotilla was better.
+paired() {
+  local r a b ratios wins=0 n=0 x
+  ratios=$(for r in $(seq "$4"); do
+    a=${RES[flotilla,$2,$r]:-}; b=${RES[$1,$2,$r]:-}
+    [[ -n $a && -n $b ]] || continue
+    awk -v a="$(echo "$a" | awk -v f="$3" '{ print $f }')" -v b="$(echo "$b" | awk -v f="$3" '{ print $f }')" \
+      'BEGIN { if (b > 0) printf "%.6f\n", a / b }'
+  done)
+  for x in $ratios; do
+    n=$(( n + 1 ))
+    if awk -v x="$x" -v low="$5" 'BEGIN { exit !((low && x < 1) || (!low && x > 1)) }'; then wins=$(( wins + 1 )); fi
+  done
+  if (( n == 0 )); then echo "n/a 0 0"; else echo "$(printf '%s\n' $ratios | median | awk '{ printf "%.2f", $1 }') $wins $n"; fi
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "" || b == "" || b == 0) print "n/a"; else printf "%.2f", a / b }'; }
 
@@ -523,7 +547,13 @@ table() {  # table CONNS ROUNDS
       r2=$(ratio "$(med flotilla "$c" 7 "$n")" "$(med "$o" "$c" 7 "$n")")
       r3=$(ratio "$(med flotilla "$c" 4 "$n")" "$(med "$o" "$c" 4 "$n")")
       TXT+=("$(printf '  flotilla / %-8s req/s x%s, req per CPU-s x%s, p99 x%s (p99: lower is better)' "$o" "$r1" "$r2" "$r3")")
-      RATIOS+=("| $(conns_label "$c" | sed 's/, median.*//; s/, 1 round//') | $o | $r1 | $r2 | $r3 |")
+      local q1 q2 q3
+      read -r -a q1 <<<"$(paired "$o" "$c" 1 "$n" 0)"
+      read -r -a q2 <<<"$(paired "$o" "$c" 7 "$n" 0)"
+      read -r -a q3 <<<"$(paired "$o" "$c" 4 "$n" 1)"
+      TXT+=("$(printf '    round by round:  req/s x%s (better in %s of %s rounds), req per CPU-s x%s (%s of %s), p99 x%s (%s of %s)' \
+        "${q1[0]}" "${q1[1]}" "${q1[2]}" "${q2[0]}" "${q2[1]}" "${q2[2]}" "${q3[0]}" "${q3[1]}" "${q3[2]}")")
+      RATIOS+=("| $(conns_label "$c" | sed 's/, median.*//; s/, 1 round//') | $o | $r1 | $r2 | $r3 | ${q1[0]}, ${q2[0]}, ${q3[0]} | ${q1[1]}, ${q2[1]}, ${q3[1]} of ${q1[2]} |")
     done
   fi
   TXT+=("")
@@ -532,6 +562,9 @@ RATIOS=()
 # How much CPU other work (builds, tests) took during the measured runs: it lowers every number.
 OTHER_CPU=$(for k in "${!RES[@]}"; do echo "${RES[$k]}" | awk '{ print $8 }'; done | median)
 OTHER_NOTE=$(awk -v o="$OTHER_CPU" -v d="$DURATION" 'BEGIN { printf "other processes used %.0f%% of a CPU during the median measured run (%.2f CPU s of %d s)%s", o / d * 100, o, d, (o / d > 0.1) ? ": the machine was not idle, the numbers are lower and noisier than they would be" : "" }')
+STEAL_MED=$(for k in "${!RES[@]}"; do echo "${RES[$k]}" | awk '{ print $9 }'; done | median)
+STEAL_MAX=$(for k in "${!RES[@]}"; do echo "${RES[$k]}" | awk '{ print $9 }'; done | sort -g | tail -1)
+OTHER_NOTE="$OTHER_NOTE; the hypervisor took $(awk -v s="$STEAL_MED" -v d="$DURATION" 'BEGIN { printf "%.0f%%", s / d * 100 }') of a CPU from this VM in the median run (steal, $STEAL_MED CPU s of $DURATION s; the most in one run: $STEAL_MAX)"
 TXT+=("$OTHER_NOTE" "")
 MD+=("" "Machine during the runs: $OTHER_NOTE.")
 for c in $CONNS_LIST; do table "$c" "$ROUNDS"; done
@@ -539,7 +572,8 @@ for c in $CONNS_LIST; do table "$c" "$ROUNDS"; done
 [[ ${SKIP_WORKERS2:-0} == 1 || ${SKIP_CLOSE:-0} == 1 ]] || table close "$ROUNDS"
 if (( FLOTILLA )); then
   MD+=("" "**flotilla's ratios** (req/s and req per CPU-s: higher is better; p99: lower is better)" ""
-       "| run | vs | req/s | req per proxy CPU-s | p99 |" "| --- | --- | ---: | ---: | ---: |" "${RATIOS[@]}")
+       "| run | vs | req/s | req per proxy CPU-s | p99 | round by round: median ratios (req/s, req per CPU-s, p99) | rounds flotilla was better in |"
+       "| --- | --- | ---: | ---: | ---: | --- | --- |" "${RATIOS[@]}")
 fi
 if [[ ${SKIP_IDLE:-0} != 1 ]]; then
   TXT+=("idle keep-alive connections ($IDLE_CONNS held, 1 worker; flotilla's target <= $IDLE_TARGET_KIB KiB)")
