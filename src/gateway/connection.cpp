@@ -951,7 +951,8 @@ Task<bool> Connection::handle_request() {
             }
             std::array<char, 16384> buf;
             while (!ec) {
-              size_t n = co_await async_recv(self->reactor_, self->socket_, asio::buffer(buf), asio::redirect_error(kAwait, ec));
+              size_t n = co_await async_recv_to_eof(self->reactor_, self->socket_, asio::buffer(buf),
+                                                    asio::redirect_error(kAwait, ec));
               if (ec || n == 0) break;
               self->set_deadline(Wait::tunnel, idle);
               co_await asio::async_write(tunnel_up->socket, asio::buffer(buf.data(), n), asio::redirect_error(kAwait, ec));
@@ -964,7 +965,7 @@ Task<bool> Connection::handle_request() {
       if (!nodelay_) set_nodelay();  // a tunnel's small messages must not wait for ACKs
       set_deadline(Wait::tunnel, idle);
       for (;;) {
-        size_t n = co_await async_recv(reactor_, tunnel_up->socket, asio::buffer(buf), asio::redirect_error(kAwait, ec));
+        size_t n = co_await async_recv_to_eof(reactor_, tunnel_up->socket, asio::buffer(buf), asio::redirect_error(kAwait, ec));
         if (ec || n == 0) break;
         set_deadline(Wait::tunnel, idle);
         co_await asio::async_write(socket_, asio::buffer(buf.data(), n), asio::redirect_error(kAwait, ec));
@@ -1053,8 +1054,12 @@ Task<bool> Connection::handle_request() {
         current_upstream_ = up.get();
         rb_.make_room(kRelay, kRelay);
         error_code ec;
-        size_t n = co_await async_recv(reactor_, up->socket, asio::buffer(rb_.write_ptr(), rb_.room()),
-                                                       asio::redirect_error(kAwait, ec));
+        // A body that ends with the close must see a FIN that came with its last bytes.
+        size_t n = kind == http1::BodyKind::until_close
+                       ? co_await async_recv_to_eof(reactor_, up->socket, asio::buffer(rb_.write_ptr(), rb_.room()),
+                                                    asio::redirect_error(kAwait, ec))
+                       : co_await async_recv(reactor_, up->socket, asio::buffer(rb_.write_ptr(), rb_.room()),
+                                             asio::redirect_error(kAwait, ec));
         clear_deadline();
         current_upstream_ = nullptr;
         if (timed_out_) {

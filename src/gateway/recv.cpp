@@ -29,6 +29,10 @@ namespace recv_detail {
 RecvReactor::per_descriptor_data& acceptor_reactor_data(Acceptor& acceptor) {
   return (acceptor.*member(private_access::AcceptorImplementation{})).get_implementation().reactor_data_;
 }
+
+void mark_readable(Socket& socket) {
+  if (bool* flags = speculative_flags(socket)) flags[asio::detail::epoll_reactor::read_op] = true;
+}
 }  // namespace recv_detail
 
 void adopt_accepted(Socket& socket) {

@@ -15,6 +15,17 @@
 // The reactor is per worker and single-threaded (BOOST_ASIO_CONCURRENCY_HINT_UNSAFE), so no
 // epoll_wait can run between the recv() and the flag update.
 //
+// Not where the end of the stream is the end of the message (a response body delimited by the
+// close, a tunnel): a FIN that arrives together with the last bytes raises no epoll event of its
+// own, so after a short read that took those bytes the next read would wait for an event that
+// never comes (until the idle timeout). nginx learns of such a FIN from EPOLLRDHUP, which Asio
+// does not register. async_recv_to_eof keeps Asio's behaviour there: after a short read it still
+// tries recv() first, and sees the end of the stream.
+// Elsewhere the FIN is not needed to end anything: a request or response head or body has its
+// own length, and a pooled upstream connection is checked before reuse. What it costs there: a
+// client that half-closes (shutdown(SHUT_WR)) right after its request is answered, and its
+// connection is then closed by the idle timeout rather than at once.
+//
 // The operation mirrors Boost 1.74's reactive_socket_recv_op (allocation through the handler,
 // handler work tracking, cancellation and close through the reactor's queues). With another
 // Boost version or a reactor other than epoll it falls back to async_read_some.
@@ -70,11 +81,12 @@ struct SocketAccess : Socket {
 
 class RecvOpBase : public ad::reactor_op {
  public:
-  RecvOpBase(int fd, void* data, size_t size, func_type complete)
+  RecvOpBase(int fd, void* data, size_t size, bool to_eof, func_type complete)
       : reactor_op(boost::system::error_code(), &RecvOpBase::do_perform, complete),
         fd_(fd),
         data_(data),
-        size_(size) {}
+        size_(size),
+        to_eof_(to_eof) {}
 
   static status do_perform(reactor_op* base) {
     auto* o = static_cast<RecvOpBase*>(base);
@@ -82,8 +94,9 @@ class RecvOpBase : public ad::reactor_op {
       ssize_t n = ::recv(o->fd_, o->data_, o->size_, 0);
       if (n > 0) {
         o->bytes_transferred_ = static_cast<size_t>(n);
-        // Less than asked: the socket is drained; wait for the next readiness event.
-        return static_cast<size_t>(n) < o->size_ ? done_and_exhausted : done;
+        // Less than asked: the socket is drained; wait for the next readiness event (but a FIN
+        // that came with these bytes would raise none: see async_recv_to_eof).
+        return static_cast<size_t>(n) < o->size_ && !o->to_eof_ ? done_and_exhausted : done;
       }
       if (n == 0) {
         o->ec_ = asio::error::eof;
@@ -100,6 +113,7 @@ class RecvOpBase : public ad::reactor_op {
   int fd_;
   void* data_;
   size_t size_;
+  bool to_eof_;
 };
 
 template <typename Handler>
@@ -107,8 +121,8 @@ class RecvOp : public RecvOpBase {
  public:
   BOOST_ASIO_DEFINE_HANDLER_PTR(RecvOp);
 
-  RecvOp(int fd, void* data, size_t size, Handler& handler, const Executor& io_ex)
-      : RecvOpBase(fd, data, size, &RecvOp::do_complete), handler_(std::move(handler)), work_(handler_, io_ex) {}
+  RecvOp(int fd, void* data, size_t size, bool to_eof, Handler& handler, const Executor& io_ex)
+      : RecvOpBase(fd, data, size, to_eof, &RecvOp::do_complete), handler_(std::move(handler)), work_(handler_, io_ex) {}
 
   // As reactive_socket_recv_op::do_complete: free the operation before the upcall.
   static void do_complete(void* owner, ad::operation* base, const boost::system::error_code&, std::size_t) {
@@ -131,6 +145,9 @@ class RecvOp : public RecvOpBase {
 
 // The acceptor's reactor registration (basic_socket_acceptor keeps it private: recv.cpp).
 ad::epoll_reactor::per_descriptor_data& acceptor_reactor_data(Acceptor& acceptor);
+// Makes the socket's next read try recv() before it waits for epoll, whatever an earlier short
+// read concluded (recv.cpp).
+void mark_readable(Socket& socket);
 
 class AcceptOpBase : public ad::reactor_op {
  public:
@@ -215,12 +232,16 @@ struct InitiateAccept {
 
 struct InitiateRecv {
   template <typename Handler>
-  void operator()(Handler&& handler, ad::epoll_reactor* reactor, Socket* socket, asio::mutable_buffer buffer) const {
+  void operator()(Handler&& handler, ad::epoll_reactor* reactor, Socket* socket, asio::mutable_buffer buffer,
+                  bool to_eof) const {
     using Op = RecvOp<std::decay_t<Handler>>;
     auto& impl = SocketAccess::impl(*socket);
     bool is_continuation = boost_asio_handler_cont_helpers::is_continuation(handler);
     typename Op::ptr p = {std::addressof(handler), Op::ptr::allocate(handler), nullptr};
-    p.p = new (p.v) Op(impl.socket_, buffer.data(), buffer.size(), handler, socket->get_executor());
+    p.p = new (p.v) Op(impl.socket_, buffer.data(), buffer.size(), to_eof, handler, socket->get_executor());
+    // A read to the end of the stream tries recv() first even after an earlier short read on this
+    // socket (a tunnel's first read, after the 101's head took the service's bytes and its FIN).
+    if (to_eof) mark_readable(*socket);
     if (buffer.size() == 0) {
       reactor->post_immediate_completion(p.p, is_continuation);  // as Asio: an empty read completes at once
     } else if ((impl.state_ & ad::socket_ops::non_blocking) ||
@@ -267,7 +288,15 @@ inline RecvReactor& reactor_of(asio::io_context& io) { return asio::use_service<
 template <typename Token>
 auto async_recv(RecvReactor& reactor, Socket& socket, asio::mutable_buffer buffer, Token&& token) {
   return asio::async_initiate<Token, void(boost::system::error_code, std::size_t)>(
-      recv_detail::InitiateRecv{}, token, &reactor, &socket, buffer);
+      recv_detail::InitiateRecv{}, token, &reactor, &socket, buffer, false);
+}
+// The same for a stream whose end matters (a body delimited by the close, a tunnel): a short read
+// does not stop the next read from trying recv() first, so a FIN that came with the last bytes is
+// seen at once (it raises no epoll event of its own).
+template <typename Token>
+auto async_recv_to_eof(RecvReactor& reactor, Socket& socket, asio::mutable_buffer buffer, Token&& token) {
+  return asio::async_initiate<Token, void(boost::system::error_code, std::size_t)>(
+      recv_detail::InitiateRecv{}, token, &reactor, &socket, buffer, true);
 }
 #else
 struct RecvReactor {};
@@ -277,6 +306,10 @@ inline RecvReactor& reactor_of(asio::io_context&) {
 }
 template <typename Token>
 auto async_recv(RecvReactor&, Socket& socket, asio::mutable_buffer buffer, Token&& token) {
+  return socket.async_read_some(buffer, std::forward<Token>(token));
+}
+template <typename Token>
+auto async_recv_to_eof(RecvReactor&, Socket& socket, asio::mutable_buffer buffer, Token&& token) {
   return socket.async_read_some(buffer, std::forward<Token>(token));
 }
 // Asio's accept, then the descriptor taken out of the reactor again (an epoll_ctl pair).

@@ -12,6 +12,9 @@ and whether the gateway reused its upstream connection); answers sent through se
   /bytes/<N>          200 with N bytes (Content-Length), streamed in 64 KiB writes
   /chunked/<N>        200 with N bytes, Transfer-Encoding: chunked (64 KiB chunks)
   /close              200 with Connection: close, then closes
+  /unframed/<N>       200 with N bytes and neither Content-Length nor chunked: the body ends with
+                      the close, which follows the last byte at once
+  /ws_goodbye         WebSocket-style upgrade: answers 101, sends "goodbye" and closes at once
   /ws                 WebSocket-style upgrade: answers 101, then echoes every byte back
   /_count             JSON {"total": n, "conns": number of distinct client connections, "heads": request
                       heads received (counted before the body is read)}, not counted
@@ -165,6 +168,27 @@ def _serve(port, name):
                     self.wfile.write(b"%x\r\n" % k + block[:k] + b"\r\n")
                     n -= k
                 self.wfile.write(b"0\r\n\r\n")
+                return
+            if parts[0] == "unframed" and len(parts) > 1:
+                n = int(parts[1])
+                self.close_connection = True  # the body ends with the connection (RFC 9112 6.3)
+                self.send_response(200)
+                self.send_header("X-Backend", name)
+                self.end_headers()
+                block = b"u" * (1 << 16)
+                while n > 0:
+                    k = min(n, len(block))
+                    self.wfile.write(block[:k])
+                    n -= k
+                return
+            if parts[0] == "ws_goodbye":
+                self.send_response(101)
+                self.send_header("Upgrade", self.headers.get("Upgrade", "websocket"))
+                self.send_header("Connection", "Upgrade")
+                self.end_headers()
+                self.wfile.flush()
+                self.connection.sendall(b"goodbye")
+                self.close_connection = True  # the FIN right behind the last bytes
                 return
             if parts[0] == "close":
                 self.close_connection = True

@@ -697,6 +697,34 @@ def test_websocket_upgrade_tunnelled(gw):
         assert c.buf == b""
 
 
+def test_websocket_tunnel_ends_when_the_service_closes(gw):
+    # The service's last bytes and its FIN arrive together: the client must get both at once,
+    # not the bytes and then the close only when the idle timeout (60 s here) ends the tunnel.
+    for i in range(5):
+        with Client(gw.port, timeout=10) as c:
+            c.send(request("GET", "/ws_goodbye", headers=[("Connection", "Upgrade"), ("Upgrade", "websocket"),
+                                                          ("Sec-WebSocket-Version", "13")]))
+            assert c.read_head().status == 101
+            assert c.read_to_close() == b"goodbye", i  # a lost close times out here instead
+
+
+@pytest.mark.parametrize("size", [5_000, 200_000, 1 << 20])
+def test_unframed_response_ends_when_the_service_closes(gw, size):
+    # Neither Content-Length nor chunked: the body ends with the service's close, and the gateway
+    # then closes the client's connection. The FIN follows the last bytes at once, so it is often
+    # there before the gateway has read them; it must still be seen (the idle timeout is 60 s here,
+    # and the client's reads give up after 10).
+    for i in range(3):
+        with Client(gw.port, timeout=10) as c:
+            c.send(request("GET", f"/unframed/{size}"))
+            r = c.read_head()
+            assert r.status == 200, r
+            assert r.header("content-length") is None and r.header("transfer-encoding") is None, r
+            assert "close" in r.header("connection", "").lower(), r
+            body = c.read_to_close()
+            assert len(body) == size and body == b"u" * size, (i, len(body))
+
+
 def test_hop_by_hop_headers_removed(gw):
     r = one(gw, request("GET", "/echo/hop", headers=[
         ("Connection", "x-secret, keep-alive"), ("X-Secret", "1"), ("Keep-Alive", "timeout=5"), ("TE", "trailers"),

@@ -59,6 +59,12 @@ class RecvTest : public ::testing::Test {
     async_recv(reactor_of(io_), socket_, asio::buffer(buf_, size),
                [this](error_code ec, size_t n) { result_ = Result{ec, n}; });
   }
+  // The same with async_recv_to_eof.
+  void start_to_eof(size_t size) {
+    result_.reset();
+    async_recv_to_eof(reactor_of(io_), socket_, asio::buffer(buf_, size),
+                      [this](error_code ec, size_t n) { result_ = Result{ec, n}; });
+  }
   // Runs the io_context until the read completed or 2 s passed.
   bool finish() {
     return run_until(io_, [this] { return result_.has_value(); });
@@ -91,6 +97,42 @@ TEST_F(RecvTest, ShortReadThenDataArrivingWhileTheNextReadWaits) {
   send("de");
   ASSERT_TRUE(finish());
   EXPECT_EQ(got(), "de");
+}
+
+// The bytes and the FIN arrive as one readiness event and one short read takes the bytes: no
+// event announces the FIN. A read to the end of the stream must still see it (a body delimited by
+// the close, a tunnel); async_recv would wait for the next event.
+TEST_F(RecvTest, AReadToEofSeesAFinThatCameWithTheLastBytes) {
+  send("abc");
+  start(16);
+  ASSERT_TRUE(finish());
+  start(16);  // drained: waits for epoll
+  spin_reactor();
+  send("xyz");
+  peer_.shutdown(tcp::socket::shutdown_send);
+  std::this_thread::sleep_for(20ms);  // bytes and FIN both there before the reactor looks
+  ASSERT_TRUE(finish());
+  EXPECT_EQ(got(), "xyz");
+  start_to_eof(16);
+  ASSERT_TRUE(finish());
+  EXPECT_EQ(result_->ec, asio::error::eof);
+}
+
+TEST_F(RecvTest, AReadToEofAfterAShortReadStillWaitsForLaterBytes) {
+  send("abc");
+  start_to_eof(16);
+  ASSERT_TRUE(finish());
+  EXPECT_EQ(got(), "abc");
+  start_to_eof(16);  // tries recv() (EAGAIN), then waits for epoll
+  spin_reactor();
+  EXPECT_FALSE(result_.has_value());
+  send("de");
+  ASSERT_TRUE(finish());
+  EXPECT_EQ(got(), "de");
+  peer_.shutdown(tcp::socket::shutdown_send);
+  start_to_eof(16);
+  ASSERT_TRUE(finish());
+  EXPECT_EQ(result_->ec, asio::error::eof);
 }
 
 TEST_F(RecvTest, DataThatArrivedBeforeTheNextReadIsNotLost) {
