@@ -1,6 +1,7 @@
 // An endpoint of a cluster (one passing instance of a service) and the state the gateway keeps
-// about it. EndpointState is keyed by address and shared by consecutive snapshots and by every
-// worker, so in-flight counts and outlier-detection state survive snapshot swaps (DESIGN §3).
+// about it. EndpointState is keyed by service and address and shared by consecutive snapshots and
+// by every worker, so in-flight counts and outlier-detection state survive snapshot swaps
+// (DESIGN §3); the same address under another service is another endpoint.
 // Every field a worker touches on the request path is a relaxed atomic: no locks.
 #pragma once
 
@@ -14,7 +15,7 @@ namespace flotilla::gateway {
 
 struct EndpointState {
   explicit EndpointState(std::string addr) : address(std::move(addr)) {}
-  const std::string address;  // "IP:PORT" ("[v6]:PORT"), the key
+  const std::string address;  // "IP:PORT" ("[v6]:PORT"); with the service, the key
 
   // Requests sent to this endpoint and not yet finished, across all workers (least_request).
   std::atomic<int64_t> active{0};

@@ -70,7 +70,9 @@ struct Gateway::Impl {
   std::map<std::string, uint16_t> service_ports;
   uint64_t next_version = 0;
   // Live across snapshots.
-  std::map<std::string, std::weak_ptr<EndpointState>> endpoint_states;  // by address
+  // By service, then address: a backend registered under two services is two endpoints, each
+  // with its own in-flight count and outlier state (Envoy's hosts are per cluster too).
+  std::map<std::pair<std::string, std::string>, std::weak_ptr<EndpointState>> endpoint_states;
   std::map<std::string, std::shared_ptr<ClusterShared>> cluster_shared;  // by service
   std::map<std::string, std::vector<EndpointSpec>> endpoints;            // by service, as last set
   std::map<std::string, std::shared_ptr<const Cluster>> clusters;        // by service
@@ -122,7 +124,7 @@ struct Gateway::Impl {
     for (const auto& e : endpoints[service]) {
       std::string address = e.host.find(':') != std::string::npos ? "[" + e.host + "]:" + std::to_string(e.port)
                                                                   : e.host + ":" + std::to_string(e.port);
-      auto& weak = endpoint_states[address];
+      auto& weak = endpoint_states[{service, address}];
       auto state = weak.lock();
       if (!state) {
         state = std::make_shared<EndpointState>(address);
@@ -246,9 +248,9 @@ uint16_t Gateway::service_port(const std::string& service) const {
   return it == impl_->service_ports.end() ? 0 : it->second;
 }
 
-EndpointLoad Gateway::endpoint_load(const std::string& address) const {
+EndpointLoad Gateway::endpoint_load(const std::string& service, const std::string& address) const {
   EndpointLoad out;
-  auto it = impl_->endpoint_states.find(address);
+  auto it = impl_->endpoint_states.find({service, address});
   if (it == impl_->endpoint_states.end()) return out;
   auto s = it->second.lock();
   if (!s) return out;

@@ -68,8 +68,8 @@ class Gateway {
   std::vector<uint16_t> ports() const;
   // The port of a service's own listener (GatewaySection::service_listeners); 0: none.
   uint16_t service_port(const std::string& service) const;
-  // Live counters of the endpoint at "IP:PORT" (control thread).
-  EndpointLoad endpoint_load(const std::string& address) const;
+  // Live counters of a service's endpoint at "IP:PORT" (control thread).
+  EndpointLoad endpoint_load(const std::string& service, const std::string& address) const;
   int workers() const;
   size_t connections() const;
   // Clusters, endpoints and their live state (in-flight, ejections), for the agent API.

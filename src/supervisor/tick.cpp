@@ -48,7 +48,7 @@ void Supervisor::Impl::sample(ServiceRuntime& s, Clock::time_point now) {
   int64_t inflight = 0;
   for (auto& i : s.instances) {
     if (!gateway || !i->port) continue;
-    auto load = gateway->endpoint_load(i->address());
+    auto load = gateway->endpoint_load(s.name, i->address());
     if (!load.known) continue;
     // The first time the gateway knows an automatic-port instance, its counts are the
     // instance's own from zero (the gateway's per-address state is created when it is first

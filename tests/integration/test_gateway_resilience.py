@@ -225,6 +225,45 @@ def test_consecutive_5xx_eject_the_endpoint(make_stack, make_backend):
     assert bad.counts()["total"] == 5
 
 
+def test_ejection_is_per_service_even_for_a_shared_address(make_stack, make_backend):
+    # The same three backends are instances of two services. Failures seen through one service
+    # eject the endpoint there only: the other service keeps sending to it, and its counts and
+    # metrics stay its own.
+    routes = ("    - match: {host: web.test}\n      service: web\n      retry: {attempts: 1}\n"
+              "    - match: {host: other.test}\n      service: other\n      retry: {attempts: 1}\n")
+    services = ("  web:\n    outlier_detection: {consecutive_failures: 5, base_ejection_time: 30s}\n"
+                "  other:\n    outlier_detection: {consecutive_failures: 5, base_ejection_time: 30s}\n")
+    stack = make_stack(gateway_yaml(routes, services, workers=2))
+    backends = [make_backend(n) for n in ("a", "b", "bad")]
+    for b in backends:
+        stack.register("web", b)
+        stack.register("other", b)
+    bad = backends[2]
+    bad_web, bad_other = f"web-{bad.port}", f"other-{bad.port}"
+    bad.force_status(503)
+
+    conn = http.client.HTTPConnection(GW_HOST, port_of(stack), timeout=10)
+    try:
+        for _ in range(40):
+            send(conn, headers={"Host": "web.test"})
+            if endpoint(stack, "web", bad_web)["Ejected"]:
+                break
+        assert endpoint(stack, "web", bad_web)["Ejected"] is True
+        seen_by_web = bad.counts()["total"]
+        assert seen_by_web == 5
+        ep = endpoint(stack, "other", bad_other)
+        assert ep["Ejected"] is False and ep["Failures"] == 0 and ep["Requests"] == 0, ep
+        assert metric(stack, "flotilla_gateway_ejected_endpoints", service="other") == 0
+        # `other` still round-robins over all three: the failing one gets its share.
+        answers = [send(conn, headers={"Host": "other.test"}) for _ in range(9)]
+    finally:
+        conn.close()
+    assert Counter(a.backend for a in answers) == {"a": 3, "b": 3, "bad": 3}, answers
+    assert bad.counts()["total"] == seen_by_web + 3
+    assert endpoint(stack, "other", bad_other)["Failures"] == 3
+    assert endpoint(stack, "web", bad_web)["Requests"] == 5
+
+
 def test_never_more_than_half_of_a_cluster_is_ejected(make_stack, make_backend):
     routes = "    - service: web\n      retry: {attempts: 1}\n"
     services = "  web:\n    outlier_detection: {consecutive_failures: 3}\n"
