@@ -128,13 +128,21 @@ struct RemoteRegistryFeed::Impl : std::enable_shared_from_this<RemoteRegistryFee
 };
 
 RemoteRegistryFeed::RemoteRegistryFeed(EventLoop& loop, std::string url, std::string token, Gateway& gateway) {
+  const std::string usage = "--registry \"" + url + "\" must be http://HOST:PORT, such as http://127.0.0.1:7700";
   std::string hp = url;
-  if (hp.rfind("http://", 0) == 0) hp = hp.substr(7);
+  if (hp.rfind("http://", 0) == 0) {
+    hp = hp.substr(7);
+  } else if (hp.find("://") != std::string::npos) {
+    // https:// would otherwise be read as a host named "https" and retried forever.
+    throw std::runtime_error(usage + " (the agent's API speaks plain HTTP; put a TLS proxy in front if it must cross an untrusted network)");
+  } else {
+    throw std::runtime_error(usage);
+  }
   while (!hp.empty() && hp.back() == '/') hp.pop_back();
   std::string host;
   uint16_t port;
-  if (!http::split_host_port(hp, host, port))
-    throw std::runtime_error("--registry \"" + url + "\" must be http://HOST:PORT, such as http://127.0.0.1:7700");
+  if (hp.find_first_of("/?#@ \t") != std::string::npos || !http::split_host_port(hp, host, port) || port == 0)
+    throw std::runtime_error(usage);
   impl_ = std::make_shared<Impl>(loop, host, std::to_string(port), std::move(token), gateway);
 }
 

@@ -519,6 +519,26 @@ def test_standalone_gateway_without_registry_starts_and_catches_up(data_dir, mak
 
 # ---- graceful stop ----
 
+@pytest.mark.parametrize("registry, why", [
+    ("https://127.0.0.1:7700", "plain HTTP"),  # once read as a host named "https", retried forever
+    ("127.0.0.1:7700", "must be http://HOST:PORT"),
+    ("http://127.0.0.1", "must be http://HOST:PORT"),
+    ("http://127.0.0.1:0", "must be http://HOST:PORT"),
+    ("http://127.0.0.1:7700/v1", "must be http://HOST:PORT"),
+    ("http://user@127.0.0.1:7700", "must be http://HOST:PORT"),
+    ("http://:7700", "must be http://HOST:PORT"),
+])
+def test_standalone_gateway_refuses_a_bad_registry_url(data_dir, registry, why):
+    g = StandaloneGateway(data_dir, registry, "bad")
+    r = subprocess.run([BIN, "gateway", "-f", g.file, "--registry", registry], capture_output=True, text=True,
+                       timeout=10)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and registry in lines[0] and why in lines[0], r.stderr
+    with socket.socket() as s:  # nothing was left listening
+        s.bind(("127.0.0.1", g.port))
+
+
 def test_sigterm_finishes_in_flight_then_refuses(make_stack, make_backend):
     stack = make_stack(ROUTE_WEB)
     b = make_backend("slow")
