@@ -12,6 +12,7 @@
 #include <set>
 #include <sstream>
 
+#include "gateway/path.h"
 #include "http/server.h"
 
 namespace flotilla::config {
@@ -138,16 +139,29 @@ bool valid_service_name(const std::string& s) {
   return true;
 }
 
+// Requests are matched on their normalised path (gateway/path.h), without the query: a route path
+// that normalisation would change, or with a query, could never match. Say what to write instead.
+void check_route_path(const Reader& r, const YAML::Node& node, const std::string& key, const std::string& path) {
+  if (path.empty() || path[0] != '/') r.fail(node, key + " must start with /");
+  if (path.find_first_of("?#") != std::string::npos)
+    r.fail(node, key + " \"" + path + "\" has a query or fragment: routes match the path alone");
+  auto norm = gateway::normalize_path(path);
+  if (!norm) r.fail(node, key + " \"" + path + "\" has a malformed or control-character %-escape");
+  if (*norm != path)
+    r.fail(node, key + " \"" + path + "\" would never match: requests are matched after normalisation (escapes of "
+                   "letters and digits decoded, dot segments and repeated slashes removed); write \"" + *norm + "\"");
+}
+
 RouteMatch read_match(const Reader& r, const YAML::Node& n) {
   r.mapping(n, "match", {"path_prefix", "path", "host", "methods", "headers"});
   RouteMatch m;
   if (n["path_prefix"]) {
     m.path_prefix = r.string(n["path_prefix"], "match.path_prefix");
-    if (m.path_prefix.empty() || m.path_prefix[0] != '/') r.fail(n["path_prefix"], "match.path_prefix must start with /");
+    check_route_path(r, n["path_prefix"], "match.path_prefix", m.path_prefix);
   }
   if (n["path"]) {
     m.path = r.string(n["path"], "match.path");
-    if (m.path.empty() || m.path[0] != '/') r.fail(n["path"], "match.path must start with /");
+    check_route_path(r, n["path"], "match.path", m.path);
   }
   if (n["path"] && n["path_prefix"]) r.fail(n["path"], "give path or path_prefix, not both");
   if (n["host"]) {
@@ -155,13 +169,16 @@ RouteMatch read_match(const Reader& r, const YAML::Node& n) {
     auto h = m.host.rfind("*.", 0) == 0 ? m.host.substr(2) : m.host;
     if (h.empty() || h.find('*') != std::string::npos || h.find('/') != std::string::npos)
       r.fail(n["host"], "match.host must be a host name, or *.domain for any subdomain");
+    if (h.front() != '[' && h.find(':') != std::string::npos)
+      r.fail(n["host"], "match.host must not have a port: the port in a request's Host is ignored when matching");
+    if (h.size() > 1 && h.back() == '.') m.host.pop_back();  // "a.example." is "a.example"
     std::transform(m.host.begin(), m.host.end(), m.host.begin(), [](unsigned char c) { return std::tolower(c); });
   }
   if (n["methods"]) {
     static const std::set<std::string> known = {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE"};
     for (const auto& e : n["methods"]) {
       auto v = r.string(e, "match.methods entries");
-      if (!known.count(v)) r.fail(e, "unknown method \"" + v + "\" (GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS)");
+      if (!known.count(v)) r.fail(e, "unknown method \"" + v + "\" (GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, TRACE)");
       m.methods.push_back(v);
     }
     if (!n["methods"].IsSequence()) r.fail(n["methods"], "match.methods must be a list such as [GET, POST]");
@@ -191,7 +208,13 @@ Route read_route(const Reader& r, const YAML::Node& n) {
     if (route.strip_prefix && route.match.path_prefix.empty())
       r.fail(n["strip_prefix"], "strip_prefix needs match.path_prefix");
   }
-  if (n["timeout"]) route.timeout = r.duration(n["timeout"], "timeout");
+  if (n["timeout"]) {
+    route.timeout = r.duration(n["timeout"], "timeout");
+    // 0 would end every request before its first try (Envoy reads 0 as "no timeout"; flotilla
+    // has no unbounded wait for an answer): say so here rather than answer 503 to everything.
+    if (route.timeout.count() == 0)
+      r.fail(n["timeout"], "timeout must be above 0 (for long polls and slow answers use a long one, such as 10m)");
+  }
   if (n["max_body"]) {
     bool ok;
     route.max_body_bytes = parse_size(r.string(n["max_body"], "max_body"), ok);

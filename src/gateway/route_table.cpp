@@ -27,6 +27,8 @@ bool path_prefix_matches(std::string_view prefix, std::string_view path) {
 
 bool host_matches(std::string_view pattern, std::string_view host) {
   host = strip_port(host);
+  // "shop.example." is the same fully qualified name as "shop.example" (RFC 1034 §3.1).
+  if (host.size() > 1 && host.back() == '.') host.remove_suffix(1);
   if (pattern.rfind("*.", 0) == 0) {
     auto suffix = pattern.substr(1);  // ".example.com"
     return host.size() > suffix.size() && iequals(host.substr(host.size() - suffix.size()), suffix);

@@ -152,6 +152,34 @@ TEST(FlotillaFile, ErrorsNameFileLineAndColumn) {
   EXPECT_NE(error_of("name: [unclosed\n").find("not valid YAML"), std::string::npos);
 }
 
+TEST(FlotillaFile, RejectsRoutesThatCouldNeverMatch) {
+  auto route = [](const std::string& line) {
+    return error_of("name: shop\ngateway:\n  routes:\n    - service: web\n      " + line + "\n");
+  };
+  EXPECT_EQ(route("match: {path_prefix: /dots/../x}"),
+            "app/flotilla.yaml:5:28: match.path_prefix \"/dots/../x\" would never match: requests are matched after "
+            "normalisation (escapes of letters and digits decoded, dot segments and repeated slashes removed); "
+            "write \"/x\"");
+  EXPECT_NE(route("match: {path: /%7Euser}").find("write \"/~user\""), std::string::npos);
+  EXPECT_NE(route("match: {path: /a//b}").find("write \"/a/b\""), std::string::npos);
+  EXPECT_NE(route("match: {path: /a%2fb}").find("write \"/a%2Fb\""), std::string::npos);
+  EXPECT_NE(route("match: {path: /a%zz}").find("malformed"), std::string::npos);
+  EXPECT_NE(route("match: {path: /a%00}").find("malformed or control-character"), std::string::npos);
+  EXPECT_NE(route("match: {path: \"/search?q=1\"}").find("query"), std::string::npos);
+  EXPECT_EQ(route("match: {host: \"shop.example:8080\"}"),
+            "app/flotilla.yaml:5:21: match.host must not have a port: the port in a request's Host is ignored when "
+            "matching");
+  EXPECT_EQ(route("timeout: 0s"),
+            "app/flotilla.yaml:5:16: timeout must be above 0 (for long polls and slow answers use a long one, such as "
+            "10m)");
+  // Normal forms pass; a trailing dot in a host is dropped ("a.example." is "a.example").
+  auto f = parse("name: shop\ngateway:\n  routes:\n    - service: web\n      match: {host: Shop.Example., "
+                 "path_prefix: /a/%2F/~x/}\n",
+                 "flotilla.yaml");
+  EXPECT_EQ(f.gateway->routes[0].match.host, "shop.example");
+  EXPECT_EQ(f.gateway->routes[0].match.path_prefix, "/a/%2F/~x/");
+}
+
 TEST(FlotillaFile, RejectsBadValues) {
   const char* bad[] = {
       "",                                                                        // empty

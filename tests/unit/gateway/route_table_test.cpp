@@ -82,4 +82,9 @@ TEST(RouteTable, HostMatching) {
   EXPECT_FALSE(host_matches("*.example.com", "example.com"));
   EXPECT_FALSE(host_matches("*.example.com", "badexample.com"));
   EXPECT_TRUE(host_matches("[::1]", "[::1]:8080"));
+  // A fully qualified name with its root dot is the same name.
+  EXPECT_TRUE(host_matches("shop.example.com", "shop.example.com."));
+  EXPECT_TRUE(host_matches("shop.example.com", "shop.example.com.:8080"));
+  EXPECT_TRUE(host_matches("*.example.com", "a.example.com."));
+  EXPECT_FALSE(host_matches("shop.example.com", "shop.example.com.."));
 }
