@@ -848,6 +848,9 @@ Task<bool> Connection::handle_request() {
         break;
     }
     last_outcome = ro;
+    // Per try, retried or not.
+    if (outcome == Outcome::timeout && shared.metrics.upstream_timeouts) shared.metrics.upstream_timeouts->inc();
+    if (outcome == Outcome::reset && shared.metrics.upstream_resets) shared.metrics.upstream_resets->inc();
     if (outlier.is_failure(ro)) ep.state->failures_total.fetch_add(1, std::memory_order_relaxed);
     if (outlier.report(*ep.state, cluster->endpoints, ro, now_ns())) {
       if (cs.metrics.ejections) cs.metrics.ejections->inc();
@@ -866,8 +869,6 @@ Task<bool> Connection::handle_request() {
     }
     if (outcome != Outcome::response) {
       int code = outcome == Outcome::timeout ? 504 : outcome == Outcome::connect_failure ? 503 : 502;
-      if (outcome == Outcome::timeout && shared.metrics.upstream_timeouts) shared.metrics.upstream_timeouts->inc();
-      if (outcome == Outcome::reset && shared.metrics.upstream_resets) shared.metrics.upstream_resets->inc();
       account(code);
       const char* msg = code == 504   ? "the service did not answer in time"
                         : code == 503 ? "could not connect to the service"
@@ -1087,7 +1088,6 @@ Task<bool> Connection::handle_request() {
 
   // A retry's backoff ran past the route's deadline.
   if (tries > 0 && now_ns() - request_done_at >= route_deadline) {
-    if (shared.metrics.upstream_timeouts) shared.metrics.upstream_timeouts->inc();
     account(504);
     co_await send_local(504, json_error("the service did not answer in time", "service", info.service),
                         has_body && !body_buffered);

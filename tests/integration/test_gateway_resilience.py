@@ -156,6 +156,8 @@ def test_post_is_not_retried_after_reset_but_get_is(make_stack, make_backend):
     closed_gets = closer.counts()["total"] - closer_before
     assert closed_gets >= 1
     assert metric(stack, "flotilla_gateway_retries_total", service="web") - retries_before == closed_gets
+    # Every try the closing endpoint cut short is counted, the retried ones too.
+    assert metric(stack, "flotilla_gateway_upstream_resets_total") == closer.counts()["total"]
 
 
 def test_per_try_timeout_moves_on_to_the_fast_endpoint(make_stack, make_backend):
@@ -174,6 +176,8 @@ def test_per_try_timeout_moves_on_to_the_fast_endpoint(make_stack, make_backend)
     # Those that tried the slow one first waited its per-try timeout, no more.
     waited = [a for a in answers if a.elapsed >= 0.29]
     assert len(waited) >= slow_tries, answers
+    # Each timed-out try is counted, though every request was answered 200.
+    assert metric(stack, "flotilla_gateway_upstream_timeouts_total") == slow_tries
 
 
 def test_route_timeout_answers_504_with_json(make_stack, make_backend):
