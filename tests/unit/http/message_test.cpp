@@ -47,3 +47,12 @@ TEST(Message, ErrorBodyNamesField) {
   EXPECT_EQ(r.status, 400);
   EXPECT_EQ(r.body, "{\"error\":\"Port must be an integer\",\"field\":\"Port\"}\n");
 }
+
+TEST(Message, EveryStatusTheGatewayAnswersItselfHasAReasonPhrase) {
+  // A status line such as "HTTP/1.1 504 " is legal but tells a person reading it nothing.
+  for (int status : {100, 101, 200, 204, 400, 404, 408, 413, 414, 429, 431, 500, 501, 502, 503, 504, 505})
+    EXPECT_FALSE(reason_phrase(status).empty()) << status;
+  EXPECT_EQ(reason_phrase(502), "Bad Gateway");
+  EXPECT_EQ(reason_phrase(504), "Gateway Timeout");
+  EXPECT_EQ(reason_phrase(299), "");  // unknown: empty, still a valid status line
+}
