@@ -89,6 +89,8 @@ void AccessLog::write(const AccessRecord& r) {
   line.append(",\"upstream\":");
   append_json_string(line, r.upstream);
   line.append(",\"tries\":" + std::to_string(r.tries));
+  line.append(",\"request_id\":");
+  append_json_string(line, r.request_id);
   line.append("}\n");
   bool wake = false;
   {

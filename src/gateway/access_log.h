@@ -25,6 +25,7 @@ struct AccessRecord {
   std::string_view upstream;  // "IP:PORT" of the last try, or empty
   int tries = 0;
   std::string_view service;
+  std::string_view request_id;  // the X-Request-Id sent upstream; empty when nothing was forwarded
 };
 
 // Appends s as a JSON string (quotes included); control bytes and bytes >= 0x7f are escaped as

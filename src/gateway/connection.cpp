@@ -318,6 +318,12 @@ Task<void> Connection::run() {
   worker_.give_response_parser(std::move(response_parser_));
 }
 
+// A request refused before its head was parsed (malformed, too large, too slow): the log has the
+// client, the status and the answer's size; no method, host or path (there is none to trust).
+void Connection::log_refused(int status, size_t bytes) {
+  if (AccessLog* log = worker_.shared().access_log) log->write({client_ip_, {}, {}, {}, status, bytes, 0, {}, 0, {}, {}});
+}
+
 Task<bool> Connection::read_head() {
   const auto& cfg = worker_.shared().config;
   bool first = in_.empty();
@@ -333,7 +339,9 @@ Task<bool> Connection::read_head() {
       }
       if (r.status == http1::RequestParser::Status::error) {
         clear_deadline();
-        co_await send_local(r.http_status, json_error(r.reason), true);
+        std::string body = json_error(r.reason);
+        log_refused(r.http_status, body.size());
+        co_await send_local(r.http_status, body, true);
         co_return false;
       }
       if (first) {
@@ -346,7 +354,9 @@ Task<bool> Connection::read_head() {
       set_deadline(Wait::idle, ns(cfg.timeouts.idle));
     }
     if (in_.make_room(1024, kMaxHead) == 0) {  // the parser's limits fire before this
-      co_await send_local(431, json_error("request header fields too large"), true);
+      std::string body = json_error("request header fields too large");
+      log_refused(431, body.size());
+      co_await send_local(431, body, true);
       co_return false;
     }
     error_code ec;
@@ -356,7 +366,9 @@ Task<bool> Connection::read_head() {
       if (wait_ == Wait::none && !in_.empty() && !idle_) {
         // The head did not arrive in time.
         timed_out_ = false;
-        co_await send_local(408, json_error("request head not received in time"), true);
+        std::string body = json_error("request head not received in time");
+        log_refused(408, body.size());
+        co_await send_local(408, body, true);
       }
       co_return false;
     }
@@ -411,7 +423,8 @@ Task<bool> Connection::handle_request() {
       head_consumed = true;
     }
     if (shared.access_log)
-      shared.access_log->write({client_ip_, method, log_host, log_path, status, 0, now_ns() - started, {}, 0, log_service});
+      shared.access_log->write(
+          {client_ip_, method, log_host, log_path, status, body.size(), now_ns() - started, {}, 0, log_service});
     co_await send_local(status, body, has_body || !client_keep, extra);
     co_return !(has_body || !client_keep);
   };
@@ -527,7 +540,9 @@ Task<bool> Connection::handle_request() {
   ur.random[1] = worker_.random();
   ur.random[2] = worker_.random();
   out_.clear();
-  build_upstream_head(head, ur, out_);
+  std::string_view request_id = build_upstream_head(head, ur, out_);
+  std::string log_request_id;  // out_ changes: keep a copy for the log
+  if (shared.access_log) log_request_id.assign(request_id);
   in_.consume(head_length);  // from here on, `head` must not be used
   head_consumed = true;
 
@@ -874,10 +889,11 @@ Task<bool> Connection::handle_request() {
                         : code == 503 ? "could not connect to the service"
                                       : "the service's answer was malformed or cut short";
       bool ok_keep = !(has_body && !body_buffered && !request_streamed) && client_keep;
-      co_await send_local(code, json_error(msg, "service", info.service), !ok_keep);
+      std::string body = json_error(msg, "service", info.service);
+      co_await send_local(code, body, !ok_keep);
       if (shared.access_log)
-        shared.access_log->write({client_ip_, method, log_host, log_path, code, 0, now_ns() - started,
-                                  upstream_address, tries, info.service});
+        shared.access_log->write({client_ip_, method, log_host, log_path, code, body.size(), now_ns() - started,
+                                  upstream_address, tries, info.service, log_request_id});
       co_return ok_keep && !close_after_;
     }
 
@@ -935,6 +951,7 @@ Task<bool> Connection::handle_request() {
     if (code == 101) {
       // Tunnel: bytes both ways until either side closes or the idle timeout passes.
       if (!co_await write_down(down_head_, rb_.view())) co_return false;
+      bytes_down += rb_.size();
       rb_.clear();
       auto tunnel_up = std::shared_ptr<UpstreamConnection>(up.release());
       current_upstream_ = tunnel_up.get();
@@ -979,6 +996,10 @@ Task<bool> Connection::handle_request() {
       socket_.close(ignored);
       tunnel_up->socket.close(ignored);
       current_upstream_ = nullptr;
+      // Logged when the tunnel ends: its duration is the session's, its bytes the service's.
+      if (shared.access_log)
+        shared.access_log->write({client_ip_, method, log_host, log_path, code, bytes_down, now_ns() - started,
+                                  upstream_address, tries, info.service, log_request_id});
       co_return false;
     }
 
@@ -1082,21 +1103,20 @@ Task<bool> Connection::handle_request() {
     else if (up_keep && ok && request_streamed && (chunked_in ? chunked_.finished() : true)) worker_.put_idle(std::move(up));
     if (shared.access_log)
       shared.access_log->write({client_ip_, method, log_host, log_path, code, bytes_down, now_ns() - started,
-                                upstream_address, tries, info.service});
+                                upstream_address, tries, info.service, log_request_id});
     co_return ok && client_keep;
   }
 
-  // A retry's backoff ran past the route's deadline.
-  if (tries > 0 && now_ns() - request_done_at >= route_deadline) {
-    account(504);
-    co_await send_local(504, json_error("the service did not answer in time", "service", info.service),
-                        has_body && !body_buffered);
-    co_return !(has_body && !body_buffered) && client_keep;
-  }
-  // No try could be made (no endpoint).
-  account(503);
-  co_await send_local(503, json_error("no usable instance of the service", "service", info.service),
-                      has_body && !body_buffered);
+  // A retry's backoff ran past the route's deadline (504), or no try could be made (no endpoint: 503).
+  const bool late = tries > 0 && now_ns() - request_done_at >= route_deadline;
+  const int code = late ? 504 : 503;
+  account(code);
+  std::string body = json_error(late ? "the service did not answer in time" : "no usable instance of the service",
+                                "service", info.service);
+  co_await send_local(code, body, has_body && !body_buffered);
+  if (shared.access_log)
+    shared.access_log->write({client_ip_, method, log_host, log_path, code, body.size(), now_ns() - started,
+                              upstream_address, tries, info.service, log_request_id});
   co_return !(has_body && !body_buffered) && client_keep;
 }
 

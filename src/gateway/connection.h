@@ -42,6 +42,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Task<void> run();
   // Reads until a full head is parsed; false when the connection should just close.
   Task<bool> read_head();
+  void log_refused(int status, size_t bytes);
   Task<bool> handle_request();
   Task<void> send_local(int status, std::string_view body_json, bool close,
                                    std::string_view extra_header = {});

@@ -1151,16 +1151,20 @@ def test_access_log_one_json_line_per_request(gw):
     tag = uuid.uuid4().hex
     upstream = f"127.0.0.1:{gw.main.port}"
     # (method, path, host, status, upstream, service): answered by the backend, then by the gateway
-    sent = [("GET", f"/echo/{tag}/a", "main.test", 200, upstream, "main"),
+    sent = [("GET", f"/echo/{tag}/a", "main.test", 200, upstream, "main"),  # a client's X-Request-Id
             ("POST", f"/echo/{tag}/b", "main.test", 200, upstream, "main"),
             ("GET", f"/status/404?{tag}", "main.test", 404, upstream, "main"),
             ("DELETE", f"/echo/{tag}/c", "main.test", 200, upstream, "main"),
             ("GET", f"/nowhere/{tag}", "nohost.test", 404, "", ""),
             ("GET", f"/empty/{tag}", "nohost.test", 503, "", "empty")]
+    bodies = []
     with Client(gw.port) as c:
-        for method, path, host, status, _, _ in sent:
-            c.send(request(method, path, host=host, body=b"data" if method == "POST" else None))
-            assert c.read_response(method).status == status
+        for i, (method, path, host, status, _, _) in enumerate(sent):
+            headers = [("X-Request-Id", f"req-{tag}")] if i == 0 else []
+            c.send(request(method, path, host=host, headers=headers, body=b"data" if method == "POST" else None))
+            r = c.read_response(method)
+            assert r.status == status
+            bodies.append(len(r.body))
 
     def mine():
         if not os.path.exists(gw.access_log):
@@ -1175,6 +1179,46 @@ def test_access_log_one_json_line_per_request(gw):
     time.sleep(0.3)  # nothing more arrives for these requests
     found = mine()
     assert len(found) == len(sent), found
-    for rec, (method, path, host, status, up, service) in zip(found, sent):
+    for rec, (method, path, host, status, up, service), size in zip(found, sent, bodies):
         assert rec["method"] == method and rec["path"] == path and rec["status"] == status, rec
         assert rec["host"] == host and rec["upstream"] == up and rec["service"] == service, rec
+        assert rec["bytes"] == size > 0, (rec, size)  # the gateway's own JSON answers too
+        # The id sent upstream: the client's, else a new one; none when nothing was forwarded.
+        if up:
+            assert rec["request_id"] == f"req-{tag}" if rec is found[0] else re.fullmatch(r"[0-9a-f]{32}", rec["request_id"]), rec
+        else:
+            assert rec["request_id"] == "", rec
+
+
+def read_access_log(gw):
+    if not os.path.exists(gw.access_log):
+        return []
+    with open(gw.access_log) as f:
+        return [json.loads(line) for line in f.read().splitlines()]
+
+
+def test_access_log_has_refused_requests_and_tunnels(gw):
+    def refused():
+        return [r for r in read_access_log(gw) if r["method"] == "" and r["status"] in (400, 431)]
+
+    before = len(refused())
+    smuggle = "POST / HTTP/1.1\r\nHost: main.test\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    folded = "GET / HTTP/1.1\r\nHost: main.test\r\nX-A: 1\r\n folded\r\n\r\n"
+    for raw in (smuggle, folded):
+        with Client(gw.port) as c:
+            c.send(raw)
+            assert c.read_response().status == 400
+    got = wait_for(lambda: refused()[before:] if len(refused()) >= before + 2 else None, timeout=5,
+                   what="refused requests in the access log")
+    assert [r["client"] for r in got] == ["127.0.0.1"] * 2 and all(r["bytes"] > 0 for r in got), got
+
+    tag = uuid.uuid4().hex
+    with Client(gw.port) as c:
+        c.send(request("GET", f"/ws?{tag}", headers=[("Connection", "Upgrade"), ("Upgrade", "websocket")]))
+        assert c.read_head().status == 101
+        c.send(b"ping!")
+        assert c.read_exact(5) == b"ping!"
+    # Logged when the tunnel ends, with what the service sent.
+    rec = wait_for(lambda: next((r for r in read_access_log(gw) if tag in r["path"]), None), timeout=5,
+                   what="the tunnel's access log line")
+    assert rec["status"] == 101 and rec["service"] == "main" and rec["bytes"] == 5, rec
