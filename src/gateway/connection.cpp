@@ -64,14 +64,28 @@ std::optional<std::string_view> cookie_value(std::string_view header, std::strin
   return std::nullopt;
 }
 
+// Header lookup for route matching. A field sent more than once is matched as its values joined
+// with "," (RFC 9110 §5.3; Envoy's rule too): `x-env: prod` plus `x-env: dev` is "prod,dev" and
+// matches a route for neither, instead of whichever copy came first.
 struct HeaderLookup {
   const http1::RequestHead* head;
   mutable std::string_view found;
+  mutable std::string combined;
   static const std::string_view* get(const void* ctx, std::string_view lower) {
     auto* self = static_cast<const HeaderLookup*>(ctx);
-    auto v = self->head->field(lower);
-    if (!v) return nullptr;
-    self->found = *v;
+    int n = 0;
+    for (const auto& f : self->head->fields) {
+      if (!iequals(f.name, lower)) continue;
+      if (n++ == 0) {
+        self->found = f.value;
+        continue;
+      }
+      if (n == 2) self->combined.assign(self->found);
+      self->combined.push_back(',');
+      self->combined.append(f.value);
+    }
+    if (n == 0) return nullptr;
+    if (n > 1) self->found = self->combined;
     return &self->found;
   }
 };

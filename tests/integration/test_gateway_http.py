@@ -401,6 +401,9 @@ def test_methods_and_header_match(gw):
     assert routed(gw, "/m/x", headers=[("x-variant", "beta")])[:2] == (200, "beta")
     assert routed(gw, "/m/x", headers=[("X-Variant", "alpha")])[0] == 404
     assert routed(gw, "/m/x", headers=[("X-Variant", "betamax")])[0] == 404
+    # A header sent twice is matched as its values joined with ",": neither copy alone wins.
+    assert routed(gw, "/m/x", headers=[("X-Variant", "beta"), ("X-Variant", "alpha")])[0] == 404
+    assert routed(gw, "/m/x", headers=[("X-Variant", "alpha"), ("x-variant", "beta")])[0] == 404
     # both would match: the first route wins
     assert routed(gw, "/m/x", method="POST", headers=[("X-Variant", "beta")])[:2] == (200, "writer")
 
