@@ -64,6 +64,20 @@ std::optional<std::string_view> cookie_value(std::string_view header, std::strin
   return std::nullopt;
 }
 
+// Whether an Upgrade value lists h2c ("h2c", "websocket, h2c", "H2C").
+bool names_h2c(std::string_view protocols) {
+  while (!protocols.empty()) {
+    size_t comma = protocols.find(',');
+    std::string_view token = protocols.substr(0, comma);
+    while (!token.empty() && (token.front() == ' ' || token.front() == '\t')) token.remove_prefix(1);
+    while (!token.empty() && (token.back() == ' ' || token.back() == '\t')) token.remove_suffix(1);
+    if (iequals(token, "h2c")) return true;
+    if (comma == std::string_view::npos) break;
+    protocols.remove_prefix(comma + 1);
+  }
+  return false;
+}
+
 // Header lookup for route matching. A field sent more than once is matched as its values joined
 // with "," (RFC 9110 §5.3; Envoy's rule too): `x-env: prod` plus `x-env: dev` is "prod,dev" and
 // matches a route for neither, instead of whichever copy came first.
@@ -419,7 +433,10 @@ Task<bool> Connection::handle_request() {
   const std::optional<uint64_t> content_length = head.content_length;
   const bool chunked_in = head.chunked;
   const bool expect_continue = head.expect_continue && has_body;
-  const bool upgrade = head.upgrade;
+  // h2c is never tunnelled: the client would speak HTTP/2 to one instance for the rest of the
+  // connection, past routing, rate limits and the access log ("h2c smuggling"). The request goes
+  // on as a plain one, its Upgrade dropped as hop-by-hop (RFC 9113 §3.1 retired the upgrade).
+  const bool upgrade = head.upgrade && !names_h2c(head.upgrade_protocols);
   const std::string method(head.method);
   // What the access log says of the request, kept past the head's consumption.
   std::string log_path, log_host;

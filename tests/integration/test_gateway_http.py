@@ -700,6 +700,21 @@ def test_websocket_upgrade_tunnelled(gw):
         assert c.buf == b""
 
 
+@pytest.mark.parametrize("protocols", ["h2c", "H2C", "websocket, h2c"])
+def test_h2c_upgrade_is_not_tunnelled(gw, protocols):
+    # A tunnelled h2c connection would carry HTTP/2 requests past routing and rate limits
+    # ("h2c smuggling"): the request is forwarded as a plain one, without its Upgrade.
+    with Client(gw.port) as c:
+        c.send(request("GET", "/echo/h2c", headers=[("Connection", "Upgrade, HTTP2-Settings"), ("Upgrade", protocols),
+                                                    ("HTTP2-Settings", "AAMAAABkAAQAAP__")]))
+        r = c.read_response()
+        assert r.status == 200, r
+        seen = {k.lower() for k, _ in r.json()["headers"]}
+        assert "upgrade" not in seen and "http2-settings" not in seen, r.json()["headers"]
+        c.send(request("GET", "/echo/after"))  # still HTTP/1.1 on the same connection
+        assert c.read_response().json()["path"] == "/echo/after"
+
+
 def test_websocket_tunnel_ends_when_the_service_closes(gw):
     # The service's last bytes and its FIN arrive together: the client must get both at once,
     # not the bytes and then the close only when the idle timeout (60 s here) ends the tunnel.
