@@ -812,9 +812,21 @@ Task<bool> Connection::handle_request() {
           auto r = response_parser_->parse(rb_.view());
           if (r.status == http1::ResponseParser::Status::done) {
             int code = response_parser_->head().status;
-            if (code >= 100 && code < 200 && code != 101) {  // interim: not passed on
+            if (code >= 100 && code < 200 && code != 101) {
+              // An interim answer. 100 is the gateway's own business (it answers Expect itself);
+              // any other (103 Early Hints: a browser preloads while the service works) reaches
+              // an HTTP/1.1 client as it came, end-to-end fields only (RFC 9110 §15.2). An
+              // HTTP/1.0 client gets none. A failed write is left to the final answer's.
+              std::string interim;
+              if (code != 100 && minor == 1) build_downstream_head(response_parser_->head(), DownstreamResponse{}, interim);
               rb_.consume(r.head_length);
               response_parser_->reset();
+              if (!interim.empty()) {
+                const int64_t upstream_deadline = deadline_;
+                co_await write_down(interim);
+                set_deadline(Wait::upstream, std::max<int64_t>(0, upstream_deadline - now_ns()));
+                if (timed_out_) co_return false;  // the client took no bytes for timeouts.idle: drop it
+              }
               continue;
             }
             rhead_len = r.head_length;

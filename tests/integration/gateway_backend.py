@@ -15,6 +15,7 @@ and whether the gateway reused its upstream connection); answers sent through se
   /unframed/<N>       200 with N bytes and neither Content-Length nor chunked: the body ends with
                       the close, which follows the last byte at once
   /ws_goodbye         WebSocket-style upgrade: answers 101, sends "goodbye" and closes at once
+  /early              103 Early Hints (Link and Connection: x-hop, X-Hop: 1), then 200 "ok"
   /ws                 WebSocket-style upgrade: answers 101, then echoes every byte back
   /_count             JSON {"total": n, "conns": number of distinct client connections, "heads": request
                       heads received (counted before the body is read)}, not counted
@@ -181,6 +182,15 @@ def _serve(port, name):
                     self.wfile.write(block[:k])
                     n -= k
                 return
+            if parts[0] == "early":
+                self.send_response_only(103)
+                self.send_header("Link", "</style.css>; rel=preload; as=style")
+                self.send_header("Connection", "x-hop")
+                self.send_header("X-Hop", "1")
+                self.end_headers()
+                self.wfile.flush()
+                time.sleep(0.05)  # the service "works" after its hints
+                return self.send(200, b"ok")
             if parts[0] == "ws_goodbye":
                 self.send_response(101)
                 self.send_header("Upgrade", self.headers.get("Upgrade", "websocket"))

@@ -715,6 +715,25 @@ def test_h2c_upgrade_is_not_tunnelled(gw, protocols):
         assert c.read_response().json()["path"] == "/echo/after"
 
 
+def test_early_hints_reach_an_http11_client(gw):
+    # A proxy forwards 1xx answers (RFC 9110 15.2): 103 lets a browser preload while the service
+    # works. End-to-end fields only; the final answer follows on the same connection.
+    with Client(gw.port) as c:
+        for _ in range(2):
+            c.send(request("GET", "/early"))
+            hints = c.read_response()
+            assert hints.status == 103, hints
+            assert hints.header("link") == "</style.css>; rel=preload; as=style", hints
+            assert hints.header("x-hop") is None and hints.header("connection") is None, hints
+            final = c.read_response()
+            assert final.status == 200 and final.body == b"ok", final
+    # An HTTP/1.0 client cannot take interim answers: only the final one.
+    with Client(gw.port) as c:
+        c.send(request("GET", "/early", version="1.0"))
+        r = c.read_response()
+        assert r.status == 200 and r.body == b"ok", r
+
+
 def test_websocket_tunnel_ends_when_the_service_closes(gw):
     # The service's last bytes and its FIN arrive together: the client must get both at once,
     # not the bytes and then the close only when the idle timeout (60 s here) ends the tunnel.
