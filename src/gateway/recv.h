@@ -79,6 +79,18 @@ struct SocketAccess : Socket {
   static auto& impl(Socket& s) { return (s.*(&SocketAccess::impl_)).get_implementation(); }
 };
 
+// The tail of every operation's do_complete, as Asio's own: free the operation (its memory may be
+// reused by the handler), then make the upcall unless the io_context is being destroyed.
+template <typename Ptr, typename Work, typename Binder>
+void complete_op(void* owner, Ptr& p, Work& w, Binder& handler) {
+  p.h = std::addressof(handler.handler_);
+  p.reset();
+  if (owner) {
+    ad::fenced_block b(ad::fenced_block::half);
+    w.complete(handler, handler.handler_);
+  }
+}
+
 class RecvOpBase : public ad::reactor_op {
  public:
   RecvOpBase(int fd, void* data, size_t size, bool to_eof, func_type complete)
@@ -130,12 +142,7 @@ class RecvOp : public RecvOpBase {
     ptr p = {std::addressof(o->handler_), o, o};
     ad::handler_work<Handler, Executor> w(std::move(o->work_));
     ad::binder2<Handler, boost::system::error_code, std::size_t> handler(o->handler_, o->ec_, o->bytes_transferred_);
-    p.h = std::addressof(handler.handler_);
-    p.reset();
-    if (owner) {
-      ad::fenced_block b(ad::fenced_block::half);
-      w.complete(handler, handler.handler_);
-    }
+    complete_op(owner, p, w, handler);
   }
 
  private:
@@ -202,12 +209,7 @@ class AcceptOp : public AcceptOpBase {
     // Moved out: from here the handler owns the descriptor, and closes it whether or not it runs.
     ad::move_binder2<Handler, boost::system::error_code, Accepted> handler(0, std::move(o->handler_), o->ec_,
                                                                         std::move(o->accepted_));
-    p.h = std::addressof(handler.handler_);
-    p.reset();
-    if (owner) {
-      ad::fenced_block b(ad::fenced_block::half);
-      w.complete(handler, handler.handler_);
-    }
+    complete_op(owner, p, w, handler);
   }
 
  private:

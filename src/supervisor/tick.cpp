@@ -51,9 +51,9 @@ void Supervisor::Impl::sample(ServiceRuntime& s, Clock::time_point now) {
     auto load = gateway->endpoint_load(s.name, i->address());
     if (!load.known) continue;
     // The first time the gateway knows an automatic-port instance, its counts are the
-    // instance's own from zero (the gateway's per-address state is created when it is first
-    // routed, and automatic ports are not handed out again within 60 s): the requests, failures
-    // and ejections before this first tick count. A fixed port may still carry its previous
+    // instance's own from zero (the gateway's state per service and address is created when it
+    // is first routed, and automatic ports are not handed out again within 60 s): the requests,
+    // failures and ejections before this first tick count. A fixed port may still carry its previous
     // instance's counts, so there the first sample is only the baseline.
     gateway::EndpointLoad base = i->last_load;
     if (!base.known && i->spec->port_mode == config::ServiceSection::PortMode::automatic) base.known = true;
