@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
+#include <set>
 
 #include "cli/commands.h"
 #include "gateway/admin.h"
@@ -40,6 +41,19 @@ std::string hostname() {
   std::string h = buf;
   if (auto dot = h.find('.'); dot != std::string::npos) h = h.substr(0, dot);
   return h;
+}
+
+// The file as the gateway of `flotilla up` takes it: every service others depend on gets a
+// listener of its own (its <NAME>_URL), so a file with dependencies has a gateway even without a
+// `gateway:` section (then with no public listener).
+config::File gateway_file_of(const config::File& file) {
+  config::File out = file;
+  if (!out.gateway) {
+    out.gateway = config::GatewaySection{};
+    out.gateway->listen.clear();
+  }
+  out.gateway->service_listeners = supervisor::Supervisor::dependency_targets(file);
+  return out;
 }
 
 }  // namespace
@@ -103,13 +117,7 @@ int run_agent(const AgentOptions& o, const config::File* file) {
   const auto targets = file ? supervisor::Supervisor::dependency_targets(*file) : std::vector<std::string>{};
   if (file && (file->gateway || !targets.empty())) {
     try {
-      config::File gateway_file = *file;
-      if (!gateway_file.gateway) {
-        gateway_file.gateway = config::GatewaySection{};
-        gateway_file.gateway->listen.clear();
-      }
-      gateway_file.gateway->service_listeners = targets;
-      gw = std::make_unique<gateway::Gateway>(std::move(gateway_file), metrics);
+      gw = std::make_unique<gateway::Gateway>(gateway_file_of(*file), metrics);
       gw->listen();
     } catch (const std::exception& e) {
       std::cerr << who << ": " << e.what() << " (gateway.listen in " << file->path << " picks another address)\n";
@@ -140,9 +148,6 @@ int run_agent(const AgentOptions& o, const config::File* file) {
       std::fclose(f);
     }
   }
-  bool supervised = false;
-  if (file)
-    for (const auto& s : file->services) supervised = supervised || s.supervised();
 
   try {
     store::SqliteStore store({(std::filesystem::path(o.data_dir) / "registry.db").string(), 1024, &metrics}, loop);
@@ -162,8 +167,10 @@ int run_agent(const AgentOptions& o, const config::File* file) {
       gw->start();
       gateway_ptr = gw.get();
     }
+    // `flotilla up` always has a supervisor, even for an application of the gateway alone: it
+    // answers status, apply (`flotilla up` again) and down.
     std::unique_ptr<supervisor::Supervisor> sup;
-    if (supervised) {
+    if (file) {
       supervisor::Options so;
       so.data_dir = o.data_dir;
       sup = std::make_unique<supervisor::Supervisor>(loop, registry, store, gw.get(), metrics, so);
@@ -191,6 +198,23 @@ int run_agent(const AgentOptions& o, const config::File* file) {
         finish();
       });
       sup->stop_all(forget, [&] { finish(); });
+    };
+    // `flotilla up` again: the services are the supervisor's, routes the gateway's. The endpoints
+    // of newly routed services are set before any route sends to them.
+    supervisor_hooks.on_apply = [&](const config::File& next) -> nlohmann::json {
+      if (!gw) {
+        if (next.gateway || !supervisor::Supervisor::dependency_targets(next).empty())
+          return {{"RestartNeeded", {"gateway"}}};
+        return nullptr;
+      }
+      config::File gateway_file = gateway_file_of(next);
+      std::set<std::string> both = gateway::Gateway::services_of(gateway_file);
+      for (const auto& s : gw->services()) both.insert(s);
+      feed->follow(both);
+      gateway::GatewayChange change = gw->reconfigure(std::move(gateway_file));
+      feed->follow(gw->services());
+      spdlog::info("gateway: applied {}: {}", next.path, change.summary());
+      return change.to_json();
     };
     supervisor_hooks.on_down = [&] {
       // Let the answer reach the client before the API closes.

@@ -7,6 +7,8 @@
 #include <spdlog/spdlog.h>
 
 #include <iostream>
+#include <optional>
+#include <set>
 
 #include "cli/commands.h"
 #include "common/event_loop.h"
@@ -85,6 +87,8 @@ int run_gateway(const GatewayOptions& o) {
       return 1;
     }
   }
+  // Registered before the first sync: a SIGHUP meanwhile waits for the handler below.
+  boost::asio::signal_set hup(loop.io(), SIGHUP);
   feed->start();
   // Route nothing before every service's endpoints are known (or 5 s passed: the registry may be down).
   auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
@@ -105,6 +109,49 @@ int run_gateway(const GatewayOptions& o) {
     if (admin) admin->stop();
     loop.stop();
   });
+  // SIGHUP reloads the file (as nginx does): routes and the services' gateway keys change
+  // without closing a connection. Newly routed services are followed first, and the new routes
+  // take effect once their endpoints are known (or after 5 s, if the registry does not answer).
+  std::optional<config::File> pending;
+  std::chrono::steady_clock::time_point pending_until;
+  Timer reload_tick(loop);
+  std::function<void()> switch_when_synced = [&] {
+    if (!pending) return;
+    const bool synced = feed->synced();
+    if (!synced && std::chrono::steady_clock::now() < pending_until) {
+      reload_tick.arm(std::chrono::milliseconds(10), switch_when_synced);
+      return;
+    }
+    if (!synced) spdlog::warn("gateway: reload: the registry has not answered for every new service yet; switching anyway");
+    gateway::GatewayChange change = gw.reconfigure(std::move(*pending));
+    pending.reset();
+    feed->follow(gw.services());
+    spdlog::info("gateway: reloaded {}: {}", o.file, change.summary());
+  };
+  std::function<void(const boost::system::error_code&, int)> on_hup = [&](const boost::system::error_code& e, int) {
+    if (e) return;
+    hup.async_wait(on_hup);
+    config::File next;
+    try {
+      next = config::load_file(o.file);
+    } catch (const config::ConfigError& err) {
+      spdlog::error("gateway: reload: {}; keeping the running configuration", err.what());
+      return;
+    }
+    if (!next.gateway) {
+      spdlog::error("gateway: reload: {} has no `gateway:` section; keeping the running configuration", o.file);
+      return;
+    }
+    spdlog::info("gateway: received SIGHUP, reloading {}", o.file);
+    std::set<std::string> both = gateway::Gateway::services_of(next);
+    for (const auto& s : gw.services()) both.insert(s);
+    const bool waiting = pending.has_value();
+    pending = std::move(next);  // the latest file wins
+    pending_until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    feed->follow(both);
+    if (!waiting) switch_when_synced();
+  };
+  hup.async_wait(on_hup);
   loop.run();
   feed.reset();
   return 0;
@@ -116,7 +163,8 @@ std::function<int()> add_gateway(CLI::App& app) {
   auto* cmd = app.add_subcommand("gateway", "Run the gateway alone, following a remote registry");
   cmd->footer(
       "Reads the `gateway:` and `services:` sections of the file and follows the endpoints of the\n"
-      "routed services at --registry with blocking queries. Stops cleanly on SIGINT or SIGTERM.\n\n"
+      "routed services at --registry with blocking queries. SIGHUP reloads the file (routes and\n"
+      "services change without closing connections). Stops cleanly on SIGINT or SIGTERM.\n\n"
       "Example: flotilla gateway -f flotilla.yaml --registry http://10.0.0.5:7700 --admin 127.0.0.1:9901");
   cmd->add_option("-f,--file", o->file, "The application's file")->capture_default_str();
   cmd->add_option("--registry", o->registry, "The agent to follow (http://HOST:PORT)")->capture_default_str();

@@ -75,6 +75,20 @@ std::optional<int> apply_to_running(const config::File& file, const std::string&
             << "  changed:   " << join(j["Changed"]) << "  (rolling out; see flotilla status)\n"
             << "  removed:   " << join(j["Removed"]) << "\n"
             << "  unchanged: " << join(j["Unchanged"]) << "\n";
+  if (j.contains("Gateway") && j["Gateway"].is_object()) {
+    const auto& g = j["Gateway"];
+    if (g.contains("Routes")) {
+      std::cout << "  gateway:   " << g.value("Routes", 0) << " route(s), "
+                << (g.value("RoutesChanged", false) ? "changed" : "unchanged") << "; now routing to: "
+                << join(g.value("ServicesAdded", nlohmann::json::array()))
+                << "; no longer: " << join(g.value("ServicesRemoved", nlohmann::json::array()))
+                << "; settings changed: " << join(g.value("ServicesChanged", nlohmann::json::array())) << "\n";
+    }
+    auto restart = g.value("RestartNeeded", nlohmann::json::array());
+    if (!restart.empty())
+      std::cout << "  restart needed to change: " << join(restart)
+                << " (flotilla down, then flotilla up; the running values stay until then)\n";
+  }
   return 0;
 }
 

@@ -36,18 +36,21 @@ struct RouteMatch {
   // Not from the file: the route of a service's own listener (<NAME>_URL); it matches only
   // requests that arrived there, and routes without it match only the `gateway.listen` ones.
   std::string listener_service;
+  bool operator==(const RouteMatch&) const = default;
 };
 
 struct RetryPolicy {
   int attempts = 2;  // tries in all, including the first
   std::vector<std::string> on = {"connect-failure", "reset", "503"};
   Duration per_try_timeout{0};  // 0: only the route's timeout applies
+  bool operator==(const RetryPolicy&) const = default;
 };
 
 struct RateLimit {
   double requests_per_second = 0;
   double burst = 0;             // 0: same as requests_per_second
   std::string key = "client_ip";  // client_ip | route | header:NAME
+  bool operator==(const RateLimit&) const = default;
 };
 
 struct Route {
@@ -59,6 +62,13 @@ struct Route {
   std::optional<RateLimit> rate_limit;
   uint64_t max_body_bytes = 0;  // 0: no limit
   int line = 0;                 // where it was written, for messages
+  // The same route wherever it is written (`line` aside).
+  bool same_as(const Route& o) const {
+    Route a = *this;
+    a.line = o.line;
+    return a == o;
+  }
+  bool operator==(const Route&) const = default;
 };
 
 struct GatewayTimeouts {
@@ -66,6 +76,7 @@ struct GatewayTimeouts {
   Duration header = std::chrono::seconds(10);         // a request head must arrive in full (408)
   Duration idle = std::chrono::seconds(60);           // a downstream keep-alive connection between requests
   Duration upstream_idle = std::chrono::seconds(4);   // a pooled upstream connection (below backends' own)
+  bool operator==(const GatewayTimeouts&) const = default;
 };
 
 struct GatewaySection {
@@ -85,6 +96,7 @@ struct CircuitBreaker {
   int64_t max_connections = 1024;       // upstream connections to the service, all workers
   int64_t max_pending_requests = 1024;  // requests waiting for an upstream connection
   int64_t max_requests = 1024;          // requests in flight to the service
+  bool operator==(const CircuitBreaker&) const = default;
 };
 
 struct OutlierDetection {
@@ -92,6 +104,7 @@ struct OutlierDetection {
   Duration base_ejection_time = std::chrono::seconds(30);
   Duration max_ejection_time = std::chrono::seconds(300);
   int max_ejection_percent = 50;
+  bool operator==(const OutlierDetection&) const = default;
 };
 
 // When an instance counts as healthy (compose's healthcheck, probing the instance's PORT).

@@ -135,6 +135,53 @@ struct Gateway::Impl {
     return c;
   }
 
+  // The compiled extras of `routes`. A route also in `old` (the same definition, anywhere in
+  // the list) keeps its rate-limit buckets, so editing one route does not reset the others'.
+  std::vector<RouteInfo> build_route_info(const std::vector<config::Route>& routes, const std::vector<config::Route>& old,
+                                          const std::vector<RouteInfo>& old_info) {
+    std::vector<bool> taken(old.size(), false);
+    std::vector<RouteInfo> out;
+    for (size_t i = 0; i < routes.size(); ++i) {
+      const auto& r = routes[i];
+      RouteInfo ri;
+      ri.service = r.service;
+      ri.label = std::to_string(i) + ":" + r.service;
+      ri.retry_on = resilience::parse_retry_on(r.retry ? r.retry->on : config::RetryPolicy{}.on);
+      metrics::Labels base{{"route", ri.label}, {"service", r.service}};
+      for (int cls = 1; cls <= 5; ++cls) {
+        auto l = base;
+        l.emplace_back("code", std::to_string(cls) + "xx");
+        ri.metrics.by_class[cls] = &metrics.counter("flotilla_gateway_requests_total",
+                                                    "Requests answered, by route, service and status class.", l);
+      }
+      ri.metrics.duration = &metrics.histogram("flotilla_gateway_request_duration_seconds",
+                                               "Time from a request's head to the end of its answer's head write.",
+                                               metrics::latency_buckets(), base);
+      if (r.rate_limit) {
+        for (size_t j = 0; j < old.size() && j < old_info.size() && !ri.limiter; ++j)
+          if (!taken[j] && old[j].same_as(r) && old_info[j].limiter) {
+            taken[j] = true;
+            ri.limiter = old_info[j].limiter;
+          }
+        if (!ri.limiter)
+          ri.limiter = std::make_shared<resilience::RateLimiter>(
+              r.rate_limit->requests_per_second,
+              r.rate_limit->burst > 0 ? r.rate_limit->burst : r.rate_limit->requests_per_second);
+        if (r.rate_limit->key == "route") ri.limit_key = RouteInfo::LimitKey::route;
+        else if (r.rate_limit->key.rfind("header:", 0) == 0) {
+          ri.limit_key = RouteInfo::LimitKey::header;
+          ri.limit_header = r.rate_limit->key.substr(7);
+          std::transform(ri.limit_header.begin(), ri.limit_header.end(), ri.limit_header.begin(),
+                         [](unsigned char c) { return std::tolower(c); });
+        }
+        ri.metrics.rate_limited = &metrics.counter("flotilla_gateway_rate_limited_total",
+                                                   "Requests answered 429 by a route's rate limit.", base);
+      }
+      out.push_back(std::move(ri));
+    }
+    return out;
+  }
+
   void publish() {
     auto snap = std::make_shared<Snapshot>();
     snap->version = ++next_version;
@@ -185,38 +232,7 @@ Gateway::Gateway(config::File file, metrics::Registry& metrics) : impl_(std::mak
   }
   const auto& routes = im.file.gateway->routes;
   im.routes = std::make_shared<RouteTable>(routes);
-  for (size_t i = 0; i < routes.size(); ++i) {
-    const auto& r = routes[i];
-    RouteInfo ri;
-    ri.service = r.service;
-    ri.label = std::to_string(i) + ":" + r.service;
-    ri.retry_on = resilience::parse_retry_on(r.retry ? r.retry->on : config::RetryPolicy{}.on);
-    metrics::Labels base{{"route", ri.label}, {"service", r.service}};
-    for (int cls = 1; cls <= 5; ++cls) {
-      auto l = base;
-      l.emplace_back("code", std::to_string(cls) + "xx");
-      ri.metrics.by_class[cls] = &metrics.counter("flotilla_gateway_requests_total",
-                                                  "Requests answered, by route, service and status class.", l);
-    }
-    ri.metrics.duration = &metrics.histogram("flotilla_gateway_request_duration_seconds",
-                                             "Time from a request's head to the end of its answer's head write.",
-                                             metrics::latency_buckets(), base);
-    if (r.rate_limit) {
-      ri.limiter = std::make_shared<resilience::RateLimiter>(r.rate_limit->requests_per_second,
-                                                             r.rate_limit->burst > 0 ? r.rate_limit->burst
-                                                                                     : r.rate_limit->requests_per_second);
-      if (r.rate_limit->key == "route") ri.limit_key = RouteInfo::LimitKey::route;
-      else if (r.rate_limit->key.rfind("header:", 0) == 0) {
-        ri.limit_key = RouteInfo::LimitKey::header;
-        ri.limit_header = r.rate_limit->key.substr(7);
-        std::transform(ri.limit_header.begin(), ri.limit_header.end(), ri.limit_header.begin(),
-                       [](unsigned char c) { return std::tolower(c); });
-      }
-      ri.metrics.rate_limited = &metrics.counter("flotilla_gateway_rate_limited_total",
-                                                 "Requests answered 429 by a route's rate limit.", base);
-    }
-    im.route_info.push_back(std::move(ri));
-  }
+  im.route_info = im.build_route_info(routes, {}, {});
   for (const auto& s : services()) im.clusters[s] = im.build_cluster(s);
   im.publish();
   int n = g.workers > 0 ? g.workers : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
@@ -302,14 +318,118 @@ std::set<std::string> Gateway::services() const {
   return out;
 }
 
+std::set<std::string> Gateway::services_of(const config::File& file) {
+  std::set<std::string> out;
+  if (!file.gateway) return out;
+  for (const auto& r : file.gateway->routes) out.insert(r.service);
+  out.insert(file.gateway->service_listeners.begin(), file.gateway->service_listeners.end());
+  return out;
+}
+
+namespace {
+// The keys of a service that the gateway uses (its cluster settings).
+bool same_cluster_settings(const config::ServiceSection* a, const config::ServiceSection* b) {
+  const config::ServiceSection defaults;
+  if (!a) a = &defaults;
+  if (!b) b = &defaults;
+  return a->load_balancer == b->load_balancer && a->hash_on == b->hash_on && a->circuit_breaker == b->circuit_breaker &&
+         a->outlier_detection == b->outlier_detection;
+}
+}  // namespace
+
+GatewayChange Gateway::reconfigure(config::File next) {
+  auto& im = *impl_;
+  const config::GatewaySection& now = *im.file.gateway;
+  if (!next.gateway) {
+    next.gateway = config::GatewaySection{};
+    next.gateway->listen.clear();
+  }
+  config::GatewaySection& g = *next.gateway;
+  GatewayChange out;
+  out.routes = g.routes.size();
+  // What only a restart can change keeps its running value.
+  auto keep = [&out](const char* key, auto& field, const auto& running) {
+    if (!(field == running)) out.restart_needed.push_back(key);
+    field = running;
+  };
+  keep("gateway.listen", g.listen, now.listen);
+  keep("gateway.workers", g.workers, now.workers);
+  keep("gateway.max_connections", g.max_connections, now.max_connections);
+  keep("gateway.access_log", g.access_log, now.access_log);
+  keep("gateway.timeouts", g.timeouts, now.timeouts);
+  for (const auto& s : g.service_listeners)
+    if (std::find(now.service_listeners.begin(), now.service_listeners.end(), s) == now.service_listeners.end())
+      out.restart_needed.push_back("depends_on: " + s + " (its own gateway listener)");
+  g.service_listeners = now.service_listeners;
+  // The same listener routes in front, as the constructor puts them.
+  std::vector<config::Route> routes;
+  for (const auto& service : now.service_listeners) {
+    config::Route r;
+    r.service = service;
+    r.match.listener_service = service;
+    routes.push_back(std::move(r));
+  }
+  routes.insert(routes.end(), g.routes.begin(), g.routes.end());
+  out.routes_changed = routes.size() != now.routes.size() ||
+                       !std::equal(routes.begin(), routes.end(), now.routes.begin(),
+                                   [](const config::Route& a, const config::Route& b) { return a.same_as(b); });
+  const std::set<std::string> before = services();
+  std::set<std::string> after;
+  for (const auto& r : routes) after.insert(r.service);
+  for (const auto& s : after) {
+    if (!before.count(s)) out.services_added.push_back(s);
+    else if (!same_cluster_settings(im.file.service(s), next.service(s))) out.services_changed.push_back(s);
+  }
+  for (const auto& s : before)
+    if (!after.count(s)) out.services_removed.push_back(s);
+
+  auto route_info = im.build_route_info(routes, now.routes, im.route_info);
+  g.routes = std::move(routes);
+  im.file = std::move(next);
+  im.routes = std::make_shared<RouteTable>(im.file.gateway->routes);
+  im.route_info = std::move(route_info);
+  for (const auto& s : out.services_removed) {
+    im.clusters.erase(s);
+    im.endpoints.erase(s);
+  }
+  for (const auto& s : out.services_added) im.clusters[s] = im.build_cluster(s);
+  for (const auto& s : out.services_changed) im.clusters[s] = im.build_cluster(s);
+  im.publish();
+  return out;
+}
+
+nlohmann::json GatewayChange::to_json() const {
+  return {{"Routes", routes},
+          {"RoutesChanged", routes_changed},
+          {"ServicesAdded", services_added},
+          {"ServicesRemoved", services_removed},
+          {"ServicesChanged", services_changed},
+          {"RestartNeeded", restart_needed}};
+}
+
+std::string GatewayChange::summary() const {
+  auto list = [](const std::vector<std::string>& v) {
+    std::string out;
+    for (const auto& s : v) out += (out.empty() ? "" : ", ") + s;
+    return out;
+  };
+  std::string out = std::to_string(routes) + " route(s)" + (routes_changed ? " (changed)" : " (unchanged)");
+  if (!services_added.empty()) out += "; now routing to " + list(services_added);
+  if (!services_removed.empty()) out += "; no longer routing to " + list(services_removed);
+  if (!services_changed.empty()) out += "; settings changed for " + list(services_changed);
+  if (!restart_needed.empty()) out += "; needs a restart to change " + list(restart_needed);
+  return out;
+}
+
 void Gateway::set_endpoints(const std::string& service, std::vector<EndpointSpec> endpoints) {
   auto& im = *impl_;
   auto& current = im.endpoints[service];
   if (current == endpoints && im.clusters.count(service)) return;
   current = std::move(endpoints);
+  spdlog::debug("gateway: service {} now has {} endpoint(s)", service, current.size());
+  if (!services().count(service)) return;  // kept for when a route sends to it
   im.clusters[service] = im.build_cluster(service);
   im.publish();
-  spdlog::debug("gateway: service {} now has {} endpoint(s)", service, im.endpoints[service].size());
 }
 
 std::vector<uint16_t> Gateway::ports() const { return impl_->ports; }

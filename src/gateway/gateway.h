@@ -45,6 +45,24 @@ struct EndpointSpec {
   bool operator==(const EndpointSpec&) const = default;
 };
 
+// What Gateway::reconfigure changed.
+struct GatewayChange {
+  size_t routes = 0;           // routes in the new file
+  bool routes_changed = false;  // added, removed, reordered or edited
+  std::vector<std::string> services_added;    // routed to now and not before
+  std::vector<std::string> services_removed;  // no longer routed to
+  std::vector<std::string> services_changed;  // load_balancer, hash_on, circuit_breaker or outlier_detection
+  // Keys that changed but take effect only when the process restarts ("gateway.listen", …); the
+  // running gateway keeps their old values.
+  std::vector<std::string> restart_needed;
+  bool changed() const {
+    return routes_changed || !services_added.empty() || !services_removed.empty() || !services_changed.empty();
+  }
+  nlohmann::json to_json() const;
+  // One line for logs: "routes 3 -> 4 (changed); now routing to: api; restart needed for: gateway.listen".
+  std::string summary() const;
+};
+
 class Gateway {
  public:
   Gateway(config::File file, metrics::Registry& metrics);
@@ -61,8 +79,19 @@ class Gateway {
 
   // The services the routes send to: the ones a follower must watch.
   std::set<std::string> services() const;
+  // The services a file's routes send to (its own listeners' services included).
+  static std::set<std::string> services_of(const config::File& file);
+  // Applies a new version of the file (control thread): routes and the services' gateway keys
+  // change at once for new requests, without closing a connection; requests in flight finish
+  // on the routes they started with. Rate-limit buckets of unchanged routes and every
+  // endpoint's state (in-flight counts, ejections) carry over. Listen addresses, workers,
+  // max_connections, access_log and timeouts keep their running values (reported in
+  // restart_needed). Endpoints of a newly routed service should be set first (set_endpoints
+  // keeps those of services not routed yet), or its requests get 503 until they are.
+  GatewayChange reconfigure(config::File file);
   // A service's usable endpoints changed (control thread). Publishes a new snapshot when they
-  // differ from what the workers have.
+  // differ from what the workers have. For a service no route sends to (yet), they are kept
+  // for when one does.
   void set_endpoints(const std::string& service, std::vector<EndpointSpec> endpoints);
   // Listening ports, in the order of `gateway.listen` (after listen()).
   std::vector<uint16_t> ports() const;

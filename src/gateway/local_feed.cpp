@@ -5,6 +5,9 @@
 #include "gateway/registry_feed.h"
 #include "registry/registry.h"
 
+#include <map>
+#include <set>
+
 namespace flotilla::gateway {
 
 namespace {
@@ -35,7 +38,7 @@ struct LocalRegistryFeed::Impl : std::enable_shared_from_this<LocalRegistryFeed:
   Impl(registry::Registry& r, Gateway& g) : registry(r), gateway(g) {}
   registry::Registry& registry;
   Gateway& gateway;
-  std::vector<registry::WatchHub::Handle> handles;
+  std::map<std::string, registry::WatchHub::Handle> handles;  // by service followed
   bool stopped = false;
 
   registry::QueryResult compute(const std::string& service) {
@@ -50,16 +53,29 @@ struct LocalRegistryFeed::Impl : std::enable_shared_from_this<LocalRegistryFeed:
     auto first = compute(service);
     gateway.set_endpoints(service, endpoints_of(registry.state(), service));
     std::weak_ptr<Impl> weak = shared_from_this();
-    handles.push_back(registry.watches().park(
+    handles[service] = registry.watches().park(
         "gateway\n" + service, {"svc:" + service, "node"}, first, 10min,
         [weak, service] {
           auto self = weak.lock();
           return self ? self->compute(service) : registry::QueryResult{};
         },
         [weak, service](registry::QueryResult&&) {
-          if (auto self = weak.lock()) self->watch(service);  // set the new endpoints, wait again
-        }));
-    if (handles.size() > 1024) std::erase_if(handles, [](const auto& h) { return h.expired(); });
+          // Set the new endpoints and wait again, unless the service is no longer followed.
+          if (auto self = weak.lock(); self && self->handles.count(service)) self->watch(service);
+        });
+  }
+
+  void follow(const std::set<std::string>& services) {
+    for (auto it = handles.begin(); it != handles.end();) {
+      if (services.count(it->first)) {
+        ++it;
+        continue;
+      }
+      registry.watches().cancel(it->second);
+      it = handles.erase(it);
+    }
+    for (const auto& s : services)
+      if (!handles.count(s)) watch(s);
   }
 };
 
@@ -68,11 +84,11 @@ LocalRegistryFeed::LocalRegistryFeed(registry::Registry& registry, Gateway& gate
 
 LocalRegistryFeed::~LocalRegistryFeed() {
   impl_->stopped = true;
-  for (const auto& h : impl_->handles) impl_->registry.watches().cancel(h);
+  for (const auto& [service, h] : impl_->handles) impl_->registry.watches().cancel(h);
 }
 
-void LocalRegistryFeed::start() {
-  for (const auto& s : impl_->gateway.services()) impl_->watch(s);
-}
+void LocalRegistryFeed::start() { impl_->follow(impl_->gateway.services()); }
+
+void LocalRegistryFeed::follow(const std::set<std::string>& services) { impl_->follow(services); }
 
 }  // namespace flotilla::gateway

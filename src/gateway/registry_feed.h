@@ -5,6 +5,7 @@
 #pragma once
 
 #include <memory>
+#include <set>
 #include <string>
 
 #include "common/duration.h"
@@ -24,7 +25,9 @@ class LocalRegistryFeed {
  public:
   LocalRegistryFeed(registry::Registry& registry, Gateway& gateway);
   ~LocalRegistryFeed();
-  void start();
+  void start();  // follows gateway.services()
+  // Follows exactly these services from now on (their endpoints are set before this returns).
+  void follow(const std::set<std::string>& services);
 
   struct Impl;
 
@@ -37,8 +40,11 @@ class RemoteRegistryFeed {
   // registry_url: http://HOST:PORT (an IP address or localhost). token: sent as X-Consul-Token.
   RemoteRegistryFeed(EventLoop& loop, std::string registry_url, std::string token, Gateway& gateway);
   ~RemoteRegistryFeed();
-  void start();
-  // Whether every service has had its first answer (the gateway routes nothing before).
+  void start();  // follows gateway.services()
+  // Follows exactly these services from now on: new ones get a blocking query each, and the
+  // queries of the others end at once.
+  void follow(const std::set<std::string>& services);
+  // Whether every service followed has had its first answer (the gateway routes nothing before).
   bool synced() const;
 
   struct Impl;

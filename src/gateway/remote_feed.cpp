@@ -17,6 +17,7 @@
 #include <spdlog/spdlog.h>
 
 #include <map>
+#include <set>
 
 #include "common/event_loop.h"
 #include "gateway/gateway.h"
@@ -65,19 +66,52 @@ struct RemoteRegistryFeed::Impl : std::enable_shared_from_this<RemoteRegistryFee
   EventLoop& loop;
   std::string host, port, token;
   Gateway& gateway;
-  std::map<std::string, bool> synced;
-  bool stopped = false;
+  // One per service followed. stop() ends its blocking query or backoff at once.
+  struct Follower {
+    bool stopped = false;
+    bool synced = false;  // had its first answer
+    beast::tcp_stream* stream = nullptr;  // the query in progress
+    asio::steady_timer* timer = nullptr;  // the backoff in progress
+    void stop() {
+      stopped = true;
+      if (stream) stream->cancel();
+      if (timer) timer->cancel();
+    }
+  };
+  std::map<std::string, std::shared_ptr<Follower>> followers;
 
-  asio::awaitable<void> follow(std::string service) {
+  void follow(const std::set<std::string>& services) {
+    for (auto it = followers.begin(); it != followers.end();) {
+      if (services.count(it->first)) {
+        ++it;
+        continue;
+      }
+      it->second->stop();
+      it = followers.erase(it);
+    }
+    for (const auto& s : services) {
+      if (followers.count(s)) continue;
+      auto f = std::make_shared<Follower>();
+      followers[s] = f;
+      asio::co_spawn(loop.io(), run(s, f), asio::detached);
+    }
+  }
+
+  asio::awaitable<void> run(std::string service, std::shared_ptr<Follower> f) {
     auto self = shared_from_this();
     uint64_t index = 0;
     auto backoff = 250ms;
     bool warned = false;
-    while (!stopped) {
+    while (!f->stopped) {
       beast::error_code ec;
       std::string error;
       try {
         beast::tcp_stream stream(loop.io());
+        f->stream = &stream;
+        struct Forget {
+          Follower& f;
+          ~Forget() { f.stream = nullptr; }
+        } forget{*f};
         tcp::resolver resolver(loop.io());
         auto results = co_await resolver.async_resolve(host, port, asio::use_awaitable);
         stream.expires_after(5s);
@@ -93,6 +127,7 @@ struct RemoteRegistryFeed::Impl : std::enable_shared_from_this<RemoteRegistryFee
         beast::http::response_parser<beast::http::string_body> parser;
         parser.body_limit(64 * 1024 * 1024);
         co_await beast::http::async_read(stream, buffer, parser, asio::use_awaitable);
+        if (f->stopped) break;
         auto& res = parser.get();
         if (res.result_int() != 200) {
           error = "HTTP " + std::to_string(res.result_int()) + ": " + res.body().substr(0, 200);
@@ -104,7 +139,7 @@ struct RemoteRegistryFeed::Impl : std::enable_shared_from_this<RemoteRegistryFee
           // Consul's rules for following an index: reset when it goes backwards, never 0.
           index = next < index ? 0 : std::max<uint64_t>(next, 1);
           gateway.set_endpoints(service, std::move(endpoints));
-          synced[service] = true;
+          f->synced = true;
           backoff = 250ms;
           if (warned) spdlog::info("gateway: registry {}:{} reachable again (service {})", host, port, service);
           warned = false;
@@ -113,14 +148,16 @@ struct RemoteRegistryFeed::Impl : std::enable_shared_from_this<RemoteRegistryFee
       } catch (const std::exception& e) {
         error = e.what();
       }
-      if (stopped) break;
+      if (f->stopped) break;
       if (!warned) {
         spdlog::warn("gateway: following service {} at {}:{} failed ({}); keeping its last known endpoints, retrying",
                      service, host, port, error);
         warned = true;
       }
       asio::steady_timer t(loop.io(), backoff);
+      f->timer = &t;
       co_await t.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+      f->timer = nullptr;
       backoff = std::min<std::chrono::milliseconds>(backoff * 2, 5s);
       index = 0;
     }
@@ -146,18 +183,15 @@ RemoteRegistryFeed::RemoteRegistryFeed(EventLoop& loop, std::string url, std::st
   impl_ = std::make_shared<Impl>(loop, host, std::to_string(port), std::move(token), gateway);
 }
 
-RemoteRegistryFeed::~RemoteRegistryFeed() { impl_->stopped = true; }
+RemoteRegistryFeed::~RemoteRegistryFeed() { impl_->follow({}); }
 
-void RemoteRegistryFeed::start() {
-  for (const auto& s : impl_->gateway.services()) {
-    impl_->synced[s] = false;
-    asio::co_spawn(impl_->loop.io(), impl_->follow(s), asio::detached);
-  }
-}
+void RemoteRegistryFeed::start() { impl_->follow(impl_->gateway.services()); }
+
+void RemoteRegistryFeed::follow(const std::set<std::string>& services) { impl_->follow(services); }
 
 bool RemoteRegistryFeed::synced() const {
-  for (const auto& [s, ok] : impl_->synced)
-    if (!ok) return false;
+  for (const auto& [s, f] : impl_->followers)
+    if (!f->synced) return false;
   return true;
 }
 

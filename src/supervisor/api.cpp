@@ -274,7 +274,12 @@ void handle(Supervisor& sup, const ApiHooks& hooks, const ExchangePtr& ex, const
       throw ApiError(400, e.what(), "file");
     }
     auto r = sup.apply(file);
-    ok(ex, json{{"Added", r.added}, {"Changed", r.changed}, {"Removed", r.removed}, {"Unchanged", r.unchanged}});
+    json answer{{"Added", r.added}, {"Changed", r.changed}, {"Removed", r.removed}, {"Unchanged", r.unchanged}};
+    if (hooks.on_apply) {
+      json gateway = hooks.on_apply(file);
+      if (!gateway.is_null()) answer["Gateway"] = std::move(gateway);
+    }
+    ok(ex, answer);
     return;
   }
   if (rest == "down") {

@@ -6,7 +6,7 @@
 //   POST services/NAME/scale     {"replicas": N}
 //   POST services/NAME/deploy    {"set": ["environment.K=V", …], "canary": PERCENT}
 //   POST services/NAME/promote | services/NAME/rollback
-//   POST apply                   {"file": "/abs/path/flotilla.yaml"}  (flotilla up, again)
+//   POST apply                   {"file": "/abs/path/flotilla.yaml"}  (flotilla up, again; routes too)
 //   POST down                    stops every service, then the agent
 // Every answer is JSON; errors are {"error", "field"} as elsewhere in the API.
 #pragma once
@@ -15,7 +15,13 @@
 #include <memory>
 #include <string>
 
+#include <nlohmann/json_fwd.hpp>
+
 #include "http/message.h"
+
+namespace flotilla::config {
+struct File;
+}
 
 namespace flotilla::supervisor {
 
@@ -26,6 +32,9 @@ struct ApiHooks {
   bool protect_reads = false;
   // `down`: called once every instance has stopped; the agent exits after answering.
   std::function<void()> on_down;
+  // `apply`: after the services, the rest of the agent takes the file (the gateway's routes);
+  // what it answers goes into the answer as "Gateway" (null: left out).
+  std::function<nlohmann::json(const config::File&)> on_apply;
 };
 
 // Answers the request when it is one of the supervisor's; false otherwise (someone else's path).

@@ -214,6 +214,24 @@ void Supervisor::Impl::add_service(const config::ServiceSection& section, const 
   services[s->name] = std::move(s);
 }
 
+void Supervisor::Impl::set_up_cgroups() {
+  if (cgroups_tried) return;
+  cgroups_tried = true;
+  std::string why;
+  if (cgroup_v2_available(why)) {
+    try {
+      cgroups = CgroupTree::set_up();
+      spdlog::info("supervisor: instances run in cgroup v2 groups under {}", cgroups->path());
+    } catch (const std::exception& e) {
+      spdlog::info("supervisor: no cgroups ({}); process trees are kept by the shim (PR_SET_PDEATHSIG, subreaper)", e.what());
+    }
+  } else {
+    spdlog::info("supervisor: cgroup v2 not usable ({}); memory/cpus limits are not enforced, process trees are kept by "
+                 "the shim (PR_SET_PDEATHSIG, subreaper)",
+                 why);
+  }
+}
+
 void Supervisor::Impl::kill_leftovers() {
   std::vector<store::Op> ops;
   for (const auto& [key, value] : registry.state().supervisor_records()) {
@@ -265,19 +283,7 @@ std::vector<std::string> Supervisor::dependency_targets(const config::File& file
 void Supervisor::start(const config::File& file) {
   auto& im = *impl_;
   im.app = file.name;
-  std::string why;
-  if (cgroup_v2_available(why)) {
-    try {
-      im.cgroups = CgroupTree::set_up();
-      spdlog::info("supervisor: instances run in cgroup v2 groups under {}", im.cgroups->path());
-    } catch (const std::exception& e) {
-      spdlog::info("supervisor: no cgroups ({}); process trees are kept by the shim (PR_SET_PDEATHSIG, subreaper)", e.what());
-    }
-  } else {
-    spdlog::info("supervisor: cgroup v2 not usable ({}); memory/cpus limits are not enforced, process trees are kept by "
-                 "the shim (PR_SET_PDEATHSIG, subreaper)",
-                 why);
-  }
+  if (!file.start_order().empty()) im.set_up_cgroups();
   im.restarts_metric = &im.metrics.counter("flotilla_supervisor_restarts_total",
                                            "Instances that exited or failed without being asked to, all services.");
   im.reaper = std::make_unique<Reaper>(im.loop, [&im](pid_t pid, ExitStatus st) { im.on_exit(pid, st); });
@@ -335,6 +341,7 @@ Supervisor::ApplyResult Supervisor::apply(const config::File& file) {
             if (d.service == section->name)
               spdlog::warn("supervisor: {} is new and depended on; its {} needs the agent restarted", section->name,
                            url_variable(section->name));
+      im.set_up_cgroups();
       im.add_service(*section, nullptr);
       im.order.push_back(section->name);
       out.added.push_back(section->name);

@@ -198,6 +198,7 @@ struct Supervisor::Impl {
   bool stopping_all = false;
   std::vector<std::function<void()>> stop_done;
   std::optional<CgroupTree> cgroups;  // none: no cgroup v2
+  bool cgroups_tried = false;         // set_up_cgroups ran (once the first supervised service exists)
   metrics::Counter* restarts_metric = nullptr;
 
   Impl(EventLoop& l, registry::Registry& r, store::Store& s, gateway::Gateway* g, metrics::Registry& m, Options o)
@@ -221,6 +222,9 @@ struct Supervisor::Impl {
   json service_json(const ServiceRuntime& s) const;
   void add_service(const config::ServiceSection& section, const json* record);
   void kill_leftovers();
+  // Moves the agent into a cgroup of its own and creates the instances' parent (cgroup v2), the
+  // first time a supervised service exists; an application of the gateway alone is left where it is.
+  void set_up_cgroups();
 
   // ---- instance.cpp ----
   std::vector<std::string> environment_for(const ServiceRuntime& s, const RunSpec& spec, const std::string& id,

@@ -1,0 +1,243 @@
+"""Changing routes and services' gateway keys in a running gateway: `flotilla up -f FILE` again
+against the running agent (POST /v1/flotilla/apply), and SIGHUP to `flotilla gateway`. Under
+keep-alive load: no failed request, no connection closed, requests in flight finish.
+
+Every process here is started by the test (or its fixtures) and stopped by PID."""
+import json
+import os
+import signal
+import subprocess
+import time
+
+from conftest import BIN, Agent, wait_for
+from test_gateway_live import Load, StandaloneGateway, get, make_gateway  # noqa: F401 (fixture)
+
+
+def gateway_yaml(routes, services="", listen="{gw}"):
+    return f"gateway:\n  listen: [{listen}]\n  workers: 2\n  routes:\n{routes}{services}"
+
+
+CATCH_ALL = "    - service: web\n"
+API_FIRST = "    - match: { path_prefix: /api }\n      service: api\n" + CATCH_ALL
+
+
+def rewrite(stack, body):
+    """Writes the stack's flotilla.yaml again (same name and agent) with a new body."""
+    with open(stack.file, "w") as f:
+        f.write(f"name: test\nagent:\n  api: 127.0.0.1:{stack.api_port}\n  data_dir: data\n")
+        f.write(body.replace("{gw}", f"127.0.0.1:{stack.gw_port}"))
+
+
+def up_again(stack):
+    r = subprocess.run([BIN, "up", "-f", stack.file], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, (r.returncode, r.stdout, r.stderr)
+    return r.stdout
+
+
+def backend_of(url):
+    status, headers, body = get(url)
+    return status, headers.get("X-Backend"), body
+
+
+def test_up_again_changes_routes_under_load(make_stack, make_backend):
+    stack = make_stack(gateway_yaml(CATCH_ALL))
+    web, api = make_backend("web"), make_backend("api")
+    stack.register("web", web)
+    # Registered before any route sends to it: the gateway does not follow it yet.
+    status, text = stack.api_request("PUT", "/v1/agent/service/register",
+                                     {"Name": "api", "ID": "api-1", "Address": "127.0.0.1", "Port": api.port})
+    assert status == 200, text
+    assert backend_of(stack.gw + "/api/x")[:2] == (200, "web")
+    assert "api" not in stack.gateway_status()["Services"]
+
+    load = Load(stack.gw_port, connections=8, slow=4).start()
+    try:
+        time.sleep(0.5)
+        # A route in front, to a service the gateway did not follow: it answers at once, never 503.
+        rewrite(stack, gateway_yaml(API_FIRST))
+        out = up_again(stack)
+        assert "gateway:   2 route(s), changed; now routing to: api; no longer: -; settings changed: -" in out, out
+        assert "restart needed" not in out, out
+        assert backend_of(stack.gw + "/api/x")[:2] == (200, "api")
+        assert backend_of(stack.gw + "/other")[:2] == (200, "web")
+        time.sleep(0.5)
+
+        # A service's keys change live.
+        rewrite(stack, gateway_yaml(API_FIRST, "services:\n  web:\n    load_balancer: least_request\n"))
+        out = up_again(stack)
+        assert "2 route(s), unchanged" in out and "settings changed: web" in out, out
+        assert stack.gateway_status()["Services"]["web"]["LoadBalancer"] == "least_request"
+        time.sleep(0.5)
+
+        # The route goes: /api falls through to the catch-all, and api is no longer followed.
+        rewrite(stack, gateway_yaml(CATCH_ALL, "services:\n  web:\n    load_balancer: least_request\n"))
+        out = up_again(stack)
+        assert "1 route(s), changed; now routing to: -; no longer: api" in out, out
+        assert backend_of(stack.gw + "/api/x")[:2] == (200, "web")
+        assert "api" not in stack.gateway_status()["Services"]
+        time.sleep(0.5)
+
+        # A new listen address needs a restart; the running one goes on serving.
+        rewrite(stack, gateway_yaml(CATCH_ALL, "services:\n  web:\n    load_balancer: least_request\n",
+                                    listen="127.0.0.1:1"))
+        out = up_again(stack)
+        assert "restart needed to change: gateway.listen" in out, out
+        assert stack.gateway_status()["Listen"] == [f"127.0.0.1:{stack.gw_port}"]
+        time.sleep(0.5)
+    finally:
+        load.stop()
+
+    records, slow = load.records, load.slow_records
+    bad = [r for r in records + slow if r[3] != 200 or r[4] != "web"]
+    print(f"\n{len(records)} fast and {len(slow)} slow requests across 4 applies; {len(load.errors)} errors, "
+          f"{len(bad)} not 200 from web, {load.closed} connections closed, {load.sockets_opened} sockets opened")
+    assert not load.errors, load.errors[:10]
+    assert not bad, bad[:10]
+    assert load.closed == 0
+    assert load.sockets_opened == len(load.threads)
+    assert len(records) > 200 and len(slow) >= 20
+    log = stack.read_log()
+    assert "gateway: applied" in log and "now routing to api" in log, log
+
+
+def test_apply_refuses_a_bad_file_and_keeps_the_routes(make_stack, make_backend):
+    stack = make_stack(gateway_yaml(API_FIRST))
+    web, api = make_backend("web"), make_backend("api")
+    stack.register("web", web)
+    stack.register("api", api)
+
+    def write(name, app, route_extra=""):
+        path = os.path.join(stack.dir, name)
+        with open(path, "w") as f:
+            f.write(f"name: {app}\nagent:\n  api: 127.0.0.1:{stack.api_port}\n  data_dir: data\n"
+                    f"gateway:\n  listen: [127.0.0.1:{stack.gw_port}]\n  routes:\n    - service: web\n{route_extra}")
+        return path
+
+    bad = write("bad.yaml", "test", "      timeout: 0s\n")
+    status, text = stack.api_request("POST", "/v1/flotilla/apply", {"file": bad})
+    assert status == 400, text
+    err = json.loads(text)
+    assert err["field"] == "file" and "bad.yaml:9:" in err["error"] and "timeout" in err["error"], err
+    r = subprocess.run([BIN, "up", "-f", bad], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "bad.yaml:9:" in r.stderr, (r.returncode, r.stderr)
+    # Another application's file: refused, nothing changes.
+    status, text = stack.api_request("POST", "/v1/flotilla/apply", {"file": write("other.yaml", "other")})
+    assert status == 409, text
+    assert backend_of(stack.gw + "/api/x")[:2] == (200, "api")
+    assert backend_of(stack.gw + "/x")[:2] == (200, "web")
+
+
+def test_rate_limit_buckets_survive_an_unrelated_route_change(make_stack, make_backend):
+    limited = ("    - match: { path_prefix: /limited }\n      service: web\n"
+               "      rate_limit: { requests_per_second: 0.02, burst: BURST, key: route }\n")
+    stack = make_stack(gateway_yaml(limited.replace("BURST", "2") + CATCH_ALL))
+    stack.register("web", make_backend("web"))
+    statuses = [get(stack.gw + "/limited")[0] for _ in range(3)]
+    assert statuses == [200, 200, 429], statuses
+    # Another route comes: the limited route is the same, so its bucket (empty) stays.
+    rewrite(stack, gateway_yaml("    - match: { path: /new }\n      service: web\n" + limited.replace("BURST", "2") +
+                                CATCH_ALL))
+    assert "changed" in up_again(stack)
+    assert get(stack.gw + "/limited")[0] == 429
+    assert get(stack.gw + "/new")[0] == 200
+    # The limited route itself changes: a new bucket with its new burst.
+    rewrite(stack, gateway_yaml(limited.replace("BURST", "3") + CATCH_ALL))
+    up_again(stack)
+    statuses = [get(stack.gw + "/limited")[0] for _ in range(4)]
+    assert statuses == [200, 200, 200, 429], statuses
+
+
+def test_standalone_gateway_reloads_on_sighup(data_dir, make_gateway, make_backend):
+    agent_dir = os.path.join(data_dir, "agent")
+    os.makedirs(agent_dir)
+    agent = Agent(agent_dir).start()
+    try:
+        web, api = make_backend("web"), make_backend("api")
+        for name, b in (("web", web), ("api", api)):
+            status, _, body = agent.request("PUT", "/v1/agent/service/register",
+                                            {"Name": name, "ID": f"{name}-1", "Address": "127.0.0.1",
+                                             "Port": b.port})
+            assert status == 200, body
+        g = make_gateway(agent.url, routes="    - match: { path_prefix: /web }\n      service: web\n      strip_prefix: true\n")
+        assert backend_of(g.url + "/web")[:2] == (200, "web")
+        assert backend_of(g.url + "/api")[0] == 404
+        load = Load(g.port, connections=6, path="/web", slow=2, slow_path="/web/sleep/0.3").start()
+        seen = []
+        try:
+            time.sleep(0.4)
+            with open(g.file) as f:
+                text = f.read()
+            with open(g.file, "w") as f:
+                f.write(text + "    - match: { path_prefix: /api }\n      service: api\n")
+            os.kill(g.proc.pid, signal.SIGHUP)
+            # Until the switch /api has no route (404); after it, api answers. Never a 503: the new
+            # route goes live once api's endpoints are known.
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                status, backend, _ = backend_of(g.url + "/api")
+                seen.append(status)
+                if status == 200:
+                    assert backend == "api"
+                    break
+            assert seen[-1] == 200 and set(seen) <= {404, 200}, seen
+            wait_for(lambda: "gateway: reloaded" in g.read_log(), what="the reload logged")
+            assert "now routing to api" in g.read_log()
+
+            # A broken file: logged, the running routes stay.
+            with open(g.file, "a") as f:
+                f.write("    - match: { path: /x }\n      service: web\n      retry: { attempts: 0 }\n")
+            os.kill(g.proc.pid, signal.SIGHUP)
+            wait_for(lambda: "keeping the running configuration" in g.read_log(), what="the refusal logged")
+            assert backend_of(g.url + "/api")[:2] == (200, "api")
+            time.sleep(0.4)
+        finally:
+            load.stop()
+        assert g.proc.poll() is None
+        records, slow = load.records, load.slow_records
+        bad = [r for r in records + slow if r[3] != 200]
+        print(f"\n{len(records)} fast and {len(slow)} slow requests across a reload; {len(load.errors)} errors, "
+              f"{len(bad)} not 200, {load.closed} closed; /api before the switch: {seen}")
+        assert not load.errors, load.errors[:10]
+        assert not bad, bad[:10]
+        assert load.closed == 0 and load.sockets_opened == len(load.threads)
+        assert len(records) > 100 and len(slow) >= 4
+        # api is followed live from now on.
+        api2 = make_backend("api2")
+        status, _, body = agent.request("PUT", "/v1/agent/service/register",
+                                        {"Name": "api", "ID": "api-2", "Address": "127.0.0.1", "Port": api2.port})
+        assert status == 200, body
+        wait_for(lambda: len(g.endpoints("api")) == 2 or None, what="api-2 followed")
+    finally:
+        assert agent.stop() == 0
+
+
+def test_up_again_without_a_gateway_says_a_restart_is_needed(data_dir):
+    """An application started without a gateway cannot get one live: `flotilla up` says so, and
+    the agent (which has a supervisor even with no supervised service) still stops on `down`."""
+    from conftest import free_port, stop_process
+    api_port, gw_port = free_port(), free_port()
+    path = os.path.join(data_dir, "flotilla.yaml")
+    head = f"name: plain\nagent:\n  api: 127.0.0.1:{api_port}\n  data_dir: data\n"
+    with open(path, "w") as f:
+        f.write(head)
+    log = open(os.path.join(data_dir, "up.log"), "ab")
+    proc = subprocess.Popen([BIN, "up", "-f", path], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        def answering():
+            try:
+                return get(f"http://127.0.0.1:{api_port}/v1/flotilla/status")[0] == 200 or None
+            except OSError:
+                return None
+
+        wait_for(answering, what="the agent's API")
+        with open(path, "w") as f:
+            f.write(head + f"gateway:\n  listen: [127.0.0.1:{gw_port}]\n  routes:\n    - service: web\n")
+        r = subprocess.run([BIN, "up", "-f", path], capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, (r.stdout, r.stderr)
+        assert "restart needed to change: gateway" in r.stdout, r.stdout
+        r = subprocess.run([BIN, "down", "-f", path], capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, (r.stdout, r.stderr)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        stop_process(proc)
+        log.close()
