@@ -201,9 +201,11 @@ int run_agent(const AgentOptions& o, const config::File* file) {
     };
     // `flotilla up` again: the services are the supervisor's, routes the gateway's. The endpoints
     // of newly routed services are set before any route sends to them.
+    // Adding or removing the `gateway:` section (or the only gateway, of a file without one)
+    // needs a restart: the running routes stay.
     supervisor_hooks.on_apply = [&](const config::File& next) -> nlohmann::json {
-      if (!gw) {
-        if (next.gateway || !supervisor::Supervisor::dependency_targets(next).empty())
+      if (!gw || file->gateway.has_value() != next.gateway.has_value()) {
+        if (gw || next.gateway || !supervisor::Supervisor::dependency_targets(next).empty())
           return {{"RestartNeeded", {"gateway"}}};
         return nullptr;
       }
@@ -247,6 +249,51 @@ int run_agent(const AgentOptions& o, const config::File* file) {
       stop_everything(false);
     };
     signals.async_wait(on_signal);
+    // SIGHUP to `flotilla up`: with a controlling terminal (in the foreground), the terminal went
+    // away, so stop as on SIGTERM. Without one (`flotilla up -d`, systemd), apply the file again
+    // as `flotilla up` again would (nginx's reload; systemd's ExecReload=kill -HUP $MAINPID).
+    boost::asio::signal_set hup(loop.io());
+    std::function<void(const boost::system::error_code&, int)> on_hup;
+    if (file) {
+      const int tty = ::open("/dev/tty", O_RDONLY | O_NOCTTY | O_CLOEXEC);
+      const bool has_terminal = tty >= 0;
+      if (tty >= 0) ::close(tty);
+      hup.add(SIGHUP);
+      on_hup = [&, has_terminal](const boost::system::error_code& e, int) {
+        if (e) return;
+        hup.async_wait(on_hup);
+        if (stopping) return;
+        if (has_terminal) {
+          spdlog::info("received SIGHUP (the terminal went away), stopping");
+          stop_everything(false);
+          return;
+        }
+        config::File next;
+        try {
+          next = config::load_file(file->path);
+        } catch (const config::ConfigError& err) {
+          spdlog::error("reload: {}; keeping the running configuration", err.what());
+          return;
+        }
+        spdlog::info("received SIGHUP, applying {}", file->path);
+        try {
+          auto r = sup->apply(next);
+          auto list = [](const std::vector<std::string>& v) {
+            std::string out;
+            for (const auto& x : v) out += (out.empty() ? "" : ", ") + x;
+            return out.empty() ? std::string("-") : out;
+          };
+          spdlog::info("applied {}: services added: {}; changed: {}; removed: {}", file->path, list(r.added),
+                       list(r.changed), list(r.removed));
+          nlohmann::json g = supervisor_hooks.on_apply(next);
+          if (g.is_object() && g.contains("RestartNeeded") && !g.contains("Routes"))
+            spdlog::warn("gateway: adding or removing the gateway needs a restart; the running one stays as it is");
+        } catch (const std::exception& err) {
+          spdlog::error("reload: {}; keeping the running configuration", err.what());
+        }
+      };
+      hup.async_wait(on_hup);
+    }
     spdlog::info("flotilla agent {} serving http://{}:{} (node {}, store {}, index {})", kVersion,
                  host.find(':') != std::string::npos ? "[" + host + "]" : host, server.port(),
                  registry.state().node().name, store.describe(), registry.state().revision());

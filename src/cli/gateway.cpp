@@ -113,11 +113,12 @@ int run_gateway(const GatewayOptions& o) {
   // without closing a connection. Newly routed services are followed first, and the new routes
   // take effect once their endpoints are known (or after 5 s, if the registry does not answer).
   std::optional<config::File> pending;
+  std::set<std::string> pending_new;  // services the pending file routes to and the running one does not
   std::chrono::steady_clock::time_point pending_until;
   Timer reload_tick(loop);
   std::function<void()> switch_when_synced = [&] {
     if (!pending) return;
-    const bool synced = feed->synced();
+    const bool synced = feed->synced(pending_new);
     if (!synced && std::chrono::steady_clock::now() < pending_until) {
       reload_tick.arm(std::chrono::milliseconds(10), switch_when_synced);
       return;
@@ -143,11 +144,14 @@ int run_gateway(const GatewayOptions& o) {
       return;
     }
     spdlog::info("gateway: received SIGHUP, reloading {}", o.file);
-    std::set<std::string> both = gateway::Gateway::services_of(next);
-    for (const auto& s : gw.services()) both.insert(s);
+    const std::set<std::string> running = gw.services();
+    std::set<std::string> both = running;
+    pending_new.clear();
+    for (const auto& s : gateway::Gateway::services_of(next))
+      if (both.insert(s).second) pending_new.insert(s);
     const bool waiting = pending.has_value();
-    pending = std::move(next);  // the latest file wins
-    pending_until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    pending = std::move(next);  // the latest file wins, within the first one's 5 s
+    if (!waiting) pending_until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
     feed->follow(both);
     if (!waiting) switch_when_synced();
   };

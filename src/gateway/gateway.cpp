@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <thread>
 
 #include "common/metrics.h"
@@ -355,7 +356,14 @@ GatewayChange Gateway::reconfigure(config::File next) {
   keep("gateway.listen", g.listen, now.listen);
   keep("gateway.workers", g.workers, now.workers);
   keep("gateway.max_connections", g.max_connections, now.max_connections);
-  keep("gateway.access_log", g.access_log, now.access_log);
+  // A relative path was resolved against the file's directory as given (`-f flotilla.yaml` at
+  // start, an absolute path from `flotilla up` again): the same file either way.
+  auto log_path = [](const std::string& p) {
+    return p.empty() || p == "off" || p == "stdout" || p == "stderr" ? p
+                                                                        : std::filesystem::absolute(p).lexically_normal().string();
+  };
+  if (log_path(g.access_log) != log_path(now.access_log)) out.restart_needed.push_back("gateway.access_log");
+  g.access_log = now.access_log;
   keep("gateway.timeouts", g.timeouts, now.timeouts);
   for (const auto& s : g.service_listeners)
     if (std::find(now.service_listeners.begin(), now.service_listeners.end(), s) == now.service_listeners.end())
@@ -388,10 +396,10 @@ GatewayChange Gateway::reconfigure(config::File next) {
   im.file = std::move(next);
   im.routes = std::make_shared<RouteTable>(im.file.gateway->routes);
   im.route_info = std::move(route_info);
-  for (const auto& s : out.services_removed) {
-    im.clusters.erase(s);
-    im.endpoints.erase(s);
-  }
+  for (const auto& s : out.services_removed) im.clusters.erase(s);
+  // Endpoints kept for services no route uses (set while they were followed ahead of a change
+  // that did not come, or before a route went away) would be stale if one came back.
+  std::erase_if(im.endpoints, [&after](const auto& e) { return !after.count(e.first); });
   for (const auto& s : out.services_added) im.clusters[s] = im.build_cluster(s);
   for (const auto& s : out.services_changed) im.clusters[s] = im.build_cluster(s);
   im.publish();

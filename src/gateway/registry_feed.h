@@ -46,6 +46,8 @@ class RemoteRegistryFeed {
   void follow(const std::set<std::string>& services);
   // Whether every service followed has had its first answer (the gateway routes nothing before).
   bool synced() const;
+  // Whether each of these services (those followed) has had its first answer.
+  bool synced(const std::set<std::string>& services) const;
 
   struct Impl;
 

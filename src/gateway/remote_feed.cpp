@@ -114,8 +114,10 @@ struct RemoteRegistryFeed::Impl : std::enable_shared_from_this<RemoteRegistryFee
         } forget{*f};
         tcp::resolver resolver(loop.io());
         auto results = co_await resolver.async_resolve(host, port, asio::use_awaitable);
+        if (f->stopped) break;  // stop() could not cancel the lookup
         stream.expires_after(5s);
         co_await stream.async_connect(results, asio::use_awaitable);
+        if (f->stopped) break;
         std::string target = "/v1/health/service/" + service + "?index=" + std::to_string(index) + "&wait=5m";
         beast::http::request<beast::http::empty_body> req{beast::http::verb::get, target, 11};
         req.set(beast::http::field::host, host + ":" + port);
@@ -192,6 +194,12 @@ void RemoteRegistryFeed::follow(const std::set<std::string>& services) { impl_->
 bool RemoteRegistryFeed::synced() const {
   for (const auto& [s, f] : impl_->followers)
     if (!f->synced) return false;
+  return true;
+}
+
+bool RemoteRegistryFeed::synced(const std::set<std::string>& services) const {
+  for (const auto& s : services)
+    if (auto it = impl_->followers.find(s); it != impl_->followers.end() && !it->second->synced) return false;
   return true;
 }
 

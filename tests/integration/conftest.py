@@ -148,7 +148,7 @@ class Stack:
     `yaml_body` is the file without `name:` and `agent:`; it must contain the gateway section,
     with `{gw}` where the listen address goes (filled in here)."""
 
-    def __init__(self, directory, yaml_body, extra_args=(), env=None):
+    def __init__(self, directory, yaml_body, extra_args=(), env=None, new_session=False):
         self.dir = directory
         self.api_port = free_port()
         self.gw_port = free_port()
@@ -160,13 +160,15 @@ class Stack:
             f.write(yaml_body.replace("{gw}", f"127.0.0.1:{self.gw_port}"))
         self.extra_args = list(extra_args)
         self.env = {**os.environ, **env} if env else None  # extra environment for flotilla
+        self.new_session = new_session  # no controlling terminal, as `flotilla up -d` or systemd
         self.log_path = os.path.join(directory, "up.log")
         self.proc = None
 
     def start(self):
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([BIN, "up", "-f", self.file, "--node", "test-node", *self.extra_args],
-                                     stdout=self.log, stderr=subprocess.STDOUT, env=self.env)
+                                     stdout=self.log, stderr=subprocess.STDOUT, env=self.env,
+                                     start_new_session=self.new_session)
         deadline = time.time() + 10
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -235,10 +237,10 @@ def make_stack(data_dir):
     """make_stack(yaml_body) -> a started Stack; stopped (and its exit checked) after the test."""
     stacks = []
 
-    def make(yaml_body, extra_args=(), start=True, env=None):
+    def make(yaml_body, extra_args=(), start=True, env=None, new_session=False):
         d = os.path.join(data_dir, f"stack{len(stacks)}")
         os.makedirs(d)
-        s = Stack(d, yaml_body, extra_args, env)
+        s = Stack(d, yaml_body, extra_args, env, new_session)
         stacks.append(s)
         return s.start() if start else s
 

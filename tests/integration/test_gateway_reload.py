@@ -5,8 +5,10 @@ keep-alive load: no failed request, no connection closed, requests in flight fin
 Every process here is started by the test (or its fixtures) and stopped by PID."""
 import json
 import os
+import pty
 import signal
 import subprocess
+import threading
 import time
 
 from conftest import BIN, Agent, wait_for
@@ -32,6 +34,14 @@ def up_again(stack):
     r = subprocess.run([BIN, "up", "-f", stack.file], capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, (r.returncode, r.stdout, r.stderr)
     return r.stdout
+
+
+def status_answers(api_port):
+    """True once the agent's /v1/flotilla/status answers 200 (None before, for wait_for)."""
+    try:
+        return get(f"http://127.0.0.1:{api_port}/v1/flotilla/status")[0] == 200 or None
+    except OSError:
+        return None
 
 
 def backend_of(url):
@@ -123,6 +133,13 @@ def test_apply_refuses_a_bad_file_and_keeps_the_routes(make_stack, make_backend)
     # Another application's file: refused, nothing changes.
     status, text = stack.api_request("POST", "/v1/flotilla/apply", {"file": write("other.yaml", "other")})
     assert status == 409, text
+    # No `gateway:` section any more: that needs a restart, and the running routes stay.
+    plain = os.path.join(stack.dir, "plain.yaml")
+    with open(plain, "w") as f:
+        f.write(f"name: test\nagent:\n  api: 127.0.0.1:{stack.api_port}\n  data_dir: data\n")
+    status, text = stack.api_request("POST", "/v1/flotilla/apply", {"file": plain})
+    assert status == 200, text
+    assert json.loads(text)["Gateway"] == {"RestartNeeded": ["gateway"]}, text
     assert backend_of(stack.gw + "/api/x")[:2] == (200, "api")
     assert backend_of(stack.gw + "/x")[:2] == (200, "web")
 
@@ -223,13 +240,7 @@ def test_up_again_without_a_gateway_says_a_restart_is_needed(data_dir):
     log = open(os.path.join(data_dir, "up.log"), "ab")
     proc = subprocess.Popen([BIN, "up", "-f", path], stdout=log, stderr=subprocess.STDOUT)
     try:
-        def answering():
-            try:
-                return get(f"http://127.0.0.1:{api_port}/v1/flotilla/status")[0] == 200 or None
-            except OSError:
-                return None
-
-        wait_for(answering, what="the agent's API")
+        wait_for(lambda: status_answers(api_port), what="the agent's API")
         with open(path, "w") as f:
             f.write(head + f"gateway:\n  listen: [127.0.0.1:{gw_port}]\n  routes:\n    - service: web\n")
         r = subprocess.run([BIN, "up", "-f", path], capture_output=True, text=True, timeout=30)
@@ -241,3 +252,81 @@ def test_up_again_without_a_gateway_says_a_restart_is_needed(data_dir):
     finally:
         stop_process(proc)
         log.close()
+
+
+def test_up_applies_its_file_on_sighup_without_a_terminal(make_stack, make_backend):
+    """`flotilla up -d` and systemd units have no controlling terminal: SIGHUP is a reload."""
+    stack = make_stack(gateway_yaml(CATCH_ALL), new_session=True)
+    stack.register("web", make_backend("web"))
+    status, text = stack.api_request("PUT", "/v1/agent/service/register",
+                                     {"Name": "api", "ID": "api-1", "Address": "127.0.0.1",
+                                      "Port": make_backend("api").port})
+    assert status == 200, text
+    rewrite(stack, gateway_yaml(API_FIRST))
+    os.kill(stack.proc.pid, signal.SIGHUP)
+    wait_for(lambda: backend_of(stack.gw + "/api/x")[1] == "api" or None, what="the new route")
+    log = stack.read_log()
+    assert "received SIGHUP, applying" in log and "gateway: applied" in log and "now routing to api" in log, log
+    # A file that does not load: nothing changes, the agent runs on.
+    with open(stack.file, "a") as f:
+        f.write("  bogus: 1\n")
+    os.kill(stack.proc.pid, signal.SIGHUP)
+    wait_for(lambda: "reload: " in stack.read_log() or None, what="the refusal logged")
+    assert "keeping the running configuration" in stack.read_log()
+    # No gateway section any more: a restart would be needed; the routes stay.
+    with open(stack.file, "w") as f:
+        f.write(f"name: test\nagent:\n  api: 127.0.0.1:{stack.api_port}\n  data_dir: data\n")
+    os.kill(stack.proc.pid, signal.SIGHUP)
+    wait_for(lambda: "needs a restart" in stack.read_log() or None, what="the warning")
+    assert stack.proc.poll() is None
+    assert backend_of(stack.gw + "/api/x")[:2] == (200, "api")
+
+
+def test_up_in_a_terminal_stops_on_sighup(data_dir):
+    """In the foreground, SIGHUP means the terminal went away: a clean stop (exit 0), not death
+    by the signal, and not a reload that would leave the agent running unattended."""
+    from conftest import free_port
+    api_port = free_port()
+    path = os.path.join(data_dir, "flotilla.yaml")
+    with open(path, "w") as f:
+        f.write(f"name: tty\nagent:\n  api: 127.0.0.1:{api_port}\n  data_dir: data\n")
+    pid, master = pty.fork()
+    if pid == 0:  # the child: the pty is its controlling terminal
+        try:
+            os.execv(BIN, [BIN, "up", "-f", path])
+        finally:
+            os._exit(127)
+    output = []
+
+    def drain():
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                return
+            if not chunk:
+                return
+            output.append(chunk)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        wait_for(lambda: status_answers(api_port), what="the agent's API")
+        os.kill(pid, signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        status = None
+        while time.monotonic() < deadline:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            time.sleep(0.05)
+        else:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise AssertionError("flotilla up did not stop on SIGHUP")
+        reader.join(timeout=5)
+        text = b"".join(output).decode(errors="replace")
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, (status, text)
+        assert "received SIGHUP (the terminal went away), stopping" in text, text
+    finally:
+        os.close(master)

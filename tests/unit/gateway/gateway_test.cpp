@@ -3,6 +3,9 @@
 #include "gateway/gateway.h"
 
 #include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "common/metrics.h"
@@ -145,6 +148,26 @@ TEST(GatewayReconfigureTest, KeysOnlyARestartChangesKeepTheirRunningValues) {
   EXPECT_EQ(j["Routes"], 1);
   EXPECT_EQ(j["RoutesChanged"], false);
   EXPECT_TRUE(j["RestartNeeded"].empty());
+}
+
+TEST(GatewayReconfigureTest, ARelativeAccessLogIsTheSameFileGivenAnAbsolutePath) {
+  // The agent starts with `-f flotilla.yaml`; `flotilla up` again sends the file's absolute path.
+  char dir_template[] = "/tmp/flotilla-gw-test-XXXXXX";
+  ASSERT_NE(::mkdtemp(dir_template), nullptr);
+  const auto old_cwd = std::filesystem::current_path();
+  std::filesystem::current_path(dir_template);
+  {
+    const std::string body = std::string(kOne) + "  access_log: access.jsonl\n";
+    metrics::Registry m;
+    Gateway gw(config::parse(std::string(kHead) + body, "flotilla.yaml"), m);
+    auto c = gw.reconfigure(config::parse(std::string(kHead) + body, std::string(dir_template) + "/flotilla.yaml"));
+    EXPECT_TRUE(c.restart_needed.empty()) << c.summary();
+    c = gw.reconfigure(config::parse(std::string(kHead) + std::string(kOne) + "  access_log: other.jsonl\n",
+                                     std::string(dir_template) + "/flotilla.yaml"));
+    EXPECT_EQ(c.restart_needed, vec({"gateway.access_log"}));
+  }
+  std::filesystem::current_path(old_cwd);
+  std::filesystem::remove_all(dir_template);
 }
 
 TEST(GatewayReconfigureTest, AServiceListenerNeedsARestart) {
