@@ -488,10 +488,36 @@ nlohmann::json Gateway::status() const {
   }
   json per_worker = json::array();
   for (const auto& w : im.workers) per_worker.push_back(w->connections());
+  // The routes in force, in the order they are tried; "Route" is their metrics label.
+  json routes = json::array();
+  for (size_t i = 0; i < im.routes->size(); ++i) {
+    const config::Route& r = im.routes->route(static_cast<int>(i));
+    json match = json::object();
+    if (!r.match.listener_service.empty()) match["Listener"] = r.match.listener_service;
+    if (!r.match.host.empty()) match["Host"] = r.match.host;
+    if (!r.match.path_prefix.empty()) match["PathPrefix"] = r.match.path_prefix;
+    if (!r.match.path.empty()) match["Path"] = r.match.path;
+    if (!r.match.methods.empty()) match["Methods"] = r.match.methods;
+    if (!r.match.headers.empty()) {
+      json h = json::object();
+      for (const auto& [name, value] : r.match.headers) h[name] = value;
+      match["Headers"] = h;
+    }
+    json route = {{"Route", im.route_info[i].label}, {"Service", r.service}, {"Match", match},
+                  {"TimeoutSeconds", std::chrono::duration<double>(r.timeout).count()}};
+    if (r.line > 0) route["Line"] = r.line;
+    if (r.strip_prefix) route["StripPrefix"] = true;
+    if (r.rate_limit)
+      route["RateLimit"] = {{"RequestsPerSecond", r.rate_limit->requests_per_second},
+                            {"Burst", r.rate_limit->burst > 0 ? r.rate_limit->burst : r.rate_limit->requests_per_second},
+                            {"Key", r.rate_limit->key}};
+    routes.push_back(std::move(route));
+  }
   return {{"Listen", listen},
           {"Workers", im.workers.size()},
           {"Connections", connections()},
           {"WorkerConnections", per_worker},
+          {"Routes", routes},
           {"Services", services}};
 }
 

@@ -70,6 +70,8 @@ def test_up_again_changes_routes_under_load(make_stack, make_backend):
         assert "restart needed" not in out, out
         assert backend_of(stack.gw + "/api/x")[:2] == (200, "api")
         assert backend_of(stack.gw + "/other")[:2] == (200, "web")
+        routes = stack.gateway_status()["Routes"]
+        assert [(r["Route"], r["Match"]) for r in routes] == [("0:api", {"PathPrefix": "/api"}), ("1:web", {})], routes
         time.sleep(0.5)
 
         # A service's keys change live.

@@ -71,6 +71,13 @@ TEST(GatewayReconfigureTest, RoutesAndTheServicesTheyUseChange) {
   ASSERT_TRUE(st["Services"].contains("api"));
   EXPECT_TRUE(st["Services"]["api"]["Endpoints"].empty());  // until the feed sets them
   EXPECT_EQ(st["Services"]["web"]["Endpoints"].size(), 1u);  // web's endpoints were kept
+  // The routes in force, in order, with their metrics labels and where they were written.
+  ASSERT_EQ(st["Routes"].size(), 2u);
+  EXPECT_EQ(st["Routes"][0]["Route"], "0:api");
+  EXPECT_EQ(st["Routes"][0]["Match"]["PathPrefix"], "/api");
+  EXPECT_EQ(st["Routes"][0]["Line"], 6);
+  EXPECT_EQ(st["Routes"][1]["Route"], "1:web");
+  EXPECT_EQ(st["Routes"][1]["TimeoutSeconds"], 3.0);
 
   c = gw.reconfigure(file_of(
       "gateway:\n"
