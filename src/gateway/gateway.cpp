@@ -201,6 +201,7 @@ Gateway::Gateway(config::File file, metrics::Registry& metrics) : impl_(std::mak
   if (!im.file.gateway) im.file.gateway = config::GatewaySection{};
   const auto& g = *im.file.gateway;
   im.shared.config = g;
+  im.shared.config.routes.clear();  // the snapshots hold them
   im.shared.source = &im.source;
   auto& gm = im.shared.metrics;
   gm.connections = &metrics.gauge("flotilla_gateway_downstream_connections", "Open client connections.");

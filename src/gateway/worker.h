@@ -66,6 +66,8 @@ struct GatewayMetrics {
 
 // What all workers share (owned by Gateway::Impl).
 struct WorkerShared {
+  // The keys fixed for the process's life (listen, workers, max_connections, timeouts, …).
+  // Routes are not here: they live in the snapshots, which reconfigure replaces.
   config::GatewaySection config;
   SnapshotSource* source = nullptr;
   GatewayMetrics metrics;
