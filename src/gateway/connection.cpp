@@ -310,6 +310,8 @@ Task<void> Connection::send_local(int status, std::string_view body, bool close,
   h.append(std::to_string(status));
   h.push_back(' ');
   h.append(http::reason_phrase(status));
+  h.append("\r\nDate: ");
+  h.append(worker_.http_date());
   h.append("\r\nContent-Type: application/json\r\nContent-Length: ");
   h.append(std::to_string(body.size()));
   h.append("\r\n");
@@ -678,7 +680,19 @@ Task<bool> Connection::handle_request() {
     bool sent_nothing = false;  // a reset before any byte of the request reached the upstream
     std::unique_ptr<UpstreamConnection> up = worker_.take_idle(ep.state.get());
     if (!up) {
-      if (cs.connections.load(std::memory_order_relaxed) >= breaker.max(resilience::Limit::connections)) {
+      // max_connections bounds busy connections; idle pooled ones give way. At the limit this
+      // worker closes its oldest idle connection to the service; if the idle ones are in another
+      // worker's pool, the count goes over the limit until connections come back to a pool
+      // (put_idle closes them while it is over) or expire (upstream_idle). With none idle, 503.
+      const int64_t max_connections = breaker.max(resilience::Limit::connections);
+      bool counted = resilience::try_increment(cs.connections, max_connections);
+      if (!counted && worker_.close_idle_of(cluster->shared.get()))
+        counted = resilience::try_increment(cs.connections, max_connections);
+      if (!counted && cs.idle.load(std::memory_order_relaxed) > 0) {
+        cs.connections.fetch_add(1, std::memory_order_relaxed);
+        counted = true;
+      }
+      if (!counted) {
         if (cs.metrics.overloaded_connections) cs.metrics.overloaded_connections->inc();
         account(503);
         co_return co_await refuse(503, json_error("service overloaded: connection limit", "service", info.service),
@@ -686,7 +700,6 @@ Task<bool> Connection::handle_request() {
       }
       up = std::make_unique<UpstreamConnection>(worker_.io(), ep.state, cluster->shared);
       up->counted = true;
-      cs.connections.fetch_add(1, std::memory_order_relaxed);
       ep.state->connections.fetch_add(1, std::memory_order_relaxed);
       if (cs.metrics.connections) cs.metrics.connections->add(1);
       error_code ec;
@@ -946,6 +959,7 @@ Task<bool> Connection::handle_request() {
     bool up_keep = rh.keep_alive;
     DownstreamResponse dr;
     dr.version_minor = minor;
+    dr.date = worker_.http_date();
     const int code = rh.status;
     if (shared.draining.load(std::memory_order_relaxed) || close_after_) client_keep = false;
     if (code == 101) {

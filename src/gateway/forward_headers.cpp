@@ -138,13 +138,14 @@ std::string_view build_upstream_head(const http1::RequestHead& head, const Upstr
   bool has_connection = false;
   for (const auto& f : head.fields) {
     if (iequals(f.name, "connection")) has_connection = true;
+    else if (f.name.size() == 11 && iequals(f.name, "traceparent") && traceparent.empty()) traceparent = f.value;
   }
+  auto tp = traceparent.empty() ? std::nullopt : parse_traceparent(traceparent);
   for (const auto& f : head.fields) {
-    if (is_hop_by_hop(f.name) || replaced_upstream(f.name)) {
-      if (f.name.size() == 11 && iequals(f.name, "traceparent") && traceparent.empty()) traceparent = f.value;
-      continue;
-    }
+    if (is_hop_by_hop(f.name) || replaced_upstream(f.name)) continue;
     if (has_connection && named_by_connection(head.fields, f.name)) continue;
+    // W3C Trace Context: without a valid traceparent, tracestate belongs to no trace we continue.
+    if (!tp && f.name.size() == 10 && iequals(f.name, "tracestate")) continue;
     if (f.name.size() == 12 && iequals(f.name, "x-request-id")) {
       if (!sane_request_id(f.value) || !request_id.empty()) continue;
       request_id = f.value;
@@ -179,7 +180,6 @@ std::string_view build_upstream_head(const http1::RequestHead& head, const Upstr
     std::memcpy(p + kName.size() + 32, "\r\n", 2);
   }
   // traceparent: keep the trace, new parent span id (this hop), same flags; or start a trace.
-  auto tp = traceparent.empty() ? std::nullopt : parse_traceparent(traceparent);
   {
     // "traceparent: 00-" trace-id(32) "-" parent-id(16) "-" flags(2) CRLF, written in place.
     constexpr std::string_view kPrefix = "traceparent: 00-";
@@ -229,16 +229,19 @@ void build_downstream_head(const http1::ResponseHead& head, const DownstreamResp
   // The parser marked the fields a Connection option names (connection_listed, parallel to
   // fields): no second pass over the Connection values per field.
   const bool marks = head.has_connection_tokens && head.connection_listed.size() == head.fields.size();
+  bool has_date = false;
   for (size_t i = 0; i < head.fields.size(); ++i) {
     const auto& f = head.fields[i];
     if (is_hop_by_hop(f.name)) continue;
     if (f.name.size() == 14 && iequals(f.name, "content-length")) continue;
     if (marks && head.connection_listed[i]) continue;
+    if (f.name.size() == 4 && iequals(f.name, "date")) has_date = true;
     out.append(f.name);
     out.append(": "sv);
     out.append(f.value);
     out.append("\r\n"sv);
   }
+  if (!has_date && !r.date.empty()) field(out, "Date", r.date);
   if (r.upgrade) {
     out.append("Connection: upgrade\r\n"sv);
     if (auto u = head.field("upgrade")) field(out, "Upgrade", *u);

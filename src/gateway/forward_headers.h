@@ -55,6 +55,8 @@ struct DownstreamResponse {
   bool chunked = false;      // the body is sent chunked (passed through as it came)
   std::optional<uint64_t> content_length;  // the body's length when known
   bool upgrade = false;      // a 101 being passed on
+  // Added as `Date` when the service sent none (RFC 9110 6.6.1: a proxy with a clock must).
+  std::string_view date;
 };
 // Appends the response head to send downstream to `out`.
 void build_downstream_head(const http1::ResponseHead& head, const DownstreamResponse& response, std::string& out);

@@ -122,6 +122,7 @@ struct Gateway::Impl {
     c->limits = s->circuit_breaker;
     c->outlier = s->outlier_detection;
     c->shared = shared_for(service);
+    c->shared->connection_limit.store(c->limits.max_connections, std::memory_order_relaxed);
     for (const auto& e : endpoints[service]) {
       std::string address = e.host.find(':') != std::string::npos ? "[" + e.host + "]:" + std::to_string(e.port)
                                                                   : e.host + ":" + std::to_string(e.port);
@@ -477,7 +478,8 @@ nlohmann::json Gateway::status() const {
     services[name] = {{"LoadBalancer", std::string(lb::policy_name(c->policy))},
                       {"Endpoints", eps},
                       {"ActiveRequests", c->shared->active.load(std::memory_order_relaxed)},
-                      {"UpstreamConnections", c->shared->connections.load(std::memory_order_relaxed)}};
+                      {"UpstreamConnections", c->shared->connections.load(std::memory_order_relaxed)},
+                      {"IdleUpstreamConnections", c->shared->idle.load(std::memory_order_relaxed)}};
   }
   json listen = json::array();
   for (size_t i = 0; i < im.ports.size(); ++i) {

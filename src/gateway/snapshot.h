@@ -44,6 +44,10 @@ struct ClusterShared {
   explicit ClusterShared(std::string service_name) : name(std::move(service_name)) {}
   const std::string name;
   std::atomic<int64_t> connections{0};  // upstream connections, all workers (circuit breaker)
+  std::atomic<int64_t> idle{0};         // of which idle in a worker's pool
+  // circuit_breaker.max_connections as last published, for workers returning connections to
+  // their pools (over it they close them instead).
+  std::atomic<int64_t> connection_limit{1024};
   std::atomic<int64_t> pending{0};      // requests waiting for an upstream connection
   std::atomic<int64_t> active{0};       // requests in flight to the service
   std::atomic<int64_t> retries_active{0};  // retries in flight (retry budget)

@@ -7,7 +7,9 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <stdexcept>
 
 #include "common/metrics.h"
@@ -23,6 +25,7 @@ constexpr auto kAcceptBackoff = std::chrono::milliseconds(100);
 }  // namespace
 
 UpstreamConnection::~UpstreamConnection() {
+  if (pooled) cluster->idle.fetch_sub(1, std::memory_order_relaxed);
   if (counted) {
     endpoint->connections.fetch_sub(1, std::memory_order_relaxed);
     cluster->connections.fetch_sub(1, std::memory_order_relaxed);
@@ -86,7 +89,22 @@ uint16_t Worker::listen(const std::string& address, uint16_t port_override, cons
   return bound;
 }
 
+void Worker::update_date() {
+  const std::time_t t = std::time(nullptr);
+  if (t == date_second_) return;
+  date_second_ = t;
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  // IMF-fixdate (RFC 9110 5.6.7), without the locale strftime would consult.
+  static constexpr const char* kDays[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+  static constexpr const char* kMonths[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                            "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+  std::snprintf(date_, sizeof date_, "%s, %02d %s %04d %02d:%02d:%02d GMT", kDays[tm.tm_wday % 7], tm.tm_mday,
+                kMonths[tm.tm_mon % 12], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+}
+
 void Worker::start() {
+  update_date();
   wait_inbox();  // queued before the thread runs: an eventfd written meanwhile is seen at once
   for (size_t i = 0; i < acceptors_.size(); ++i) accept(i);
   sweep();
@@ -253,6 +271,7 @@ void Worker::untrack(std::list<Connection*>::iterator it) {
 }
 
 void Worker::sweep() {
+  update_date();
   sweep_timer_.expires_after(kSweep);
   sweep_timer_.async_wait([this](const boost::system::error_code& ec) {
     if (ec) return;
@@ -310,6 +329,8 @@ std::unique_ptr<UpstreamConnection> Worker::take_idle(EndpointState* endpoint) {
   while (!v.empty()) {
     auto c = std::move(v.back());  // the most recently used: warm, and the least likely to be closed
     v.pop_back();
+    c->pooled = false;
+    c->cluster->idle.fetch_sub(1, std::memory_order_relaxed);
     // A connection the backend closed (or that sent something unasked) is not reused: one
     // non-blocking peek catches the close that the idle timeout did not.
     // Under load connections come back within milliseconds and a backend does not close them
@@ -350,8 +371,25 @@ void Worker::give_response_parser(std::unique_ptr<http1::ResponseParser> p) {
 
 void Worker::put_idle(std::unique_ptr<UpstreamConnection> c) {
   if (draining_) return;
+  if (c->cluster->connections.load(std::memory_order_relaxed) > c->cluster->connection_limit.load(std::memory_order_relaxed))
+    return;  // closed: back within the limit
   c->idle_since_ns = now_ns();
+  c->pooled = true;
+  c->cluster->idle.fetch_add(1, std::memory_order_relaxed);
   idle_[c->endpoint.get()].push_back(std::move(c));
+}
+
+bool Worker::close_idle_of(const ClusterShared* cluster) {
+  UpstreamConnection* oldest = nullptr;
+  std::vector<std::unique_ptr<UpstreamConnection>>* in = nullptr;
+  for (auto& [endpoint, v] : idle_)
+    if (!v.empty() && v.front()->cluster.get() == cluster && (!oldest || v.front()->idle_since_ns < oldest->idle_since_ns)) {
+      oldest = v.front().get();
+      in = &v;
+    }
+  if (!in) return false;
+  in->erase(in->begin());  // its destructor closes it and gives back its counts
+  return true;
 }
 
 void Worker::queue_flush(std::shared_ptr<Connection> c) {

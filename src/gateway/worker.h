@@ -91,6 +91,7 @@ struct UpstreamConnection {
   std::shared_ptr<ClusterShared> cluster;
   int64_t idle_since_ns = 0;
   bool counted = false;  // counted in endpoint->connections and cluster->connections
+  bool pooled = false;   // counted in cluster->idle
 };
 
 class Worker {
@@ -128,8 +129,15 @@ class Worker {
   // The balancer for a cluster (rebuilt when the cluster's endpoints changed).
   lb::LoadBalancer& balancer(const std::shared_ptr<const Cluster>& cluster);
   std::unique_ptr<UpstreamConnection> take_idle(EndpointState* endpoint);
+  // Pools the connection, or closes it while its service has more connections than its
+  // circuit breaker allows (after an idle connection in another worker's pool gave way).
   void put_idle(std::unique_ptr<UpstreamConnection> c);
+  // Closes this worker's least recently used idle connection to the service, so a request to
+  // another of its endpoints can connect within max_connections. False: none here.
+  bool close_idle_of(const ClusterShared* cluster);
   uint64_t random() { return rng_(); }
+  // The HTTP Date of now ("Sun, 06 Nov 1994 08:49:37 GMT"), refreshed by the sweep (every 50 ms).
+  std::string_view http_date() const { return {date_, 29}; }
   // Relay buffers (16 KiB) are lent per request, so idle connections hold none.
   Buffer take_relay();
   void give_relay(Buffer&& b);
@@ -174,6 +182,9 @@ class Worker {
   void flush_queued();
 
   int id_;
+  char date_[32] = {};
+  int64_t date_second_ = -1;
+  void update_date();
   WorkerShared& shared_;
   // Declared before io_ so they outlive it: destroying io_ destroys suspended connections, which
   // untrack themselves.

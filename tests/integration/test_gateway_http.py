@@ -443,6 +443,12 @@ def test_no_route_is_404_json(gw):
     assert r.header("content-type") == "application/json"
     body = r.json()
     assert body["error"] and body["path"] == "/nowhere/at/all"
+    # The gateway's own answers carry a Date (RFC 9110 6.6.1), in IMF-fixdate form.
+    import email.utils
+    from datetime import datetime, timezone
+    date = r.header("date")
+    assert date and date.endswith(" GMT") and len(date) == 29, date
+    assert abs((email.utils.parsedate_to_datetime(date) - datetime.now(timezone.utc)).total_seconds()) < 5, date
 
 
 def test_refusal_on_keepalive_connection_is_answered_once(gw):

@@ -325,6 +325,53 @@ def test_circuit_breaker_max_requests_answers_503_at_once(make_stack, make_backe
     assert once(stack).status == 200
 
 
+def test_circuit_breaker_max_connections_counts_busy_connections_not_idle_ones(make_stack, make_backend):
+    """Idle pooled connections give way: sequential requests over more instances than
+    max_connections all succeed, while that many busy connections still refuse one more."""
+    services = "  web:\n    circuit_breaker: {max_connections: 2}\n" + NO_OUTLIER
+    stack = make_stack(gateway_yaml(services=services))
+    for name in ("a", "b", "c"):
+        stack.register("web", make_backend(name))
+    # Round robin over three instances with room for two connections: before, every third
+    # request met two idle connections to the others and got 503 with nothing in flight.
+    answers = many(stack, 12)
+    assert [a.status for a in answers] == [200] * 12, answers
+    assert {a.backend for a in answers} == {"a", "b", "c"}
+    status = stack.gateway_status()["Services"]["web"]
+    assert status["UpstreamConnections"] <= 2 and status["IdleUpstreamConnections"] <= 2, status
+    assert metric(stack, "flotilla_gateway_overloaded_total", service="web", limit="max_connections") == 0
+
+    # Three requests in flight at once, one per instance: two connections, one 503 at once.
+    answers = [None] * 3
+    barrier = threading.Barrier(3)
+
+    def client(i):
+        barrier.wait(timeout=10)
+        answers[i] = once(stack, path="/sleep/1.5")
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=15)
+    assert sorted(a.status for a in answers) == [200, 200, 503], answers
+    refused = next(a for a in answers if a.status == 503)
+    assert refused.headers.get("x-flotilla-overloaded") == "max_connections" and refused.elapsed < 0.75, refused
+    assert stack.gateway_status()["Services"]["web"]["UpstreamConnections"] <= 2
+
+
+def test_circuit_breaker_max_connections_with_idle_connections_in_another_worker(make_stack, make_backend):
+    services = "  web:\n    circuit_breaker: {max_connections: 1}\n" + NO_OUTLIER
+    stack = make_stack(gateway_yaml(services=services, workers=2))
+    stack.register("web", make_backend("a"))
+    # New client connections are spread over both workers; the one idle upstream connection sits
+    # in one worker's pool, so the other worker must not be refused for it (before: ~1 in 4 was).
+    answers = [once(stack) for _ in range(24)]
+    assert [a.status for a in answers] == [200] * 24, answers
+    # Back within the limit once the extra connection came back to a pool.
+    assert stack.gateway_status()["Services"]["web"]["UpstreamConnections"] <= 2
+
+
 # ---- rate limiting ----
 
 def test_rate_limit_burst_gets_429_with_retry_after(make_stack, make_backend):

@@ -10,20 +10,23 @@
 namespace flotilla::gateway::lb {
 
 namespace {
-// Points for the lightest endpoint; the others get theirs in proportion to weight / lightest
-// weight. An endpoint's share of the circle is a sum of random arcs, off by about
-// 1/sqrt(points) of itself: 1024 points keep it within a few percent (Envoy's default, 1024
-// points in all, leaves 10 endpoints about 100 each: ±10 %), and the ring at least 1024 long.
+// Points for the heaviest endpoint; the others get theirs in proportion to weight / heaviest
+// weight (at least one). An endpoint's share of the circle is a sum of random arcs, off by about
+// 1/sqrt(points) of itself: 4096 points keep the heaviest within a few percent, an endpoint at a
+// tenth of its weight (410 points) within about 5 %, and the ring at least 1024 long.
 //
-// Why not Envoy's scaling (points = ring size × weight / total weight)? It changes every
-// endpoint's point count whenever one joins or leaves, and keys on the points that vanish move
-// between endpoints that did not change. Relative to the lightest weight, counts change only
-// when the lightest weight does (with equal weights, never), until the cap below.
-constexpr double kLightestPoints = 1024;
-// Cap, 12 bytes a point (768 KiB), reached past 64 equal-weight endpoints: beyond it counts
+// Why relative to the heaviest? Counts then change only when the heaviest weight does. A join
+// or leave of an endpoint no heavier than the rest (a new instance, a canary at a low weight),
+// or an instance going to `warning` at a lower Weights.Warning, leaves every other endpoint's
+// points where they were: only keys on the points added or removed move. Relative to the
+// lightest (as before 2026-12-03) such a change rescaled every endpoint: a weight-1 canary
+// joining three weight-4 instances moved 45 % of the keys between instances that had not changed.
+// Envoy's scaling (ring size × weight / total weight) moves some keys on every change.
+constexpr double kHeaviestPoints = 4096;
+// Cap, 12 bytes a point (3 MiB), reached past 64 equal-weight endpoints: beyond it counts
 // scale to fit, so a join or leave also moves about 1/n of the keys between unchanged endpoints
 // (halving counts instead would keep them still until a power of two, then move half of all keys).
-constexpr double kMaxPoints = 1 << 16;
+constexpr double kMaxPoints = 1 << 18;
 // Points walked past unusable owners before checking that any endpoint is usable at all.
 
 struct Point {
@@ -35,12 +38,12 @@ struct Point {
 RingHashBalancer::RingHashBalancer(const std::vector<Endpoint>& endpoints, uint64_t seed)
     : endpoints_(endpoints.size()), rng_(seed) {
   if (endpoints.empty()) return;
-  uint64_t lightest = UINT64_MAX, total = 0;
+  uint64_t heaviest = 0, total = 0;
   for (const auto& e : endpoints) {
-    lightest = std::min(lightest, effective_weight(e));
+    heaviest = std::max(heaviest, effective_weight(e));
     total += effective_weight(e);
   }
-  double per_weight = kLightestPoints / static_cast<double>(lightest);
+  double per_weight = kHeaviestPoints / static_cast<double>(heaviest);
   per_weight = std::min(per_weight, kMaxPoints / static_cast<double>(total));
 
   std::vector<Point> ring;

@@ -100,6 +100,22 @@ TEST(ForwardHeaders, TraceparentPropagatedWithNewParentOrCreated) {
   }
 }
 
+TEST(ForwardHeaders, TracestateGoesOnlyWithAValidTraceparent) {
+  const std::string valid = "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n";
+  // tracestate before or after traceparent: kept with a trace that continues.
+  for (const std::string& fields : {"tracestate: vendor=abc\r\n" + valid, valid + "tracestate: vendor=abc\r\n"}) {
+    auto out = upstream("GET / HTTP/1.1\r\nHost: a\r\n" + fields + "\r\n");
+    EXPECT_EQ(field_value(out, "tracestate"), "vendor=abc") << out;
+  }
+  // A new trace (no traceparent, or an invalid one): the old state is dropped (W3C Trace Context §3.3).
+  for (const std::string& fields : {std::string("tracestate: vendor=abc\r\n"),
+                                    std::string("traceparent: garbage\r\ntracestate: vendor=abc\r\n")}) {
+    auto out = upstream("GET / HTTP/1.1\r\nHost: a\r\n" + fields + "\r\n");
+    EXPECT_EQ(out.find("vendor=abc"), std::string::npos) << out;
+    EXPECT_TRUE(parse_traceparent(field_value(out, "traceparent"))) << out;
+  }
+}
+
 TEST(ForwardHeaders, BodyIsReframed) {
   UpstreamRequest chunked;
   chunked.chunked = true;
@@ -154,6 +170,25 @@ TEST(ForwardHeaders, DownstreamHeadDropsHopByHopAndSetsFraming) {
   closing.keep_alive = false;
   build_downstream_head(p.head(), closing, out);
   EXPECT_TRUE(has_line(out, "Connection: close"));
+}
+
+TEST(ForwardHeaders, DownstreamHeadGetsADateWhenTheServiceSentNone) {
+  const std::string now = "Thu, 03 Dec 2026 12:00:00 GMT";
+  DownstreamResponse d;
+  d.date = now;
+  http1::ResponseParser without;
+  ASSERT_EQ(without.parse("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").status, http1::ResponseParser::Status::done);
+  std::string out;
+  build_downstream_head(without.head(), d, out);
+  EXPECT_EQ(field_value(out, "Date"), now) << out;
+  // The service's own Date is passed on, not doubled.
+  http1::ResponseParser with;
+  ASSERT_EQ(with.parse("HTTP/1.1 200 OK\r\ndate: Wed, 02 Dec 2026 08:00:00 GMT\r\nContent-Length: 0\r\n\r\n").status,
+            http1::ResponseParser::Status::done);
+  out.clear();
+  build_downstream_head(with.head(), d, out);
+  EXPECT_EQ(field_value(out, "date"), "Wed, 02 Dec 2026 08:00:00 GMT") << out;
+  EXPECT_EQ(out.find(now), std::string::npos) << out;
 }
 
 TEST(ForwardHeaders, TraceparentParser) {

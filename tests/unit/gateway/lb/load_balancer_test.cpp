@@ -404,12 +404,38 @@ TEST(LoadBalancer, SingleEndpoint) {
   }
 }
 
-TEST(LoadBalancer, RingHasAtLeast1024PointsAndFollowsTheLightestWeight) {
-  EXPECT_EQ(RingHashBalancer(cluster({1}), 0).points(), 1024u);
-  EXPECT_EQ(RingHashBalancer(cluster({7, 7}), 0).points(), 2048u);
-  EXPECT_EQ(RingHashBalancer(cluster({1, 3}), 0).points(), 4096u);
-  // Extreme ratios stop at the cap rather than growing without bound.
-  EXPECT_LE(RingHashBalancer(cluster({1, 100000}), 0).points(), 65536u + 2);
+TEST(LoadBalancer, RingHasAtLeast1024PointsAndFollowsTheHeaviestWeight) {
+  EXPECT_EQ(RingHashBalancer(cluster({1}), 0).points(), 4096u);
+  EXPECT_EQ(RingHashBalancer(cluster({7, 7}), 0).points(), 8192u);
+  EXPECT_EQ(RingHashBalancer(cluster({1, 3}), 0).points(), 4096u + 1365u);
+  // An endpoint far lighter than the heaviest keeps at least one point.
+  EXPECT_EQ(RingHashBalancer(cluster({1, 100000}), 0).points(), 4096u + 1u);
+  // Many endpoints stop at the cap rather than growing without bound.
+  EXPECT_EQ(RingHashBalancer(cluster(std::vector<uint32_t>(64, 1)), 0).points(), 64u * 4096u);
+  EXPECT_LE(RingHashBalancer(cluster(std::vector<uint32_t>(100, 1)), 0).points(), 262144u + 100u);
+}
+
+TEST(LoadBalancer, ALighterEndpointJoiningOrLeavingMovesOnlyItsKeys) {
+  // A canary at a low weight next to heavier instances, or an instance going to `warning` at a
+  // lower weight: the other endpoints' points stay, so keys move only to or from it.
+  auto three = cluster({4, 4, 4});
+  auto four = three;
+  four.push_back(cluster({1}, 10)[0]);
+  const std::string light = address(10);
+  auto before = placement(Policy::ring_hash, three), after = placement(Policy::ring_hash, four);
+  int to_light = 0, elsewhere = 0;
+  for (int i = 0; i < kPicks; ++i) {
+    if (before[i] == after[i]) continue;
+    (after[i] == light ? to_light : elsewhere) += 1;
+  }
+  EXPECT_EQ(elsewhere, 0);
+  EXPECT_NEAR(to_light, kPicks / 13, kPicks / 13 * 0.3);  // its weight's share, 1 of 13
+  // An instance's weight dropping (passing 4 -> warning 1) moves only keys away from it.
+  auto warned = cluster({4, 4, 1});
+  auto after_warn = placement(Policy::ring_hash, warned);
+  before = placement(Policy::ring_hash, three);
+  for (int i = 0; i < kPicks; ++i)
+    if (before[i] != after_warn[i]) EXPECT_EQ(before[i], address(2)) << "key " << i;
 }
 
 TEST(LoadBalancer, SpeedOfPickWithTenEndpoints) {
