@@ -681,24 +681,23 @@ Task<bool> Connection::handle_request() {
     std::unique_ptr<UpstreamConnection> up = worker_.take_idle(ep.state.get());
     if (!up) {
       // max_connections bounds busy connections; idle pooled ones give way. At the limit this
-      // worker closes its oldest idle connection to the service; if the idle ones are in another
-      // worker's pool, the count goes over the limit until connections come back to a pool
-      // (put_idle closes them while it is over) or expire (upstream_idle). With none idle, 503.
+      // worker closes its oldest idle connection to the service; if the idle ones are in other
+      // workers' pools, the count may go over the limit by at most their number (so the busy
+      // ones stay within it) until connections come back to a pool (put_idle closes them while
+      // it is over) or expire (upstream_idle). With none idle, 503.
       const int64_t max_connections = breaker.max(resilience::Limit::connections);
+      up = std::make_unique<UpstreamConnection>(worker_.io(), ep.state, cluster->shared);
       bool counted = resilience::try_increment(cs.connections, max_connections);
       if (!counted && worker_.close_idle_of(cluster->shared.get()))
         counted = resilience::try_increment(cs.connections, max_connections);
-      if (!counted && cs.idle.load(std::memory_order_relaxed) > 0) {
-        cs.connections.fetch_add(1, std::memory_order_relaxed);
-        counted = true;
-      }
+      if (!counted)
+        counted = resilience::try_increment(cs.connections, max_connections + cs.idle.load(std::memory_order_relaxed));
       if (!counted) {
         if (cs.metrics.overloaded_connections) cs.metrics.overloaded_connections->inc();
         account(503);
         co_return co_await refuse(503, json_error("service overloaded: connection limit", "service", info.service),
                                   "x-flotilla-overloaded: max_connections");
       }
-      up = std::make_unique<UpstreamConnection>(worker_.io(), ep.state, cluster->shared);
       up->counted = true;
       ep.state->connections.fetch_add(1, std::memory_order_relaxed);
       if (cs.metrics.connections) cs.metrics.connections->add(1);

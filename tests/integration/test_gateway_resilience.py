@@ -70,6 +70,28 @@ def many(stack, n, method="GET", path="/", headers=None):
         conn.close()
 
 
+def at_once(stack, n, path, during=None):
+    """n requests released together, each on its own connection; `during()` runs while they are
+    in flight (0.5 s after the release). Returns their Answers in order."""
+    answers = [None] * n
+    barrier = threading.Barrier(n)
+
+    def client(i):
+        barrier.wait(timeout=10)
+        answers[i] = once(stack, path=path)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    if during:
+        time.sleep(0.5)
+        during()
+    for t in threads:
+        t.join(timeout=15)
+    assert all(isinstance(a, Answer) for a in answers), answers
+    return answers
+
+
 def metric(stack, name, **labels):
     """Sum of the samples of `name` whose labels include `labels` (0 when there are none)."""
     total = 0.0
@@ -342,18 +364,7 @@ def test_circuit_breaker_max_connections_counts_busy_connections_not_idle_ones(m
     assert metric(stack, "flotilla_gateway_overloaded_total", service="web", limit="max_connections") == 0
 
     # Three requests in flight at once, one per instance: two connections, one 503 at once.
-    answers = [None] * 3
-    barrier = threading.Barrier(3)
-
-    def client(i):
-        barrier.wait(timeout=10)
-        answers[i] = once(stack, path="/sleep/1.5")
-
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=15)
+    answers = at_once(stack, 3, "/sleep/1.5")
     assert sorted(a.status for a in answers) == [200, 200, 503], answers
     refused = next(a for a in answers if a.status == 503)
     assert refused.headers.get("x-flotilla-overloaded") == "max_connections" and refused.elapsed < 0.75, refused
@@ -370,6 +381,18 @@ def test_circuit_breaker_max_connections_with_idle_connections_in_another_worker
     assert [a.status for a in answers] == [200] * 24, answers
     # Back within the limit once the extra connection came back to a pool.
     assert stack.gateway_status()["Services"]["web"]["UpstreamConnections"] <= 2
+
+    # Busy connections stay within the limit: an idle connection elsewhere lets one more
+    # connection open, not one per request. Six slow requests at once over both workers: at most
+    # two get through (the limit, plus the one idle connection there was), the rest 503 at once.
+    def within_bound():
+        assert stack.gateway_status()["Services"]["web"]["UpstreamConnections"] <= 2
+
+    answers = at_once(stack, 6, "/sleep/1", during=within_bound)
+    ok = [a for a in answers if a.status == 200]
+    refused = [a for a in answers if a.status == 503]
+    assert 1 <= len(ok) <= 2 and len(ok) + len(refused) == 6, answers
+    assert all(a.headers.get("x-flotilla-overloaded") == "max_connections" for a in refused), answers
 
 
 # ---- rate limiting ----

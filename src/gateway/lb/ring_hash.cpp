@@ -13,7 +13,8 @@ namespace {
 // Points for the heaviest endpoint; the others get theirs in proportion to weight / heaviest
 // weight (at least one). An endpoint's share of the circle is a sum of random arcs, off by about
 // 1/sqrt(points) of itself: 4096 points keep the heaviest within a few percent, an endpoint at a
-// tenth of its weight (410 points) within about 5 %, and the ring at least 1024 long.
+// tenth of its weight (410 points) within about 5 %, and the ring at least 4096 long. An endpoint
+// a thousand times lighter than the heaviest gets 4 points: its small share swings by ±50 %.
 //
 // Why relative to the heaviest? Counts then change only when the heaviest weight does. A join
 // or leave of an endpoint no heavier than the rest (a new instance, a canary at a low weight),
