@@ -277,16 +277,15 @@ int run_agent(const AgentOptions& o, const config::File* file) {
         }
         spdlog::info("received SIGHUP, applying {}", file->path);
         try {
-          auto r = sup->apply(next);
-          auto list = [](const std::vector<std::string>& v) {
+          nlohmann::json a = supervisor::apply_file(*sup, supervisor_hooks, next);
+          auto list = [](const nlohmann::json& v) {
             std::string out;
-            for (const auto& x : v) out += (out.empty() ? "" : ", ") + x;
+            for (const auto& x : v) out += (out.empty() ? "" : ", ") + x.get<std::string>();
             return out.empty() ? std::string("-") : out;
           };
-          spdlog::info("applied {}: services added: {}; changed: {}; removed: {}", file->path, list(r.added),
-                       list(r.changed), list(r.removed));
-          nlohmann::json g = supervisor_hooks.on_apply(next);
-          if (g.is_object() && g.contains("RestartNeeded") && !g.contains("Routes"))
+          spdlog::info("applied {}: services added: {}; changed: {}; removed: {}", file->path, list(a["Added"]),
+                       list(a["Changed"]), list(a["Removed"]));
+          if (a.contains("Gateway") && !a["Gateway"].contains("Routes"))
             spdlog::warn("gateway: adding or removing the gateway needs a restart; the running one stays as it is");
         } catch (const std::exception& err) {
           spdlog::error("reload: {}; keeping the running configuration", err.what());

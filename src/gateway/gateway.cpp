@@ -58,6 +58,24 @@ std::vector<EndpointSpec> usable_endpoints(const std::vector<InstanceHealth>& in
   return out;
 }
 
+namespace {
+// `routes` behind one route per service listener: a service's own listener sends every request
+// to it (retries on the defaults).
+std::vector<config::Route> with_listener_routes(const std::vector<std::string>& listeners,
+                                                const std::vector<config::Route>& routes) {
+  std::vector<config::Route> out;
+  out.reserve(listeners.size() + routes.size());
+  for (const auto& service : listeners) {
+    config::Route r;
+    r.service = service;
+    r.match.listener_service = service;
+    out.push_back(std::move(r));
+  }
+  out.insert(out.end(), routes.begin(), routes.end());
+  return out;
+}
+}  // namespace
+
 struct Gateway::Impl {
   Impl(config::File f, metrics::Registry& m) : file(std::move(f)), metrics(m) {}
 
@@ -226,13 +244,7 @@ Gateway::Gateway(config::File file, metrics::Registry& metrics) : impl_(std::mak
     im.access_log = std::make_unique<AccessLog>(g.access_log);
     im.shared.access_log = im.access_log.get();
   }
-  // A service's own listener: one route, every request to it (retries on the defaults).
-  for (auto it = g.service_listeners.rbegin(); it != g.service_listeners.rend(); ++it) {
-    config::Route r;
-    r.service = *it;
-    r.match.listener_service = *it;
-    im.file.gateway->routes.insert(im.file.gateway->routes.begin(), r);
-  }
+  im.file.gateway->routes = with_listener_routes(g.service_listeners, im.file.gateway->routes);
   const auto& routes = im.file.gateway->routes;
   im.routes = std::make_shared<RouteTable>(routes);
   im.route_info = im.build_route_info(routes, {}, {});
@@ -371,15 +383,7 @@ GatewayChange Gateway::reconfigure(config::File next) {
     if (std::find(now.service_listeners.begin(), now.service_listeners.end(), s) == now.service_listeners.end())
       out.restart_needed.push_back("depends_on: " + s + " (its own gateway listener)");
   g.service_listeners = now.service_listeners;
-  // The same listener routes in front, as the constructor puts them.
-  std::vector<config::Route> routes;
-  for (const auto& service : now.service_listeners) {
-    config::Route r;
-    r.service = service;
-    r.match.listener_service = service;
-    routes.push_back(std::move(r));
-  }
-  routes.insert(routes.end(), g.routes.begin(), g.routes.end());
+  std::vector<config::Route> routes = with_listener_routes(now.service_listeners, g.routes);
   out.routes_changed = routes.size() != now.routes.size() ||
                        !std::equal(routes.begin(), routes.end(), now.routes.begin(),
                                    [](const config::Route& a, const config::Route& b) { return a.same_as(b); });

@@ -273,13 +273,7 @@ void handle(Supervisor& sup, const ApiHooks& hooks, const ExchangePtr& ex, const
     } catch (const config::ConfigError& e) {
       throw ApiError(400, e.what(), "file");
     }
-    auto r = sup.apply(file);
-    json answer{{"Added", r.added}, {"Changed", r.changed}, {"Removed", r.removed}, {"Unchanged", r.unchanged}};
-    if (hooks.on_apply) {
-      json gateway = hooks.on_apply(file);
-      if (!gateway.is_null()) answer["Gateway"] = std::move(gateway);
-    }
-    ok(ex, answer);
+    ok(ex, apply_file(sup, hooks, file));
     return;
   }
   if (rest == "down") {
@@ -295,6 +289,16 @@ void handle(Supervisor& sup, const ApiHooks& hooks, const ExchangePtr& ex, const
 }
 
 }  // namespace
+
+json apply_file(Supervisor& sup, const ApiHooks& hooks, const config::File& file) {
+  auto r = sup.apply(file);
+  json answer{{"Added", r.added}, {"Changed", r.changed}, {"Removed", r.removed}, {"Unchanged", r.unchanged}};
+  if (hooks.on_apply) {
+    json gateway = hooks.on_apply(file);
+    if (!gateway.is_null()) answer["Gateway"] = std::move(gateway);
+  }
+  return answer;
+}
 
 bool serve_api(Supervisor& supervisor, const ApiHooks& hooks, const ExchangePtr& ex) {
   const auto& path = ex->request().path;

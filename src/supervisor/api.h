@@ -37,6 +37,10 @@ struct ApiHooks {
   std::function<nlohmann::json(const config::File&)> on_apply;
 };
 
+// `flotilla up` again with `file`: the services change, then hooks.on_apply (the gateway). Returns
+// POST apply's answer; throws ApiError. For the API and for a reload on SIGHUP.
+nlohmann::json apply_file(Supervisor& supervisor, const ApiHooks& hooks, const config::File& file);
+
 // Answers the request when it is one of the supervisor's; false otherwise (someone else's path).
 bool serve_api(Supervisor& supervisor, const ApiHooks& hooks, const std::shared_ptr<http::Exchange>& exchange);
 
