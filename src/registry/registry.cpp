@@ -89,15 +89,28 @@ void Registry::start() {
   if (!error.empty()) throw std::runtime_error("cannot write the node record: " + error);
 }
 
-void Registry::run(Build build, Done done, bool user_compare, int attempt) {
+void Registry::run(Build build, Done done, bool user_compare) {
+  if (!deferred_.empty()) {
+    deferred_.push_back(Deferred{commits_issued_, std::move(build), std::move(done), user_compare, 0});
+    return;
+  }
+  if (auto wait = build_and_commit(std::move(build), std::move(done), user_compare, 0))
+    deferred_.push_back(std::move(*wait));
+}
+
+std::optional<Registry::Deferred> Registry::build_and_commit(Build build, Done done, bool user_compare, int attempt) {
   WriteResult result;
   auto txn = build(result);
   if (!txn) {
+    if (commits_completed_ != commits_issued_)
+      return Deferred{commits_issued_, std::move(build), std::move(done), user_compare, attempt};
     if (done) done(result);
-    return;
+    return std::nullopt;
   }
+  ++commits_issued_;
   store_.commit(std::move(*txn), [this, build = std::move(build), done = std::move(done), user_compare, attempt,
                                   result](const store::TxnResult& r) mutable {
+    ++commits_completed_;
     if (!r.error.empty()) {
       result.ok = false;
       result.error = "store write failed: " + r.error;
@@ -106,14 +119,33 @@ void Registry::run(Build build, Done done, bool user_compare, int attempt) {
         result.applied = false;
       } else if (attempt + 1 < kMaxAttempts) {
         // The view moved between build and commit; build again from the newer view.
-        return run(std::move(build), std::move(done), user_compare, attempt + 1);
+        // It was asked before anything queued: it goes first if it has to wait.
+        if (auto wait = build_and_commit(std::move(build), std::move(done), user_compare, attempt + 1))
+          deferred_.push_front(std::move(*wait));
+        run_deferred();
+        return;
       } else {
         result.ok = false;
         result.error = "too many concurrent changes to the same records; try again";
       }
     }
     if (done) done(result);
+    run_deferred();
   });
+  return std::nullopt;
+}
+
+void Registry::run_deferred() {
+  // In the order asked, each once the writes issued before it are applied. One that must wait
+  // again (for writes issued since) stays first: those behind it wait too.
+  while (!deferred_.empty() && deferred_.front().after <= commits_completed_) {
+    auto d = std::move(deferred_.front());
+    deferred_.pop_front();
+    if (auto wait = build_and_commit(std::move(d.build), std::move(d.done), d.user_compare, d.attempt)) {
+      deferred_.push_front(std::move(*wait));
+      break;
+    }
+  }
 }
 
 void Registry::on_events(uint64_t revision, std::vector<store::Event>&& events) {

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <chrono>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -91,10 +92,25 @@ class Registry {
 
  private:
   using Build = std::function<std::optional<store::Txn>(WriteResult& result)>;
+  struct Deferred {
+    uint64_t after;  // built again once commits_completed_ reaches this
+    Build build;
+    Done done;
+    bool user_compare;
+    int attempt;
+  };
   // Builds a transaction from the current view and commits it; when a compare fails because the
   // view moved meanwhile, builds again (bounded). build returns nullopt to answer without writing.
   // user_compare: a failed compare is the caller's answer (KV cas), not a reason to retry.
-  void run(Build build, Done done, bool user_compare = false, int attempt = 0);
+  // A build that writes nothing while earlier writes are still being committed is built again
+  // once they are applied: "nothing to do" read from a view that lacks them could be wrong (a
+  // deregistration issued while the registration is committing would find no service and leave
+  // it registered for good). Compares guard the transactions that do write. While one waits,
+  // later writes queue behind it, so writes are applied in the order they were asked for.
+  void run(Build build, Done done, bool user_compare = false);
+  // Builds and commits; returns the write itself when it must wait (the caller queues it).
+  std::optional<Deferred> build_and_commit(Build build, Done done, bool user_compare, int attempt);
+  void run_deferred();
   void on_events(uint64_t revision, std::vector<store::Event>&& events);
   void flush_notifications();
   void invalidate_sessions_of_check(const std::string& check_id);
@@ -119,6 +135,9 @@ class Registry {
   std::map<std::string, Session> ended_sessions_;  // ended by the store, locks not yet released
   bool release_running_ = false;
   bool release_again_ = false;
+  uint64_t commits_issued_ = 0;     // transactions handed to the store
+  uint64_t commits_completed_ = 0;  // their completions (the store answers in commit order)
+  std::deque<Deferred> deferred_;
 };
 
 }  // namespace flotilla::registry

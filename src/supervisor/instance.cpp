@@ -1,5 +1,6 @@
 // One instance's life: start (shim, PORT, <DEP>_URL, logs), health probes, registration once
 // healthy, drain and stop, and what its exit means (restart with backoff, or not).
+#include "common/error.h"
 #include "supervisor/supervisor_impl.h"
 
 extern char** environ;
@@ -246,15 +247,23 @@ void Supervisor::Impl::stop_instance(ServiceRuntime& s, Instance& i, const std::
     send_stop(s, i);
     return;
   }
+  try {
+    registry.set_maintenance(i.id, true, "flotilla: draining before stop",
+                             [this, alive = alive, service = s.name, id = i.id](const registry::WriteResult&) {
+                               if (!*alive) return;
+                               auto* sv = find(service);
+                               Instance* in = sv ? instance(*sv, id) : nullptr;
+                               if (in && in->state == Instance::State::draining)
+                                 wait_drained(service, id, Clock::now(), Clock::now() + in->spec->stop_grace_period);
+                             });
+  } catch (const ApiError&) {
+    // Its registration is still being committed (or someone deregistered it): it has had no
+    // traffic to drain. The deregistration is applied after the registration.
+    deregister(i);
+    send_stop(s, i);
+    return;
+  }
   i.state = Instance::State::draining;
-  registry.set_maintenance(i.id, true, "flotilla: draining before stop",
-                           [this, alive = alive, service = s.name, id = i.id](const registry::WriteResult&) {
-                             if (!*alive) return;
-                             auto* sv = find(service);
-                             Instance* in = sv ? instance(*sv, id) : nullptr;
-                             if (in && in->state == Instance::State::draining)
-                               wait_drained(service, id, Clock::now(), Clock::now() + in->spec->stop_grace_period);
-                           });
 }
 
 void Supervisor::Impl::wait_drained(const std::string& service, const std::string& id, Clock::time_point since, Clock::time_point until) {
