@@ -181,10 +181,23 @@ int run_agent(const AgentOptions& o, const config::File* file) {
     // gateway (requests in flight finish), then the API.
     bool stopping = false;
     Timer stop_deadline(loop);
-    auto finish = [&] {
-      if (gw) gw->stop();
-      server.stop();
-      loop.stop();
+    // The last writes asked for (the deregistrations of stopped instances) reach the store
+    // before the loop ends, for at most 2 s.
+    Timer settle(loop);
+    std::function<void(std::chrono::steady_clock::time_point)> stop_when_settled =
+        [&](std::chrono::steady_clock::time_point until) {
+          if (registry.idle() || std::chrono::steady_clock::now() >= until) return loop.stop();
+          settle.arm(std::chrono::milliseconds(5), [&, until] { stop_when_settled(until); });
+        };
+    bool finishing = false;
+    auto finish = [&](bool now = false) {
+      if (!finishing) {
+        finishing = true;
+        if (gw) gw->stop();
+        server.stop();
+      }
+      if (now) return loop.stop();
+      stop_when_settled(std::chrono::steady_clock::now() + std::chrono::seconds(2));
     };
     auto stop_everything = [&](bool forget) {
       if (stopping) return;
@@ -240,7 +253,7 @@ int run_agent(const AgentOptions& o, const config::File* file) {
       if (!stopping) first = std::chrono::steady_clock::now();
       if (stopping) {
         spdlog::warn("received {} again: stopping now", sig == SIGINT ? "SIGINT" : "SIGTERM");
-        finish();
+        finish(true);
         return;
       }
       spdlog::info("received {}, stopping{}", sig == SIGINT ? "SIGINT" : "SIGTERM",

@@ -20,7 +20,7 @@ bool serve_admin(Gateway& gateway, const std::shared_ptr<http::Exchange>& ex, co
     ex->respond(std::move(r));
     return true;
   }
-  ex->respond(http::Response::json(200, gateway.status().dump(2) + "\n"));
+  ex->respond(http::Response::json(200, gateway.status().dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n"));
   return true;
 }
 

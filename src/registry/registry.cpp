@@ -89,28 +89,66 @@ void Registry::start() {
   if (!error.empty()) throw std::runtime_error("cannot write the node record: " + error);
 }
 
-void Registry::run(Build build, Done done, bool user_compare) {
+void Registry::run(Build build, Done done, bool user_compare, bool settled) {
   if (!deferred_.empty()) {
-    deferred_.push_back(Deferred{commits_issued_, std::move(build), std::move(done), user_compare, 0});
+    deferred_.push_back(Deferred{std::move(build), std::move(done), user_compare, settled, 0});
     return;
   }
-  if (auto wait = build_and_commit(std::move(build), std::move(done), user_compare, 0))
+  if (auto wait = build_and_commit(std::move(build), std::move(done), user_compare, settled, 0))
     deferred_.push_back(std::move(*wait));
 }
 
-std::optional<Registry::Deferred> Registry::build_and_commit(Build build, Done done, bool user_compare, int attempt) {
+bool Registry::committing(const store::Txn& txn) const {
+  if (inflight_.empty()) return false;
+  auto busy = [&](const std::string& key) {
+    if (inflight_keys_.count(key)) return true;
+    for (const auto& p : inflight_prefixes_)
+      if (key.compare(0, p.size(), p) == 0) return true;
+    return false;
+  };
+  for (const auto& c : txn.compares)
+    if (busy(c.key)) return true;
+  return false;
+}
+
+std::optional<Registry::Deferred> Registry::build_and_commit(Build build, Done done, bool user_compare, bool settled,
+                                                             int attempt) {
   WriteResult result;
   auto txn = build(result);
-  if (!txn) {
-    if (commits_completed_ != commits_issued_)
-      return Deferred{commits_issued_, std::move(build), std::move(done), user_compare, attempt};
+  // Nothing to write, decided from records a write of ours is still committing: decide again
+  // once it is applied. A settled write waits for those records whatever it decided.
+  if (txn && (txn->ops.empty() || settled) && committing(*txn))
+    return Deferred{std::move(build), std::move(done), user_compare, settled, attempt};
+  if (!txn || txn->ops.empty()) {
     if (done) done(result);
     return std::nullopt;
   }
-  ++commits_issued_;
-  store_.commit(std::move(*txn), [this, build = std::move(build), done = std::move(done), user_compare, attempt,
-                                  result](const store::TxnResult& r) mutable {
-    ++commits_completed_;
+  const uint64_t seq = ++commits_issued_;
+  auto& keys = inflight_[seq];
+  for (const auto& c : txn->compares) keys.push_back(c.key);
+  for (const auto& op : txn->ops) {
+    if (op.type == store::Op::Type::del_prefix) {
+      inflight_prefixes_.insert(op.key);
+      keys.push_back("\x01" + op.key);  // marks a prefix
+    } else if (!op.key.empty()) {
+      keys.push_back(op.key);
+    }
+  }
+  for (const auto& k : keys)
+    if (k.empty() || k[0] != '\x01') ++inflight_keys_[k];
+  store_.commit(std::move(*txn), [this, seq, build = std::move(build), done = std::move(done), user_compare, settled,
+                                  attempt, result](const store::TxnResult& r) mutable {
+    // The view has this write's events by now (the store delivers them first).
+    if (auto it = inflight_.find(seq); it != inflight_.end()) {
+      for (const auto& k : it->second) {
+        if (!k.empty() && k[0] == '\x01') {
+          inflight_prefixes_.erase(inflight_prefixes_.find(k.substr(1)));
+        } else if (auto n = inflight_keys_.find(k); n != inflight_keys_.end() && --n->second == 0) {
+          inflight_keys_.erase(n);
+        }
+      }
+      inflight_.erase(it);
+    }
     if (!r.error.empty()) {
       result.ok = false;
       result.error = "store write failed: " + r.error;
@@ -118,9 +156,9 @@ std::optional<Registry::Deferred> Registry::build_and_commit(Build build, Done d
       if (user_compare) {
         result.applied = false;
       } else if (attempt + 1 < kMaxAttempts) {
-        // The view moved between build and commit; build again from the newer view.
-        // It was asked before anything queued: it goes first if it has to wait.
-        if (auto wait = build_and_commit(std::move(build), std::move(done), user_compare, attempt + 1))
+        // The view moved between build and commit; build again from the newer view. It was
+        // asked before anything queued: it goes first if it has to wait.
+        if (auto wait = build_and_commit(std::move(build), std::move(done), user_compare, settled, attempt + 1))
           deferred_.push_front(std::move(*wait));
         run_deferred();
         return;
@@ -129,24 +167,30 @@ std::optional<Registry::Deferred> Registry::build_and_commit(Build build, Done d
         result.error = "too many concurrent changes to the same records; try again";
       }
     }
-    if (done) done(result);
+    try {
+      if (done) done(result);
+    } catch (const std::exception& e) {
+      spdlog::error("registry: a write's completion failed: {}", e.what());
+    }
     run_deferred();
   });
   return std::nullopt;
 }
 
 void Registry::run_deferred() {
-  // In the order asked, each once the writes issued before it are applied. One that must wait
-  // again (for writes issued since) stays first: those behind it wait too.
-  while (!deferred_.empty() && deferred_.front().after <= commits_completed_) {
+  // In the order asked. One that must wait again stays first: those behind it wait too, so
+  // writes apply in the order they were asked for.
+  while (!deferred_.empty()) {
     auto d = std::move(deferred_.front());
     deferred_.pop_front();
-    if (auto wait = build_and_commit(std::move(d.build), std::move(d.done), d.user_compare, d.attempt)) {
+    if (auto wait = build_and_commit(std::move(d.build), std::move(d.done), d.user_compare, d.settled, d.attempt)) {
       deferred_.push_front(std::move(*wait));
       break;
     }
   }
 }
+
+bool Registry::idle() const { return deferred_.empty() && inflight_.empty(); }
 
 void Registry::on_events(uint64_t revision, std::vector<store::Event>&& events) {
   auto changes = state_.apply(revision, events);
@@ -302,23 +346,27 @@ void Registry::register_service(Service service, std::vector<Check> checks, bool
             }
           }
         }
-        if (txn.ops.empty()) return std::nullopt;
-        return txn;
+        return txn;  // no ops: nothing to write, decided from what the compares name
       },
       std::move(done));
 }
 
 void Registry::deregister_service(const std::string& id, Done done) {
+  // Settled: built once no write naming this service is committing, so a check being added to
+  // it (maintenance, register_check) is seen and deleted with it, not left behind.
   run([this, id](WriteResult&) -> std::optional<store::Txn> {
         const Service* s = state_.service(id);
-        if (!s) return std::nullopt;
         store::Txn txn;
-        txn.compares.push_back({svc_key(id), s->modify_index});
+        txn.compares.push_back({svc_key(id), s ? s->modify_index : 0});
+        if (!s) return txn;
         txn.ops.push_back(store::Op::del(svc_key(id)));
-        for (const Check* c : state_.checks_of_service(id)) txn.ops.push_back(store::Op::del(chk_key(c->id)));
+        for (const Check* c : state_.checks_of_service(id)) {
+          txn.compares.push_back({chk_key(c->id), c->modify_index});
+          txn.ops.push_back(store::Op::del(chk_key(c->id)));
+        }
         return txn;
       },
-      std::move(done));
+      std::move(done), false, true);
 }
 
 void Registry::set_maintenance(const std::string& service_id, bool enable, const std::string& reason, Done done) {
@@ -330,7 +378,7 @@ void Registry::set_maintenance(const std::string& service_id, bool enable, const
         store::Txn txn;
         txn.compares.push_back({chk_key(id), prev ? prev->modify_index : 0});
         if (!enable) {
-          if (!prev) return std::nullopt;
+          if (!prev) return txn;
           txn.ops.push_back(store::Op::del(chk_key(id)));
           return txn;
         }
@@ -346,14 +394,17 @@ void Registry::set_maintenance(const std::string& service_id, bool enable, const
           c.name = "Node Maintenance Mode";
         } else {
           const Service* s = state_.service(service_id);
-          if (!s) return std::nullopt;
+          if (!s) {
+            txn.compares.push_back({svc_key(service_id), 0});
+            return txn;
+          }
           c.name = "Service Maintenance Mode";
           c.service_id = s->id;
           c.service_name = s->name;
           c.service_tags = s->tags;
           txn.compares.push_back({svc_key(s->id), s->modify_index});
         }
-        if (prev && prev->notes == c.notes) return std::nullopt;
+        if (prev && prev->notes == c.notes) return txn;
         txn.ops.push_back(store::Op::put(chk_key(id), encode(c)));
         return txn;
       },
@@ -378,10 +429,10 @@ void Registry::register_check(Check check, Done done) {
         }
         if (!c.service_id.empty()) {
           const Service* s = state_.service(c.service_id);
-          if (!s) return std::nullopt;  // deregistered meanwhile
-          txn.compares.push_back({svc_key(s->id), s->modify_index});
+          txn.compares.push_back({svc_key(c.service_id), s ? s->modify_index : 0});
+          if (!s) return txn;  // deregistered meanwhile
         }
-        if (prev && encode(*prev) == encode(c)) return std::nullopt;  // identical: nothing to write
+        if (prev && encode(*prev) == encode(c)) return txn;  // identical: nothing to write
         txn.ops.push_back(store::Op::put(chk_key(c.id), encode(c)));
         return txn;
       },
@@ -391,8 +442,9 @@ void Registry::register_check(Check check, Done done) {
 void Registry::deregister_check(const std::string& id, Done done) {
   run([this, id](WriteResult&) -> std::optional<store::Txn> {
         const Check* c = state_.check(id);
-        if (!c) return std::nullopt;
         store::Txn txn;
+        txn.compares.push_back({chk_key(id), c ? c->modify_index : 0});
+        if (!c) return txn;
         txn.ops.push_back(store::Op::del(chk_key(id)));
         return txn;
       },
@@ -401,25 +453,31 @@ void Registry::deregister_check(const std::string& id, Done done) {
 
 void Registry::update_check(const std::string& id, const std::string& new_status, const std::string& output,
                             Done done) {
-  run([this, id, new_status, output](WriteResult& result) -> std::optional<store::Txn> {
+  // The result is about the check as it was defined when asked: if it is registered again
+  // with another definition meanwhile (a new URL, port or kind), the old probe's verdict is
+  // dropped, not written onto the new check.
+  const Check* asked = state_.check(id);
+  std::optional<std::pair<std::string, CheckDefinition>> defined;
+  if (asked) defined.emplace(asked->kind, asked->definition);
+  run([this, id, new_status, output, defined = std::move(defined)](WriteResult& result) -> std::optional<store::Txn> {
         const Check* c = state_.check(id);
-        if (!c) {
+        store::Txn txn;
+        txn.compares.push_back({chk_key(id), c ? c->modify_index : 0});
+        if (!c || (defined && (c->kind != defined->first || !(c->definition == defined->second)))) {
           result.applied = false;
-          return std::nullopt;
+          return txn;
         }
-        if (c->status == new_status && c->output == output) return std::nullopt;
+        if (c->status == new_status && c->output == output) return txn;
         auto now = Clock::now();
         if (c->status == new_status && (c->kind == "http" || c->kind == "tcp")) {
           // Output-only change of a check the agent runs: at most once per output_interval.
           auto it = output_written_.find(id);
-          if (it != output_written_.end() && now - it->second < output_interval) return std::nullopt;
+          if (it != output_written_.end() && now - it->second < output_interval) return txn;
         }
         output_written_[id] = now;
         Check n = *c;
         n.status = new_status;
         n.output = output;
-        store::Txn txn;
-        txn.compares.push_back({chk_key(id), c->modify_index});
         txn.ops.push_back(store::Op::put(chk_key(id), encode(n)));
         return txn;
       },
@@ -447,24 +505,24 @@ void Registry::kv_put(KvPut put, Done done) {
   run([this, put = std::move(put)](WriteResult& result) -> std::optional<store::Txn> {
         const KvEntry* cur = state_.kv_entry(put.key);
         uint64_t cur_index = cur ? cur->modify_index : 0;
+        store::Txn txn;
+        txn.compares.push_back({kv_key(put.key), cur_index});
         if (put.cas && *put.cas != cur_index) {
           result.applied = false;
-          return std::nullopt;
+          return txn;
         }
         KvEntry n;
         n.value = put.value;
         n.flags = put.flags;
         n.session = cur ? cur->session : "";
         n.lock_index = cur ? cur->lock_index : 0;
-        store::Txn txn;
-        txn.compares.push_back({kv_key(put.key), cur_index});
         if (!put.acquire.empty()) {
           const Session* s = state_.session(put.acquire);
           bool held_by_other = cur && !cur->session.empty() && cur->session != put.acquire &&
                                state_.session(cur->session);  // a missing session holds nothing
           if (!s || held_by_other || lock_delayed(put.key)) {
             result.applied = false;
-            return std::nullopt;
+            return txn;
           }
           if (!cur || cur->session != put.acquire) ++n.lock_index;
           n.session = put.acquire;
@@ -472,7 +530,7 @@ void Registry::kv_put(KvPut put, Done done) {
         } else if (!put.release.empty()) {
           if (!cur || cur->session != put.release) {
             result.applied = false;
-            return std::nullopt;
+            return txn;
           }
           n.session.clear();
         }
@@ -490,13 +548,11 @@ void Registry::kv_delete(const std::string& key, bool recurse, std::optional<uin
           return txn;
         }
         const KvEntry* cur = state_.kv_entry(key);
-        if (!cur) return std::nullopt;  // nothing to delete: true, with or without cas (as Consul)
-        if (cas) {
-          if (cur->modify_index != *cas) {
-            result.applied = false;
-            return std::nullopt;
-          }
-          txn.compares.push_back({kv_key(key), *cas});
+        txn.compares.push_back({kv_key(key), cur ? cur->modify_index : 0});
+        if (!cur) return txn;  // nothing to delete: true, with or without cas (as Consul)
+        if (cas && cur->modify_index != *cas) {
+          result.applied = false;
+          return txn;
         }
         txn.ops.push_back(store::Op::del(kv_key(key)));
         return txn;
@@ -521,8 +577,21 @@ void Registry::session_create(Session session, Done done) {
   session.id = make_uuid();
   session.node = identity_.node_name;
   if (session.ttl.count() > 0) session.lease = new_lease_id();
-  run([session](WriteResult& result) -> std::optional<store::Txn> {
+  run([this, session](WriteResult& result) -> std::optional<store::Txn> {
         store::Txn txn;
+        // A check that went critical (or away) while this was queued: the session would not
+        // have been created, and the invalidation for it has already run.
+        for (const auto* list : {&session.node_checks, &session.service_checks}) {
+          for (const auto& id : *list) {
+            const Check* c = state_.check(id);
+            if (!c || c->status == status::critical) {
+              result.ok = false;
+              result.error = "check \"" + id + "\" " + (c ? "is in critical state" : "does not exist");
+              return std::nullopt;
+            }
+            txn.compares.push_back({chk_key(id), c->modify_index});
+          }
+        }
         txn.compares.push_back({ses_key(session.id), 0});
         if (session.lease) txn.ops.push_back(store::Op::grant(session.lease, session.ttl));
         txn.ops.push_back(store::Op::put(ses_key(session.id), encode(session), session.lease));
@@ -538,9 +607,9 @@ void Registry::session_destroy(const std::string& id, Done done) {
   run([this, id, released, delay](WriteResult&) -> std::optional<store::Txn> {
         released->clear();
         const Session* s = state_.session(id);
-        if (!s) return std::nullopt;
         store::Txn txn;
-        txn.compares.push_back({ses_key(id), s->modify_index});
+        txn.compares.push_back({ses_key(id), s ? s->modify_index : 0});
+        if (!s) return txn;
         // Its locks are released in the same transaction: nobody sees a lock of a dead session.
         for (const auto& [key, e] : state_.kv()) {
           if (e.session != id) continue;

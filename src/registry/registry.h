@@ -11,6 +11,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "registry/state.h"
@@ -88,28 +89,36 @@ class Registry {
   // false: no such session (or its TTL ran out).
   bool session_renew(const std::string& id);
 
+  // No write is committing or waiting to be built: at shutdown, run the loop until this holds
+  // (bounded), so the last writes asked for (deregistrations) reach the store.
+  bool idle() const;
+
   Duration output_interval = std::chrono::minutes(5);
 
  private:
   using Build = std::function<std::optional<store::Txn>(WriteResult& result)>;
   struct Deferred {
-    uint64_t after;  // built again once commits_completed_ reaches this
     Build build;
     Done done;
     bool user_compare;
+    bool settled;
     int attempt;
   };
   // Builds a transaction from the current view and commits it; when a compare fails because the
   // view moved meanwhile, builds again (bounded). build returns nullopt to answer without writing.
   // user_compare: a failed compare is the caller's answer (KV cas), not a reason to retry.
-  // A build that writes nothing while earlier writes are still being committed is built again
-  // once they are applied: "nothing to do" read from a view that lacks them could be wrong (a
-  // deregistration issued while the registration is committing would find no service and leave
-  // it registered for good). Compares guard the transactions that do write. While one waits,
-  // later writes queue behind it, so writes are applied in the order they were asked for.
-  void run(Build build, Done done, bool user_compare = false);
+  // A build that decides there is nothing to write returns a transaction without ops whose
+  // compares name the records it read (nullopt: it read nothing that writes could change). If a
+  // write of ours to one of them is still committing, it is built again once that is applied:
+  // "nothing to do" read from a view that lacks it could be wrong (a deregistration issued while
+  // the registration commits would find no service and leave it registered for good).
+  // settled: the same wait even when it does write (a deregistration must see every check being
+  // added to its service). While one waits, later writes queue behind it: writes apply in the
+  // order they were asked for.
+  void run(Build build, Done done, bool user_compare = false, bool settled = false);
   // Builds and commits; returns the write itself when it must wait (the caller queues it).
-  std::optional<Deferred> build_and_commit(Build build, Done done, bool user_compare, int attempt);
+  std::optional<Deferred> build_and_commit(Build build, Done done, bool user_compare, bool settled, int attempt);
+  bool committing(const store::Txn& txn) const;
   void run_deferred();
   void on_events(uint64_t revision, std::vector<store::Event>&& events);
   void flush_notifications();
@@ -135,8 +144,10 @@ class Registry {
   std::map<std::string, Session> ended_sessions_;  // ended by the store, locks not yet released
   bool release_running_ = false;
   bool release_again_ = false;
-  uint64_t commits_issued_ = 0;     // transactions handed to the store
-  uint64_t commits_completed_ = 0;  // their completions (the store answers in commit order)
+  uint64_t commits_issued_ = 0;                          // transactions handed to the store
+  std::map<uint64_t, std::vector<std::string>> inflight_;  // keys each names, until answered
+  std::unordered_map<std::string, int> inflight_keys_;
+  std::multiset<std::string> inflight_prefixes_;         // of del_prefix ops
   std::deque<Deferred> deferred_;
 };
 

@@ -26,7 +26,11 @@ bool authorized(const ApiHooks& hooks, const http::Request& req, bool write) {
   return http::token_allows(req, hooks.token, hooks.protect_reads, write);
 }
 
-void ok(const ExchangePtr& ex, const json& body) { ex->respond(http::Response::json(200, body.dump(2) + "\n")); }
+// Answers carry what services said (log lines, probe answers): bytes that are not UTF-8 are
+// replaced (U+FFFD), not a reason to fail the answer.
+void ok(const ExchangePtr& ex, const json& body) {
+  ex->respond(http::Response::json(200, body.dump(2, ' ', false, json::error_handler_t::replace) + "\n"));
+}
 
 json body_of(const http::Request& req) {
   if (req.body.empty()) return json::object();
@@ -112,6 +116,11 @@ struct Parked : std::enable_shared_from_this<Parked> {
     } catch (const ApiError& e) {
       cancel();
       ex->respond(http::Response::error(e.status(), e.what(), e.field()));
+      return;
+    } catch (const std::exception& e) {
+      // Run from a timer or a notification: nothing above would answer the client.
+      cancel();
+      ex->respond(http::Response::error(500, e.what()));
       return;
     }
     if (!r) return park();

@@ -217,10 +217,15 @@ void Supervisor::Impl::register_instance(ServiceRuntime& s, Instance& i, std::fu
   }
 }
 
-void Supervisor::Impl::deregister(Instance& i) {
-  if (!i.registered) return;
+void Supervisor::Impl::deregister(Instance& i, std::function<void()> then) {
+  if (!i.registered) {
+    if (then) then();
+    return;
+  }
   i.registered = false;
-  registry.deregister_service(i.id, [](const registry::WriteResult&) {});
+  registry.deregister_service(i.id, [alive = alive, then = std::move(then)](const registry::WriteResult&) {
+    if (*alive && then) then();
+  });
 }
 
 void Supervisor::Impl::sync_weights(ServiceRuntime& s) {
@@ -247,6 +252,7 @@ void Supervisor::Impl::stop_instance(ServiceRuntime& s, Instance& i, const std::
     send_stop(s, i);
     return;
   }
+  i.state = Instance::State::draining;  // before: the answer may come at once
   try {
     registry.set_maintenance(i.id, true, "flotilla: draining before stop",
                              [this, alive = alive, service = s.name, id = i.id](const registry::WriteResult&) {
@@ -258,12 +264,14 @@ void Supervisor::Impl::stop_instance(ServiceRuntime& s, Instance& i, const std::
                              });
   } catch (const ApiError&) {
     // Its registration is still being committed (or someone deregistered it): it has had no
-    // traffic to drain. The deregistration is applied after the registration.
-    deregister(i);
-    send_stop(s, i);
-    return;
+    // traffic to drain. Stopped once the deregistration (applied after the registration) is,
+    // so the gateway never routes to an instance that is going away.
+    deregister(i, [this, service = s.name, id = i.id] {
+      auto* sv = find(service);
+      Instance* in = sv ? instance(*sv, id) : nullptr;
+      if (in && in->state == Instance::State::draining) send_stop(*sv, *in);
+    });
   }
-  i.state = Instance::State::draining;
 }
 
 void Supervisor::Impl::wait_drained(const std::string& service, const std::string& id, Clock::time_point since, Clock::time_point until) {

@@ -109,7 +109,7 @@ RunSpec RunSpec::from_json(const json& j) {
 }
 
 std::string RunSpec::version() const {
-  const std::string text = to_json().dump();
+  const std::string text = to_json().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   char buf[17];
   std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(XXH64(text.data(), text.size(), 0)));
   return std::string(buf, 8);

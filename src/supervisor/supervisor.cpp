@@ -68,7 +68,9 @@ void Supervisor::Impl::event(const std::string& service, const std::string& inst
   spdlog::info("{}{}{}: {}", service, instance.empty() ? "" : " ", instance, message);
   char key[40];
   std::snprintf(key, sizeof key, "sup/ev/%020llu", static_cast<unsigned long long>(e["Seq"].get<uint64_t>()));
-  std::vector<store::Op> ops{store::Op::put(key, e.dump())};
+  // Messages carry what services said (a probe's answer, an exit text): bytes that are not
+  // UTF-8 are replaced, not a reason to throw out of the loop.
+  std::vector<store::Op> ops{store::Op::put(key, e.dump(-1, ' ', false, json::error_handler_t::replace))};
   events.push_back(std::move(e));
   while (events.size() > kEventsKept) {
     char old[40];

@@ -239,7 +239,7 @@ struct Supervisor::Impl {
   void start_waiting_dependents();
   int weight_for(const ServiceRuntime& s, const Instance& i) const;
   void register_instance(ServiceRuntime& s, Instance& i, std::function<void()> then);
-  void deregister(Instance& i);
+  void deregister(Instance& i, std::function<void()> then = {});
   // Canary weights follow the number of stable instances.
   void sync_weights(ServiceRuntime& s);
   // A failed instance (unhealthy, or not healthy in time): out of routing, killed, replaced.

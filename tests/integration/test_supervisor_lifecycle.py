@@ -392,9 +392,12 @@ def test_instance_is_registered_only_once_healthy(make_app):
 
 def test_unhealthy_instance_is_deregistered_and_replaced(make_app, tmp_path):
     flag = str(tmp_path / "unhealthy-flag")
+    # The failing answer is not UTF-8 (a service says what it likes): it reaches events and the
+    # API with U+FFFD in place of the bad bytes, and it must not stop the instance's replacement.
+    bad = (b"\xff\xfe not utf-8 " + "\u00e9".encode() * 120).hex()
     app = make_app(f"""  flaky:
-    command: {SH}
-    environment: {{HEALTH_FILE: "{flag}"}}
+    command: {PY}
+    environment: {{HEALTH_FILE: "{flag}", UNHEALTHY_BODY_HEX: "{bad}"}}
     healthcheck: {{http: /healthz, interval: 200ms, retries: 3}}
 """)
     app.up()
@@ -408,6 +411,7 @@ def test_unhealthy_instance_is_deregistered_and_replaced(make_app, tmp_path):
     # Three failures 200 ms apart: not at the first failed probe.
     assert unhealthy["Time"] / 1000 - touched >= 0.35, unhealthy
     assert "3 failed health checks" in unhealthy["Message"], unhealthy
+    assert "\ufffd" in unhealthy["Message"] and "not utf-8" in unhealthy["Message"], unhealthy
     wait_for(lambda: old["ID"] not in registered_ids(app, "flaky", passing=False), timeout=2,
              what="the unhealthy instance deregistered")
     os.unlink(flag)

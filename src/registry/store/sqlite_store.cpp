@@ -370,9 +370,19 @@ struct SqliteStore::Impl {
     }
     // One post per group keeps events and completions in revision order on the loop.
     loop.post([this, outcomes = std::make_shared<std::vector<Outcome>>(std::move(outcomes))]() mutable {
+      // Each outcome on its own: one that throws (a bug) must not lose the others' events or
+      // answers (the registry counts on every write being answered).
       for (auto& o : *outcomes) {
-        if (!o.events.empty() && sink) sink(o.result.revision, std::move(o.events));
-        if (o.done) o.done(o.result);
+        try {
+          if (!o.events.empty() && sink) sink(o.result.revision, std::move(o.events));
+        } catch (const std::exception& e) {
+          spdlog::error("store: applying revision {} failed: {}", o.result.revision, e.what());
+        }
+        try {
+          if (o.done) o.done(o.result);
+        } catch (const std::exception& e) {
+          spdlog::error("store: a write's completion failed: {}", e.what());
+        }
       }
     });
   }

@@ -4,7 +4,7 @@
 The contract every test service shares (py_service.py, test_service.cpp, shell_service.sh):
   listens on 127.0.0.1:$PORT (HTTP/1.1, keep-alive, Content-Length);
   GET /healthz   200 "ok"; 500 while $UNHEALTHY_FOR_MS has not elapsed since start, or while the
-                 file named by $HEALTH_FILE exists;
+                 file named by $HEALTH_FILE exists (body: $UNHEALTHY_BODY_HEX decoded, or "unhealthy");
   GET /          200 {"instance": $FLOTILLA_INSTANCE, "service": $FLOTILLA_SERVICE,
                  "version": $VERSION, "pid": N}; the same with 500 when FAIL=1;
   GET /env       the whole environment as a JSON object;
@@ -71,7 +71,9 @@ class Handler(BaseHTTPRequestHandler):
             if healthy():
                 self.send(200, "ok", "text/plain")
             else:
-                self.send(500, "unhealthy", "text/plain")
+                # $UNHEALTHY_BODY_HEX: the failing answer's body as hex (bytes that are not UTF-8).
+                body = bytes.fromhex(ENV.get("UNHEALTHY_BODY_HEX", "")) or b"unhealthy"
+                self.send(500, body, "text/plain")
         elif path == "/":
             self.identity_answer()
         elif path == "/env":

@@ -113,3 +113,80 @@ TEST_F(RegistryFixture, KvDeleteWhileThePutCommitsDeletesIt) {
   EXPECT_TRUE(ok);
   EXPECT_EQ(registry->state().kv().count("config/a"), 0u);
 }
+
+// Waiting is only for the records the decision read: a write with nothing to do on other
+// records answers at once while a write is committing.
+TEST_F(RegistryFixture, AWriteOfNothingOnOtherRecordsIsNotHeldBack) {
+  registry->register_service(service("web-1", 8001), {}, true, done());
+  registry->deregister_service("missing", done());
+  EXPECT_EQ(answered, 1) << "answered before the registration committed";
+  wait_for(2);
+  EXPECT_TRUE(ok);
+}
+
+// The supervisor puts an instance in maintenance (drain) and, if it exits meanwhile,
+// deregisters it without waiting: the maintenance check must go with the service.
+TEST_F(RegistryFixture, DeregisteringRemovesAChecksBeingAddedMeanwhile) {
+  registry->register_service(service("web-1", 8001), {}, true, done());
+  wait_for(1);
+  registry->set_maintenance("web-1", true, "draining", done());
+  registry->deregister_service("web-1", done());
+  wait_for(3);
+  EXPECT_TRUE(ok);
+  EXPECT_EQ(registry->state().service("web-1"), nullptr);
+  EXPECT_TRUE(registry->state().checks_of_service("web-1").empty());
+  EXPECT_EQ(registry->state().check("_service_maintenance:web-1"), nullptr) << "no orphaned check";
+}
+
+// A probe's verdict is about the check it probed: when the check is registered again with
+// another definition while the verdict is on its way, the new check keeps its own status.
+TEST_F(RegistryFixture, AVerdictForAnOldCheckDefinitionIsDropped) {
+  registry->register_service(service("web-1", 8001), {}, true, done());
+  wait_for(1);
+  Check c;
+  c.id = "web-1-http";
+  c.name = "http";
+  c.service_id = "web-1";
+  c.kind = "http";
+  c.definition.http = "http://127.0.0.1:8001/healthz";
+  c.status = status::critical;
+  registry->register_check(c, done());
+  wait_for(2);
+  c.definition.http = "http://127.0.0.1:9009/healthz";  // a new port, not probed yet
+  registry->register_check(c, done());
+  bool applied = true;
+  registry->update_check("web-1-http", status::passing, "HTTP GET http://127.0.0.1:8001/healthz: 200 OK",
+                         [&](const WriteResult& r) {
+                           applied = r.applied;
+                           ++answered;
+                         });
+  wait_for(4);
+  EXPECT_TRUE(ok);
+  EXPECT_FALSE(applied);
+  const Check* now = registry->state().check("web-1-http");
+  ASSERT_NE(now, nullptr);
+  EXPECT_EQ(now->definition.http, "http://127.0.0.1:9009/healthz");
+  EXPECT_EQ(now->status, status::critical);
+}
+
+TEST_F(RegistryFixture, ASessionIsNotCreatedOnACheckThatWentCriticalMeanwhile) {
+  Check c;
+  c.id = "node-ttl";
+  c.name = "ttl";
+  c.kind = "ttl";
+  c.status = status::passing;
+  registry->register_check(c, done());
+  wait_for(1);
+  registry->update_check("node-ttl", status::critical, "TTL expired", done());
+  Session s;
+  s.node_checks = {"node-ttl"};
+  WriteResult created;
+  registry->session_create(s, [&](const WriteResult& r) {
+    created = r;
+    ++answered;
+  });
+  wait_for(3);
+  EXPECT_FALSE(created.ok);
+  EXPECT_NE(created.error.find("critical"), std::string::npos) << created.error;
+  EXPECT_TRUE(registry->state().sessions().empty());
+}
