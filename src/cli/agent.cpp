@@ -265,6 +265,14 @@ int run_agent(const AgentOptions& o, const config::File* file) {
     // SIGHUP to `flotilla up`: with a controlling terminal (in the foreground), the terminal went
     // away, so stop as on SIGTERM. Without one (`flotilla up -d`, systemd), apply the file again
     // as `flotilla up` again would (nginx's reload; systemd's ExecReload=kill -HUP $MAINPID).
+    // SIGUSR1 reopens the gateway's access log (nginx's `-s reopen`, logrotate's postrotate).
+    boost::asio::signal_set usr1(loop.io(), SIGUSR1);
+    std::function<void(const boost::system::error_code&, int)> on_usr1 = [&](const boost::system::error_code& e, int) {
+      if (e) return;
+      usr1.async_wait(on_usr1);
+      if (gw) gw->reopen_logs();
+    };
+    usr1.async_wait(on_usr1);
     boost::asio::signal_set hup(loop.io());
     std::function<void(const boost::system::error_code&, int)> on_hup;
     if (file) {

@@ -156,6 +156,14 @@ int run_gateway(const GatewayOptions& o) {
     if (!waiting) switch_when_synced();
   };
   hup.async_wait(on_hup);
+  // SIGUSR1 reopens the access log (nginx's `-s reopen`, what logrotate's postrotate sends).
+  boost::asio::signal_set usr1(loop.io(), SIGUSR1);
+  std::function<void(const boost::system::error_code&, int)> on_usr1 = [&](const boost::system::error_code& e, int) {
+    if (e) return;
+    usr1.async_wait(on_usr1);
+    gw.reopen_logs();
+  };
+  usr1.async_wait(on_usr1);
   loop.run();
   feed.reset();
   return 0;

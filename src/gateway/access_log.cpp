@@ -3,11 +3,16 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <ctime>
 #include <stdexcept>
+
+#include "common/metrics.h"
 
 namespace flotilla::gateway {
 
@@ -34,7 +39,7 @@ void append_json_string(std::string& out, std::string_view s) {
   out.push_back('"');
 }
 
-AccessLog::AccessLog(const std::string& target) {
+AccessLog::AccessLog(const std::string& target, metrics::Counter* lost) : lost_(lost) {
   if (target == "stdout") {
     fd_ = STDOUT_FILENO;
   } else if (target == "stderr") {
@@ -43,6 +48,7 @@ AccessLog::AccessLog(const std::string& target) {
     fd_ = ::open(target.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (fd_ < 0) throw std::runtime_error("cannot open access log " + target + ": " + std::strerror(errno));
     owns_fd_ = true;
+    path_ = target;
   }
   thread_ = std::thread([this] { run(); });
 }
@@ -96,7 +102,7 @@ void AccessLog::write(const AccessRecord& r) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (pending_.size() + line.size() > kDropAt) {
-      dropped_.fetch_add(1, std::memory_order_relaxed);
+      count_lost(1);
       return;
     }
     pending_.append(line);
@@ -105,21 +111,58 @@ void AccessLog::write(const AccessRecord& r) {
   if (wake) cv_.notify_one();
 }
 
+void AccessLog::count_lost(uint64_t n) {
+  dropped_.fetch_add(n, std::memory_order_relaxed);
+  if (lost_) lost_->inc(n);
+}
+
+void AccessLog::reopen() {
+  if (path_.empty()) return;
+  reopen_.store(true, std::memory_order_relaxed);
+  cv_.notify_one();
+}
+
+void AccessLog::reopen_now() {
+  // The old file keeps what was written to it; a path that cannot be opened now (a directory
+  // gone, permissions) keeps the old descriptor and says so: nothing is lost meanwhile.
+  int fd = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    spdlog::error("gateway: cannot reopen the access log {}: {}; still writing to the old file", path_,
+                  std::strerror(errno));
+    return;
+  }
+  ::close(fd_);
+  fd_ = fd;
+  spdlog::info("gateway: access log {} reopened", path_);
+}
+
 void AccessLog::run() {
   std::string batch;
   for (;;) {
     bool stopping;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait_for(lock, std::chrono::milliseconds(100), [this] { return stop_ || pending_.size() >= kFlushAt; });
+      cv_.wait_for(lock, std::chrono::milliseconds(100), [this] {
+        return stop_ || pending_.size() >= kFlushAt || reopen_.load(std::memory_order_relaxed);
+      });
       batch.swap(pending_);
       stopping = stop_;
     }
+    // Lines queued before the signal go to the new file too: logrotate moved the old one and
+    // compresses it next, and a line appended to it meanwhile could be lost.
+    if (reopen_.exchange(false, std::memory_order_relaxed)) reopen_now();
     size_t off = 0;
     while (off < batch.size()) {
       ssize_t n = ::write(fd_, batch.data() + off, batch.size() - off);
       if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) break;  // a full disk loses log lines, never requests
+      if (n <= 0) {
+        // A full disk (or a non-blocking stdout that is full) loses log lines, never requests:
+        // counted, and said once per batch.
+        auto lost = static_cast<uint64_t>(std::count(batch.begin() + static_cast<std::ptrdiff_t>(off), batch.end(), '\n'));
+        count_lost(lost);
+        spdlog::warn("gateway: access log: {} line(s) lost: {}", lost, n < 0 ? std::strerror(errno) : "nothing written");
+        break;
+      }
       off += static_cast<size_t>(n);
     }
     batch.clear();

@@ -1,7 +1,9 @@
 // The gateway's optional access log: one JSON object per line, written off the request path.
 // Workers append formatted lines to a buffer under a short lock; a writer thread flushes it every
 // 100 ms (or at 1 MiB). When the writer falls 16 MiB behind, lines are dropped and counted rather
-// than letting memory grow or requests wait.
+// than letting memory grow or requests wait; so are lines a write fails to store (a full disk).
+// reopen() (SIGUSR1, as nginx's `-s reopen`) makes the writer open the path again: after
+// logrotate moved the file, lines go to a new one.
 #pragma once
 
 #include <atomic>
@@ -11,6 +13,10 @@
 #include <string>
 #include <string_view>
 #include <thread>
+
+namespace flotilla::metrics {
+class Counter;
+}
 
 namespace flotilla::gateway {
 
@@ -37,13 +43,23 @@ class AccessLog {
  public:
   // target: "stdout", "stderr" or a file path (appended to). Throws std::runtime_error when the
   // file cannot be opened.
-  explicit AccessLog(const std::string& target);
+  // lost: also counts the lines lost (for /metrics), when given.
+  explicit AccessLog(const std::string& target, metrics::Counter* lost = nullptr);
   ~AccessLog();
   void write(const AccessRecord& r);
+  // Lines lost: dropped while the writer was 16 MiB behind, or not stored by a failed write.
   uint64_t dropped() const { return dropped_.load(std::memory_order_relaxed); }
+  // Thread-safe (not async-signal-safe: call it from a signal handler's loop callback). The
+  // writer thread opens the path again before its next write; stdout and stderr stay as they are.
+  void reopen();
 
  private:
   void run();
+  void reopen_now();
+  void count_lost(uint64_t n);
+  metrics::Counter* lost_ = nullptr;
+  std::string path_;  // empty for stdout and stderr
+  std::atomic<bool> reopen_{false};
   int fd_ = -1;
   bool owns_fd_ = false;
   std::mutex mu_;

@@ -343,6 +343,10 @@ Task<void> Connection::run() {
   // would (and either way the kernel resets the connection if the client sent bytes never read):
   // the shutdown was one syscall per connection for nothing.
   error_code ec;
+  if (reset_down_) {
+    ::linger l{1, 0};
+    ::setsockopt(socket_.native_handle(), SOL_SOCKET, SO_LINGER, &l, sizeof l);
+  }
   socket_.close(ec);
   worker_.give_relay(std::move(rb_));
   worker_.give_response_parser(std::move(response_parser_));
@@ -578,6 +582,14 @@ Task<bool> Connection::handle_request() {
   if (shared.access_log) log_request_id.assign(request_id);
   in_.consume(head_length);  // from here on, `head` must not be used
   head_consumed = true;
+  // The client closed before its body was whole: counted and logged as 499 (nginx's "client
+  // closed request"), with no answer (nobody to read it).
+  auto client_gone = [&] {
+    account(499);
+    if (shared.access_log)
+      shared.access_log->write({client_ip_, method, log_host, log_path, 499, 0, now_ns() - started, upstream_address,
+                                tries, info.service, log_request_id});
+  };
 
   if (chunked_in && !in_.empty()) {
     // The chunked body streams, so its head goes upstream before the body is read; what of the
@@ -606,16 +618,24 @@ Task<bool> Connection::handle_request() {
       in_.make_room(static_cast<size_t>(*content_length - in_.size()), kMaxHead + kReplayLimit);
       set_deadline(Wait::body, ns(cfg.timeouts.idle));
       error_code ec;
-      size_t n = co_await async_recv(reactor_, socket_, asio::buffer(in_.write_ptr(), in_.room()),
-                                                  asio::redirect_error(kAwait, ec));
+      // Reads inside a message see a FIN that came with the last bytes (see recv.h).
+      size_t n = co_await async_recv_to_eof(reactor_, socket_, asio::buffer(in_.write_ptr(), in_.room()),
+                                            asio::redirect_error(kAwait, ec));
       clear_deadline();
       if (timed_out_) {
         timed_out_ = false;
         account(408);
-        co_await send_local(408, json_error("request body not received in time"), true);
+        std::string body = json_error("request body not received in time");
+        co_await send_local(408, body, true);
+        if (shared.access_log)
+          shared.access_log->write({client_ip_, method, log_host, log_path, 408, body.size(), now_ns() - started, {}, 0,
+                                    info.service, log_request_id});
         co_return false;
       }
-      if (ec || n == 0) co_return false;
+      if (ec || n == 0) {
+        client_gone();
+        co_return false;
+      }
       in_.commit(n);
     }
     body_.assign(in_.view().substr(0, static_cast<size_t>(*content_length)));
@@ -632,6 +652,7 @@ Task<bool> Connection::handle_request() {
   Tried tried;
   chunked_.reset();
   bool request_streamed = false;  // bytes of a streamed body were consumed: no second try
+  bool body_read = body_buffered;  // the request's body was read to its end
 
   const resilience::OutlierDetector outlier(resilience::outlier_config(cluster->outlier));
   const resilience::RetryBudget budget(resilience::RetryBudgetConfig{}, cs.retries_active);
@@ -758,11 +779,23 @@ Task<bool> Connection::handle_request() {
           if (in_.empty()) {
             in_.make_room(kRelay, kMaxHead + kRelay);
             set_deadline(Wait::body, ns(cfg.timeouts.idle));
-            size_t n = co_await async_recv(reactor_, socket_, asio::buffer(in_.write_ptr(), in_.room()),
-                                                        asio::redirect_error(kAwait, ec));
+            size_t n = co_await async_recv_to_eof(reactor_, socket_, asio::buffer(in_.write_ptr(), in_.room()),
+                                                  asio::redirect_error(kAwait, ec));
             clear_deadline();
             if (timed_out_ || ec || n == 0) {
-              // The client stopped sending: nothing sensible can reach the upstream.
+              // The client stopped sending: nothing sensible can reach the upstream (`up` is
+              // closed with this coroutine, so the service sees the request cut short).
+              if (timed_out_) {
+                timed_out_ = false;
+                account(408);
+                std::string body = json_error("request body not received in time");
+                co_await send_local(408, body, true);
+                if (shared.access_log)
+                  shared.access_log->write({client_ip_, method, log_host, log_path, 408, body.size(),
+                                            now_ns() - started, upstream_address, tries, info.service, log_request_id});
+              } else {
+                client_gone();
+              }
               co_return false;
             }
             in_.commit(n);
@@ -808,6 +841,7 @@ Task<bool> Connection::handle_request() {
           clear_deadline();
         }
         request_done_at = now_ns();
+        body_read = done;
       }
       if (timed_out_) outcome = Outcome::timeout;
       else if (ec) outcome = Outcome::reset;
@@ -854,8 +888,13 @@ Task<bool> Connection::handle_request() {
           break;
         }
         error_code ec;
-        size_t n = co_await async_recv(reactor_, up->socket, asio::buffer(rb_.write_ptr(), rb_.room()),
-                                                       asio::redirect_error(kAwait, ec));
+        // The first read waits for the answer (drained-socket aware); a read for the rest of a
+        // head cut in parts must see a FIN that came with its last bytes (see recv.h).
+        size_t n = rb_.empty() ? co_await async_recv(reactor_, up->socket, asio::buffer(rb_.write_ptr(), rb_.room()),
+                                                     asio::redirect_error(kAwait, ec))
+                               : co_await async_recv_to_eof(reactor_, up->socket,
+                                                            asio::buffer(rb_.write_ptr(), rb_.room()),
+                                                            asio::redirect_error(kAwait, ec));
         // A queued request: sent whole by the flush (or not yet, when the upstream spoke first),
         // sent in part, or refused.
         const Queued queued = up_queued_state_;
@@ -943,7 +982,9 @@ Task<bool> Connection::handle_request() {
       const char* msg = code == 504   ? "the service did not answer in time"
                         : code == 503 ? "could not connect to the service"
                                       : "the service's answer was malformed or cut short";
-      bool ok_keep = !(has_body && !body_buffered && !request_streamed) && client_keep;
+      // Keep the connection only when the request's body was read to its end: the rest of a
+      // body would be read as the next request (a smuggling vector behind another proxy).
+      bool ok_keep = body_read && client_keep;
       std::string body = json_error(msg, "service", info.service);
       co_await send_local(code, body, !ok_keep);
       if (shared.access_log)
@@ -1084,7 +1125,8 @@ Task<bool> Connection::handle_request() {
         set_deadline(Wait::upstream, ns(cfg.timeouts.idle));
         current_upstream_ = up.get();
         error_code ec;
-        size_t n = co_await async_recv(reactor_, up->socket,
+        // A body cut short by the service's close must be seen at once, not at the idle timeout.
+        size_t n = co_await async_recv_to_eof(reactor_, up->socket,
             asio::buffer(rb_.write_ptr(), static_cast<size_t>(std::min<uint64_t>(rb_.room(), left))),
             asio::redirect_error(kAwait, ec));
         clear_deadline();
@@ -1132,12 +1174,10 @@ Task<bool> Connection::handle_request() {
         current_upstream_ = up.get();
         rb_.make_room(kRelay, kRelay);
         error_code ec;
-        // A body that ends with the close must see a FIN that came with its last bytes.
-        size_t n = kind == http1::BodyKind::until_close
-                       ? co_await async_recv_to_eof(reactor_, up->socket, asio::buffer(rb_.write_ptr(), rb_.room()),
-                                                    asio::redirect_error(kAwait, ec))
-                       : co_await async_recv(reactor_, up->socket, asio::buffer(rb_.write_ptr(), rb_.room()),
-                                             asio::redirect_error(kAwait, ec));
+        // A FIN that came with the last bytes must be seen: it ends a body delimited by the
+        // close, and it cuts short any other (at once, not at the idle timeout).
+        size_t n = co_await async_recv_to_eof(reactor_, up->socket, asio::buffer(rb_.write_ptr(), rb_.room()),
+                                              asio::redirect_error(kAwait, ec));
         clear_deadline();
         current_upstream_ = nullptr;
         if (timed_out_) {
@@ -1145,8 +1185,14 @@ Task<bool> Connection::handle_request() {
           break;
         }
         if (ec || n == 0) {
-          if (kind == http1::BodyKind::until_close) end = true;  // the close is the end
-          else ok = false;
+          if (kind == http1::BodyKind::until_close && (!ec || ec == asio::error::eof)) {
+            end = true;  // the close is the end
+          } else {
+            ok = false;
+            // A reset is not the end: the client, whose body also ends with the close, must
+            // not take the part it got for the whole (it gets a reset too).
+            if (kind == http1::BodyKind::until_close) reset_down_ = true;
+          }
           break;
         }
         rb_.commit(n);

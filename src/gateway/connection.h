@@ -74,6 +74,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Wait wait_ = Wait::none;
   bool timed_out_ = false;
   bool close_after_ = false;
+  bool reset_down_ = false;  // close with a reset: the answer was cut short where its framing cannot say so
   bool idle_ = false;
   bool wrote_down_ = false;  // anything written to the client yet
   bool nodelay_ = false;     // TCP_NODELAY set

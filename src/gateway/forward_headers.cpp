@@ -38,7 +38,9 @@ bool replaced_upstream(std::string_view name) {
     case 11:
       return iequals(name, "traceparent");
     case 14:
-      return iequals(name, "content-length");
+      // HTTP2-Settings belongs to an h2c upgrade, which the gateway never passes on (RFC 9113
+      // §3.2 makes it connection-specific even when Connection does not name it).
+      return iequals(name, "content-length") || iequals(name, "http2-settings");
     case 15:
       return iequals(name, "x-forwarded-for");
     case 16:

@@ -241,7 +241,10 @@ Gateway::Gateway(config::File file, metrics::Registry& metrics) : impl_(std::mak
   gm.upstream_resets = &metrics.counter("flotilla_gateway_upstream_resets_total",
                                         "Tries whose upstream connection closed before a full answer.");
   if (!g.access_log.empty()) {
-    im.access_log = std::make_unique<AccessLog>(g.access_log);
+    im.access_log = std::make_unique<AccessLog>(
+        g.access_log, &metrics.counter("flotilla_gateway_access_log_lost_lines_total",
+                                       "Access log lines lost: the writer fell 16 MiB behind, or a write failed "
+                                       "(a full disk)."));
     im.shared.access_log = im.access_log.get();
   }
   im.file.gateway->routes = with_listener_routes(g.service_listeners, im.file.gateway->routes);
@@ -453,6 +456,10 @@ size_t Gateway::connections() const {
   size_t n = 0;
   for (const auto& w : impl_->workers) n += w->connections();
   return n;
+}
+
+void Gateway::reopen_logs() {
+  if (impl_->access_log) impl_->access_log->reopen();
 }
 
 nlohmann::json Gateway::status() const {

@@ -103,6 +103,8 @@ class Gateway {
   size_t connections() const;
   // Clusters, endpoints and their live state (in-flight, ejections), for the agent API.
   nlohmann::json status() const;
+  // Opens the access log file again (SIGUSR1, after logrotate moved it). Any thread.
+  void reopen_logs();
 
   struct Impl;
 

@@ -45,7 +45,9 @@ std::vector<EndpointSpec> parse_health(const std::string& body) {
     h.id = svc.at("ID").get<std::string>();
     h.address = svc.value("Address", "");
     if (h.address.empty() && e.contains("Node")) h.address = e["Node"].value("Address", "");
-    h.port = static_cast<uint16_t>(svc.value("Port", 0));
+    // A port outside 1–65535 (another registry's bug) is no endpoint, not a wrapped one.
+    const auto port = svc.contains("Port") && svc["Port"].is_number_integer() ? svc["Port"].get<int64_t>() : 0;
+    h.port = port > 0 && port <= 65535 ? static_cast<uint16_t>(port) : 0;
     if (svc.contains("Weights") && svc["Weights"].is_object()) {
       h.weight_passing = svc["Weights"].value("Passing", 1);
       h.weight_warning = svc["Weights"].value("Warning", 1);
@@ -102,7 +104,11 @@ struct RemoteRegistryFeed::Impl : std::enable_shared_from_this<RemoteRegistryFee
     uint64_t index = 0;
     auto backoff = 250ms;
     bool warned = false;
+    bool warned_index = false;
     while (!f->stopped) {
+      const auto sent_at = std::chrono::steady_clock::now();
+      const uint64_t sent_index = index;
+      bool progressed = true;
       beast::error_code ec;
       std::string error;
       try {
@@ -138,19 +144,37 @@ struct RemoteRegistryFeed::Impl : std::enable_shared_from_this<RemoteRegistryFee
           uint64_t next = 0;
           auto h = res.find("X-Consul-Index");
           if (h != res.end()) next = std::strtoull(std::string(h->value()).c_str(), nullptr, 10);
+          if (h == res.end() && !warned_index) {
+            spdlog::warn("gateway: {}:{} answers service {} without X-Consul-Index: polling it once a second", host,
+                         port, service);
+            warned_index = true;
+          }
           // Consul's rules for following an index: reset when it goes backwards, never 0.
           index = next < index ? 0 : std::max<uint64_t>(next, 1);
+          progressed = next > sent_index;
           gateway.set_endpoints(service, std::move(endpoints));
           f->synced = true;
           backoff = 250ms;
           if (warned) spdlog::info("gateway: registry {}:{} reachable again (service {})", host, port, service);
           warned = false;
-          continue;
         }
       } catch (const std::exception& e) {
         error = e.what();
       }
       if (f->stopped) break;
+      if (error.empty()) {
+        // An answer that did not move the index past the one asked with, sooner than a second:
+        // the registry is not blocking (no index, an index gone backwards, a proxy in between).
+        // Ask again no more than once a second, as Consul asks of its clients.
+        auto since = std::chrono::steady_clock::now() - sent_at;
+        if (!progressed && since < 1s) {
+          asio::steady_timer t(loop.io(), 1s - since);
+          f->timer = &t;
+          co_await t.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+          f->timer = nullptr;
+        }
+        continue;
+      }
       if (!warned) {
         spdlog::warn("gateway: following service {} at {}:{} failed ({}); keeping its last known endpoints, retrying",
                      service, host, port, error);

@@ -17,8 +17,13 @@ and whether the gateway reused its upstream connection); answers sent through se
   /ws_goodbye         WebSocket-style upgrade: answers 101, sends "goodbye" and closes at once
   /early              103 Early Hints (Link and Connection: x-hop, X-Hop: 1), then 200 "ok"
   /ws                 WebSocket-style upgrade: answers 101, then echoes every byte back
+  /reject_early       answers 413 with Connection: close before reading the request body, and closes
+  /cut/<N>/<M>        200 announcing Content-Length N, sends M < N bytes, closes (FIN right behind)
+  /cut_chunked/<M>    200 chunked, one chunk of M bytes, no last chunk, closes (FIN right behind)
+  /unframed_reset/<N> 200 with N bytes and no framing, then a reset (RST), not a close
   /_count             JSON {"total": n, "conns": number of distinct client connections, "heads": request
-                      heads received (counted before the body is read)}, not counted
+                      heads received (counted before the body is read), "paths": the last 100
+                      request targets received}, not counted
   /_set_status/<N>    every later counted request (but /_count, /_set_*) answers N (0: normal)
   /_set_delay/<secs>  every later counted request waits secs before it is answered (0: none)
   /_set_reset/<0|1>   1: every later counted request is read (body too), then the connection is
@@ -32,6 +37,7 @@ import json
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -103,13 +109,42 @@ def _serve(port, name):
             if not self.path.lstrip("/").startswith("_"):
                 with lock:  # request heads received, counted before the body is read
                     state["heads"] = state.get("heads", 0) + 1
-            body_len, body_sha = self.read_body()
+                    state.setdefault("paths", []).append(self.path)
+                    del state["paths"][:-100]
             path = self.path
             parts = path.split("?")[0].strip("/").split("/")
+            if parts[0] == "reject_early":
+                self.close_connection = True
+                return self.send(413, b"too large", extra=[("Connection", "close")])
+            if parts[0] in ("cut", "cut_chunked") and len(parts) > 1:
+                # Head, part of the body and the FIN in one go (one write, then the close at
+                # once): the FIN is usually there by the time the gateway reads the bytes.
+                self.read_body()
+                self.close_connection = True
+                if parts[0] == "cut":
+                    data = b"HTTP/1.1 200 OK\r\nContent-Length: %s\r\n\r\n" % parts[1].encode() + b"c" * int(parts[2])
+                else:
+                    n = int(parts[1])
+                    data = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n" % n + b"k" * n + b"\r\n"
+                self.connection.sendall(data)
+                self.connection.shutdown(socket.SHUT_WR)
+                return
+            if parts[0] == "unframed_reset" and len(parts) > 1:
+                self.read_body()
+                self.close_connection = True
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"r" * int(parts[1]))
+                self.wfile.flush()
+                time.sleep(0.2)  # the bytes are on their way; then a reset, not a FIN
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.connection.close()  # here: the server's own close would send a FIN first
+                return
+            body_len, body_sha = self.read_body()
             if parts[0] == "_count":
                 with lock:
                     body = json.dumps({"total": state["total"], "conns": len(state["conns"]),
-                                       "heads": state.get("heads", 0)}).encode()
+                                       "heads": state.get("heads", 0), "paths": state.get("paths", [])}).encode()
                 return self.send(200, body, "application/json")
             if parts[0] == "_set_status":
                 with lock:

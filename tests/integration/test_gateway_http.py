@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -1233,6 +1234,77 @@ def test_access_log_one_json_line_per_request(gw):
             assert rec["request_id"] == "", rec
 
 
+@pytest.mark.parametrize("target", ["/cut/100000/1000", "/cut_chunked/1000"])
+def test_a_response_the_service_cuts_short_ends_at_once(gw, target):
+    # The service announces more than it sends and closes, its FIN right behind the last bytes.
+    # The client must see its connection end (a short body) at once, not when the idle timeout
+    # (60 s here) ends it; the client's reads give up after 10 s.
+    for i in range(3):
+        with Client(gw.port, timeout=10) as c:
+            c.send(request("GET", target))
+            r = c.read_head()
+            assert r.status == 200, r
+            rest = c.read_to_close()
+            assert 0 < len(rest) < 100_000 and not rest.endswith(b"0\r\n\r\n"), (i, len(rest))
+
+
+def test_a_reset_in_a_response_ended_by_the_close_reaches_the_client_as_a_reset(gw):
+    # Such a body ends with the close, so a clean close after part of it would read as the whole.
+    with Client(gw.port, timeout=10) as c:
+        c.send(request("GET", "/unframed_reset/5000"))
+        r = c.read_head()
+        assert r.status == 200 and r.header("content-length") is None, r
+        got, reset = len(c.buf), False
+        try:
+            while True:
+                chunk = c.sock.recv(65536)
+                if not chunk:
+                    break
+                got += len(chunk)
+        except ConnectionResetError:
+            reset = True
+        assert reset, f"a clean end after {got} bytes"
+
+
+def test_the_rest_of_an_unread_body_is_never_read_as_a_request(gw):
+    # A streamed upload (beyond the 64 KiB read whole) that the service refuses before reading it
+    # (413, then close): the rest of the body is not read, so the connection must close. Kept
+    # open, the rest was parsed as requests, and a request hidden in the body was forwarded.
+    tag = uuid.uuid4().hex
+    hidden = f"GET /hidden-{tag} HTTP/1.1\r\nHost: main.test\r\n\r\n".encode()
+    with Client(gw.port, timeout=10) as c:
+        c.send(request("POST", "/reject_early", headers=[("Content-Length", "1000000")]) + b"a" * 100_000)
+        for part in (b"b" * 1000, hidden, hidden):
+            time.sleep(0.3)
+            try:
+                c.send(part)
+            except (BrokenPipeError, ConnectionResetError):
+                break
+        r = c.read_response("POST")
+        assert r.status in (413, 502), r
+        assert "close" in r.header("connection", "").lower(), r
+        assert c.closed_by_peer(within=5), "the connection stayed open after an unread body"
+        assert c.buf == b"", f"more answers: {bytes(c.buf[:300])!r}"
+    with urllib.request.urlopen(gw.main.url("/_count"), timeout=10) as resp:
+        paths = json.loads(resp.read())["paths"]
+    assert not [p for p in paths if tag in p], paths
+
+
+def test_an_upload_the_client_abandons_is_logged_as_499(gw):
+    tag = uuid.uuid4().hex
+    for sent, total in ((10, 1000), (100_000, 1_000_000)):  # read whole, then streamed
+        with Client(gw.port) as c:
+            c.send(request("POST", f"/echo?{tag}-{total}", headers=[("Content-Length", str(total))]) + b"x" * sent)
+            time.sleep(0.2)
+
+    def lines():
+        got = [r for r in read_access_log(gw) if tag in r["path"]]
+        return got if len(got) >= 2 else None
+
+    got = wait_for(lines, timeout=5, what="the abandoned uploads in the access log")
+    assert sorted(r["status"] for r in got) == [499, 499] and all(r["service"] == "main" for r in got), got
+
+
 def read_access_log(gw):
     if not os.path.exists(gw.access_log):
         return []
@@ -1265,3 +1337,22 @@ def test_access_log_has_refused_requests_and_tunnels(gw):
     rec = wait_for(lambda: next((r for r in read_access_log(gw) if tag in r["path"]), None), timeout=5,
                    what="the tunnel's access log line")
     assert rec["status"] == 101 and rec["service"] == "main" and rec["bytes"] == 5, rec
+
+
+def test_access_log_reopened_on_sigusr1(gw):
+    # logrotate moves the file, then signals (nginx's `-s reopen`): lines go to a new file at the
+    # old path. SIGUSR1 used to kill the process.
+    rotated = gw.access_log + ".1"
+    wait_for(lambda: os.path.exists(gw.access_log), timeout=5, what="the access log")
+    os.rename(gw.access_log, rotated)
+    try:
+        os.kill(gw.pid, signal.SIGUSR1)
+        wait_for(lambda: os.path.exists(gw.access_log), timeout=5, what="the access log opened again")
+        tag = uuid.uuid4().hex
+        assert get(gw, f"/?{tag}", host="main.test").status == 200
+        wait_for(lambda: any(tag in r["path"] for r in read_access_log(gw)), timeout=5,
+                 what="the request in the new file")
+        with open(rotated) as f:
+            assert tag not in f.read()
+    finally:
+        os.remove(rotated)

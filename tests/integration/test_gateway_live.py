@@ -5,6 +5,7 @@ keep-alive connections, propagation to every worker), health-driven endpoints, `
 Every process here is started by the test (or its fixtures) and stopped by PID."""
 import http.client
 import json
+import urllib.parse
 import os
 import re
 import signal
@@ -515,6 +516,64 @@ def test_standalone_gateway_without_registry_starts_and_catches_up(data_dir, mak
         assert backends_seen(g.url + "/", 3) == {"late": 3}
     finally:
         assert agent.stop() == 0
+
+
+class NonBlockingRegistry:
+    """A registry that answers /v1/health/service/* at once, without X-Consul-Index, and counts
+    the questions: what a misconfigured proxy in front of Consul looks like to a gateway."""
+
+    def __init__(self, port, endpoint_port):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        outer = self
+        self.count = 0
+        self.indexes = []
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                outer.count += 1
+                q = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+                outer.indexes.append(q.get("index", ["?"])[0])
+                body = json.dumps([{"Node": {"Address": "127.0.0.1"},
+                                    "Service": {"ID": "web-1", "Address": "127.0.0.1", "Port": endpoint_port},
+                                    "Checks": []}]).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_standalone_gateway_asks_a_registry_that_does_not_block_at_most_once_a_second(data_dir, make_gateway,
+                                                                                    make_backend):
+    # A registry that answers at once (no X-Consul-Index, or an index that does not move) made the
+    # gateway ask again at once: hundreds of questions a second per service. It polls now.
+    b = make_backend("polled")
+    port = free_port()
+    reg = NonBlockingRegistry(port, b.port)
+    try:
+        g = make_gateway(f"http://127.0.0.1:{port}")
+        wait_for(lambda: ids(g.endpoints()) == ["web-1"] or None, timeout=8, what="the endpoint followed")
+        start = reg.count
+        time.sleep(3)
+        asked = reg.count - start
+        assert 1 <= asked <= 5, f"{asked} questions in 3 s (indexes {reg.indexes[-10:]})"
+        assert backends_seen(g.url + "/", 3) == {"polled": 3}
+        assert "without X-Consul-Index" in g.read_log()
+    finally:
+        reg.stop()
 
 
 # ---- graceful stop ----

@@ -59,6 +59,16 @@ TEST(ForwardHeaders, HopByHopAndConnectionListedFieldsAreDropped) {
   EXPECT_EQ(out.substr(out.size() - 4), "\r\n\r\n");
 }
 
+// An h2c upgrade is served as plain HTTP/1.1: its settings go with it, even when Connection
+// does not name them.
+TEST(ForwardHeaders, Http2SettingsNeverReachTheService) {
+  for (const char* connection : {"Upgrade, HTTP2-Settings", "Upgrade"}) {
+    auto out = upstream(std::string("GET /a HTTP/1.1\r\nHost: example.com\r\nConnection: ") + connection +
+                        "\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n");
+    EXPECT_EQ(field_value(out, "HTTP2-Settings"), "<absent>") << out;
+  }
+}
+
 TEST(ForwardHeaders, ForwardedFieldsAppendAndReplace) {
   auto out = upstream(
       "GET / HTTP/1.1\r\nHost: shop.example:8080\r\nX-Forwarded-For: 1.1.1.1\r\nX-Forwarded-For: 2.2.2.2\r\n"
