@@ -394,8 +394,11 @@ Task<bool> Connection::read_head() {
       co_return false;
     }
     error_code ec;
-    size_t n = co_await async_recv(reactor_, socket_, asio::buffer(in_.write_ptr(), in_.room()),
-                                                asio::redirect_error(kAwait, ec));
+    // The rest of a head cut in parts must see a FIN that came with its last bytes (recv.h).
+    size_t n = in_.empty() ? co_await async_recv(reactor_, socket_, asio::buffer(in_.write_ptr(), in_.room()),
+                                                 asio::redirect_error(kAwait, ec))
+                           : co_await async_recv_to_eof(reactor_, socket_, asio::buffer(in_.write_ptr(), in_.room()),
+                                                        asio::redirect_error(kAwait, ec));
     if (timed_out_) {
       if (wait_ == Wait::none && !in_.empty() && !idle_) {
         // The head did not arrive in time.

@@ -15,16 +15,16 @@
 // The reactor is per worker and single-threaded (BOOST_ASIO_CONCURRENCY_HINT_UNSAFE), so no
 // epoll_wait can run between the recv() and the flag update.
 //
-// Not where the end of the stream is the end of the message (a response body delimited by the
-// close, a tunnel): a FIN that arrives together with the last bytes raises no epoll event of its
-// own, so after a short read that took those bytes the next read would wait for an event that
-// never comes (until the idle timeout). nginx learns of such a FIN from EPOLLRDHUP, which Asio
-// does not register. async_recv_to_eof keeps Asio's behaviour there: after a short read it still
-// tries recv() first, and sees the end of the stream.
-// Elsewhere the FIN is not needed to end anything: a request or response head or body has its
-// own length, and a pooled upstream connection is checked before reuse. What it costs there: a
-// client that half-closes (shutdown(SHUT_WR)) right after its request is answered, and its
-// connection is then closed by the idle timeout rather than at once.
+// Only for the first read of a message (a request head on a kept-alive connection, the answer
+// to a request just sent): a FIN that arrives together with the last bytes raises no epoll event
+// of its own, so after a short read that took those bytes the next read would wait for an event
+// that never comes (until the idle timeout). nginx learns of such a FIN from EPOLLRDHUP, which
+// Asio does not register. Every read inside a message (the rest of a head, a body in either
+// direction, a tunnel) uses async_recv_to_eof, which keeps Asio's behaviour: after a short read it
+// still tries recv() first, and sees the end of the stream — a body cut short is seen at once,
+// and a body delimited by the close ends. What the first-read shortcut costs: a client that
+// half-closes (shutdown(SHUT_WR)) right after its request is answered, and its connection is then
+// closed by the idle timeout rather than at once.
 //
 // The operation mirrors Boost 1.74's reactive_socket_recv_op (allocation through the handler,
 // handler work tracking, cancellation and close through the reactor's queues). With another
