@@ -91,6 +91,9 @@ int run_agent(const AgentOptions& o, const config::File* file) {
   }
   EventLoop loop;
   metrics::Registry metrics;
+  // Caught from the start (its default action ends the process): logrotate's postrotate may send
+  // it while this starts. Handled once the gateway runs (it reopens the access log).
+  boost::asio::signal_set usr1(loop.io(), SIGUSR1);
   // Listen first: a taken port must fail before anything is created on disk. Connections wait in
   // the backlog until the registry is ready and the server starts accepting.
   registry::api::Api* api_handler = nullptr;
@@ -191,12 +194,11 @@ int run_agent(const AgentOptions& o, const config::File* file) {
         };
     bool finishing = false;
     auto finish = [&](bool now = false) {
-      if (!finishing) {
-        finishing = true;
-        if (gw) gw->stop();
-        server.stop();
-      }
       if (now) return loop.stop();
+      if (finishing) return;  // already settling (the deadline and stop_all may both finish)
+      finishing = true;
+      if (gw) gw->stop();
+      server.stop();
       stop_when_settled(std::chrono::steady_clock::now() + std::chrono::seconds(2));
     };
     auto stop_everything = [&](bool forget) {
@@ -266,7 +268,6 @@ int run_agent(const AgentOptions& o, const config::File* file) {
     // away, so stop as on SIGTERM. Without one (`flotilla up -d`, systemd), apply the file again
     // as `flotilla up` again would (nginx's reload; systemd's ExecReload=kill -HUP $MAINPID).
     // SIGUSR1 reopens the gateway's access log (nginx's `-s reopen`, logrotate's postrotate).
-    boost::asio::signal_set usr1(loop.io(), SIGUSR1);
     std::function<void(const boost::system::error_code&, int)> on_usr1 = [&](const boost::system::error_code& e, int) {
       if (e) return;
       usr1.async_wait(on_usr1);

@@ -50,6 +50,9 @@ int run_gateway(const GatewayOptions& o) {
   raise_fd_limit();
   EventLoop loop;
   metrics::Registry metrics;
+  // Caught from the start (its default action ends the process): logrotate's postrotate may send
+  // it while this starts. Handled once the gateway runs (it reopens the access log).
+  boost::asio::signal_set usr1(loop.io(), SIGUSR1);
   gateway::Gateway gw(file, metrics);
   std::unique_ptr<gateway::RemoteRegistryFeed> feed;
   try {
@@ -157,7 +160,6 @@ int run_gateway(const GatewayOptions& o) {
   };
   hup.async_wait(on_hup);
   // SIGUSR1 reopens the access log (nginx's `-s reopen`, what logrotate's postrotate sends).
-  boost::asio::signal_set usr1(loop.io(), SIGUSR1);
   std::function<void(const boost::system::error_code&, int)> on_usr1 = [&](const boost::system::error_code& e, int) {
     if (e) return;
     usr1.async_wait(on_usr1);

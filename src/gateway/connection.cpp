@@ -361,6 +361,7 @@ void Connection::log_refused(int status, size_t bytes) {
 Task<bool> Connection::read_head() {
   const auto& cfg = worker_.shared().config;
   bool first = in_.empty();
+  bool head_deadline = false;
   timed_out_ = false;
   for (;;) {
     if (!in_.empty()) {
@@ -378,8 +379,11 @@ Task<bool> Connection::read_head() {
         co_await send_local(r.http_status, body, true);
         co_return false;
       }
-      if (first) {
+      // The head's deadline runs from its first bytes: these, or a pipelined part left over
+      // from the previous request (a partial head there must time out too).
+      if (!head_deadline) {
         first = false;
+        head_deadline = true;
         set_deadline(Wait::head, ns(cfg.timeouts.header));
       }
     } else if (first) {
@@ -457,6 +461,7 @@ Task<bool> Connection::handle_request() {
   // A request we refuse without reading its body leaves that body on the wire: close then.
   // Its head is consumed first, or a kept-alive connection would parse the same request again.
   bool head_consumed = false;
+  bool body_in_memory = false;  // a small body read whole: nothing of it left on the wire
   auto refuse = [&](int status, std::string body, std::string_view extra = {}) -> Task<bool> {
     if (!head_consumed) {
       in_.consume(head_length);
@@ -465,8 +470,9 @@ Task<bool> Connection::handle_request() {
     if (shared.access_log)
       shared.access_log->write(
           {client_ip_, method, log_host, log_path, status, body.size(), now_ns() - started, {}, 0, log_service});
-    co_await send_local(status, body, has_body || !client_keep, extra);
-    co_return !(has_body || !client_keep);
+    const bool unread = has_body && !body_in_memory;
+    co_await send_local(status, body, unread || !client_keep, extra);
+    co_return !(unread || !client_keep);
   };
 
   if (head.target_form == http1::TargetForm::asterisk)
@@ -644,6 +650,7 @@ Task<bool> Connection::handle_request() {
     body_.assign(in_.view().substr(0, static_cast<size_t>(*content_length)));
     in_.consume(static_cast<size_t>(*content_length));
     body_buffered = true;
+    body_in_memory = true;
   }
   const bool may_resend = body_buffered;
   const int max_attempts = route.retry ? route.retry->attempts : 2;
@@ -1188,18 +1195,16 @@ Task<bool> Connection::handle_request() {
           break;
         }
         if (ec || n == 0) {
-          if (kind == http1::BodyKind::until_close && (!ec || ec == asio::error::eof)) {
-            end = true;  // the close is the end
-          } else {
-            ok = false;
-            // A reset is not the end: the client, whose body also ends with the close, must
-            // not take the part it got for the whole (it gets a reset too).
-            if (kind == http1::BodyKind::until_close) reset_down_ = true;
-          }
+          if (kind == http1::BodyKind::until_close && (!ec || ec == asio::error::eof)) end = true;  // the close is the end
+          else ok = false;  // a reset is not the end
           break;
         }
         rb_.commit(n);
       }
+      // The client's body ends with the close too (one delimited by the close, or chunked and
+      // decoded for an HTTP/1.0 client): one that did not end (a reset, a timeout, a bad chunk)
+      // is reset, so the client does not take the part it got for the whole.
+      if (!end && (kind == http1::BodyKind::until_close || minor == 0)) reset_down_ = true;
       if (kind == http1::BodyKind::until_close) up_keep = false;
       up_keep = up_keep && ok && end;
     }

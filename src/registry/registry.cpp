@@ -114,13 +114,22 @@ bool Registry::committing(const store::Txn& txn) const {
 std::optional<Registry::Deferred> Registry::build_and_commit(Build build, Done done, bool user_compare, bool settled,
                                                              int attempt) {
   WriteResult result;
-  auto txn = build(result);
+  std::optional<store::Txn> txn;
+  try {
+    txn = build(result);
+  } catch (const std::exception& e) {
+    // A bug (or a record that cannot be encoded): this write fails, the queue goes on.
+    spdlog::error("registry: building a write failed: {}", e.what());
+    result.ok = false;
+    result.error = e.what();
+    txn.reset();
+  }
   // Nothing to write, decided from records a write of ours is still committing: decide again
   // once it is applied. A settled write waits for those records whatever it decided.
   if (txn && (txn->ops.empty() || settled) && committing(*txn))
     return Deferred{std::move(build), std::move(done), user_compare, settled, attempt};
   if (!txn || txn->ops.empty()) {
-    if (done) done(result);
+    answer(done, result);
     return std::nullopt;
   }
   const uint64_t seq = ++commits_issued_;
@@ -167,14 +176,19 @@ std::optional<Registry::Deferred> Registry::build_and_commit(Build build, Done d
         result.error = "too many concurrent changes to the same records; try again";
       }
     }
-    try {
-      if (done) done(result);
-    } catch (const std::exception& e) {
-      spdlog::error("registry: a write's completion failed: {}", e.what());
-    }
+    answer(done, result);
     run_deferred();
   });
   return std::nullopt;
+}
+
+void Registry::answer(const Done& done, const WriteResult& result) {
+  // A completion that throws is a bug; it must not stop the writes queued behind this one.
+  try {
+    if (done) done(result);
+  } catch (const std::exception& e) {
+    spdlog::error("registry: a write's completion failed: {}", e.what());
+  }
 }
 
 void Registry::run_deferred() {
@@ -309,6 +323,8 @@ void Registry::register_service(Service service, std::vector<Check> checks, bool
     c.service_name = service.name;
     c.service_tags = service.tags;
   }
+  // Settled: a check being added to this service (register_check, maintenance) is seen, so
+  // replace_existing_checks replaces it rather than letting it survive the registration.
   run([this, service = std::move(service), checks = std::move(checks),
        replace_existing_checks](WriteResult&) -> std::optional<store::Txn> {
         store::Txn txn;
@@ -348,7 +364,7 @@ void Registry::register_service(Service service, std::vector<Check> checks, bool
         }
         return txn;  // no ops: nothing to write, decided from what the compares name
       },
-      std::move(done));
+      std::move(done), false, true);
 }
 
 void Registry::deregister_service(const std::string& id, Done done) {

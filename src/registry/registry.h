@@ -120,6 +120,7 @@ class Registry {
   std::optional<Deferred> build_and_commit(Build build, Done done, bool user_compare, bool settled, int attempt);
   bool committing(const store::Txn& txn) const;
   void run_deferred();
+  static void answer(const Done& done, const WriteResult& result);
   void on_events(uint64_t revision, std::vector<store::Event>&& events);
   void flush_notifications();
   void invalidate_sessions_of_check(const std::string& check_id);

@@ -263,13 +263,14 @@ void Supervisor::Impl::stop_instance(ServiceRuntime& s, Instance& i, const std::
                                  wait_drained(service, id, Clock::now(), Clock::now() + in->spec->stop_grace_period);
                              });
   } catch (const ApiError&) {
-    // Its registration is still being committed (or someone deregistered it): it has had no
-    // traffic to drain. Stopped once the deregistration (applied after the registration) is,
-    // so the gateway never routes to an instance that is going away.
+    // Its registration is still being committed (or someone deregistered it). It leaves the
+    // registry instead (applied after the registration), then drains what the gateway sent it
+    // meanwhile, as any other instance.
     deregister(i, [this, service = s.name, id = i.id] {
       auto* sv = find(service);
       Instance* in = sv ? instance(*sv, id) : nullptr;
-      if (in && in->state == Instance::State::draining) send_stop(*sv, *in);
+      if (in && in->state == Instance::State::draining)
+        wait_drained(service, id, Clock::now(), Clock::now() + in->spec->stop_grace_period);
     });
   }
 }

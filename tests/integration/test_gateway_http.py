@@ -947,6 +947,16 @@ def test_slow_headers_get_408(gw):
     assert after["total"] == before["total"] and after["heads"] == before["heads"]
 
 
+def test_a_pipelined_partial_head_still_times_out(gw):
+    # A whole request followed by part of the next: the part's head has the header timeout (1 s
+    # here) like any other; it was held with no deadline at all (a slowloris way around it).
+    with Client(gw.port, timeout=10) as c:
+        c.send(request("GET", "/", host="main.test") + b"GET /next HTTP/1.1\r\nHo")
+        assert c.read_response().status == 200
+        assert c.closed_by_peer(within=5), "the partial head was held past the header timeout"
+        assert bytes(c.buf).startswith(b"HTTP/1.1 408 "), bytes(c.buf[:200])
+
+
 def test_slow_headers_trickled_still_408(gw):
     # Bytes arriving now and then do not extend the head deadline.
     with Client(gw.port, timeout=6) as c:
@@ -1264,6 +1274,26 @@ def test_a_reset_in_a_response_ended_by_the_close_reaches_the_client_as_a_reset(
         except ConnectionResetError:
             reset = True
         assert reset, f"a clean end after {got} bytes"
+
+
+def test_a_chunked_response_cut_short_resets_an_http10_client(gw):
+    # An HTTP/1.0 client gets the chunked body decoded, ended by the close: when the service
+    # stops before the last chunk, a clean close would make the part look whole.
+    for i in range(3):
+        with Client(gw.port, timeout=10) as c:
+            c.send(request("GET", "/cut_chunked/1000", version="1.0"))
+            r = c.read_head()
+            assert r.status == 200 and r.header("transfer-encoding") is None, r
+            got, reset = len(c.buf), False
+            try:
+                while True:
+                    chunk = c.sock.recv(65536)
+                    if not chunk:
+                        break
+                    got += len(chunk)
+            except ConnectionResetError:
+                reset = True
+            assert reset, (i, f"a clean end after {got} bytes")
 
 
 def test_the_rest_of_an_unread_body_is_never_read_as_a_request(gw):

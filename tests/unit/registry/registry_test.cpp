@@ -190,3 +190,22 @@ TEST_F(RegistryFixture, ASessionIsNotCreatedOnACheckThatWentCriticalMeanwhile) {
   EXPECT_NE(created.error.find("critical"), std::string::npos) << created.error;
   EXPECT_TRUE(registry->state().sessions().empty());
 }
+
+// replace_existing_checks replaces a check being added while the registration is asked (Consul
+// clients re-register with the checks they want; one registered just before must not survive).
+TEST_F(RegistryFixture, AReRegistrationReplacesACheckBeingAddedMeanwhile) {
+  registry->register_service(service("web-1", 8001), {}, true, done());
+  wait_for(1);
+  Check c;
+  c.id = "web-1-extra";
+  c.name = "extra";
+  c.service_id = "web-1";
+  c.kind = "ttl";
+  registry->register_check(c, done());
+  registry->register_service(service("web-1", 8002), {}, true, done());  // writes: a new port
+  wait_for(3);
+  EXPECT_TRUE(ok);
+  EXPECT_EQ(registry->state().check("web-1-extra"), nullptr);
+  ASSERT_NE(registry->state().service("web-1"), nullptr);
+  EXPECT_EQ(registry->state().service("web-1")->port, 8002);
+}
