@@ -599,6 +599,16 @@ Task<bool> Connection::handle_request() {
       shared.access_log->write({client_ip_, method, log_host, log_path, 499, 0, now_ns() - started, upstream_address,
                                 tries, info.service, log_request_id});
   };
+  // Its body stalled past timeouts.idle: 408, and the connection closes.
+  auto body_too_slow = [&]() -> Task<void> {
+    timed_out_ = false;
+    account(408);
+    std::string body = json_error("request body not received in time");
+    co_await send_local(408, body, true);
+    if (shared.access_log)
+      shared.access_log->write({client_ip_, method, log_host, log_path, 408, body.size(), now_ns() - started,
+                                upstream_address, tries, info.service, log_request_id});
+  };
 
   if (chunked_in && !in_.empty()) {
     // The chunked body streams, so its head goes upstream before the body is read; what of the
@@ -632,13 +642,7 @@ Task<bool> Connection::handle_request() {
                                             asio::redirect_error(kAwait, ec));
       clear_deadline();
       if (timed_out_) {
-        timed_out_ = false;
-        account(408);
-        std::string body = json_error("request body not received in time");
-        co_await send_local(408, body, true);
-        if (shared.access_log)
-          shared.access_log->write({client_ip_, method, log_host, log_path, 408, body.size(), now_ns() - started, {}, 0,
-                                    info.service, log_request_id});
+        co_await body_too_slow();
         co_return false;
       }
       if (ec || n == 0) {
@@ -795,17 +799,8 @@ Task<bool> Connection::handle_request() {
             if (timed_out_ || ec || n == 0) {
               // The client stopped sending: nothing sensible can reach the upstream (`up` is
               // closed with this coroutine, so the service sees the request cut short).
-              if (timed_out_) {
-                timed_out_ = false;
-                account(408);
-                std::string body = json_error("request body not received in time");
-                co_await send_local(408, body, true);
-                if (shared.access_log)
-                  shared.access_log->write({client_ip_, method, log_host, log_path, 408, body.size(),
-                                            now_ns() - started, upstream_address, tries, info.service, log_request_id});
-              } else {
-                client_gone();
-              }
+              if (timed_out_) co_await body_too_slow();
+              else client_gone();
               co_return false;
             }
             in_.commit(n);
@@ -1118,6 +1113,13 @@ Task<bool> Connection::handle_request() {
     } else if (kind == http1::BodyKind::content_length) {
       uint64_t left = *dr.content_length;
       size_t first = static_cast<size_t>(std::min<uint64_t>(left, rb_.size()));
+      // The whole answer is here (the usual case): the upstream connection goes back to the pool
+      // before the client sees the answer, so the client's next request finds it there. Returned
+      // after, a next request that another worker took meanwhile would find the service's
+      // connections all busy (503 at max_connections: 1) though this one is done with its own.
+      if (first == left && rb_.size() == first && up_keep &&
+          (!request_streamed || (chunked_in ? chunked_.finished() : true)))
+        worker_.put_idle(std::move(up));
       {
         // The usual whole small answer: written here without entering a coroutine.
         std::string_view body = rb_.view().substr(0, first);
@@ -1209,8 +1211,8 @@ Task<bool> Connection::handle_request() {
       up_keep = up_keep && ok && end;
     }
     timed_out_ = false;
-    if (up_keep && ok && !request_streamed) worker_.put_idle(std::move(up));
-    else if (up_keep && ok && request_streamed && (chunked_in ? chunked_.finished() : true)) worker_.put_idle(std::move(up));
+    if (up && up_keep && ok && (!request_streamed || (chunked_in ? chunked_.finished() : true)))
+      worker_.put_idle(std::move(up));
     if (shared.access_log)
       shared.access_log->write({client_ip_, method, log_host, log_path, code, bytes_down, now_ns() - started,
                                 upstream_address, tries, info.service, log_request_id});

@@ -1258,21 +1258,26 @@ def test_a_response_the_service_cuts_short_ends_at_once(gw, target):
             assert 0 < len(rest) < 100_000 and not rest.endswith(b"0\r\n\r\n"), (i, len(rest))
 
 
+def read_to_end_or_reset(c):
+    """(bytes of the body read, whether the connection ended with a reset rather than a FIN)."""
+    got = len(c.buf)
+    try:
+        while True:
+            chunk = c.sock.recv(65536)
+            if not chunk:
+                return got, False
+            got += len(chunk)
+    except ConnectionResetError:
+        return got, True
+
+
 def test_a_reset_in_a_response_ended_by_the_close_reaches_the_client_as_a_reset(gw):
     # Such a body ends with the close, so a clean close after part of it would read as the whole.
     with Client(gw.port, timeout=10) as c:
         c.send(request("GET", "/unframed_reset/5000"))
         r = c.read_head()
         assert r.status == 200 and r.header("content-length") is None, r
-        got, reset = len(c.buf), False
-        try:
-            while True:
-                chunk = c.sock.recv(65536)
-                if not chunk:
-                    break
-                got += len(chunk)
-        except ConnectionResetError:
-            reset = True
+        got, reset = read_to_end_or_reset(c)
         assert reset, f"a clean end after {got} bytes"
 
 
@@ -1284,15 +1289,7 @@ def test_a_chunked_response_cut_short_resets_an_http10_client(gw):
             c.send(request("GET", "/cut_chunked/1000", version="1.0"))
             r = c.read_head()
             assert r.status == 200 and r.header("transfer-encoding") is None, r
-            got, reset = len(c.buf), False
-            try:
-                while True:
-                    chunk = c.sock.recv(65536)
-                    if not chunk:
-                        break
-                    got += len(chunk)
-            except ConnectionResetError:
-                reset = True
+            got, reset = read_to_end_or_reset(c)
             assert reset, (i, f"a clean end after {got} bytes")
 
 
