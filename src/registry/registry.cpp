@@ -133,29 +133,21 @@ std::optional<Registry::Deferred> Registry::build_and_commit(Build build, Done d
     return std::nullopt;
   }
   const uint64_t seq = ++commits_issued_;
-  auto& keys = inflight_[seq];
-  for (const auto& c : txn->compares) keys.push_back(c.key);
+  Named& named = inflight_[seq];
+  for (const auto& c : txn->compares) named.keys.push_back(c.key);
   for (const auto& op : txn->ops) {
-    if (op.type == store::Op::Type::del_prefix) {
-      inflight_prefixes_.insert(op.key);
-      keys.push_back("\x01" + op.key);  // marks a prefix
-    } else if (!op.key.empty()) {
-      keys.push_back(op.key);
-    }
+    if (op.type == store::Op::Type::del_prefix) named.prefixes.push_back(op.key);
+    else if (!op.key.empty()) named.keys.push_back(op.key);
   }
-  for (const auto& k : keys)
-    if (k.empty() || k[0] != '\x01') ++inflight_keys_[k];
+  for (const auto& k : named.keys) ++inflight_keys_[k];
+  for (const auto& p : named.prefixes) inflight_prefixes_.insert(p);
   store_.commit(std::move(*txn), [this, seq, build = std::move(build), done = std::move(done), user_compare, settled,
                                   attempt, result](const store::TxnResult& r) mutable {
     // The view has this write's events by now (the store delivers them first).
     if (auto it = inflight_.find(seq); it != inflight_.end()) {
-      for (const auto& k : it->second) {
-        if (!k.empty() && k[0] == '\x01') {
-          inflight_prefixes_.erase(inflight_prefixes_.find(k.substr(1)));
-        } else if (auto n = inflight_keys_.find(k); n != inflight_keys_.end() && --n->second == 0) {
-          inflight_keys_.erase(n);
-        }
-      }
+      for (const auto& k : it->second.keys)
+        if (auto n = inflight_keys_.find(k); n != inflight_keys_.end() && --n->second == 0) inflight_keys_.erase(n);
+      for (const auto& p : it->second.prefixes) inflight_prefixes_.erase(inflight_prefixes_.find(p));
       inflight_.erase(it);
     }
     if (!r.error.empty()) {

@@ -146,9 +146,13 @@ class Registry {
   bool release_running_ = false;
   bool release_again_ = false;
   uint64_t commits_issued_ = 0;                          // transactions handed to the store
-  std::map<uint64_t, std::vector<std::string>> inflight_;  // keys each names, until answered
+  struct Named {  // the records a committing transaction names (compares and ops)
+    std::vector<std::string> keys;
+    std::vector<std::string> prefixes;  // of del_prefix ops
+  };
+  std::map<uint64_t, Named> inflight_;  // until the store answers
   std::unordered_map<std::string, int> inflight_keys_;
-  std::multiset<std::string> inflight_prefixes_;         // of del_prefix ops
+  std::multiset<std::string> inflight_prefixes_;
   std::deque<Deferred> deferred_;
 };
 
