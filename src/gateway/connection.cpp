@@ -346,10 +346,45 @@ Task<void> Connection::run() {
   if (reset_down_) {
     ::linger l{1, 0};
     ::setsockopt(socket_.native_handle(), SOL_SOCKET, SO_LINGER, &l, sizeof l);
+  } else if (linger_) {
+    co_await linger_close();
   }
   socket_.close(ec);
   worker_.give_relay(std::move(rb_));
   worker_.give_response_parser(std::move(response_parser_));
+}
+
+namespace {
+constexpr int64_t kLingerTime = 30'000'000'000;  // nginx's lingering_time
+constexpr int64_t kLingerQuiet = 5'000'000'000;  // nginx's lingering_timeout
+}  // namespace
+
+// An answer sent while the client may still be sending (a refusal before its body was read, an
+// error or the service's early answer in the middle of an upload, a malformed head) is followed
+// by a FIN, and what the client still sends is read and dropped until it closes, goes quiet for
+// 5 s, or 30 s pass (nginx's lingering close). Closed at once, the socket would answer those
+// bytes with a reset, and a client that writes its whole body before it reads (Python's
+// http.client, curl without Expect, most SDKs) would report "connection reset" instead of the
+// answer. The bytes are never parsed. A draining worker ends the wait at once (drain()).
+Task<void> Connection::linger_close() {
+  error_code ec;
+  socket_.shutdown(tcp::socket::shutdown_send, ec);
+  if (ec) co_return;
+  idle_ = true;
+  if (worker_.shared().draining.load(std::memory_order_relaxed)) co_return;
+  const int64_t until = now_ns() + kLingerTime;
+  for (;;) {
+    const int64_t left = until - now_ns();
+    if (left <= 0) break;
+    in_.clear();
+    if (in_.make_room(kRelay, kMaxHead + kRelay) == 0) break;
+    set_deadline(Wait::idle, std::min(kLingerQuiet, left));
+    size_t n = co_await async_recv_to_eof(reactor_, socket_, asio::buffer(in_.write_ptr(), in_.room()),
+                                          asio::redirect_error(kAwait, ec));
+    clear_deadline();
+    if (timed_out_ || ec || n == 0) break;
+  }
+  in_.clear();
 }
 
 // A request refused before its head was parsed (malformed, too large, too slow): the log has the
@@ -377,6 +412,7 @@ Task<bool> Connection::read_head() {
         std::string body = json_error(r.reason);
         log_refused(r.http_status, body.size());
         co_await send_local(r.http_status, body, true);
+        linger_ = true;  // the client may be sending a body after the head
         co_return false;
       }
       // The head's deadline runs from its first bytes: these, or a pipelined part left over
@@ -395,6 +431,7 @@ Task<bool> Connection::read_head() {
       std::string body = json_error("request header fields too large");
       log_refused(431, body.size());
       co_await send_local(431, body, true);
+      linger_ = true;
       co_return false;
     }
     error_code ec;
@@ -472,6 +509,7 @@ Task<bool> Connection::handle_request() {
           {client_ip_, method, log_host, log_path, status, body.size(), now_ns() - started, {}, 0, log_service});
     const bool unread = has_body && !body_in_memory;
     co_await send_local(status, body, unread || !client_keep, extra);
+    linger_ = unread;
     co_return !(unread || !client_keep);
   };
 
@@ -623,6 +661,7 @@ Task<bool> Connection::handle_request() {
       account(code);
       co_await send_local(code, json_error(code == 413 ? "request body larger than this route allows" : step.reason),
                           true);
+      linger_ = true;
       co_return false;
     }
   }
@@ -713,6 +752,7 @@ Task<bool> Connection::handle_request() {
     Outcome outcome = Outcome::response;
     size_t rhead_len = 0;  // the response head's length, once parsed
     bool sent_nothing = false;  // a reset before any byte of the request reached the upstream
+    bool up_write_failed = false;  // writing a streamed body to the service failed (see below)
     std::unique_ptr<UpstreamConnection> up = worker_.take_idle(ep.state.get());
     if (!up) {
       // max_connections bounds busy connections; idle pooled ones give way. At the limit this
@@ -811,6 +851,7 @@ Task<bool> Connection::handle_request() {
             if (route.max_body_bytes && content_length && *content_length > route.max_body_bytes) break;
             co_await asio::async_write(up->socket, asio::buffer(in_.view().data(), take),
                                        asio::redirect_error(kAwait, ec));
+            up_write_failed = !!ec;
             in_.consume(take);
             left -= take;
             done = left == 0;
@@ -833,6 +874,7 @@ Task<bool> Connection::handle_request() {
                                   json_error(code == 413 ? "request body larger than this route allows"
                                                          : step.reason),
                                   true);
+              linger_ = true;
               co_return false;  // the upstream connection is dropped with `up`
             }
             in_.consume(step.consumed);
@@ -840,16 +882,22 @@ Task<bool> Connection::handle_request() {
               chunk_out_.append("0\r\n\r\n");
               done = true;
             }
-            if (!chunk_out_.empty())
+            if (!chunk_out_.empty()) {
               co_await asio::async_write(up->socket, asio::buffer(chunk_out_), asio::redirect_error(kAwait, ec));
+              up_write_failed = !!ec;
+            }
           }
           clear_deadline();
         }
         request_done_at = now_ns();
         body_read = done;
       }
+      // A service may answer before it has read the whole body (a 413 or 401, then a close), and
+      // the write that follows fails: what it said is read next, and passed on when it is a whole
+      // answer, as Envoy does (the client's connection then closes; linger_close reads the rest
+      // of its body). Nothing there is a reset, as before.
       if (timed_out_) outcome = Outcome::timeout;
-      else if (ec) outcome = Outcome::reset;
+      else if (ec && !up_write_failed) outcome = Outcome::reset;
     }
     // The response head.
     if (outcome == Outcome::response) {
@@ -992,6 +1040,7 @@ Task<bool> Connection::handle_request() {
       bool ok_keep = body_read && client_keep;
       std::string body = json_error(msg, "service", info.service);
       co_await send_local(code, body, !ok_keep);
+      linger_ = !body_read;
       if (shared.access_log)
         shared.access_log->write({client_ip_, method, log_host, log_path, code, body.size(), now_ns() - started,
                                   upstream_address, tries, info.service, log_request_id});
@@ -1007,6 +1056,13 @@ Task<bool> Connection::handle_request() {
     dr.date = worker_.http_date();
     const int code = rh.status;
     if (shared.draining.load(std::memory_order_relaxed) || close_after_) client_keep = false;
+    if (!body_read) {
+      // The service answered before it had the whole body (see above): the rest of that body is
+      // still on its way from the client, so the connection closes, lingering.
+      client_keep = false;
+      linger_ = true;
+    }
+    if (up_write_failed) up_keep = false;
     if (code == 101) {
       if (!upgrade) {
         account(502);
@@ -1118,7 +1174,7 @@ Task<bool> Connection::handle_request() {
       // after, a next request that another worker took meanwhile would find the service's
       // connections all busy (503 at max_connections: 1) though this one is done with its own.
       if (first == left && rb_.size() == first && up_keep &&
-          (!request_streamed || (chunked_in ? chunked_.finished() : true)))
+          body_read)
         worker_.put_idle(std::move(up));
       {
         // The usual whole small answer: written here without entering a coroutine.
@@ -1211,7 +1267,7 @@ Task<bool> Connection::handle_request() {
       up_keep = up_keep && ok && end;
     }
     timed_out_ = false;
-    if (up && up_keep && ok && (!request_streamed || (chunked_in ? chunked_.finished() : true)))
+    if (up && up_keep && ok && body_read)
       worker_.put_idle(std::move(up));
     if (shared.access_log)
       shared.access_log->write({client_ip_, method, log_host, log_path, code, bytes_down, now_ns() - started,
@@ -1226,6 +1282,7 @@ Task<bool> Connection::handle_request() {
   std::string body = json_error(late ? "the service did not answer in time" : "no usable instance of the service",
                                 "service", info.service);
   co_await send_local(code, body, has_body && !body_buffered);
+  linger_ = has_body && !body_buffered;
   if (shared.access_log)
     shared.access_log->write({client_ip_, method, log_host, log_path, code, body.size(), now_ns() - started,
                               upstream_address, tries, info.service, log_request_id});

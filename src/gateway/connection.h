@@ -44,6 +44,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Task<bool> read_head();
   void log_refused(int status, size_t bytes);
   Task<bool> handle_request();
+  // nginx's lingering close (see the definition).
+  Task<void> linger_close();
   Task<void> send_local(int status, std::string_view body_json, bool close,
                                    std::string_view extra_header = {});
   Task<bool> write_down(std::string_view a, std::string_view b = {});
@@ -75,6 +77,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool timed_out_ = false;
   bool close_after_ = false;
   bool reset_down_ = false;  // close with a reset: the answer was cut short where its framing cannot say so
+  bool linger_ = false;      // close by lingering: an answer went out while the client may still be sending
   bool idle_ = false;
   bool wrote_down_ = false;  // anything written to the client yet
   bool nodelay_ = false;     // TCP_NODELAY set

@@ -1308,13 +1308,71 @@ def test_the_rest_of_an_unread_body_is_never_read_as_a_request(gw):
             except (BrokenPipeError, ConnectionResetError):
                 break
         r = c.read_response("POST")
-        assert r.status in (413, 502), r
+        assert r.status == 413 and r.body == b"too large", r  # the service's early answer
         assert "close" in r.header("connection", "").lower(), r
         assert c.closed_by_peer(within=5), "the connection stayed open after an unread body"
         assert c.buf == b"", f"more answers: {bytes(c.buf[:300])!r}"
     with urllib.request.urlopen(gw.main.url("/_count"), timeout=10) as resp:
         paths = json.loads(resp.read())["paths"]
     assert not [p for p in paths if tag in p], paths
+
+
+@pytest.mark.parametrize("host,target,status", [("limited.test", "/echo/big", 413), ("none.test", "/nothing", 404),
+                                                ("none.test", "/empty", 503)], ids=["max_body", "no_route", "no_instance"])
+def test_a_refused_upload_is_answered_not_reset(gw, host, target, status):
+    # A client that writes its whole body before it reads (Python's http.client, curl without
+    # Expect, most SDKs) gets the refusal: after answering, the gateway reads and drops the rest
+    # of the body (nginx's lingering close). Closed at once, the unread bytes made the kernel
+    # reset the connection, and the client saw "connection reset" instead of the answer.
+    body = b"x" * (16 * MiB)
+    for _ in range(2):
+        with Client(gw.port, timeout=20) as c:
+            c.send(request("POST", target, host=host, body=body))  # the whole body, then read
+            r = c.read_response("POST")
+            assert r.status == status and json.loads(r.body)["error"], r
+            assert "close" in r.header("connection", "").lower(), r
+            assert c.closed_by_peer(within=5)
+
+
+@pytest.mark.parametrize("framing", ["content_length", "chunked"])
+def test_an_answer_the_service_gives_before_reading_the_upload_reaches_the_client(gw, framing):
+    # /reject_early answers 413 and closes without reading the body (Go's net/http does the same
+    # past 256 KiB). The client gets that answer, as through Envoy, not a 502; its connection
+    # closes after it, the rest of its body read and dropped.
+    data = b"a" * (16 * MiB)
+    if framing == "chunked":
+        head = request("POST", "/reject_early", headers=[("Transfer-Encoding", "chunked")])
+        payload = head + chunked([data[i:i + 65536] for i in range(0, len(data), 65536)])
+    else:
+        payload = request("POST", "/reject_early", body=data)
+    for _ in range(2):
+        with Client(gw.port, timeout=20) as c:
+            c.send(payload)
+            r = c.read_response("POST")
+            assert r.status == 413 and r.body == b"too large", r
+            assert r.header("x-backend") == "main", r
+            assert "close" in r.header("connection", "").lower(), r
+            assert c.closed_by_peer(within=5)
+    assert one(gw, request("GET", "/echo")).status == 200
+
+
+def test_lingering_ends_when_the_client_goes_quiet(gw):
+    # After a refusal the gateway drops what the client still sends, but only while it keeps
+    # sending: 5 s of quiet and the connection is closed for good (a later byte is reset).
+    with Client(gw.port, timeout=20) as c:
+        c.send(request("POST", "/echo/big", host="limited.test", headers=[("Content-Length", str(MiB))]) + b"x" * 1000)
+        r = c.read_response("POST")
+        assert r.status == 413, r
+        assert c.closed_by_peer(within=5)  # the FIN follows the answer at once
+        time.sleep(1)
+        for _ in range(4):  # still lingering: dropped, never reset (a closed socket resets the first)
+            c.send(b"y" * 1000)
+            time.sleep(0.2)
+        time.sleep(6)  # quiet for more than 5 s: closed
+        with pytest.raises((ConnectionResetError, BrokenPipeError)):
+            for _ in range(10):
+                c.send(b"z" * 1000)
+                time.sleep(0.05)
 
 
 def test_an_upload_the_client_abandons_is_logged_as_499(gw):

@@ -611,6 +611,11 @@ def test_sigterm_finishes_in_flight_then_refuses(make_stack, make_backend):
         assert chunk, answer
         answer += chunk
     assert answer.startswith(b"HTTP/1.1 200"), answer
+    # A connection lingering after a refusal (it would wait 5 s for the client to go quiet): the
+    # drain ends it at once too.
+    lingering = socket.create_connection(("127.0.0.1", stack.gw_port), timeout=5)
+    lingering.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nabc")
+    assert lingering.recv(65536).startswith(b"HTTP/1.1 400"), "no refusal"
 
     result = {}
 
@@ -644,6 +649,7 @@ def test_sigterm_finishes_in_flight_then_refuses(make_stack, make_backend):
     print(f"\nslow request done {result['at'] - sent:.2f} s after SIGTERM; process exited after {exited - sent:.2f} s")
     assert rc == 0, stack.read_log()
     assert exited - sent < 3.0
+    lingering.close()
 
 
 # ---- configuration errors ----
