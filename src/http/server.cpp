@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include <charconv>
+#include <chrono>
 #include <list>
 
 #include "common/event_loop.h"
@@ -138,6 +139,7 @@ class Session : public std::enable_shared_from_this<Session> {
         msg = "request headers larger than " + std::to_string(server_->limits.header_bytes) + " bytes";
       }
       keep_alive_ = false;
+      linger_ = true;  // the rest of the request (its body) may still be on its way
       return write(Response::error(status, msg));
     }
     stream_.expires_never();
@@ -226,8 +228,34 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void after_write(beast::error_code ec) {
+    if (!ec && linger_ && !server_->stopped) return linger();
     if (ec || !keep_alive_ || server_->stopped) return close();
     read_request();
+  }
+
+  // A request refused before its body was read (too large, malformed): the answer is followed by
+  // a FIN, and what the client still sends is read and dropped until it closes, goes quiet for
+  // 5 s, or 30 s pass (nginx's lingering close, as the gateway does). Closed at once, the unread
+  // bytes would make the kernel reset the connection, and a client that writes its whole body
+  // before reading (Python's http.client, curl without Expect) would see "connection reset"
+  // instead of the 413. Server::stop() closes a lingering session like any other.
+  void linger() {
+    boost::system::error_code ec;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+    if (ec) return close();
+    linger_until_ = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    buffer_.clear();
+    buffer_.shrink_to_fit();
+    linger_read();
+  }
+  void linger_read() {
+    auto left = linger_until_ - std::chrono::steady_clock::now();
+    if (left <= std::chrono::steady_clock::duration::zero()) return close();
+    stream_.expires_after(std::min<std::chrono::steady_clock::duration>(std::chrono::seconds(5), left));
+    stream_.async_read_some(buffer_.prepare(16384), [self = shared_from_this()](beast::error_code ec, size_t) {
+      if (ec) return self->close();
+      self->linger_read();
+    });
   }
 
   beast::tcp_stream stream_;
@@ -239,6 +267,8 @@ class Session : public std::enable_shared_from_this<Session> {
   bool keep_alive_ = true;
   uint64_t watch_generation_ = 0;
   bool head_ = false;
+  bool linger_ = false;
+  std::chrono::steady_clock::time_point linger_until_;
   unsigned version_ = 11;
 };
 
