@@ -168,6 +168,7 @@ int run_gateway(const GatewayOptions& o) {
   usr1.async_wait(on_usr1);
   loop.run();
   feed.reset();
+  spdlog::info("stopped");  // as flotilla up's last line
   return 0;
 }
 }  // namespace

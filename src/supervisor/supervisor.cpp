@@ -65,7 +65,8 @@ void Supervisor::Impl::event(const std::string& service, const std::string& inst
                              const std::string& message, json data) {
   json e = {{"Seq", next_seq++}, {"Time", wall_ms()}, {"Service", service}, {"Instance", instance},
             {"Kind", kind},     {"Message", message}, {"Data", std::move(data)}};
-  spdlog::info("{}{}{}: {}", service, instance.empty() ? "" : " ", instance, message);
+  // Events of the whole application (no service) log as the supervisor's, as other components do.
+  spdlog::info("{}{}{}: {}", service.empty() ? "supervisor" : service, instance.empty() ? "" : " ", instance, message);
   char key[40];
   std::snprintf(key, sizeof key, "sup/ev/%020llu", static_cast<unsigned long long>(e["Seq"].get<uint64_t>()));
   // Messages carry what services said (a probe's answer, an exit text): bytes that are not
