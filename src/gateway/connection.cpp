@@ -507,7 +507,12 @@ Task<bool> Connection::handle_request() {
     if (shared.access_log)
       shared.access_log->write(
           {client_ip_, method, log_host, log_path, status, body.size(), now_ns() - started, {}, 0, log_service});
-    const bool unread = has_body && !body_in_memory;
+    bool unread = has_body && !body_in_memory;
+    if (unread && content_length && in_.size() >= *content_length) {
+      // The whole (small) body came with the head: dropped, and the connection stays usable.
+      in_.consume(static_cast<size_t>(*content_length));
+      unread = false;
+    }
     co_await send_local(status, body, unread || !client_keep, extra);
     linger_ = unread;
     co_return !(unread || !client_keep);

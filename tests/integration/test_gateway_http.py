@@ -466,6 +466,21 @@ def test_refusal_on_keepalive_connection_is_answered_once(gw):
         assert c.buf == b"", "more answers than requests"
 
 
+def test_refusal_of_a_small_body_sent_whole_keeps_the_connection(gw):
+    # The body came with the head: it is dropped (never read as a request) and the connection
+    # stays usable. A body still on its way closes it (test_a_refused_upload_is_answered_not_reset).
+    hidden = request("GET", "/api/hidden", host=f"127.0.0.1:{gw.port}")
+    with Client(gw.port) as c:
+        c.send(request("POST", "/nowhere", host=f"127.0.0.1:{gw.port}", body=hidden))
+        r = c.read_response("POST")
+        assert r.status == 404 and r.header("connection") is None, r
+        c.send(request("POST", "/api/after", host=f"127.0.0.1:{gw.port}", body=b"x" * 100))
+        r = c.read_response("POST")
+        assert (r.status, r.header("x-backend"), r.header("x-path")) == (200, "api", "/api/after"), r
+        assert not c.closed_by_peer(0.3)
+        assert c.buf == b"", "more answers than requests"
+
+
 def test_service_without_instance_is_503_json(gw):
     r = get(gw, "/empty/x")
     assert r.status == 503
