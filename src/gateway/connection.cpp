@@ -144,6 +144,59 @@ ssize_t send_now(int fd, std::string_view a, std::string_view b) {
     return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;
   }
 }
+// Waits until `s` can take more bytes, or has bytes (or its end) to be read: a service that
+// answers an upload early may stop reading without closing, and a wait for room alone would last
+// until the deadline. Completes with true when it is readable. Two reactor waits: the first to
+// complete cancels the other, and the caller resumes once both have (a deadline that closes the
+// socket ends both).
+template <typename Token>
+auto async_room_or_answer(Socket& s, Token&& token) {
+  return asio::async_initiate<Token, void(error_code, bool)>(
+      [&s](auto handler) {
+        using Handler = decltype(handler);
+        struct State {
+          explicit State(Handler&& h) : handler(std::move(h)) {}
+          Handler handler;
+          int left = 2;
+          bool decided = false, readable = false;
+          error_code ec;
+        };
+        auto st = std::make_shared<State>(std::move(handler));
+        auto done = [st, &s](bool readable, error_code ec) {
+          if (!st->decided) {
+            st->decided = true;
+            st->readable = readable;
+            st->ec = ec;
+            error_code ignored;
+            s.cancel(ignored);
+          }
+          if (--st->left == 0) {
+            auto ex = asio::get_associated_executor(st->handler, s.get_executor());
+            asio::post(ex, [st]() mutable { std::move(st->handler)(st->ec, st->readable); });
+          }
+        };
+        s.async_wait(Socket::wait_write, [done](error_code ec) { done(false, ec); });
+        s.async_wait(Socket::wait_read, [done](error_code ec) { done(true, ec); });
+      },
+      token);
+}
+
+enum class UpWrite : uint8_t { done, failed, answered };
+
+// Writes bytes of a streamed request body to the service; while the socket has no room it also
+// watches for the service's answer (`answered`: it spoke before it took them all).
+Task<UpWrite> write_streamed(Socket& s, std::string_view data) {
+  for (;;) {
+    ssize_t n = send_now(s.native_handle(), data, {});
+    if (n < 0) co_return UpWrite::failed;
+    data.remove_prefix(static_cast<size_t>(n));
+    if (data.empty()) co_return UpWrite::done;
+    error_code ec;
+    bool readable = co_await async_room_or_answer(s, asio::redirect_error(kAwait, ec));
+    if (ec) co_return UpWrite::failed;
+    if (readable) co_return UpWrite::answered;
+  }
+}
 }  // namespace
 
 // ---- Buffer ----
@@ -326,7 +379,9 @@ Task<void> Connection::send_local(int status, std::string_view body, bool close,
   int cls = status / 100;
   if (status == 400 || status == 408 || status == 413 || status == 414 || status == 431 || status >= 501)
     if (auto* c = worker_.shared().metrics.refused[std::min(cls, 5)]) c->inc();
-  co_await write_down(h, body);
+  // An answer to HEAD has the length the body would have, and no body (RFC 9110 §9.3.2): bytes
+  // after it would be read as the answer to the client's next request.
+  co_await write_down(h, head_request_ ? std::string_view() : body);
 }
 
 Task<void> Connection::run() {
@@ -371,13 +426,20 @@ Task<void> Connection::linger_close() {
   socket_.shutdown(tcp::socket::shutdown_send, ec);
   if (ec) co_return;
   idle_ = true;
+  clear_deadline();
+  timed_out_ = false;  // a timeout that ended the request (a 504) must not end this wait
   if (worker_.shared().draining.load(std::memory_order_relaxed)) co_return;
+  // Only a small read buffer is held meanwhile.
+  worker_.give_relay(std::move(rb_));
+  worker_.give_response_parser(std::move(response_parser_));
+  in_.clear();
+  in_.shrink(kInitialIn);
   const int64_t until = now_ns() + kLingerTime;
   for (;;) {
     const int64_t left = until - now_ns();
     if (left <= 0) break;
     in_.clear();
-    if (in_.make_room(kRelay, kMaxHead + kRelay) == 0) break;
+    if (in_.make_room(kInitialIn, kInitialIn) == 0) break;
     set_deadline(Wait::idle, std::min(kLingerQuiet, left));
     size_t n = co_await async_recv_to_eof(reactor_, socket_, asio::buffer(in_.write_ptr(), in_.room()),
                                           asio::redirect_error(kAwait, ec));
@@ -395,6 +457,7 @@ void Connection::log_refused(int status, size_t bytes) {
 
 Task<bool> Connection::read_head() {
   const auto& cfg = worker_.shared().config;
+  head_request_ = false;
   bool first = in_.empty();
   bool head_deadline = false;
   timed_out_ = false;
@@ -478,6 +541,7 @@ Task<bool> Connection::handle_request() {
   const size_t head_length = head_length_;
   const int minor = head.version_minor;
   const bool is_head = head.method == "HEAD";
+  head_request_ = is_head;
   bool client_keep = head.keep_alive;
   const bool has_body = head.has_body();
   const std::optional<uint64_t> content_length = head.content_length;
@@ -664,9 +728,12 @@ Task<bool> Connection::handle_request() {
                                                                                         : 0;
     if (code) {
       account(code);
-      co_await send_local(code, json_error(code == 413 ? "request body larger than this route allows" : step.reason),
-                          true);
+      std::string body = json_error(code == 413 ? "request body larger than this route allows" : step.reason);
+      co_await send_local(code, body, true);
       linger_ = true;
+      if (shared.access_log)
+        shared.access_log->write(
+            {client_ip_, method, log_host, log_path, code, body.size(), now_ns() - started, {}, 0, info.service, {}});
       co_return false;
     }
   }
@@ -758,7 +825,9 @@ Task<bool> Connection::handle_request() {
     size_t rhead_len = 0;  // the response head's length, once parsed
     bool sent_nothing = false;  // a reset before any byte of the request reached the upstream
     bool up_write_failed = false;  // writing a streamed body to the service failed (see below)
-    std::unique_ptr<UpstreamConnection> up = worker_.take_idle(ep.state.get());
+    // A streamed request takes a pooled connection only after the peek for a close or unasked
+    // bytes, however fresh: whatever the service says once the body stops is its answer.
+    std::unique_ptr<UpstreamConnection> up = worker_.take_idle(ep.state.get(), !body_buffered);
     if (!up) {
       // max_connections bounds busy connections; idle pooled ones give way. At the limit this
       // worker closes its oldest idle connection to the service; if the idle ones are in other
@@ -834,7 +903,7 @@ Task<bool> Connection::handle_request() {
         request_streamed = true;
         uint64_t left = content_length.value_or(0);
         bool done = false;
-        while (!done && !ec && !timed_out_) {
+        while (!done && !up_write_failed && !timed_out_) {
           if (in_.empty()) {
             in_.make_room(kRelay, kMaxHead + kRelay);
             set_deadline(Wait::body, ns(cfg.timeouts.idle));
@@ -854,9 +923,7 @@ Task<bool> Connection::handle_request() {
           if (!chunked_in) {
             size_t take = static_cast<size_t>(std::min<uint64_t>(left, in_.size()));
             if (route.max_body_bytes && content_length && *content_length > route.max_body_bytes) break;
-            co_await asio::async_write(up->socket, asio::buffer(in_.view().data(), take),
-                                       asio::redirect_error(kAwait, ec));
-            up_write_failed = !!ec;
+            up_write_failed = co_await write_streamed(up->socket, in_.view().substr(0, take)) != UpWrite::done;
             in_.consume(take);
             left -= take;
             done = left == 0;
@@ -875,11 +942,13 @@ Task<bool> Connection::handle_request() {
               clear_deadline();
               int code = step.status == http1::ChunkedDecoder::Status::error ? step.http_status : 413;
               account(code);
-              co_await send_local(code,
-                                  json_error(code == 413 ? "request body larger than this route allows"
-                                                         : step.reason),
-                                  true);
+              std::string body =
+                  json_error(code == 413 ? "request body larger than this route allows" : step.reason);
+              co_await send_local(code, body, true);
               linger_ = true;
+              if (shared.access_log)
+                shared.access_log->write({client_ip_, method, log_host, log_path, code, body.size(),
+                                          now_ns() - started, upstream_address, tries, info.service, log_request_id});
               co_return false;  // the upstream connection is dropped with `up`
             }
             in_.consume(step.consumed);
@@ -887,22 +956,20 @@ Task<bool> Connection::handle_request() {
               chunk_out_.append("0\r\n\r\n");
               done = true;
             }
-            if (!chunk_out_.empty()) {
-              co_await asio::async_write(up->socket, asio::buffer(chunk_out_), asio::redirect_error(kAwait, ec));
-              up_write_failed = !!ec;
-            }
+            if (!chunk_out_.empty()) up_write_failed = co_await write_streamed(up->socket, chunk_out_) != UpWrite::done;
           }
           clear_deadline();
         }
         request_done_at = now_ns();
         body_read = done;
       }
-      // A service may answer before it has read the whole body (a 413 or 401, then a close), and
-      // the write that follows fails: what it said is read next, and passed on when it is a whole
-      // answer, as Envoy does (the client's connection then closes; linger_close reads the rest
-      // of its body). Nothing there is a reset, as before.
+      // A service may answer before it has read the whole body (a 413 or 401), then close or just
+      // stop reading: the write fails, or waits with the answer readable (write_streamed). What it
+      // said is read next, and passed on when it is a whole answer, as Envoy does (the client's
+      // connection then closes; linger_close reads the rest of its body). Nothing there is a
+      // reset, as before; no answer before timeouts.idle is a timeout.
       if (timed_out_) outcome = Outcome::timeout;
-      else if (ec && !up_write_failed) outcome = Outcome::reset;
+      else if (ec) outcome = Outcome::reset;
     }
     // The response head.
     if (outcome == Outcome::response) {

@@ -78,6 +78,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool close_after_ = false;
   bool reset_down_ = false;  // close with a reset: the answer was cut short where its framing cannot say so
   bool linger_ = false;      // close by lingering: an answer went out while the client may still be sending
+  bool head_request_ = false;  // the current request is a HEAD: the gateway's own answers carry no body
   bool idle_ = false;
   bool wrote_down_ = false;  // anything written to the client yet
   bool nodelay_ = false;     // TCP_NODELAY set

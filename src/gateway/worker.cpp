@@ -322,7 +322,7 @@ lb::LoadBalancer& Worker::balancer(const std::shared_ptr<const Cluster>& cluster
   return *b.lb;
 }
 
-std::unique_ptr<UpstreamConnection> Worker::take_idle(EndpointState* endpoint) {
+std::unique_ptr<UpstreamConnection> Worker::take_idle(EndpointState* endpoint, bool always_check) {
   auto it = idle_.find(endpoint);
   if (it == idle_.end()) return nullptr;
   auto& v = it->second;
@@ -336,7 +336,7 @@ std::unique_ptr<UpstreamConnection> Worker::take_idle(EndpointState* endpoint) {
     // Under load connections come back within milliseconds and a backend does not close them
     // that fast (it says Connection: close instead): skip the syscall then.
     char byte;
-    bool fresh = now_ns() - c->idle_since_ns < 200'000'000;
+    bool fresh = !always_check && now_ns() - c->idle_since_ns < 200'000'000;
     ssize_t n = fresh ? -1 : ::recv(c->socket.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
     if (fresh || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))) return c;
   }

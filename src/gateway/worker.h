@@ -128,7 +128,9 @@ class Worker {
   }
   // The balancer for a cluster (rebuilt when the cluster's endpoints changed).
   lb::LoadBalancer& balancer(const std::shared_ptr<const Cluster>& cluster);
-  std::unique_ptr<UpstreamConnection> take_idle(EndpointState* endpoint);
+  // A pooled connection to the endpoint, checked for a close or unasked bytes by a peek unless it
+  // came back within the last 200 ms (`always_check`: peek anyway).
+  std::unique_ptr<UpstreamConnection> take_idle(EndpointState* endpoint, bool always_check = false);
   // Pools the connection, or closes it while its service has more connections than its
   // circuit breaker allows (after an idle connection in another worker's pool gave way).
   void put_idle(std::unique_ptr<UpstreamConnection> c);

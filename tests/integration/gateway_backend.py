@@ -18,6 +18,10 @@ and whether the gateway reused its upstream connection); answers sent through se
   /early              103 Early Hints (Link and Connection: x-hop, X-Hop: 1), then 200 "ok"
   /ws                 WebSocket-style upgrade: answers 101, then echoes every byte back
   /reject_early       answers 413 with Connection: close before reading the request body, and closes
+  /early_keep/<secs>  answers 413 before reading the request body, then neither reads nor closes for
+                      secs, then closes
+  /stall_upload/<secs> reads the head, then neither reads the body nor answers for secs, then closes
+  /stale_later        200 "ok" (kept alive), then 30 ms later writes an unasked 200 "stale" and closes
   /cut/<N>/<M>        200 announcing Content-Length N, sends M < N bytes, closes (FIN right behind)
   /cut_chunked/<M>    200 chunked, one chunk of M bytes, no last chunk, closes (FIN right behind)
   /unframed_reset/<N> 200 with N bytes and no framing, then a reset (RST), not a close
@@ -116,6 +120,29 @@ def _serve(port, name):
             if parts[0] == "reject_early":
                 self.close_connection = True
                 return self.send(413, b"too large", extra=[("Connection", "close")])
+            if parts[0] in ("early_keep", "stall_upload") and len(parts) > 1:
+                if parts[0] == "early_keep":
+                    self.send(413, b"too large")
+                    self.wfile.flush()
+                time.sleep(float(parts[1]))
+                self.close_connection = True
+                return
+            if parts[0] == "stale_later":
+                self.read_body()
+                self.send(200, b"ok")
+                self.wfile.flush()
+                conn = self.connection
+
+                def unasked():
+                    time.sleep(0.03)
+                    try:
+                        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Backend: stale\r\n\r\nstale")
+                        conn.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+                threading.Thread(target=unasked, daemon=True).start()
+                return
             if parts[0] in ("cut", "cut_chunked") and len(parts) > 1:
                 # Head, part of the body and the FIN in one go (one write, then the close at
                 # once): the FIN is usually there by the time the gateway reads the bytes.

@@ -1371,6 +1371,45 @@ def test_an_answer_the_service_gives_before_reading_the_upload_reaches_the_clien
     assert one(gw, request("GET", "/echo")).status == 200
 
 
+def test_an_early_answer_from_a_service_that_stops_reading_reaches_the_client(gw):
+    # /early_keep answers 413, then neither reads nor closes: the gateway sees the answer while
+    # its write of the body waits for room, and passes it on (it used to wait timeouts.idle,
+    # 60 s here, and answer 504).
+    with Client(gw.port, timeout=20) as c:
+        c.send(request("POST", "/early_keep/40", body=b"a" * (16 * MiB)))  # past the timeout
+        r = c.read_response("POST")
+        assert r.status == 413 and r.body == b"too large", r
+        assert "close" in r.header("connection", "").lower(), r
+        assert c.closed_by_peer(within=5)
+
+
+def test_a_streamed_request_never_takes_unasked_bytes_for_its_answer(gw):
+    # /stale_later answers, then (30 ms later, the connection back in the pool) writes an unasked
+    # answer and closes. A streamed request must not get that as its own answer: the pooled
+    # connection is checked before it is used for one.
+    for _ in range(3):
+        with Client(gw.port, timeout=20) as c:
+            c.send(request("GET", "/stale_later"))
+            assert c.read_response().body == b"ok"
+            time.sleep(0.1)
+            c.send(request("POST", "/echo/upload", body=b"u" * MiB))
+            r = c.read_response("POST")
+            assert r.status == 200 and r.header("x-backend") == "main", r
+            assert json.loads(r.body)["body_len"] == MiB, r
+
+
+def test_a_head_refused_by_the_gateway_has_no_body(gw):
+    # The answer to HEAD has the length a GET's body would have, and no body: bytes after it
+    # would be read as the answer to the next request on the connection.
+    with Client(gw.port) as c:
+        c.send(request("HEAD", "/nowhere", host=f"127.0.0.1:{gw.port}") +
+               request("GET", "/api/next", host=f"127.0.0.1:{gw.port}"))
+        r = c.read_response("HEAD")
+        assert r.status == 404 and int(r.header("content-length")) > 0, r
+        r = c.read_response()
+        assert (r.status, r.header("x-path")) == (200, "/api/next"), r
+
+
 def test_lingering_ends_when_the_client_goes_quiet(gw):
     # After a refusal the gateway drops what the client still sends, but only while it keeps
     # sending: 5 s of quiet and the connection is closed for good (a later byte is reset).

@@ -598,6 +598,24 @@ def test_standalone_gateway_refuses_a_bad_registry_url(data_dir, registry, why):
         s.bind(("127.0.0.1", g.port))
 
 
+def test_an_upload_the_service_stops_reading_ends_in_a_504_the_client_gets(make_stack, make_backend):
+    # The service reads the head, then neither the body nor answers: after timeouts.idle the
+    # gateway answers 504, and (lingering) lets a client that sends its whole body first finish
+    # and read it. The timeout of the write used to end the lingering too: the client got a reset.
+    stack = make_stack("gateway:\n  listen: [{gw}]\n  workers: 1\n  timeouts: {idle: 2s}\n  routes:\n"
+                       "    - service: web\n")
+    b = make_backend("stall")
+    stack.register("web", b)
+    c = http.client.HTTPConnection("127.0.0.1", stack.gw_port, timeout=20)
+    try:
+        c.request("POST", "/stall_upload/30", body=b"s" * (32 << 20))
+        r = c.getresponse()
+        assert r.status == 504, (r.status, r.read())
+        assert json.loads(r.read())["error"]
+    finally:
+        c.close()
+
+
 def test_sigterm_finishes_in_flight_then_refuses(make_stack, make_backend):
     stack = make_stack(ROUTE_WEB)
     b = make_backend("slow")
