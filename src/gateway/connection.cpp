@@ -183,18 +183,48 @@ auto async_room_or_answer(Socket& s, Token&& token) {
 
 enum class UpWrite : uint8_t { done, failed, answered };
 
-// Writes bytes of a streamed request body to the service; while the socket has no room it also
-// watches for the service's answer (`answered`: it spoke before it took them all).
-Task<UpWrite> write_streamed(Socket& s, std::string_view data) {
+// Whether what the service has sent (peeked, left in the socket) begins with a final answer that
+// closes the connection, interim answers skipped: then it will not read the rest of the body.
+bool closing_answer_waits(int fd) {
+  char buf[16384];
+  ssize_t n = ::recv(fd, buf, sizeof buf, MSG_PEEK | MSG_DONTWAIT);
+  if (n <= 0) return false;
+  std::string_view v(buf, static_cast<size_t>(n));
+  http1::ResponseParser parser;
+  for (;;) {
+    auto r = parser.parse(v);
+    if (r.status != http1::ResponseParser::Status::done) return false;
+    const int code = parser.head().status;
+    if (code < 100 || code >= 200 || code == 101) return !parser.head().keep_alive;
+    v.remove_prefix(r.head_length);
+    parser.reset();
+  }
+}
+
+// Writes bytes of a streamed request body to the service. While the socket has no room it also
+// watches the service (`watch`): an answer that closes the connection (a 413 or 401 sent before
+// the body was read, as Go's net/http and Python's http.server do) means the rest will never be
+// read, and the service may itself be stuck sending a long answer to a gateway that is not
+// reading it: `answered`. Any other answer (no close: RFC 9112 asks such a service to read the
+// rest) or a half-close ends the watching for this request, and the write goes on.
+Task<UpWrite> write_streamed(Socket& s, std::string_view data, bool& watch) {
   for (;;) {
     ssize_t n = send_now(s.native_handle(), data, {});
     if (n < 0) co_return UpWrite::failed;
     data.remove_prefix(static_cast<size_t>(n));
     if (data.empty()) co_return UpWrite::done;
     error_code ec;
+    if (!watch) {
+      co_await s.async_wait(Socket::wait_write, asio::redirect_error(kAwait, ec));
+      if (ec) co_return UpWrite::failed;
+      continue;
+    }
     bool readable = co_await async_room_or_answer(s, asio::redirect_error(kAwait, ec));
     if (ec) co_return UpWrite::failed;
-    if (readable) co_return UpWrite::answered;
+    if (readable) {
+      if (closing_answer_waits(s.native_handle())) co_return UpWrite::answered;
+      watch = false;
+    }
   }
 }
 }  // namespace
@@ -901,6 +931,7 @@ Task<bool> Connection::handle_request() {
       if (!ec && !timed_out_ && !body_buffered && has_body) {
         // Stream the body: sized beyond the replay limit, or chunked (re-framed as it decodes).
         request_streamed = true;
+        bool watch_up = true;  // see write_streamed
         uint64_t left = content_length.value_or(0);
         bool done = false;
         while (!done && !up_write_failed && !timed_out_) {
@@ -923,7 +954,7 @@ Task<bool> Connection::handle_request() {
           if (!chunked_in) {
             size_t take = static_cast<size_t>(std::min<uint64_t>(left, in_.size()));
             if (route.max_body_bytes && content_length && *content_length > route.max_body_bytes) break;
-            up_write_failed = co_await write_streamed(up->socket, in_.view().substr(0, take)) != UpWrite::done;
+            up_write_failed = co_await write_streamed(up->socket, in_.view().substr(0, take), watch_up) != UpWrite::done;
             in_.consume(take);
             left -= take;
             done = left == 0;
@@ -956,18 +987,19 @@ Task<bool> Connection::handle_request() {
               chunk_out_.append("0\r\n\r\n");
               done = true;
             }
-            if (!chunk_out_.empty()) up_write_failed = co_await write_streamed(up->socket, chunk_out_) != UpWrite::done;
+            if (!chunk_out_.empty())
+              up_write_failed = co_await write_streamed(up->socket, chunk_out_, watch_up) != UpWrite::done;
           }
           clear_deadline();
         }
         request_done_at = now_ns();
         body_read = done;
       }
-      // A service may answer before it has read the whole body (a 413 or 401), then close or just
-      // stop reading: the write fails, or waits with the answer readable (write_streamed). What it
-      // said is read next, and passed on when it is a whole answer, as Envoy does (the client's
+      // A service may answer before it has read the whole body (a 413 or 401) and close: the
+      // write fails, or waits with the closing answer readable (write_streamed). What it said is
+      // read next, and passed on when it is a whole answer, as Envoy does (the client's
       // connection then closes; linger_close reads the rest of its body). Nothing there is a
-      // reset, as before; no answer before timeouts.idle is a timeout.
+      // reset, as before; a service that neither reads nor closes is a timeout.
       if (timed_out_) outcome = Outcome::timeout;
       else if (ec) outcome = Outcome::reset;
     }

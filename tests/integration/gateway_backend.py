@@ -18,8 +18,10 @@ and whether the gateway reused its upstream connection); answers sent through se
   /early              103 Early Hints (Link and Connection: x-hop, X-Hop: 1), then 200 "ok"
   /ws                 WebSocket-style upgrade: answers 101, then echoes every byte back
   /reject_early       answers 413 with Connection: close before reading the request body, and closes
-  /early_keep/<secs>  answers 413 before reading the request body, then neither reads nor closes for
-                      secs, then closes
+  /early_close_later/<secs> answers 413 with Connection: close before reading the request body, then
+                      neither reads nor closes for secs, then closes
+  /reject_early_big   answers 413 with Connection: close and a 4 MiB body before reading the request
+                      body, waits 1 s (so the answer is taken before the close resets it), closes
   /stall_upload/<secs> reads the head, then neither reads the body nor answers for secs, then closes
   /stale_later        200 "ok" (kept alive), then 30 ms later writes an unasked 200 "stale" and closes
   /cut/<N>/<M>        200 announcing Content-Length N, sends M < N bytes, closes (FIN right behind)
@@ -120,9 +122,15 @@ def _serve(port, name):
             if parts[0] == "reject_early":
                 self.close_connection = True
                 return self.send(413, b"too large", extra=[("Connection", "close")])
-            if parts[0] in ("early_keep", "stall_upload") and len(parts) > 1:
-                if parts[0] == "early_keep":
-                    self.send(413, b"too large")
+            if parts[0] == "reject_early_big":
+                self.close_connection = True
+                self.send(413, b"L" * (4 << 20), extra=[("Connection", "close")])
+                self.wfile.flush()
+                time.sleep(1)
+                return
+            if parts[0] in ("early_close_later", "stall_upload") and len(parts) > 1:
+                if parts[0] == "early_close_later":
+                    self.send(413, b"too large", extra=[("Connection", "close")])
                     self.wfile.flush()
                 time.sleep(float(parts[1]))
                 self.close_connection = True
