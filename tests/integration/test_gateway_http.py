@@ -1409,13 +1409,17 @@ def test_a_streamed_request_never_takes_unasked_bytes_for_its_answer(gw):
 def test_a_head_refused_by_the_gateway_has_no_body(gw):
     # The answer to HEAD has the length a GET's body would have, and no body: bytes after it
     # would be read as the answer to the next request on the connection.
+    tag = uuid.uuid4().hex
     with Client(gw.port) as c:
-        c.send(request("HEAD", "/nowhere", host=f"127.0.0.1:{gw.port}") +
+        c.send(request("HEAD", f"/nowhere?{tag}", host=f"127.0.0.1:{gw.port}") +
                request("GET", "/api/next", host=f"127.0.0.1:{gw.port}"))
         r = c.read_response("HEAD")
         assert r.status == 404 and int(r.header("content-length")) > 0, r
         r = c.read_response()
         assert (r.status, r.header("x-path")) == (200, "/api/next"), r
+    # Logged with no body bytes, as sent.
+    got = wait_for(lambda: [r for r in read_access_log(gw) if tag in r["path"]], timeout=5, what="the HEAD's log line")
+    assert [(r["status"], r["bytes"]) for r in got] == [(404, 0)], got
 
 
 def test_lingering_ends_when_the_client_goes_quiet(gw):
