@@ -148,7 +148,8 @@ ssize_t send_now(int fd, std::string_view a, std::string_view b) {
 // answers an upload early may stop reading without closing, and a wait for room alone would last
 // until the deadline. Completes with true when it is readable. Two reactor waits: the first to
 // complete cancels the other, and the caller resumes once both have (a deadline that closes the
-// socket ends both).
+// socket ends both). An answer that arrived while nothing waited is seen too: Boost 1.74's epoll
+// reactor starts a wait with EPOLL_CTL_MOD, which re-arms the edge-triggered readiness.
 template <typename Token>
 auto async_room_or_answer(Socket& s, Token&& token) {
   return asio::async_initiate<Token, void(error_code, bool)>(

@@ -1371,17 +1371,28 @@ def test_an_answer_the_service_gives_before_reading_the_upload_reaches_the_clien
     assert one(gw, request("GET", "/echo")).status == 200
 
 
-@pytest.mark.parametrize("target,body", [("/early_close_later/40", b"too large"), ("/reject_early_big", b"L" * (4 * MiB))],
-                         ids=["slow_close", "long_answer"])
-def test_a_closing_early_answer_reaches_the_client_while_the_service_stops_reading(gw, target, body):
+@pytest.mark.parametrize("target,body,pause", [("/early_close_later/40", b"too large", 0),
+                                               ("/early_close_later/40", b"too large", 0.3),
+                                               ("/reject_early_big", b"L" * (4 * MiB), 0)],
+                         ids=["slow_close", "slow_close_answer_before_the_write_waits", "long_answer"])
+def test_a_closing_early_answer_reaches_the_client_while_the_service_stops_reading(gw, target, body, pause):
     # The service answers 413 with Connection: close before reading the body, then neither reads
     # nor closes: it closes only 40 s later, or it is stuck sending a 4 MiB answer that nobody
     # reads. The gateway sees the answer while its write of the body waits for room, and passes
     # it on (it used to wait until the close or timeouts.idle, 60 s here, then answer 504).
     # The client reads while it sends (as Go's and curl's do): a long answer passed on while the
     # client is blocked sending and not reading would wait for it.
+    # pause: the first 100 KB, then a pause in which the answer arrives while no write waits
+    # (its readiness event passes unwatched), then the rest.
+    data = request("POST", target, body=b"a" * (16 * MiB))
+
+    def send():
+        c.send(data[:100_000])
+        time.sleep(pause)
+        c.send(data[100_000:])
+
     with Client(gw.port, timeout=20) as c:
-        sender = threading.Thread(target=lambda: c.send(request("POST", target, body=b"a" * (16 * MiB))), daemon=True)
+        sender = threading.Thread(target=send, daemon=True)
         sender.start()
         r = c.read_response("POST")
         assert r.status == 413 and r.body == body, (r.status, r.headers, len(r.body))
