@@ -279,7 +279,8 @@ auto async_accept4(RecvReactor& reactor, Acceptor& acceptor, Token&& token) {
 //    connection whose request has not arrived (nginx's `ready` flag starts clear, too).
 // Call right after assign(), on the socket's reactor thread, before any operation on it.
 void adopt_accepted(Socket& socket);
-// For tests: whether the next read on the socket will try recv() before waiting for epoll.
+// Whether the next read on the socket will try recv() before waiting for epoll: false only after
+// a read that took everything queued, with no readiness event since (Worker::take_idle, tests).
 bool reads_speculatively(Socket& socket);
 
 // The io_context's reactor: look it up once per connection, not per read (use_service locks).

@@ -333,10 +333,13 @@ std::unique_ptr<UpstreamConnection> Worker::take_idle(EndpointState* endpoint, b
     c->cluster->idle.fetch_sub(1, std::memory_order_relaxed);
     // A connection the backend closed (or that sent something unasked) is not reused: one
     // non-blocking peek catches the close that the idle timeout did not.
-    // Under load connections come back within milliseconds and a backend does not close them
-    // that fast (it says Connection: close instead): skip the syscall then.
+    // Under load connections come back within milliseconds: the peek is skipped for one back in
+    // the pool for under 200 ms whose socket has had no readiness event since its answer was
+    // read to the last byte (the reactor's read flag, cleared by that read; recv.h). Bytes or a
+    // close that came meanwhile set it, so the connection is peeked and dropped: reused, its
+    // unasked bytes would be taken for the next request's answer.
     char byte;
-    bool fresh = !always_check && now_ns() - c->idle_since_ns < 200'000'000;
+    bool fresh = !always_check && now_ns() - c->idle_since_ns < 200'000'000 && !reads_speculatively(c->socket);
     ssize_t n = fresh ? -1 : ::recv(c->socket.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
     if (fresh || (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))) return c;
   }

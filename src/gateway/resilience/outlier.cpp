@@ -36,7 +36,10 @@ void OutlierDetector::on_success(EndpointState& endpoint) const {
 bool OutlierDetector::on_failure(EndpointState& endpoint, std::span<const Endpoint> cluster, int64_t now_ns) const {
   if (config_.consecutive_failures == 0 || ejected(endpoint, now_ns)) return false;
   uint32_t n = endpoint.consecutive_failures.fetch_add(1, std::memory_order_relaxed) + 1;
-  if (n != config_.consecutive_failures) return false;
+  // At or past the threshold, not just at it: a reload may lower the threshold below a count that
+  // endpoints already have (their state outlives the change). Racing failures may both try; the
+  // ejection's compare-and-swap lets one through.
+  if (n < config_.consecutive_failures) return false;
   endpoint.consecutive_failures.store(0, std::memory_order_relaxed);
   return try_eject(endpoint, cluster, now_ns);
 }

@@ -54,6 +54,19 @@ TEST(Outlier, FiveConsecutiveFailuresEject) {
   EXPECT_EQ(OutlierDetector::ejected_count(c, kStart + 30 * kS), 0u);
 }
 
+TEST(Outlier, ALoweredThresholdEjectsAnEndpointAlreadyPastIt) {
+  // Endpoint state outlives a reload: 3 failures counted under a threshold of 5, then the
+  // threshold becomes 2. The next failure ejects (the count never equals 2 again).
+  OutlierDetector before;
+  auto c = cluster(4);
+  EXPECT_FALSE(fail(before, c, 0, 3, kStart));
+  OutlierConfig lower;
+  lower.consecutive_failures = 2;
+  OutlierDetector after(lower);
+  EXPECT_TRUE(after.on_failure(*c[0].state, c, kStart));
+  EXPECT_TRUE(OutlierDetector::ejected(*c[0].state, kStart));
+}
+
 TEST(Outlier, ASuccessResetsTheCount) {
   OutlierDetector d;
   auto c = cluster(4);
