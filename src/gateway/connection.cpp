@@ -819,13 +819,14 @@ Task<bool> Connection::handle_request() {
     resilience::Slot retry_slot;
     if (attempt > 0) {
       retry_slot = std::move(next_retry);
-      if (cs.metrics.retries) cs.metrics.retries->inc();
       SteadyTimer t(worker_.io(), resilience::backoff_delay({}, attempt - 1, worker_.random()));
       error_code ec;
       co_await t.async_wait(asio::redirect_error(kAwait, ec));
       now = now_ns();
     }
     if (now - request_done_at >= route_deadline) break;
+    // Counted once made: a retry whose backoff ran past the route's deadline is none.
+    if (attempt > 0 && cs.metrics.retries) cs.metrics.retries->inc();
     // Pick an endpoint: not ejected, and not one this request already tried when another exists.
     UsableContext uc{cluster, &tried, true, now};
     lb::LoadBalancer& balancer = worker_.balancer(cluster_it->second);
@@ -1130,6 +1131,7 @@ Task<bool> Connection::handle_request() {
     // this try's outcome is the answer (a route timeout is a 504, not "no usable instance").
     if (attempt + 1 < max_attempts && can_resend && resilience::should_retry(retry_on, method, ro) &&
         now_ns() - request_done_at < route_deadline) {
+      retry_slot.release();  // this try is over: a request's retries hold one budget slot at a time
       next_retry = budget.try_acquire(cs.active.load(std::memory_order_relaxed));
       if (next_retry) continue;  // `up` is dropped: its connection is closed
       if (cs.metrics.retry_budget_exhausted) cs.metrics.retry_budget_exhausted->inc();
