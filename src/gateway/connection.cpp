@@ -306,6 +306,16 @@ void Connection::expire(int64_t) {
   }
 }
 
+void Connection::check_client_now(int64_t now) {
+  client_check_at_ = now + 1'000'000'000;
+  char byte;
+  ssize_t n = ::recv(socket_.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (n >= 0 || errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;  // alive, pipelining, or half-closed
+  client_reset_ = true;
+  error_code ec;
+  if (current_upstream_) current_upstream_->socket.close(ec);  // the coroutine's read returns and sees client_reset_
+}
+
 void Connection::drain() {
   close_after_ = true;
   if (idle_) {
@@ -418,7 +428,11 @@ Task<void> Connection::send_local(int status, std::string_view body, bool close,
 Task<void> Connection::run() {
   for (;;) {
     if (!co_await read_head()) break;
-    if (!co_await handle_request()) break;
+    const bool keep = co_await handle_request();
+    // Whatever way the request ended, nothing of it is waited on any more (check_client, expire).
+    awaiting_answer_ = false;
+    current_upstream_ = nullptr;
+    if (!keep) break;
     if (close_after_ || worker_.shared().draining.load(std::memory_order_relaxed)) break;
     parser_.reset();
     if (in_.empty()) in_.shrink(kInitialIn);
@@ -1012,6 +1026,8 @@ Task<bool> Connection::handle_request() {
       if (rb_.capacity() == 0) rb_ = worker_.take_relay();
       rb_.clear();
       set_deadline(Wait::upstream, std::min(try_deadline, route_deadline - (now_ns() - request_done_at)));
+      awaiting_answer_ = true;
+      client_check_at_ = now_ns() + 1'000'000'000;
       for (;;) {
         if (!rb_.empty()) {
           auto r = response_parser_->parse(rb_.view());
@@ -1054,6 +1070,16 @@ Task<bool> Connection::handle_request() {
                                : co_await async_recv_to_eof(reactor_, up->socket,
                                                             asio::buffer(rb_.write_ptr(), rb_.room()),
                                                             asio::redirect_error(kAwait, ec));
+        if (client_reset_) {
+          // The sweep found the client gone (check_client): nobody waits for this answer.
+          awaiting_answer_ = false;
+          client_reset_ = false;
+          up_queued_state_ = Queued::none;
+          up_queued_ = nullptr;
+          clear_deadline();
+          client_gone();
+          co_return false;
+        }
         // A queued request: sent whole by the flush (or not yet, when the upstream spoke first),
         // sent in part, or refused.
         const Queued queued = up_queued_state_;
@@ -1090,6 +1116,7 @@ Task<bool> Connection::handle_request() {
         }
         rb_.commit(n);
       }
+      awaiting_answer_ = false;
       clear_deadline();
       timed_out_ = false;
     }

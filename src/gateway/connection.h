@@ -32,6 +32,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void expire(int64_t now);
   // Gateway draining: close now if idle between requests, else after the current response.
   void drain();
+  // The sweep, for a connection whose deadline has not passed: while it waits for a service's
+  // answer, the client's socket is checked once a second, and a client that reset its connection
+  // ends the wait (its request is abandoned, as nginx and Envoy do). A FIN is a half-close, and
+  // the wait goes on (see docs/gateway.md).
+  void check_client(int64_t now) {
+    if (awaiting_answer_ && now >= client_check_at_) check_client_now(now);
+  }
   int64_t deadline() const { return deadline_; }
   // The worker's end-of-round flush: sends the upstream request queued by handle_request.
   void flush_queued();
@@ -44,6 +51,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Task<bool> read_head();
   void log_refused(int status, size_t bytes);
   Task<bool> handle_request();
+  void check_client_now(int64_t now);
   // nginx's lingering close (see the definition).
   Task<void> linger_close();
   Task<void> send_local(int status, std::string_view body_json, bool close,
@@ -79,6 +87,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool reset_down_ = false;  // close with a reset: the answer was cut short where its framing cannot say so
   bool linger_ = false;      // close by lingering: an answer went out while the client may still be sending
   bool head_request_ = false;  // the current request is a HEAD: the gateway's own answers carry no body
+  bool awaiting_answer_ = false;  // waiting for a service's answer head (check_client)
+  bool client_reset_ = false;     // check_client found the client's connection reset
+  int64_t client_check_at_ = 0;
   bool idle_ = false;
   bool wrote_down_ = false;  // anything written to the client yet
   bool nodelay_ = false;     // TCP_NODELAY set

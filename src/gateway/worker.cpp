@@ -282,8 +282,10 @@ void Worker::sweep() {
     int64_t now = now_ns();
     // expire() may end a connection (and untrack it) only later, on its own coroutine: safe to
     // walk the list here.
-    for (Connection* c : live_)
+    for (Connection* c : live_) {
       if (c->deadline() <= now) c->expire(now);
+      else c->check_client(now);
+    }
     // Pooled upstream connections idle past the limit are closed before the backend closes them.
     int64_t limit = std::chrono::duration_cast<std::chrono::nanoseconds>(shared_.config.timeouts.upstream_idle).count();
     for (auto it = idle_.begin(); it != idle_.end();) {

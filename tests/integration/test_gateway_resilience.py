@@ -4,6 +4,8 @@ from the agent (GET /v1/flotilla/gateway, /metrics)."""
 import http.client
 import json
 import re
+import socket
+import struct
 import threading
 import time
 from collections import Counter
@@ -345,6 +347,48 @@ def test_circuit_breaker_max_requests_answers_503_at_once(make_stack, make_backe
     assert metric(stack, "flotilla_gateway_overloaded_total", service="web", limit="max_requests") - before == 4
     # The slots come back when the requests end.
     assert once(stack).status == 200
+
+
+def test_a_client_that_resets_while_waiting_frees_its_request_slot(make_stack, make_backend):
+    # Two requests fill max_requests: 2 and wait 10 s for the service; their clients reset their
+    # connections. The gateway notices (it checks a waiting client once a second), abandons the
+    # requests and frees the slots, long before the service would answer. A client's FIN is a
+    # half-close and keeps the request (docs/gateway.md).
+    services = "  web:\n    circuit_breaker: {max_requests: 2}\n"
+    stack = make_stack(gateway_yaml(services=services))
+    b = make_backend("slow")
+    stack.register("web", b)
+    before = b.counts()["total"]
+    socks = []
+    for _ in range(2):
+        s = socket.create_connection((GW_HOST, port_of(stack)), timeout=5)
+        s.sendall(b"GET /sleep/10 HTTP/1.1\r\nHost: x\r\n\r\n")
+        socks.append(s)
+    wait_for(lambda: b.counts()["total"] >= before + 2, timeout=5, what="both requests at the service")
+    assert once(stack, path="/x").status == 503  # full
+    for s in socks:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()  # a reset
+    answer = wait_for(lambda: (lambda a: a if a.status == 200 else None)(once(stack, path="/x")), timeout=6,
+                      what="a request admitted once the reset clients' slots are free")
+    assert answer.backend == "slow", answer
+
+
+def test_a_client_that_half_closes_while_waiting_gets_its_answer(make_stack, make_backend):
+    # shutdown(SHUT_WR) after the request (nc -N) is not a client gone: the checks of the waiting
+    # client (once a second) see the FIN and keep the request.
+    stack = make_stack(gateway_yaml())
+    b = make_backend("slow")
+    stack.register("web", b)
+    with socket.create_connection((GW_HOST, port_of(stack)), timeout=10) as s:
+        s.sendall(b"GET /sleep/2.5 HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.shutdown(socket.SHUT_WR)
+        got = b""
+        while b"slept" not in got:
+            chunk = s.recv(65536)
+            assert chunk, got
+            got += chunk
+    assert got.startswith(b"HTTP/1.1 200"), got
 
 
 def test_circuit_breaker_max_connections_counts_busy_connections_not_idle_ones(make_stack, make_backend):
