@@ -431,6 +431,7 @@ Task<void> Connection::run() {
     const bool keep = co_await handle_request();
     // Whatever way the request ended, nothing of it is waited on any more (check_client, expire).
     awaiting_answer_ = false;
+    client_reset_ = false;
     current_upstream_ = nullptr;
     if (!keep) break;
     if (close_after_ || worker_.shared().draining.load(std::memory_order_relaxed)) break;
