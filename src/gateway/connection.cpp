@@ -6,6 +6,7 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <spdlog/spdlog.h>
+#include <poll.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -308,9 +309,10 @@ void Connection::expire(int64_t) {
 
 void Connection::check_client_now(int64_t now) {
   client_check_at_ = now + 1'000'000'000;
-  char byte;
-  ssize_t n = ::recv(socket_.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-  if (n >= 0 || errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return;  // alive, pipelining, or half-closed
+  // poll(), not a peek: bytes the client pipelined would hide an error behind them. A reset (or a
+  // close in both directions) shows as POLLERR or POLLHUP; a half-close as POLLRDHUP alone.
+  pollfd p{socket_.native_handle(), POLLIN | POLLRDHUP, 0};
+  if (::poll(&p, 1, 0) <= 0 || (p.revents & (POLLERR | POLLHUP | POLLNVAL)) == 0) return;
   client_reset_ = true;
   error_code ec;
   if (current_upstream_) current_upstream_->socket.close(ec);  // the coroutine's read returns and sees client_reset_
@@ -1122,6 +1124,13 @@ Task<bool> Connection::handle_request() {
       timed_out_ = false;
     }
     current_upstream_ = nullptr;
+    if (client_reset_) {
+      // The sweep found the client gone while a write of this try waited (the rest of a request,
+      // an interim answer): not the service's failure, and nobody to retry for.
+      client_reset_ = false;
+      client_gone();
+      co_return false;
+    }
 
     // Decide: answer, or try again.
     resilience::Outcome ro;
@@ -1323,6 +1332,9 @@ Task<bool> Connection::handle_request() {
       rb_.consume(first);
       left -= first;
       bytes_down += first;
+      // Bytes past the answer's end: the service's framing is off, or it spoke unasked. Dropped,
+      // and so is the connection (as the no-body and chunked answers do).
+      if (left == 0 && !rb_.empty()) up_keep = false;
       while (ok && left > 0) {
         rb_.clear();
         set_deadline(Wait::upstream, ns(cfg.timeouts.idle));

@@ -24,6 +24,8 @@ and whether the gateway reused its upstream connection); answers sent through se
                       body, waits 1 s (so the answer is taken before the close resets it), closes
   /stall_upload/<secs> reads the head, then neither reads the body nor answers for secs, then closes
   /stale_later        200 "ok" (kept alive), then 30 ms later writes an unasked 200 "stale" and closes
+  /overlong           200 with Content-Length: 2, and "ok" followed by an unasked 200 "stale" in the
+                      same write (kept alive)
   /cut/<N>/<M>        200 announcing Content-Length N, sends M < N bytes, closes (FIN right behind)
   /cut_chunked/<M>    200 chunked, one chunk of M bytes, no last chunk, closes (FIN right behind)
   /unframed_reset/<N> 200 with N bytes and no framing, then a reset (RST), not a close
@@ -134,6 +136,13 @@ def _serve(port, name):
                     self.wfile.flush()
                 time.sleep(float(parts[1]))
                 self.close_connection = True
+                return
+            if parts[0] == "overlong":
+                self.read_body()
+                self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Backend: %s\r\nX-Conn: %d\r\n\r\nok"
+                                 % (name.encode(), self.client_address[1]) +
+                                 b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Backend: stale\r\n\r\nstale")
+                self.wfile.flush()
                 return
             if parts[0] == "stale_later":
                 self.read_body()

@@ -1419,6 +1419,22 @@ def test_a_request_never_takes_unasked_bytes_for_its_answer(gw, size):
             assert json.loads(r.body)["body_len"] == size, r
 
 
+def test_bytes_past_an_answers_length_retire_its_connection(gw):
+    # The service sends more than its Content-Length says (broken framing, or an unasked answer
+    # in the same write): the client gets the answer as framed, and the next request goes to a
+    # new upstream connection, never to one with bytes of unknown meaning behind it.
+    with Client(gw.port) as c:
+        c.send(request("GET", "/overlong"))
+        r = c.read_response()
+        assert (r.status, r.body) == (200, b"ok"), r
+        first = r.header("x-conn")
+        for _ in range(2):
+            c.send(request("GET", "/echo"))
+            r = c.read_response()
+            assert r.status == 200 and r.header("x-backend") == "main", r
+            assert r.header("x-conn") != first, "the connection with the extra bytes was reused"
+
+
 def test_a_head_refused_by_the_gateway_has_no_body(gw):
     # The answer to HEAD has the length a GET's body would have, and no body: bytes after it
     # would be read as the answer to the next request on the connection.

@@ -366,6 +366,9 @@ def test_a_client_that_resets_while_waiting_frees_its_request_slot(make_stack, m
         socks.append(s)
     wait_for(lambda: b.counts()["total"] >= before + 2, timeout=5, what="both requests at the service")
     assert once(stack, path="/x").status == 503  # full
+    for s in socks:  # pipelined bytes, left unread: the reset must still show
+        s.sendall(b"GET /next HTTP/1.1\r\n")
+    time.sleep(0.2)
     for s in socks:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         s.close()  # a reset
