@@ -85,8 +85,8 @@ void AccessLog::write(const AccessRecord& r) {
   line.append(",\"path\":");
   append_json_string(line, r.path);
   line.append(",\"status\":" + std::to_string(r.status));
-  // An answer to HEAD has no body, whatever length its head gives (the gateway's own answers
-  // are logged with their JSON's size at the call sites).
+  // An answer to HEAD has no body, whatever length its head gives: 0 here, also for the gateway's
+  // own answers, whose call sites pass the size of the JSON they would have sent.
   line.append(",\"bytes\":" + std::to_string(r.method == "HEAD" ? 0 : r.bytes));
   char dur[32];
   std::snprintf(dur, sizeof dur, "%.6f", static_cast<double>(r.duration_ns) / 1e9);

@@ -338,8 +338,9 @@ std::unique_ptr<UpstreamConnection> Worker::take_idle(EndpointState* endpoint, b
     // Under load connections come back within milliseconds: the peek is skipped for one back in
     // the pool for under 200 ms whose socket has had no readiness event since its answer was
     // read to the last byte (the reactor's read flag, cleared by that read; recv.h). Bytes or a
-    // close that came meanwhile set it, so the connection is peeked and dropped: reused, its
-    // unasked bytes would be taken for the next request's answer.
+    // close that came later set it, so the connection is peeked and dropped: reused, its unasked
+    // bytes would be taken for the next request's answer. A FIN that came together with the
+    // answer's last bytes raises no event of its own and is caught only past the 200 ms.
     char byte;
     bool fresh = !always_check && now_ns() - c->idle_since_ns < 200'000'000 && !reads_speculatively(c->socket);
     ssize_t n = fresh ? -1 : ::recv(c->socket.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
