@@ -195,7 +195,8 @@ RouteMatch read_match(const Reader& r, const YAML::Node& n) {
 }
 
 Route read_route(const Reader& r, const YAML::Node& n) {
-  r.mapping(n, "a route", {"match", "service", "strip_prefix", "timeout", "retry", "rate_limit", "max_body"});
+  r.mapping(n, "a route", {"match", "service", "strip_prefix", "timeout", "retry", "rate_limit", "max_body",
+                              "on_client_close"});
   Route route;
   route.line = n.Mark().line + 1;
   if (!n["service"]) r.fail(n, "a route needs `service:` (the service it sends requests to)");
@@ -219,6 +220,13 @@ Route read_route(const Reader& r, const YAML::Node& n) {
     bool ok;
     route.max_body_bytes = parse_size(r.string(n["max_body"], "max_body"), ok);
     if (!ok) r.fail(n["max_body"], "max_body must be a size such as 10MiB, 512KiB or 1048576");
+  }
+  if (n["on_client_close"]) {
+    auto v = r.string(n["on_client_close"], "on_client_close");
+    if (v != "abort" && v != "wait")
+      r.fail(n["on_client_close"], "on_client_close must be abort (the default: a client that closes while its "
+                                   "request waits abandons it) or wait (answer it anyway: a half-close)");
+    route.abort_on_client_close = v == "abort";
   }
   if (n["retry"]) {
     const auto& y = n["retry"];

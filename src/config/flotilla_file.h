@@ -61,6 +61,10 @@ struct Route {
   std::optional<RetryPolicy> retry;
   std::optional<RateLimit> rate_limit;
   uint64_t max_body_bytes = 0;  // 0: no limit
+  // A client that closes its side (FIN) while its request waits for the answer: true abandons the
+  // request (499), as nginx and Envoy do; false (`on_client_close: wait`) takes it for a
+  // half-close and answers it, as HAProxy does by default.
+  bool abort_on_client_close = true;
   int line = 0;                 // where it was written, for messages
   // The same route wherever it is written (`line` aside).
   bool same_as(const Route& o) const {

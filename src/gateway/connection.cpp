@@ -310,12 +310,15 @@ void Connection::expire(int64_t) {
 void Connection::check_client_now(int64_t now) {
   client_check_at_ = now + 1'000'000'000;
   // poll(), not a peek: bytes the client pipelined would hide an error behind them. A reset (or a
-  // close in both directions) shows as POLLERR or POLLHUP; a half-close as POLLRDHUP alone.
+  // close in both directions) shows as POLLERR or POLLHUP; a FIN as POLLRDHUP alone, which ends
+  // the request too unless its route says `on_client_close: wait` (a half-close).
   pollfd p{socket_.native_handle(), POLLIN | POLLRDHUP, 0};
-  if (::poll(&p, 1, 0) <= 0 || (p.revents & (POLLERR | POLLHUP | POLLNVAL)) == 0) return;
-  client_reset_ = true;
+  if (::poll(&p, 1, 0) <= 0) return;
+  const short gone = POLLERR | POLLHUP | POLLNVAL | (abort_on_close_ ? POLLRDHUP : 0);
+  if ((p.revents & gone) == 0) return;
+  client_gone_ = true;
   error_code ec;
-  if (current_upstream_) current_upstream_->socket.close(ec);  // the coroutine's read returns and sees client_reset_
+  if (current_upstream_) current_upstream_->socket.close(ec);  // the coroutine's read returns and sees client_gone_
 }
 
 void Connection::drain() {
@@ -433,7 +436,7 @@ Task<void> Connection::run() {
     const bool keep = co_await handle_request();
     // Whatever way the request ended, nothing of it is waited on any more (check_client, expire).
     awaiting_answer_ = false;
-    client_reset_ = false;
+    client_gone_ = false;
     current_upstream_ = nullptr;
     if (!keep) break;
     if (close_after_ || worker_.shared().draining.load(std::memory_order_relaxed)) break;
@@ -1030,6 +1033,7 @@ Task<bool> Connection::handle_request() {
       rb_.clear();
       set_deadline(Wait::upstream, std::min(try_deadline, route_deadline - (now_ns() - request_done_at)));
       awaiting_answer_ = true;
+      abort_on_close_ = route.abort_on_client_close;
       client_check_at_ = now_ns() + 1'000'000'000;
       for (;;) {
         if (!rb_.empty()) {
@@ -1073,10 +1077,10 @@ Task<bool> Connection::handle_request() {
                                : co_await async_recv_to_eof(reactor_, up->socket,
                                                             asio::buffer(rb_.write_ptr(), rb_.room()),
                                                             asio::redirect_error(kAwait, ec));
-        if (client_reset_) {
+        if (client_gone_) {
           // The sweep found the client gone (check_client): nobody waits for this answer.
           awaiting_answer_ = false;
-          client_reset_ = false;
+          client_gone_ = false;
           up_queued_state_ = Queued::none;
           up_queued_ = nullptr;
           clear_deadline();
@@ -1124,10 +1128,10 @@ Task<bool> Connection::handle_request() {
       timed_out_ = false;
     }
     current_upstream_ = nullptr;
-    if (client_reset_) {
+    if (client_gone_) {
       // The sweep found the client gone while a write of this try waited (the rest of a request,
       // an interim answer): not the service's failure, and nobody to retry for.
-      client_reset_ = false;
+      client_gone_ = false;
       client_gone();
       co_return false;
     }

@@ -88,7 +88,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool linger_ = false;      // close by lingering: an answer went out while the client may still be sending
   bool head_request_ = false;  // the current request is a HEAD: the gateway's own answers carry no body
   bool awaiting_answer_ = false;  // waiting for a service's answer head (check_client)
-  bool client_reset_ = false;     // check_client found the client's connection reset
+  bool client_gone_ = false;     // check_client found the client gone (reset, or closed: abort_on_close_)
+  bool abort_on_close_ = true;    // the waiting request's route: a client's FIN abandons it
   int64_t client_check_at_ = 0;
   bool idle_ = false;
   bool wrote_down_ = false;  // anything written to the client yet

@@ -352,8 +352,7 @@ def test_circuit_breaker_max_requests_answers_503_at_once(make_stack, make_backe
 def test_a_client_that_resets_while_waiting_frees_its_request_slot(make_stack, make_backend):
     # Two requests fill max_requests: 2 and wait 10 s for the service; their clients reset their
     # connections. The gateway notices (it checks a waiting client once a second), abandons the
-    # requests and frees the slots, long before the service would answer. A client's FIN is a
-    # half-close and keeps the request (docs/gateway.md).
+    # requests and frees the slots, long before the service would answer.
     services = "  web:\n    circuit_breaker: {max_requests: 2}\n"
     stack = make_stack(gateway_yaml(services=services))
     b = make_backend("slow")
@@ -377,10 +376,38 @@ def test_a_client_that_resets_while_waiting_frees_its_request_slot(make_stack, m
     assert answer.backend == "slow", answer
 
 
-def test_a_client_that_half_closes_while_waiting_gets_its_answer(make_stack, make_backend):
-    # shutdown(SHUT_WR) after the request (nc -N) is not a client gone: the checks of the waiting
-    # client (once a second) see the FIN and keep the request.
-    stack = make_stack(gateway_yaml())
+def test_a_client_that_closes_while_waiting_frees_its_request_slot(make_stack, make_backend):
+    # The usual way a client gives up (an SDK timeout, curl --max-time) is a plain close: a FIN.
+    # By default that abandons the request as a reset does (nginx's and Envoy's rule), so a
+    # service that is slow because it is overloaded is not kept busy for clients that left.
+    services = "  web:\n    circuit_breaker: {max_requests: 2}\n"
+    stack = make_stack(gateway_yaml(services=services))
+    b = make_backend("slow")
+    stack.register("web", b)
+    before = b.counts()["total"]
+    before_4xx = metric(stack, "flotilla_gateway_requests_total", service="web", code="4xx")
+    socks = []
+    for _ in range(2):
+        s = socket.create_connection((GW_HOST, port_of(stack)), timeout=8)
+        s.sendall(b"GET /sleep/10 HTTP/1.1\r\nHost: x\r\n\r\n")
+        socks.append(s)
+    wait_for(lambda: b.counts()["total"] >= before + 2, timeout=5, what="both requests at the service")
+    assert once(stack, path="/x").status == 503  # full
+    for s in socks:
+        s.shutdown(socket.SHUT_WR)  # what close() sends, with the socket kept to see what comes back
+    answer = wait_for(lambda: (lambda a: a if a.status == 200 else None)(once(stack, path="/x")), timeout=6,
+                      what="a request admitted once the closed clients' slots are free")
+    assert answer.backend == "slow", answer
+    for s in socks:  # no answer: the gateway closed them
+        assert s.recv(65536) == b""
+        s.close()
+    assert metric(stack, "flotilla_gateway_requests_total", service="web", code="4xx") - before_4xx == 2
+
+
+def test_a_client_that_half_closes_while_waiting_gets_its_answer_on_a_wait_route(make_stack, make_backend):
+    # shutdown(SHUT_WR) after the request (nc -N) with `on_client_close: wait`: the checks of the
+    # waiting client (once a second) see the FIN and keep the request (HAProxy's default).
+    stack = make_stack(gateway_yaml(routes="    - service: web\n      on_client_close: wait\n"))
     b = make_backend("slow")
     stack.register("web", b)
     with socket.create_connection((GW_HOST, port_of(stack)), timeout=10) as s:

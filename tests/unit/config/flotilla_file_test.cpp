@@ -105,6 +105,7 @@ gateway:
       retry: { attempts: 3, on: [connect-failure, "503"], per_try_timeout: 1s }
       rate_limit: { requests_per_second: 100, burst: 200, key: "header:x-user" }
       max_body: 10MiB
+      on_client_close: wait
     - service: web
 )",
                  "app/flotilla.yaml");
@@ -129,8 +130,10 @@ gateway:
   EXPECT_EQ(r.rate_limit->burst, 200);
   EXPECT_EQ(r.rate_limit->key, "header:x-user");
   EXPECT_EQ(r.max_body_bytes, 10u * 1024 * 1024);
+  EXPECT_FALSE(r.abort_on_client_close);
   EXPECT_EQ(r.line, 10);
   EXPECT_EQ(f.gateway->routes[1].timeout, 15s) << "the default route timeout";
+  EXPECT_TRUE(f.gateway->routes[1].abort_on_client_close) << "a client's close abandons its request by default";
   EXPECT_FALSE(f.gateway->routes[1].retry);
 }
 
@@ -200,6 +203,8 @@ TEST(FlotillaFile, RejectsBadValues) {
       "name: s\ngateway:\n  routes:\n    - {service: w, rate_limit: {requests_per_second: 0}}\n",
       "name: s\ngateway:\n  routes:\n    - {service: w, rate_limit: {requests_per_second: 5, key: user}}\n",
       "name: s\ngateway:\n  routes:\n    - {service: w, max_body: lots}\n",
+      "name: s\ngateway:\n  routes:\n    - {service: w, on_client_close: ignore}\n",
+      "name: s\ngateway:\n  routes:\n    - {service: w, on_client_close: [abort]}\n",
       "name: s\ngateway:\n  routes:\n    - {service: 'w/x'}\n",
       "name: s\ngateway:\n  routes:\n    - {service: w, colour: blue}\n",      // unknown route key
       "name: s\nagent:\n  store: etcd://127.0.0.1:2379\n",                       // not yet
