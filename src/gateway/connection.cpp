@@ -422,8 +422,11 @@ Task<void> Connection::send_local(int status, std::string_view body, bool close,
   else if (head.version_minor == 0) h.append("Connection: keep-alive\r\n");
   h.append("\r\n");
   if (close) close_after_ = true;
+  // Refusals only: the gateway's 502/503/504 for a service that failed or had no instance are
+  // counted by the metrics of those causes.
   int cls = status / 100;
-  if (status == 400 || status == 408 || status == 413 || status == 414 || status == 431 || status >= 501)
+  if (status == 400 || status == 408 || status == 413 || status == 414 || status == 431 || status == 501 ||
+      status == 505)
     if (auto* c = worker_.shared().metrics.refused[std::min(cls, 5)]) c->inc();
   // An answer to HEAD has the length the body would have, and no body (RFC 9110 §9.3.2): bytes
   // after it would be read as the answer to the client's next request.

@@ -1205,6 +1205,30 @@ def test_metrics_count_requests_by_route_service_code(gw):
     assert delta(EMPTY_ROUTE, "empty", "2xx") == 0
 
 
+def test_refused_requests_count_only_the_gateways_refusals(gw):
+    # flotilla_gateway_refused_requests_total counts requests turned away before any service saw
+    # them (malformed, oversized, slow), not the gateway's answers for a service that failed or
+    # had no instance (502/503/504, which have metrics of their own).
+    def refused(code):
+        return sum(v for (name, labels), v in parse_metrics(gw.stack.metrics()).items()
+                   if name == "flotilla_gateway_refused_requests_total" and ("code", code) in labels)
+
+    before4, before5 = refused("4xx"), refused("5xx")
+    assert get(gw, "/empty/m").status == 503  # no instance
+    with Client(gw.port) as c:
+        c.send(request("GET", "/status/502"))  # the service's own 502
+        assert c.read_response().status == 502
+    assert refused("5xx") == before5
+    with Client(gw.port) as c:
+        c.send(b"POST /echo/r HTTP/1.1\r\nHost: main.test\r\nTransfer-Encoding: gzip\r\n\r\n")
+        assert c.read_response().status == 501
+    with Client(gw.port) as c:
+        c.send(b"GET /echo/r HTTP/1.1\r\nHost: main.test\r\nBad Name: x\r\n\r\n")
+        assert c.read_response().status == 400
+    assert refused("5xx") == before5 + 1
+    assert refused("4xx") == before4 + 1
+
+
 def test_metrics_pass_promtool(gw):
     promtool = shutil.which("promtool") or ("/usr/bin/promtool" if os.path.exists("/usr/bin/promtool") else None)
     if not promtool:
