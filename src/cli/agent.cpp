@@ -120,7 +120,12 @@ int run_agent(const AgentOptions& o, const config::File* file) {
   const auto targets = file ? supervisor::Supervisor::dependency_targets(*file) : std::vector<std::string>{};
   if (file && (file->gateway || !targets.empty())) {
     try {
-      gw = std::make_unique<gateway::Gateway>(gateway_file_of(*file), metrics);
+      gw = std::make_unique<gateway::Gateway>(gateway_file_of(*file), metrics);  // opens the access log
+    } catch (const std::exception& e) {
+      std::cerr << who << ": " << e.what() << "\n";
+      return 1;
+    }
+    try {
       gw->listen();
     } catch (const std::exception& e) {
       std::cerr << who << ": " << e.what() << " (gateway.listen in " << file->path << " picks another address)\n";

@@ -53,7 +53,14 @@ int run_gateway(const GatewayOptions& o) {
   // Caught from the start (its default action ends the process): logrotate's postrotate may send
   // it while this starts. Handled once the gateway runs (it reopens the access log).
   boost::asio::signal_set usr1(loop.io(), SIGUSR1);
-  gateway::Gateway gw(file, metrics);
+  std::unique_ptr<gateway::Gateway> gw_owner;
+  try {
+    gw_owner = std::make_unique<gateway::Gateway>(file, metrics);  // opens the access log
+  } catch (const std::exception& e) {
+    std::cerr << "flotilla gateway: " << e.what() << "\n";
+    return 1;
+  }
+  gateway::Gateway& gw = *gw_owner;
   std::unique_ptr<gateway::RemoteRegistryFeed> feed;
   try {
     feed = std::make_unique<gateway::RemoteRegistryFeed>(loop, o.registry, o.token, gw);

@@ -1,10 +1,12 @@
 #include "config/flotilla_file.h"
 
+#include <arpa/inet.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
 #include <filesystem>
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <fstream>
 #include <functional>
@@ -12,6 +14,7 @@
 #include <set>
 #include <sstream>
 
+#include "gateway/http1/syntax.h"
 #include "gateway/path.h"
 #include "http/server.h"
 
@@ -84,6 +87,19 @@ class Reader {
     fail(n, what + " must be a number of at least " + std::to_string(static_cast<int64_t>(min)));
   }
 
+  // A finite number above 0 (a rate: 0 would refuse everything, which is not a rate).
+  double positive_number(const YAML::Node& n, const std::string& what) const {
+    if (n.IsScalar()) {
+      try {
+        size_t used = 0;
+        double v = std::stod(n.Scalar(), &used);
+        if (used == n.Scalar().size() && v > 0 && std::isfinite(v)) return v;
+      } catch (const std::exception&) {
+      }
+    }
+    fail(n, what + " must be a number above 0");
+  }
+
   Duration duration(const YAML::Node& n, const std::string& what) const {
     if (n.IsScalar()) {
       if (auto d = parse_duration(n.Scalar()); d && d->count() >= 0) return *d;
@@ -104,6 +120,11 @@ class Reader {
     std::string host;
     uint16_t port;
     if (!http::split_host_port(s, host, port)) fail(n, what + " must be HOST:PORT, such as 127.0.0.1:8080");
+    // What the listeners can bind (an address, not a name to look up): found here, not at start.
+    unsigned char buf[sizeof(in6_addr)];
+    if (host != "localhost" && ::inet_pton(AF_INET, host.c_str(), buf) != 1 && ::inet_pton(AF_INET6, host.c_str(), buf) != 1)
+      fail(n, what + ": \"" + host + "\" is not an IP address (use 0.0.0.0:PORT for every IPv4 address, [::]:PORT for IPv6, "
+                     "or 127.0.0.1:PORT)");
     return s;
   }
 
@@ -187,6 +208,8 @@ RouteMatch read_match(const Reader& r, const YAML::Node& n) {
     if (!n["headers"].IsMap()) r.fail(n["headers"], "match.headers must be a mapping of header name to value");
     for (auto it = n["headers"].begin(); it != n["headers"].end(); ++it) {
       auto name = it->first.as<std::string>();
+      if (!gateway::http1::syntax::is_token(name))
+        r.fail(it->first, "match.headers: \"" + name + "\" is not a header name (letters, digits and !#$%&'*+-.^_`|~)");
       std::transform(name.begin(), name.end(), name.begin(), [](unsigned char c) { return std::tolower(c); });
       m.headers.emplace_back(name, r.string(it->second, "match.headers values"));
     }
@@ -245,7 +268,12 @@ Route read_route(const Reader& r, const YAML::Node& n) {
         p.on.push_back(v);
       }
     }
-    if (y["per_try_timeout"]) p.per_try_timeout = r.duration(y["per_try_timeout"], "retry.per_try_timeout");
+    if (y["per_try_timeout"]) {
+      p.per_try_timeout = r.duration(y["per_try_timeout"], "retry.per_try_timeout");
+      if (p.per_try_timeout.count() == 0)
+        r.fail(y["per_try_timeout"], "retry.per_try_timeout must be above 0 (leave it out and the route's timeout "
+                                     "bounds every try)");
+    }
     route.retry = p;
   }
   if (n["rate_limit"]) {
@@ -253,13 +281,13 @@ Route read_route(const Reader& r, const YAML::Node& n) {
     r.mapping(y, "rate_limit", {"requests_per_second", "burst", "key"});
     RateLimit l;
     if (!y["requests_per_second"]) r.fail(y, "rate_limit needs requests_per_second");
-    l.requests_per_second = r.number(y["requests_per_second"], "rate_limit.requests_per_second", 0);
-    if (l.requests_per_second <= 0) r.fail(y["requests_per_second"], "rate_limit.requests_per_second must be above 0");
+    l.requests_per_second = r.positive_number(y["requests_per_second"], "rate_limit.requests_per_second");
     l.burst = y["burst"] ? r.number(y["burst"], "rate_limit.burst", 1) : l.requests_per_second;
     if (y["key"]) {
       l.key = r.string(y["key"], "rate_limit.key");
-      bool ok = l.key == "client_ip" || l.key == "route" || (l.key.rfind("header:", 0) == 0 && l.key.size() > 7);
-      if (!ok) r.fail(y["key"], "rate_limit.key must be client_ip, route or header:NAME");
+      bool ok = l.key == "client_ip" || l.key == "route" ||
+                (l.key.rfind("header:", 0) == 0 && gateway::http1::syntax::is_token(l.key.substr(7)));
+      if (!ok) r.fail(y["key"], "rate_limit.key must be client_ip, route or header:NAME (NAME a header name)");
     }
     route.rate_limit = l;
   }
@@ -518,6 +546,8 @@ ServiceSection read_service(const Reader& r, const YAML::Node& key, const YAML::
     };
     if (!(s.hash_on == "client_ip" || s.hash_on == "path" || named("header:") || named("cookie:")))
       r.fail(n["hash_on"], "hash_on must be header:NAME, cookie:NAME, client_ip or path");
+    if (named("header:") && !gateway::http1::syntax::is_token(std::string_view(s.hash_on).substr(7)))
+      r.fail(n["hash_on"], "hash_on: \"" + s.hash_on.substr(7) + "\" is not a header name");
     if (s.hash_on.rfind("header:", 0) == 0)
       std::transform(s.hash_on.begin(), s.hash_on.end(), s.hash_on.begin(),
                      [](unsigned char c) { return std::tolower(c); });
@@ -675,6 +705,17 @@ File parse(const std::string& text, const std::string& path) {
           r.fail(at, "services." + s.name + ".depends_on: \"" + d.service + "\" has no command, so flotilla does not run it");
         if (d.service == s.name) r.fail(at, "services." + s.name + ".depends_on names the service itself");
       }
+    }
+    // An entry flotilla does not run only holds the gateway's settings for it: with no route to
+    // it they would do nothing, which is what a misspelt name looks like.
+    for (auto it = svcs.begin(); it != svcs.end(); ++it) {
+      const auto& s = *f.service(it->first.Scalar());
+      if (s.supervised()) continue;
+      bool routed = f.gateway && std::any_of(f.gateway->routes.begin(), f.gateway->routes.end(),
+                                             [&](const Route& rt) { return rt.service == s.name; });
+      if (!routed)
+        r.fail(it->first, "services." + s.name + " has no command and no route sends requests to it, so its settings "
+                          "would do nothing (is a route's service: spelt differently?)");
     }
     try {
       f.start_order();

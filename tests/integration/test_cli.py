@@ -92,6 +92,38 @@ def test_config_check(tmp_path):
     assert r.stderr.strip() == f"{bad}:5:16: timeout must be a duration such as 250ms, 10s or 5m"
     r = run("config", "check", "-f", str(tmp_path / "missing.yaml"))
     assert r.returncode == 1 and "cannot read the file" in r.stderr
+    # It prints every setting it understood, so a misread one shows.
+    full = tmp_path / "full.yaml"
+    full.write_text("name: shop\ngateway:\n  routes:\n"
+                    "    - match: {path_prefix: /m, methods: [POST], headers: {X-Env: prod}}\n"
+                    "      service: api\n      strip_prefix: true\n      max_body: 1KiB\n"
+                    "      retry: {attempts: 3, on: [reset], per_try_timeout: 1s}\n"
+                    "      rate_limit: {requests_per_second: 5, key: route}\n      on_client_close: wait\n"
+                    "services:\n  api: {load_balancer: least_request}\n")
+    r = run("config", "check", "-f", str(full))
+    assert r.returncode == 0, r.stderr
+    for part in ["methods POST", "header x-env: prod", "strip prefix", "max body 1024 bytes", "retry 3 tries on reset, 1s each",
+                 "rate limit 5/s burst 5 per route", "a client's close waits", "service api at the gateway: least_request"]:
+        assert part in r.stdout, (part, r.stdout)
+    # What the listeners could not bind is found here, not when `up` starts.
+    star = tmp_path / "star.yaml"
+    star.write_text("name: shop\ngateway:\n  listen: '*:8080'\n")
+    r = run("config", "check", "-f", str(star))
+    assert r.returncode == 1 and "is not an IP address" in r.stderr
+
+
+def test_up_names_the_access_log_when_it_cannot_open_it(tmp_path):
+    f = tmp_path / "flotilla.yaml"
+    f.write_text(f"name: shop\nagent:\n  api: 127.0.0.1:{free_port()}\n  data_dir: data\n"
+                 f"gateway:\n  listen: [127.0.0.1:{free_port()}]\n  access_log: {tmp_path}/no/such/dir/a.log\n")
+    r = subprocess.run([BIN, "up", "-f", str(f)], capture_output=True, text=True, timeout=20)
+    assert r.returncode == 1
+    assert "cannot open access log" in r.stderr and "gateway.listen" not in r.stderr, r.stderr
+    assert not (tmp_path / "data").exists()  # refused before anything was created
+    # The gateway alone says the same (it used to abort with an uncaught exception).
+    r = subprocess.run([BIN, "gateway", "-f", str(f), "--registry", f"http://127.0.0.1:{free_port()}"],
+                       capture_output=True, text=True, timeout=20)
+    assert r.returncode == 1 and "cannot open access log" in r.stderr, r.stderr
 
 
 def test_agent_api_flag_errors_are_clear_and_create_nothing(tmp_path):

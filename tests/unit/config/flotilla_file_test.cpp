@@ -204,6 +204,17 @@ TEST(FlotillaFile, RejectsBadValues) {
       "name: s\ngateway:\n  routes:\n    - {service: w, rate_limit: {requests_per_second: 5, key: user}}\n",
       "name: s\ngateway:\n  routes:\n    - {service: w, max_body: lots}\n",
       "name: s\ngateway:\n  routes:\n    - {service: w, on_client_close: ignore}\n",
+      "name: s\ngateway:\n  listen: '*:8080'\n",                                  // not an address
+      "name: s\ngateway:\n  listen: [example.com:8080]\n",                       // a name to look up
+      "name: s\nagent:\n  api: 'any:7700'\n",
+      "name: s\ngateway:\n  routes:\n    - {service: w, match: {headers: {'X Env': a}}}\n",
+      "name: s\ngateway:\n  routes:\n    - {service: w, rate_limit: {requests_per_second: 5, key: 'header:x y'}}\n",
+      "name: s\ngateway:\n  routes:\n    - {service: w, rate_limit: {requests_per_second: -1}}\n",
+      "name: s\ngateway:\n  routes:\n    - {service: w, rate_limit: {requests_per_second: .inf}}\n",
+      "name: s\ngateway:\n  routes:\n    - {service: w, retry: {per_try_timeout: 0s}}\n",
+      "name: s\ngateway:\n  routes:\n    - {service: w}\nservices:\n  ww: {load_balancer: random}\n",  // typo
+      "name: s\nservices:\n  w: {load_balancer: random}\n",                    // no gateway, no command
+      "name: s\ngateway:\n  routes:\n    - {service: w}\nservices:\n  w: {load_balancer: maglev, hash_on: 'header:a b'}\n",
       "name: s\ngateway:\n  routes:\n    - {service: w, on_client_close: [abort]}\n",
       "name: s\ngateway:\n  routes:\n    - {service: 'w/x'}\n",
       "name: s\ngateway:\n  routes:\n    - {service: w, colour: blue}\n",      // unknown route key
@@ -228,6 +239,7 @@ gateway:
   timeouts: { connect: 250ms, header: 5s, idle: 30s, upstream_idle: 2s }
   routes:
     - service: catalog
+    - service: web
 services:
   catalog:
     load_balancer: ring_hash
@@ -364,7 +376,8 @@ TEST(FlotillaFile, SupervisorDefaults) {
   EXPECT_EQ(s.deploy, DeploySettings{});
   EXPECT_EQ(s.deploy.healthy_timeout, 60s);
   // Without a command a service is only the gateway's.
-  auto g = parse("name: s\nservices:\n  web: {}\n  api:\n", "app/flotilla.yaml");
+  auto g = parse("name: s\ngateway:\n  routes:\n    - {service: web}\n    - {service: api}\nservices:\n  web: {}\n  api:\n",
+                 "app/flotilla.yaml");
   EXPECT_FALSE(g.services[0].supervised());
   EXPECT_FALSE(g.services[1].supervised());
   EXPECT_TRUE(g.start_order().empty());
@@ -674,6 +687,9 @@ services:
 
 TEST(FlotillaFile, StartOrderPutsDependenciesFirst) {
   auto f = parse(R"(name: s
+gateway:
+  routes:
+    - service: gateway-only
 services:
   web: {command: x, depends_on: [api]}
   gateway-only: {load_balancer: random}
