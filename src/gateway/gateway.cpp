@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <mutex>
+#include <set>
 #include <thread>
 
 #include "common/metrics.h"
@@ -49,7 +51,15 @@ std::vector<EndpointSpec> usable_endpoints(const std::vector<InstanceHealth>& in
     asio::ip::make_address(host, ec);
     if (ec) {
       // Resolving names would block the control thread; instances register with addresses.
-      spdlog::debug("gateway: instance {} has address \"{}\", not an IP address; skipped", i.id, host);
+      // Said once per instance and address (this runs on every change of the service): otherwise
+      // the only sign would be a 503 for a service whose instance looks healthy.
+      static std::mutex warned_mu;
+      static std::set<std::string> warned;
+      std::lock_guard lock(warned_mu);
+      if (warned.size() > 10000) warned.clear();
+      if (warned.insert(i.id + '\n' + host).second)
+        spdlog::warn("gateway: instance {} has address \"{}\", a name, not an IP address: the gateway skips it "
+                     "(register it with an IP address)", i.id, host);
       continue;
     }
     out.push_back({i.id, host, i.port, static_cast<uint32_t>(weight)});

@@ -344,6 +344,23 @@ def test_health_drives_endpoints(make_stack, make_backend):
     assert backends_seen(stack.gw + "/", 5) == {"h2": 5}
 
 
+def test_an_instance_registered_with_a_host_name_is_skipped_with_a_warning(make_stack, make_backend):
+    # The gateway routes to IP addresses only; an instance registered with a name (as a container
+    # name often is) is left out, and the log says so once, not on every change of the service.
+    stack = make_stack(ROUTE_WEB)
+    b = make_backend("ip")
+    status, text = stack.api_request("PUT", "/v1/agent/service/register",
+                                     {"Name": "web", "ID": "web-named", "Address": "web.invalid", "Port": b.port})
+    assert status == 200, text
+    stack.register("web", b, "web-ip")
+    stack.register("web", make_backend("ip2"), "web-ip2")  # another change of the service
+    assert ids(stack.endpoints("web")) == ["web-ip", "web-ip2"]
+    log = wait_for(lambda: (lambda t: t if "web-named" in t else None)(stack.read_log()), timeout=5,
+                   what="the warning about web-named")
+    lines = [ln for ln in log.splitlines() if "web-named" in ln]
+    assert len(lines) == 1 and "warn" in lines[0] and "web.invalid" in lines[0] and "IP address" in lines[0], lines
+
+
 # ---- `flotilla gateway --registry` ----
 
 class StandaloneGateway:
