@@ -1,6 +1,7 @@
 // `flotilla config check [-f FILE]`: validates flotilla.yaml without starting anything.
 #include <CLI/CLI.hpp>
 
+#include <iomanip>
 #include <iostream>
 #include <sstream>
 #include <string>
@@ -22,7 +23,7 @@ std::string join_words(const std::vector<std::string>& v, const char* sep) {
 
 std::string plain_number(double v) {
   std::ostringstream o;
-  o << v;
+  o << std::setprecision(15) << v;  // 1234567.5, not 1.23457e+06
   return o.str();
 }
 

@@ -1,6 +1,5 @@
 #include "config/flotilla_file.h"
 
-#include <arpa/inet.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -80,7 +79,7 @@ class Reader {
       try {
         size_t used = 0;
         double v = std::stod(n.Scalar(), &used);
-        if (used == n.Scalar().size() && v >= min) return v;
+        if (used == n.Scalar().size() && v >= min && std::isfinite(v)) return v;
       } catch (const std::exception&) {
       }
     }
@@ -121,8 +120,7 @@ class Reader {
     uint16_t port;
     if (!http::split_host_port(s, host, port)) fail(n, what + " must be HOST:PORT, such as 127.0.0.1:8080");
     // What the listeners can bind (an address, not a name to look up): found here, not at start.
-    unsigned char buf[sizeof(in6_addr)];
-    if (host != "localhost" && ::inet_pton(AF_INET, host.c_str(), buf) != 1 && ::inet_pton(AF_INET6, host.c_str(), buf) != 1)
+    if (!http::is_ip_or_localhost(host))
       fail(n, what + ": \"" + host + "\" is not an IP address (use 0.0.0.0:PORT for every IPv4 address, [::]:PORT for IPv6, "
                      "or 127.0.0.1:PORT)");
     return s;
@@ -268,12 +266,7 @@ Route read_route(const Reader& r, const YAML::Node& n) {
         p.on.push_back(v);
       }
     }
-    if (y["per_try_timeout"]) {
-      p.per_try_timeout = r.duration(y["per_try_timeout"], "retry.per_try_timeout");
-      if (p.per_try_timeout.count() == 0)
-        r.fail(y["per_try_timeout"], "retry.per_try_timeout must be above 0 (leave it out and the route's timeout "
-                                     "bounds every try)");
-    }
+    if (y["per_try_timeout"]) p.per_try_timeout = r.duration(y["per_try_timeout"], "retry.per_try_timeout");
     route.retry = p;
   }
   if (n["rate_limit"]) {

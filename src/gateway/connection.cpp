@@ -314,8 +314,14 @@ void Connection::check_client_now(int64_t now) {
   // the request too unless its route says `on_client_close: wait` (a half-close).
   pollfd p{socket_.native_handle(), POLLIN | POLLRDHUP, 0};
   if (::poll(&p, 1, 0) <= 0) return;
-  const short gone = POLLERR | POLLHUP | POLLNVAL | (abort_on_close_ ? POLLRDHUP : 0);
-  if ((p.revents & gone) == 0) return;
+  if ((p.revents & (POLLERR | POLLHUP | POLLNVAL)) == 0) {
+    if (!abort_on_close_ || (p.revents & POLLRDHUP) == 0) return;
+    // A FIN after more pipelined requests is a client done sending that waits for every answer
+    // (a pipelining client's half-close), not one that gave up: its requests go on. Rare, so the
+    // peek costs nothing in the usual case.
+    char byte;
+    if (!in_.empty() || ::recv(socket_.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT) > 0) return;
+  }
   client_gone_ = true;
   error_code ec;
   if (current_upstream_) current_upstream_->socket.close(ec);  // the coroutine's read returns and sees client_gone_
@@ -828,6 +834,9 @@ Task<bool> Connection::handle_request() {
   const int64_t per_try = route.retry && route.retry->per_try_timeout.count() > 0 ? ns(route.retry->per_try_timeout)
                                                                                    : route_deadline;
   int64_t request_done_at = now_ns();  // the route timeout counts from the whole request (Envoy's rule)
+  // The client is first checked a second into the wait for the answer, counted over every try
+  // (tries shorter than a second must not escape it), then once a second (check_client).
+  client_check_at_ = request_done_at + 1'000'000'000;
   Tried tried;
   chunked_.reset();
   bool request_streamed = false;  // bytes of a streamed body were consumed: no second try
@@ -1037,7 +1046,6 @@ Task<bool> Connection::handle_request() {
       set_deadline(Wait::upstream, std::min(try_deadline, route_deadline - (now_ns() - request_done_at)));
       awaiting_answer_ = true;
       abort_on_close_ = route.abort_on_client_close;
-      client_check_at_ = now_ns() + 1'000'000'000;
       for (;;) {
         if (!rb_.empty()) {
           auto r = response_parser_->parse(rb_.view());
@@ -1217,7 +1225,11 @@ Task<bool> Connection::handle_request() {
     if (code == 101) {
       if (!upgrade) {
         account(502);
-        co_await send_local(502, json_error("the service switched protocols unasked", "service", info.service), true);
+        std::string body = json_error("the service switched protocols unasked", "service", info.service);
+        co_await send_local(502, body, true);
+        if (shared.access_log)
+          shared.access_log->write({client_ip_, method, log_host, log_path, 502, body.size(),
+                                    now_ns() - started, upstream_address, tries, info.service, log_request_id});
         co_return false;
       }
       dr.upgrade = true;
@@ -1238,9 +1250,12 @@ Task<bool> Connection::handle_request() {
             // A coding other than chunked (gzip, …) runs to the close but cannot be re-framed, and
             // passing it on without its header would hand the client coded bytes: refuse.
             account(502);
-            co_await send_local(502, json_error("the service answered with an unsupported transfer coding", "service",
-                                                info.service),
-                                !client_keep);
+            std::string body = json_error("the service answered with an unsupported transfer coding", "service",
+                                          info.service);
+            co_await send_local(502, body, !client_keep);
+            if (shared.access_log)
+              shared.access_log->write({client_ip_, method, log_host, log_path, 502, body.size(),
+                                        now_ns() - started, upstream_address, tries, info.service, log_request_id});
             co_return client_keep && !close_after_;
           }
           client_keep = false;

@@ -33,9 +33,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Gateway draining: close now if idle between requests, else after the current response.
   void drain();
   // The sweep, for a connection whose deadline has not passed: while it waits for a service's
-  // answer, the client's socket is checked once a second, and a client that reset its connection
-  // ends the wait (its request is abandoned, as nginx and Envoy do). A FIN is a half-close, and
-  // the wait goes on (see docs/gateway.md).
+  // answer, the client's socket is checked once a second, and a client that reset or closed its
+  // connection ends the wait (its request is abandoned, as nginx and Envoy do). A FIN after more
+  // pipelined requests, or on a route with `on_client_close: wait`, is a half-close, and the wait
+  // goes on (see docs/gateway.md).
   void check_client(int64_t now) {
     if (awaiting_answer_ && now >= client_check_at_) check_client_now(now);
   }

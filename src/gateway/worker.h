@@ -59,7 +59,7 @@ struct GatewayMetrics {
   metrics::Counter* connections_handed_over = nullptr;
   metrics::Counter* no_route = nullptr;
   metrics::Counter* no_endpoint = nullptr;
-  metrics::Counter* refused[6] = {};  // malformed requests answered 400/408/413/414/431/501-505 by class
+  metrics::Counter* refused[6] = {};  // refused requests answered 400/408/413/414/431/501/505, by class
   metrics::Counter* upstream_timeouts = nullptr;
   metrics::Counter* upstream_resets = nullptr;
 };

@@ -15,6 +15,7 @@ and whether the gateway reused its upstream connection); answers sent through se
   /unframed/<N>       200 with N bytes and neither Content-Length nor chunked: the body ends with
                       the close, which follows the last byte at once
   /ws_goodbye         WebSocket-style upgrade: answers 101, sends "goodbye" and closes at once
+  /coded              200 with Transfer-Encoding: gzip (no chunked) and some bytes, then closes
   /early              103 Early Hints (Link and Connection: x-hop, X-Hop: 1), then 200 "ok"
   /ws                 WebSocket-style upgrade: answers 101, then echoes every byte back
   /reject_early       answers 413 with Connection: close before reading the request body, and closes
@@ -278,6 +279,10 @@ def _serve(port, name):
                 self.wfile.flush()
                 self.connection.sendall(b"goodbye")
                 self.close_connection = True  # the FIN right behind the last bytes
+                return
+            if parts[0] == "coded":
+                self.connection.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nnot-really-gzip")
+                self.close_connection = True
                 return
             if parts[0] == "close":
                 self.close_connection = True

@@ -1543,6 +1543,21 @@ def test_access_log_has_refused_requests_and_tunnels(gw):
     assert rec["status"] == 101 and rec["service"] == "main" and rec["bytes"] == 5, rec
 
 
+def test_access_log_has_the_gateways_502_for_answers_it_cannot_pass_on(gw):
+    # A 101 the client did not ask for, and a transfer coding the gateway cannot re-frame: the
+    # client gets a 502, and the log a line for it (it had none).
+    tags = [uuid.uuid4().hex, uuid.uuid4().hex]
+    for path in (f"/ws_goodbye?{tags[0]}", f"/coded?{tags[1]}"):
+        with Client(gw.port) as c:
+            c.send(request("GET", path))
+            r = c.read_response()
+            assert r.status == 502, r
+    for tag in tags:
+        rec = wait_for(lambda: next((r for r in read_access_log(gw) if tag in r["path"]), None), timeout=5,
+                       what="the 502's access log line")
+        assert rec["status"] == 502 and rec["service"] == "main" and rec["tries"] == 1 and rec["upstream"], rec
+
+
 def test_access_log_reopened_on_sigusr1(gw):
     # logrotate moves the file, then signals (nginx's `-s reopen`): lines go to a new file at the
     # old path. SIGUSR1 used to kill the process.

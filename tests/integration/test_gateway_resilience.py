@@ -404,6 +404,41 @@ def test_a_client_that_closes_while_waiting_frees_its_request_slot(make_stack, m
     assert metric(stack, "flotilla_gateway_requests_total", service="web", code="4xx") - before_4xx == 2
 
 
+def test_a_fin_after_pipelined_requests_keeps_them(make_stack, make_backend):
+    # A client that sent two requests and then closed its sending side waits for both answers
+    # (a pipelining client's half-close), on a default route too.
+    stack = make_stack(gateway_yaml())
+    stack.register("web", make_backend("slow"))
+    with socket.create_connection((GW_HOST, port_of(stack)), timeout=10) as s:
+        s.sendall(b"GET /sleep/2 HTTP/1.1\r\nHost: x\r\n\r\nGET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+        s.shutdown(socket.SHUT_WR)
+        got = b""
+        while got.count(b"HTTP/1.1 200") < 2:
+            chunk = s.recv(65536)
+            assert chunk, got
+            got += chunk
+    assert b"slept" in got, got
+
+
+def test_a_client_that_closes_is_noticed_across_tries_shorter_than_a_second(make_stack, make_backend):
+    # Tries of 0.6 s, retried on timeouts: no single try lasts the second before the first check,
+    # but the request as a whole does, so the client's close ends it early.
+    routes = ("    - service: web\n      timeout: 10s\n"
+              "      retry: {attempts: 8, on: [reset], per_try_timeout: 600ms}\n")
+    stack = make_stack(gateway_yaml(routes=routes, services="  web:\n" + NO_OUTLIER))
+    b = make_backend("slow")
+    stack.register("web", b)
+    before = b.counts()["total"]
+    with socket.create_connection((GW_HOST, port_of(stack)), timeout=10) as s:
+        s.sendall(b"GET /sleep/5 HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.2)
+        s.shutdown(socket.SHUT_WR)
+        t = time.monotonic()
+        assert s.recv(65536) == b""  # abandoned: no 504 after all the tries
+        assert time.monotonic() - t < 4.5
+    assert b.counts()["total"] - before < 8
+
+
 def test_a_client_that_half_closes_while_waiting_gets_its_answer_on_a_wait_route(make_stack, make_backend):
     # shutdown(SHUT_WR) after the request (nc -N) with `on_client_close: wait`: the checks of the
     # waiting client (once a second) see the FIN and keep the request (HAProxy's default).

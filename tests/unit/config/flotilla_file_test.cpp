@@ -137,6 +137,14 @@ gateway:
   EXPECT_FALSE(f.gateway->routes[1].retry);
 }
 
+TEST(FlotillaFile, ListenAddressesAreWhatTheListenersCanBind) {
+  auto f = parse("name: s\ngateway:\n  listen: [localhost:80, 0.0.0.0:81, '[::]:82', '[fe80::1%lo]:83']\n",
+                 "app/flotilla.yaml");
+  ASSERT_TRUE(f.gateway);
+  EXPECT_EQ(f.gateway->listen.size(), 4u);
+  EXPECT_NE(error_of("name: s\ngateway:\n  listen: [web.internal:80]\n").find("is not an IP address"), std::string::npos);
+}
+
 TEST(FlotillaFile, DefaultsWithOnlyAName) {
   auto f = parse("name: tiny\n", "flotilla.yaml");
   EXPECT_EQ(f.agent.api, "127.0.0.1:7700");
@@ -210,8 +218,8 @@ TEST(FlotillaFile, RejectsBadValues) {
       "name: s\ngateway:\n  routes:\n    - {service: w, match: {headers: {'X Env': a}}}\n",
       "name: s\ngateway:\n  routes:\n    - {service: w, rate_limit: {requests_per_second: 5, key: 'header:x y'}}\n",
       "name: s\ngateway:\n  routes:\n    - {service: w, rate_limit: {requests_per_second: -1}}\n",
-      "name: s\ngateway:\n  routes:\n    - {service: w, rate_limit: {requests_per_second: .inf}}\n",
-      "name: s\ngateway:\n  routes:\n    - {service: w, retry: {per_try_timeout: 0s}}\n",
+      "name: s\ngateway:\n  routes:\n    - {service: w, rate_limit: {requests_per_second: inf}}\n",
+      "name: s\ngateway:\n  routes:\n    - {service: w, rate_limit: {requests_per_second: 5, burst: inf}}\n",
       "name: s\ngateway:\n  routes:\n    - {service: w}\nservices:\n  ww: {load_balancer: random}\n",  // typo
       "name: s\nservices:\n  w: {load_balancer: random}\n",                    // no gateway, no command
       "name: s\ngateway:\n  routes:\n    - {service: w}\nservices:\n  w: {load_balancer: maglev, hash_on: 'header:a b'}\n",
