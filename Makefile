@@ -65,7 +65,8 @@ bench-gateway: build
 bench-supervisor: build
 	@bash bench/supervisor/run.sh
 
-# The main job: for now the agent alone (the example application arrives with the supervisor).
+# The main job: `flotilla up` on examples/hello (web in Python, quotes in Node.js, behind the
+# gateway), then what to try (scripts/demo.sh).
 demo: build
 	@bash scripts/demo.sh
 

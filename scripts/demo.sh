@@ -19,7 +19,9 @@ stop() { kill -TERM "$AGENT" 2>/dev/null || true; wait "$AGENT" 2>/dev/null || t
 trap stop EXIT
 trap 'exit 0' INT TERM
 ready() {
-  curl -sf "http://$API/v1/flotilla/status" | /usr/bin/python3 -c '
+  local status
+  status=$(curl -sf "http://$API/v1/flotilla/status") || return 1  # the API is not up yet
+  printf '%s' "$status" | /usr/bin/python3 -c '
 import json, sys
 s = json.load(sys.stdin)["Services"]
 sys.exit(0 if s and all(x["Ready"] >= x["Desired"] for x in s) else 1)'
