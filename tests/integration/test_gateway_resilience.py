@@ -129,6 +129,30 @@ def test_retry_on_503_is_answered_by_the_other_endpoint(make_stack, make_backend
     assert metric(stack, "flotilla_gateway_retries_total", service="web") - before == tried_bad
 
 
+def test_retry_budget_caps_retries_in_flight(make_stack, make_backend):
+    # Envoy's retry budget: retries in flight to a service are capped at 20 % of its active
+    # requests, but at least 3. Ten requests at once, about half of them first sent to an
+    # instance that answers 503 at once; their retries go to the other, which takes 2 s. With ten
+    # active requests the cap is 3, so the rest of the 503s are passed through, counted as
+    # retry_budget_exhausted.
+    stack = make_stack(gateway_yaml(services="  web:\n" + NO_OUTLIER))
+    bad, slow = make_backend("bad"), make_backend("slow")
+    stack.register("web", bad)
+    stack.register("web", slow)
+    bad.force_status(503)
+    retries0 = metric(stack, "flotilla_gateway_retries_total", service="web")
+    exhausted0 = metric(stack, "flotilla_gateway_retry_budget_exhausted_total", service="web")
+    answers = at_once(stack, 10, "/sleep/2")
+    retries = metric(stack, "flotilla_gateway_retries_total", service="web") - retries0
+    exhausted = metric(stack, "flotilla_gateway_retry_budget_exhausted_total", service="web") - exhausted0
+    first_at_bad = bad.counts()["total"]
+    assert first_at_bad >= 4, first_at_bad  # round robin: about half of ten
+    assert retries <= 3, (retries, answers)  # every retry lasts 2 s: all of them overlap
+    assert retries + exhausted == first_at_bad, (retries, exhausted, first_at_bad)
+    assert sorted(a.status for a in answers) == [200] * (10 - int(exhausted)) + [503] * int(exhausted), answers
+    assert all(a.backend == "bad" for a in answers if a.status == 503), answers
+
+
 def test_connect_failure_to_dead_endpoint_is_retried(make_stack, make_backend):
     stack = make_stack(gateway_yaml())
     live = make_backend("live")
