@@ -1353,7 +1353,7 @@ Task<bool> Connection::handle_request() {
       }
       rb_.consume(first);
       left -= first;
-      bytes_down += first;
+      if (ok) bytes_down += first;  // what reached the client (a failed write counts nothing)
       // Bytes past the answer's end: the service's framing is off, or it spoke unasked. Dropped,
       // and so is the connection (as the no-body and chunked answers do).
       if (left == 0 && !rb_.empty()) up_keep = false;
@@ -1375,7 +1375,7 @@ Task<bool> Connection::handle_request() {
         rb_.commit(n);
         ok = co_await write_down(rb_.view());
         left -= n;
-        bytes_down += n;
+        if (ok) bytes_down += n;
       }
       rb_.clear();
       up_keep = up_keep && ok;
@@ -1404,7 +1404,7 @@ Task<bool> Connection::handle_request() {
         }
         ok = co_await write_down(head_sent ? std::string_view() : std::string_view(down_head_), pass);
         head_sent = true;
-        bytes_down += pass.size();
+        if (ok) bytes_down += pass.size();
         rb_.clear();
         if (!ok || end) break;
         set_deadline(Wait::upstream, ns(cfg.timeouts.idle));
