@@ -373,10 +373,9 @@ def test_circuit_breaker_max_requests_answers_503_at_once(make_stack, make_backe
     assert once(stack).status == 200
 
 
-def test_a_client_that_resets_while_waiting_frees_its_request_slot(make_stack, make_backend):
-    # Two requests fill max_requests: 2 and wait 10 s for the service; their clients reset their
-    # connections. The gateway notices (it checks a waiting client once a second), abandons the
-    # requests and frees the slots, long before the service would answer.
+def two_waiting_requests_fill_the_service(make_stack, make_backend):
+    """A service with max_requests: 2 and two requests waiting 10 s for it, on their own sockets;
+    a third request gets 503. Returns the stack and the two sockets."""
     services = "  web:\n    circuit_breaker: {max_requests: 2}\n"
     stack = make_stack(gateway_yaml(services=services))
     b = make_backend("slow")
@@ -384,11 +383,19 @@ def test_a_client_that_resets_while_waiting_frees_its_request_slot(make_stack, m
     before = b.counts()["total"]
     socks = []
     for _ in range(2):
-        s = socket.create_connection((GW_HOST, port_of(stack)), timeout=5)
+        s = socket.create_connection((GW_HOST, port_of(stack)), timeout=8)
         s.sendall(b"GET /sleep/10 HTTP/1.1\r\nHost: x\r\n\r\n")
         socks.append(s)
     wait_for(lambda: b.counts()["total"] >= before + 2, timeout=5, what="both requests at the service")
     assert once(stack, path="/x").status == 503  # full
+    return stack, socks
+
+
+def test_a_client_that_resets_while_waiting_frees_its_request_slot(make_stack, make_backend):
+    # Two requests fill max_requests: 2 and wait 10 s for the service; their clients reset their
+    # connections. The gateway notices (it checks a waiting client once a second), abandons the
+    # requests and frees the slots, long before the service would answer.
+    stack, socks = two_waiting_requests_fill_the_service(make_stack, make_backend)
     for s in socks:  # pipelined bytes, left unread: the reset must still show
         s.sendall(b"GET /next HTTP/1.1\r\n")
     time.sleep(0.2)
@@ -404,19 +411,8 @@ def test_a_client_that_closes_while_waiting_frees_its_request_slot(make_stack, m
     # The usual way a client gives up (an SDK timeout, curl --max-time) is a plain close: a FIN.
     # By default that abandons the request as a reset does (nginx's and Envoy's rule), so a
     # service that is slow because it is overloaded is not kept busy for clients that left.
-    services = "  web:\n    circuit_breaker: {max_requests: 2}\n"
-    stack = make_stack(gateway_yaml(services=services))
-    b = make_backend("slow")
-    stack.register("web", b)
-    before = b.counts()["total"]
+    stack, socks = two_waiting_requests_fill_the_service(make_stack, make_backend)
     before_4xx = metric(stack, "flotilla_gateway_requests_total", service="web", code="4xx")
-    socks = []
-    for _ in range(2):
-        s = socket.create_connection((GW_HOST, port_of(stack)), timeout=8)
-        s.sendall(b"GET /sleep/10 HTTP/1.1\r\nHost: x\r\n\r\n")
-        socks.append(s)
-    wait_for(lambda: b.counts()["total"] >= before + 2, timeout=5, what="both requests at the service")
-    assert once(stack, path="/x").status == 503  # full
     for s in socks:
         s.shutdown(socket.SHUT_WR)  # what close() sends, with the socket kept to see what comes back
     answer = wait_for(lambda: (lambda a: a if a.status == 200 else None)(once(stack, path="/x")), timeout=6,
