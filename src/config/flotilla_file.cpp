@@ -10,6 +10,7 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -74,28 +75,26 @@ class Reader {
     fail(n, what + " must be a whole number from " + std::to_string(min) + " to " + std::to_string(max));
   }
 
-  double number(const YAML::Node& n, const std::string& what, double min) const {
-    if (n.IsScalar()) {
-      try {
-        size_t used = 0;
-        double v = std::stod(n.Scalar(), &used);
-        if (used == n.Scalar().size() && v >= min && std::isfinite(v)) return v;
-      } catch (const std::exception&) {
-      }
+  // A scalar that is wholly a finite number.
+  static std::optional<double> finite_number(const YAML::Node& n) {
+    if (!n.IsScalar()) return std::nullopt;
+    try {
+      size_t used = 0;
+      double v = std::stod(n.Scalar(), &used);
+      if (used == n.Scalar().size() && std::isfinite(v)) return v;
+    } catch (const std::exception&) {
     }
+    return std::nullopt;
+  }
+
+  double number(const YAML::Node& n, const std::string& what, double min) const {
+    if (auto v = finite_number(n); v && *v >= min) return *v;
     fail(n, what + " must be a number of at least " + std::to_string(static_cast<int64_t>(min)));
   }
 
   // A finite number above 0 (a rate: 0 would refuse everything, which is not a rate).
   double positive_number(const YAML::Node& n, const std::string& what) const {
-    if (n.IsScalar()) {
-      try {
-        size_t used = 0;
-        double v = std::stod(n.Scalar(), &used);
-        if (used == n.Scalar().size() && v > 0 && std::isfinite(v)) return v;
-      } catch (const std::exception&) {
-      }
-    }
+    if (auto v = finite_number(n); v && *v > 0) return *v;
     fail(n, what + " must be a number above 0");
   }
 
