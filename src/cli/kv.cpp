@@ -7,14 +7,14 @@
 
 #include "cli/api_client.h"
 #include "cli/commands.h"
+#include "cli/target.h"
 #include "common/base64.h"
 
 namespace flotilla::cli {
 
 namespace {
 struct KvOptions {
-  std::string api;
-  std::string token;
+  Target target;
   std::string key;
   std::string value;
   bool recurse = false;
@@ -32,8 +32,7 @@ std::function<int()> add_kv(CLI::App& app) {
   auto o = std::make_shared<KvOptions>();
   auto* kv = app.add_subcommand("kv", "Read and write the registry's key/value store");
   kv->require_subcommand(1);
-  kv->add_option("--api", o->api, "Agent address HOST:PORT (default $FLOTILLA_API or 127.0.0.1:7700)");
-  kv->add_option("--token", o->token, "The agent's token, for writes (default $FLOTILLA_TOKEN)");
+  add_target_options(kv, o->target);
   auto* get = kv->add_subcommand("get", "Print a key's value (exit 1 when missing)");
   get->add_option("key", o->key, "Key")->required();
   auto* put = kv->add_subcommand("put", "Set a key (value from the argument, or stdin with -)");
@@ -46,12 +45,12 @@ std::function<int()> add_kv(CLI::App& app) {
   auto* list = kv->add_subcommand("list", "List keys under a prefix");
   list->add_option("prefix", o->key, "Prefix (default: everything)");
 
-  // `flotilla kv get KEY --api X` as well as `flotilla kv --api X get KEY`.
+  // `flotilla kv get KEY --api X` as well as `flotilla kv --api X get KEY` (and -f, --token).
   for (auto* sub : {get, put, del, list}) sub->fallthrough();
 
   return [o, get, put, del, list]() -> int {
     try {
-      ApiClient client(o->api, o->token);
+      ApiClient client = make_client(o->target);
       std::string path = "/v1/kv/" + url_encode_path(o->key);
       if (get->parsed()) {
         auto r = client.request("GET", path + "?raw");
@@ -91,6 +90,9 @@ std::function<int()> add_kv(CLI::App& app) {
         }
         return 0;
       }
+    } catch (const UsageError& e) {
+      fail(e.what());
+      return 2;
     } catch (const std::exception& e) {
       return fail(e.what());
     }

@@ -7,20 +7,19 @@
 
 #include "cli/api_client.h"
 #include "cli/commands.h"
+#include "cli/target.h"
 
 namespace flotilla::cli {
 
 std::function<int()> add_services(CLI::App& app) {
-  auto api = std::make_shared<std::string>();
-  auto token = std::make_shared<std::string>();
+  auto target = std::make_shared<Target>();
   auto json_out = std::make_shared<bool>(false);
   auto* cmd = app.add_subcommand("services", "List registered services, their instances and health");
-  cmd->add_option("--api", *api, "Agent address HOST:PORT (default $FLOTILLA_API or 127.0.0.1:7700)");
-  cmd->add_option("--token", *token, "The agent's token, when it protects reads (default $FLOTILLA_TOKEN)");
+  add_target_options(cmd, *target);
   cmd->add_flag("--json", *json_out, "Print JSON instead of a table");
-  return [api, token, json_out]() -> int {
+  return [target, json_out]() -> int {
     try {
-      ApiClient client(*api, *token);
+      ApiClient client = make_client(*target);
       auto r = client.request("GET", "/v1/catalog/services");
       if (r.status != 200) {
         std::cerr << "flotilla services: " << error_message(r) << "\n";
@@ -64,9 +63,10 @@ std::function<int()> add_services(CLI::App& app) {
                   << e["health"].get<std::string>() << tags << "\n";
       }
       return 0;
+    } catch (const UsageError& e) {
+      return fail("services", e.what(), 2);
     } catch (const std::exception& e) {
-      std::cerr << "flotilla services: " << e.what() << "\n";
-      return 1;
+      return fail("services", e.what(), 1);
     }
   };
 }

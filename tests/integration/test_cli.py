@@ -66,8 +66,9 @@ def test_unreachable_agent_is_one_readable_line():
     assert r.returncode == 1
     assert len(r.stderr.strip().splitlines()) == 1
     assert "cannot reach the flotilla agent" in r.stderr
+    # A bad address is a usage error (exit 2), as for every command that talks to the agent.
     r = run("kv", "get", "x", api="not-an-address")
-    assert r.returncode == 1 and "HOST:PORT" in r.stderr
+    assert r.returncode == 2 and "HOST:PORT" in r.stderr
 
 
 def test_second_agent_on_same_data_dir_is_refused(agent):
