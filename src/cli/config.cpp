@@ -113,7 +113,11 @@ std::function<int()> add_config(CLI::App& app) {
         std::cout << ", port " << port << ", restart " << s->restart << ")";
         if (!s->depends_on.empty()) {
           std::cout << " after";
-          for (const auto& d : s->depends_on) std::cout << " " << d.service << (d.condition == "service_healthy" ? " (healthy)" : "");
+          for (const auto& d : s->depends_on) {
+            std::cout << " " << d.service;
+            if (d.condition == "service_healthy") std::cout << " (healthy)";
+            if (d.condition == "service_completed_successfully") std::cout << " (completed)";
+          }
         }
         std::cout << "\n";
       }

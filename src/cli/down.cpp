@@ -19,6 +19,7 @@ using namespace std::chrono_literals;
 
 struct DownOptions {
   Target target;
+  bool keep = false;
 };
 
 // Stopping takes up to stop_grace_period per service in dependency order; far below this.
@@ -31,7 +32,9 @@ int run(const DownOptions& o) {
   try {
     r = client.request("GET", "/v1/flotilla/status", {}, 10s);
   } catch (const AgentUnreachable&) {
-    return fail("down", "no agent at " + client.address());
+    // As `docker compose down`: nothing running is nothing to stop, not a failure.
+    std::cout << "nothing to stop: no agent at " << client.address() << "\n";
+    return 0;
   }
   if (runs_no_application(r))
     return fail("down", "the agent at " + client.address() +
@@ -39,7 +42,7 @@ int run(const DownOptions& o) {
                             "Ctrl-C or SIGTERM");
   auto status = json_of(r);
   std::cout << "stopping " << status.value("Name", std::string("the application")) << "…" << std::endl;
-  json_of(client.request("POST", "/v1/flotilla/down", {}, kStopTimeout));
+  json_of(client.request("POST", o.keep ? "/v1/flotilla/down?keep" : "/v1/flotilla/down", {}, kStopTimeout));
   std::cout << "stopped" << std::endl;
 
   // The agent exits after answering: wait until it no longer does, so that the next
@@ -67,10 +70,13 @@ std::function<int()> add_down(CLI::App& app) {
   cmd->footer(
       "Services stop dependents first; each instance is drained (no new requests, those in flight\n"
       "finish) before its stop_signal, and killed after stop_grace_period. Runtime changes (scale,\n"
-      "deploys, canaries) are forgotten: the next flotilla up starts from flotilla.yaml. Returns\n"
-      "once the agent has exited.\n\n"
-      "Example: flotilla down -f flotilla.yaml");
+      "deploys, canaries) are forgotten: the next flotilla up starts from flotilla.yaml; with\n"
+      "--keep they stay, and the next flotilla up restores them (a restart of the agent). Returns\n"
+      "once the agent has exited; with no agent at the address there is nothing to stop (exit 0).\n\n"
+      "Example: flotilla down -f flotilla.yaml\n"
+      "         flotilla down --keep && flotilla up -d     # restart the agent, keeping scale and deploys");
   add_target_options(cmd, o->target);
+  cmd->add_flag("--keep", o->keep, "Keep runtime changes (scale, deploys, canaries) for the next flotilla up");
   return [o] { return run_guarded("down", [&] { return run(*o); }); };
 }
 

@@ -44,6 +44,14 @@ std::string notes_of(const nlohmann::json& s) {
   }
   if (s.contains("NextRestartInSeconds"))
     notes.push_back("next restart in " + format_number(s["NextRestartInSeconds"].get<double>()) + "s");
+  if (s.contains("WaitingFor")) {
+    std::string deps;
+    for (const auto& d : s["WaitingFor"]) deps += (deps.empty() ? "" : ", ") + d.get<std::string>();
+    notes.push_back("waiting for " + deps);
+  }
+  // One-shot services: instances that exited and stay so (restart: on-failure or no).
+  if (const int n = s.value("Completed", 0); n > 0) notes.push_back(std::to_string(n) + " completed (exit 0)");
+  if (const int n = s.value("Failed", 0); n > 0) notes.push_back(std::to_string(n) + " failed, not restarted (flotilla ps)");
   std::string out;
   for (const auto& n : notes) out += (out.empty() ? "" : "; ") + n;
   return out;
@@ -85,7 +93,8 @@ std::function<int()> add_status(CLI::App& app) {
   cmd->footer(
       "READY is ready/desired instances, with all live ones in parentheses when that differs (a\n"
       "rollout starts the new instance first). REQ/S, ERR% and P95 cover the gateway's last 10 s.\n"
-      "NOTES tells what is in progress: a rollout, a canary, autoscaling, a restart backoff.\n\n"
+      "NOTES tells what is in progress: a rollout, a canary, autoscaling, a restart backoff, the\n"
+      "dependencies a service waits for, one-shot instances that completed or failed.\n\n"
       "Example: flotilla status -f flotilla.yaml");
   add_target_options(cmd, o->target);
   cmd->add_flag("--json", o->json, "Print the agent's JSON");

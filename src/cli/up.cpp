@@ -72,8 +72,12 @@ std::optional<int> apply_to_running(const config::File& file, const std::string&
   auto j = nlohmann::json::parse(a.body);
   std::cout << file.name << " is running at " << file.agent.api << "; applied " << file.path << "\n"
             << "  added:     " << join(j["Added"]) << "\n"
-            << "  changed:   " << join(j["Changed"]) << "  (rolling out; see flotilla status)\n"
-            << "  removed:   " << join(j["Removed"]) << "\n"
+            << "  changed:   " << join(j["Changed"]) << (j["Changed"].empty() ? "" : "  (rolling out; see flotilla status)")
+            << "\n";
+  if (!j.value("Reconfigured", nlohmann::json::array()).empty())
+    std::cout << "  settings:  " << join(j["Reconfigured"])
+              << "  (replicas, autoscale, deploy or depends_on; no instance replaced)\n";
+  std::cout << "  removed:   " << join(j["Removed"]) << "\n"
             << "  unchanged: " << join(j["Unchanged"]) << "\n";
   if (j.contains("Gateway") && j["Gateway"].is_object()) {
     const auto& g = j["Gateway"];
@@ -87,9 +91,16 @@ std::optional<int> apply_to_running(const config::File& file, const std::string&
     auto restart = g.value("RestartNeeded", nlohmann::json::array());
     if (!restart.empty())
       std::cout << "  restart needed to change: " << join(restart)
-                << " (flotilla down, then flotilla up; the running values stay until then)\n";
+                << " (restart the agent: flotilla down --keep, then flotilla up; the running values stay until "
+                   "then)\n";
   }
   return 0;
+}
+
+// A service is settled when each of its desired instances is ready or, for a one-shot, has
+// exited for good (completed or failed).
+bool service_settled(const nlohmann::json& svc) {
+  return svc["Ready"].get<int>() + svc.value("Completed", 0) + svc.value("Failed", 0) >= svc["Desired"].get<int>();
 }
 
 // -d: the agent runs on in the background; this process waits until every service is ready
@@ -137,9 +148,14 @@ int detach_and_wait(const UpOptions& o, const config::File& file, const AgentOpt
       if (r.status == 200) {
         answered = true;
         auto s = nlohmann::json::parse(r.body);
-        bool ready = true;
-        for (const auto& svc : s["Services"]) ready = ready && svc["Ready"].get<int>() >= svc["Desired"].get<int>();
-        if (ready) break;
+        // Every service settled, or a one-shot failed (as compose's --wait, at once: what
+        // depends on it would never start).
+        bool ready = true, failed = false;
+        for (const auto& svc : s["Services"]) {
+          ready = ready && service_settled(svc);
+          failed = failed || svc.value("Failed", 0) > 0;
+        }
+        if (ready || failed) break;
       }
     } catch (const std::exception&) {
     }
@@ -154,23 +170,45 @@ int detach_and_wait(const UpOptions& o, const config::File& file, const AgentOpt
   }
   std::cout << file.name << " is up (agent pid " << child << ", API http://" << file.agent.api << ", log " << log_path
             << ")\n";
+  // As `docker compose up --wait`: exit 1 when a service is not ready in time or a one-shot
+  // failed; the application keeps running either way.
+  int rc = 0;
   try {
     auto r = client.request("GET", "/v1/flotilla/status");
     if (r.status == 200) {
       auto s = nlohmann::json::parse(r.body);
-      bool all = true;
+      std::vector<std::string> not_ready, failed;
       for (const auto& svc : s["Services"]) {
-        int ready = svc["Ready"].get<int>(), desired = svc["Desired"].get<int>();
-        all = all && ready >= desired;
-        std::cout << "  " << svc["Name"].get<std::string>() << ": " << ready << "/" << desired << " ready\n";
+        const std::string name = svc["Name"].get<std::string>();
+        const int ready = svc["Ready"].get<int>(), desired = svc["Desired"].get<int>();
+        const int completed = svc.value("Completed", 0), failures = svc.value("Failed", 0);
+        std::cout << "  " << name << ": " << ready << "/" << desired << " ready";
+        if (completed) std::cout << ", " << completed << " completed";
+        if (failures) std::cout << ", " << failures << " failed (exited, not restarted)";
+        std::cout << "\n";
+        if (failures) failed.push_back(name);
+        else if (!service_settled(svc)) not_ready.push_back(name);
       }
-      if (all) std::printf("all services ready in %.2f s\n", secs);
-      else std::cout << "not every service is ready after " << o.wait_seconds << " s: see flotilla status / flotilla logs\n";
+      auto list = [](const std::vector<std::string>& v) {
+        std::string out;
+        for (const auto& n : v) out += (out.empty() ? "" : ", ") + n;
+        return out;
+      };
+      if (not_ready.empty() && failed.empty()) {
+        std::printf("all services ready in %.2f s\n", secs);
+      } else {
+        rc = 1;
+        if (!failed.empty())
+          std::cerr << "flotilla up: failed: " << list(failed) << "; see flotilla ps and flotilla logs\n";
+        if (!not_ready.empty())
+          std::cerr << "flotilla up: not ready after " << o.wait_seconds << " s: " << list(not_ready)
+                    << "; see flotilla status and flotilla logs\n";
+      }
     }
   } catch (const std::exception&) {
   }
   std::cout << "stop it with: flotilla down -f " << file.path << "\n";
-  return 0;
+  return rc;
 }
 
 }  // namespace

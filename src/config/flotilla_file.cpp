@@ -433,9 +433,11 @@ void read_supervisor_keys(const Reader& r, const YAML::Node& n, const std::strin
           r.mapping(it->second, p + "depends_on." + dep.service, {"condition"});
           if (it->second["condition"]) {
             dep.condition = r.string(it->second["condition"], "condition");
-            if (dep.condition != "service_started" && dep.condition != "service_healthy")
-              r.fail(it->second["condition"], p + "depends_on." + dep.service +
-                                                   ".condition must be service_started or service_healthy");
+            if (dep.condition != "service_started" && dep.condition != "service_healthy" &&
+                dep.condition != "service_completed_successfully")
+              r.fail(it->second["condition"],
+                     p + "depends_on." + dep.service +
+                         ".condition must be service_started, service_healthy or service_completed_successfully");
           }
         }
         s.depends_on.push_back(dep);
@@ -696,6 +698,10 @@ File parse(const std::string& text, const std::string& path) {
         if (!target->supervised())
           r.fail(at, "services." + s.name + ".depends_on: \"" + d.service + "\" has no command, so flotilla does not run it");
         if (d.service == s.name) r.fail(at, "services." + s.name + ".depends_on names the service itself");
+        // A service restarted whatever its exit never completes: the dependent would never start.
+        if (d.condition == "service_completed_successfully" && target->restart == "always")
+          r.fail(at, "services." + s.name + ".depends_on: \"" + d.service +
+                         "\" has restart: always, so it never completes; give it restart: on-failure or no");
       }
     }
     // An entry flotilla does not run only holds the gateway's settings for it: with no route to

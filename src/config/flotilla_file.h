@@ -124,7 +124,7 @@ struct Healthcheck {
 
 struct Dependency {
   std::string service;
-  std::string condition = "service_started";  // service_started | service_healthy
+  std::string condition = "service_started";  // service_started | service_healthy | service_completed_successfully
   int line = 0;
 };
 

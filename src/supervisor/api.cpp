@@ -287,8 +287,15 @@ void handle(Supervisor& sup, const ApiHooks& hooks, const ExchangePtr& ex, const
   }
   if (rest == "down") {
     if (!need(false)) return;
+    // ?keep: the runtime desired state (scale, deploys, canaries) stays for the next `up`, as on
+    // SIGTERM; without it `down` forgets it.
+    bool keep = false;
+    if (const std::string* k = req.param("keep")) {
+      if (*k == "" || *k == "true") keep = true;
+      else if (*k != "false") throw bad_request("query parameter keep must be true or false (or bare ?keep)", "keep");
+    }
     auto on_down = hooks.on_down;
-    sup.stop_all(true, [ex, on_down] {
+    sup.stop_all(!keep, [ex, on_down] {
       ok(ex, json{{"Stopped", true}});
       if (on_down) on_down();
     });
@@ -301,7 +308,7 @@ void handle(Supervisor& sup, const ApiHooks& hooks, const ExchangePtr& ex, const
 
 json apply_file(Supervisor& sup, const ApiHooks& hooks, const config::File& file) {
   auto r = sup.apply(file);
-  json answer{{"Added", r.added}, {"Changed", r.changed}, {"Removed", r.removed}, {"Unchanged", r.unchanged}};
+  json answer{{"Added", r.added}, {"Changed", r.changed}, {"Reconfigured", r.reconfigured}, {"Removed", r.removed}, {"Unchanged", r.unchanged}};
   if (hooks.on_apply) {
     json gateway = hooks.on_apply(file);
     if (!gateway.is_null()) answer["Gateway"] = std::move(gateway);

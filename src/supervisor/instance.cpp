@@ -323,6 +323,7 @@ void Supervisor::Impl::on_exit(pid_t pid, ExitStatus status) {
   i->stop_timer.reset();
   if (!i->cgroup.empty()) cgroup_remove(i->cgroup);
   i->exit_text = status.describe();
+  i->exit_ok = !status.signaled && status.code == 0;
   const bool wanted = i->stop_requested;
   const bool is_new = i->spec == s->spec && !i->canary;
   bool no_restart = false;
@@ -351,6 +352,7 @@ void Supervisor::Impl::on_exit(pid_t pid, ExitStatus status) {
     if (!wanted) on_crash(*s, is_new && s->rollout.has_value());
   }
   reconcile(*s);
+  if (no_restart) start_waiting_dependents();  // one waiting for this one to complete
   maybe_finish_stop_all();
   if (s->removing && s->instances.empty()) {
     commit({store::Op::del(service_key(s->name))});

@@ -4,19 +4,25 @@
 
 namespace flotilla::supervisor {
 
-bool Supervisor::Impl::dependencies_ready(const ServiceRuntime& s) {
+std::vector<std::string> Supervisor::Impl::unmet_dependencies(const ServiceRuntime& s) const {
+  std::vector<std::string> unmet;
   for (const auto& d : s.section.depends_on) {
-    auto* dep = find(d.service);
-    if (!dep) continue;
-    int started = 0, ready = 0;
+    auto it = services.find(d.service);
+    const ServiceRuntime* dep = it == services.end() ? nullptr : it->second.get();
+    if (!dep || dep->desired() == 0) continue;
+    int started = 0, ready = 0, completed = 0;
     for (const auto& i : dep->instances) {
       if (i->live()) ++started;
       if (i->state == Instance::State::ready) ++ready;
+      if (i->state == Instance::State::exited && i->no_restart && i->exit_ok && !i->canary) ++completed;
     }
-    if (dep->desired() == 0) continue;
-    if (d.condition == "service_healthy" ? ready == 0 : started == 0) return false;
+    // As compose: service_completed_successfully waits for every instance to exit with 0.
+    const bool met = d.condition == "service_healthy"                  ? ready > 0
+                     : d.condition == "service_completed_successfully" ? completed >= dep->desired()
+                                                                       : started > 0;
+    if (!met) unmet.push_back(d.service);
   }
-  return true;
+  return unmet;
 }
 
 void Supervisor::Impl::roll_back_failed(ServiceRuntime& s, const std::string& why) {

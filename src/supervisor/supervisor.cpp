@@ -130,7 +130,9 @@ json Supervisor::Impl::instance_json(const ServiceRuntime& s, const Instance& i)
 
 json Supervisor::Impl::service_json(const ServiceRuntime& s) const {
   // Ready and Total count the service's own instances; a canary instance is reported apart.
-  int ready = 0, total = 0, canary_ready = 0;
+  // Completed and Failed count instances of this version that exited and stay so (restart:
+  // on-failure after a 0, or no): a one-shot job's end, not an instance still to come.
+  int ready = 0, total = 0, canary_ready = 0, completed = 0, failed = 0;
   for (const auto& i : s.instances) {
     if (i->canary) {
       if (i->state == Instance::State::ready) ++canary_ready;
@@ -138,27 +140,39 @@ json Supervisor::Impl::service_json(const ServiceRuntime& s) const {
     }
     if (i->state != Instance::State::exited) ++total;
     if (i->state == Instance::State::ready) ++ready;
+    if (i->state == Instance::State::exited && i->no_restart && i->version == s.spec->version())
+      ++(i->exit_ok ? completed : failed);
   }
+  const int desired = s.desired();
+  const bool settled = ready + completed + failed >= desired;
+  std::vector<std::string> waiting_for;
+  if (!s.started_once) waiting_for = unmet_dependencies(s);
   auto r = rates(s, 10s);
   std::string state = "running";
   if (s.removing) state = "removing";
   else if (s.rollout) state = s.rollout->rollback ? "rolling back" : "deploying";
   else if (s.canary) state = "canary";
-  else if (s.crash_count >= 3 && ready < s.desired()) state = "crash-looping";
-  else if (ready < s.desired()) state = "starting";
-  else if (s.desired() == 0) state = "stopped";
+  else if (desired > 0 && settled && failed > 0) state = "failed";
+  else if (desired > 0 && settled && ready == 0 && completed > 0) state = "completed";
+  else if (!waiting_for.empty()) state = "waiting";
+  else if (s.crash_count >= 3 && ready < desired) state = "crash-looping";
+  else if (!settled) state = "starting";
+  else if (desired == 0) state = "stopped";
   json j = {{"Name", s.name},
             {"Version", s.spec->version()},
             {"PreviousVersion", s.previous ? s.previous->version() : ""},
             {"State", state},
-            {"Desired", s.desired()},
+            {"Desired", desired},
             {"Ready", ready},
             {"Total", total},
+            {"Completed", completed},
+            {"Failed", failed},
             {"Restarts", s.restarts},
             {"RequestsPerSecond", std::round(r.rps * 10) / 10},
             {"ErrorRatio", std::round(r.error_ratio * 10000) / 10000},
             {"P95Ms", std::round(r.p95_ms * 10) / 10},
             {"Port", gateway ? gateway->service_port(s.name) : 0}};
+  if (!waiting_for.empty()) j["WaitingFor"] = waiting_for;
   if (s.crash_count > 0 && Clock::now() < s.next_start_at)
     j["NextRestartInSeconds"] = std::round(seconds(s.next_start_at - Clock::now()) * 10) / 10;
   if (s.autoscaler) {
@@ -381,7 +395,7 @@ Supervisor::ApplyResult Supervisor::apply(const config::File& file) {
                {{"from", s->previous->version()}, {"to", s->spec->version()}});
       out.changed.push_back(s->name);
     } else if (replicas_changed || other_changed) {
-      out.changed.push_back(s->name);
+      out.reconfigured.push_back(s->name);
     } else {
       out.unchanged.push_back(s->name);
     }
@@ -447,8 +461,14 @@ void Supervisor::deploy(const std::string& service, const std::vector<std::strin
     }
   }
   auto spec = std::make_shared<const RunSpec>(std::move(next));
+  if (s.canary) throw ApiError(409, "a canary of " + service + " is running: promote or roll it back first", "canary");
+  // A canary of the running version would compare the version with itself (and promoting it
+  // would replace nothing).
+  if (spec->version() == s.spec->version())
+    throw ApiError(400, sets.empty() ? "nothing to deploy: give --set KEY=VALUE (or change flotilla.yaml and run flotilla up)"
+                                     : "nothing changes: version " + spec->version() + " already runs",
+                   "set");
   if (canary_percent > 0) {
-    if (s.canary) throw ApiError(409, "a canary of " + service + " is running: promote or roll it back first", "canary");
     if (s.rollout) throw ApiError(409, "a rollout of " + service + " is in progress", "canary");
     Canary c;
     c.percent = canary_percent;
@@ -458,11 +478,6 @@ void Supervisor::deploy(const std::string& service, const std::vector<std::strin
              "canary of version " + spec->version() + " takes " + std::to_string(canary_percent) + "% of the traffic",
              {{"version", spec->version()}, {"percent", canary_percent}});
   } else {
-    if (s.canary) throw ApiError(409, "a canary of " + service + " is running: promote or roll it back first", "canary");
-    if (spec->version() == s.spec->version())
-      throw ApiError(400, sets.empty() ? "nothing to deploy: give --set KEY=VALUE (or change flotilla.yaml and run flotilla up)"
-                                       : "nothing changes: version " + spec->version() + " already runs",
-                     "set");
     s.previous = s.spec;
     s.spec = spec;
     s.rollout.reset();

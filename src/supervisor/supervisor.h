@@ -72,7 +72,9 @@ class Supervisor {
   void start(const config::File& file);
 
   struct ApplyResult {
-    std::vector<std::string> added, changed, removed, unchanged;
+    // changed: a new version, rolling out; reconfigured: replicas, autoscale, deploy or
+    // depends_on changed, no instance replaced.
+    std::vector<std::string> added, changed, reconfigured, removed, unchanged;
   };
   // A newer version of the file (`flotilla up` again): new services start, changed ones roll
   // out, removed ones stop; unchanged ones are untouched. Throws ApiError.

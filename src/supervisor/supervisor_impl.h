@@ -85,6 +85,7 @@ struct Instance {
   int registered_weight = 0;
   bool stop_requested = false;  // the supervisor wants it gone: no restart when it exits
   bool no_restart = false;      // exited and its restart policy says it stays so
+  bool exit_ok = false;         // it exited with code 0 (a one-shot that completed)
   std::string exit_text;
   std::unique_ptr<Timer> probe_timer;
   std::unique_ptr<Timer> stop_timer;
@@ -254,7 +255,10 @@ struct Supervisor::Impl {
   void on_crash(ServiceRuntime& s, bool new_version_in_rollout);
 
   // ---- rollout.cpp ----
-  bool dependencies_ready(const ServiceRuntime& s);
+  // The dependencies whose condition does not hold yet (service_started, service_healthy,
+  // service_completed_successfully); empty: the service may start.
+  std::vector<std::string> unmet_dependencies(const ServiceRuntime& s) const;
+  bool dependencies_ready(const ServiceRuntime& s) { return unmet_dependencies(s).empty(); }
   void roll_back_failed(ServiceRuntime& s, const std::string& why);
   // Makes what runs converge on what is desired, one step at a time. Called after every change.
   void reconcile(ServiceRuntime& s);

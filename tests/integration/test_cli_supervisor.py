@@ -1,6 +1,7 @@
 """The supervisor's CLI (status, ps, logs, events, scale, deploy, promote, rollback, down) where no
 supervised application is needed: usage errors, no agent, an agent without an application, and how
 the agent address is picked. The end-to-end behaviour is in the supervisor's own tests."""
+import json
 import os
 import subprocess
 import tempfile
@@ -76,11 +77,12 @@ def test_unknown_options_and_extra_arguments_are_usage_errors(workdir):
         assert r.returncode == 2, (args, r.stderr)
 
 
-def test_down_without_an_agent(workdir):
+def test_down_without_an_agent_has_nothing_to_stop(workdir):
+    # As `docker compose down`: stopping what is not running succeeds, so `down; up -d` scripts work.
     port = free_port()
     r = run("down", "--api", f"127.0.0.1:{port}", cwd=workdir)
-    assert r.returncode == 1
-    assert one_line_error(r, "down") == f"flotilla down: no agent at 127.0.0.1:{port}"
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == f"nothing to stop: no agent at 127.0.0.1:{port}\n" and r.stderr == ""
 
 
 def test_no_agent_is_one_line_and_exit_1(workdir):
@@ -128,6 +130,19 @@ def test_the_agent_address_comes_from_api_file_env_then_local_file(agent, workdi
     # A --file that does not load is a usage error naming it.
     r = run("status", "-f", str(tmp_path / "missing.yaml"), cwd=workdir)
     assert r.returncode == 2 and "missing.yaml" in one_line_error(r, "status")
+    # The registry's commands pick their agent the same way: ./flotilla.yaml here, then -f.
+    status, _, _ = agent.request("PUT", "/v1/kv/picked/by", b"file")
+    assert status == 200
+    r = run("kv", "get", "picked/by", cwd=str(tmp_path))
+    assert r.returncode == 0 and r.stdout == "file\n", r.stderr
+    r = run("services", "--json", cwd=str(tmp_path))
+    assert r.returncode == 0 and isinstance(json.loads(r.stdout), list), r.stderr
+    for args in (["kv", "get", "picked/by", "-f", str(app)], ["kv", "-f", str(app), "get", "picked/by"],
+                 ["services", "--file", str(app)]):
+        r = run(*args, cwd=workdir, api=dead)
+        assert r.returncode == 0, (args, r.stderr)
+    r = run("kv", "get", "picked/by", "-f", str(tmp_path / "missing.yaml"), cwd=workdir)
+    assert r.returncode == 2 and "missing.yaml" in one_line_error(r, "kv")
     # A broken ./flotilla.yaml is not the status command's business: the default address is used.
     (tmp_path / "flotilla.yaml").write_text("name: [\n")
     r = run("status", cwd=str(tmp_path))

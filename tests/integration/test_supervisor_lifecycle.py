@@ -357,6 +357,93 @@ def test_restart_no_and_on_failure_with_exit_0_are_not_restarted(make_app):
     assert registered_ids(app, "once", passing=False) == []
 
 
+def test_a_one_shot_job_completes_and_gates_its_dependent(make_app, tmp_path):
+    # A migration as compose runs it: restart "no", and a dependent that waits for exit 0.
+    marker = tmp_path / "migrated"
+    app = make_app(f"""  web:
+    command: {SH}
+    depends_on: {{migrate: {{condition: service_completed_successfully}}}}
+    healthcheck: {{http: /healthz, interval: 100ms}}
+  migrate:
+    command: "sleep 2; touch {marker}"
+    port: none
+    restart: "no"
+""")
+    pid_file = os.path.join(app.dir, ".flotilla", "flotilla.pid")
+    up = subprocess.Popen([BIN, "up", "-d", "-f", app.path], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, cwd=app.dir)
+    agent_pid = None
+    try:
+        wait_for(app.answers, timeout=15, what="the agent's API")
+        agent_pid = int(open(pid_file).read().split()[0])
+        web = wait_for(lambda: (lambda s: s["State"] == "waiting" and s)(app.service("web")), timeout=5,
+                       what="web waiting for migrate")
+        assert web["WaitingFor"] == ["migrate"] and web["Total"] == 0 and not marker.exists(), web
+        assert "waiting for migrate" in app.cli("status").stdout
+        out, err = up.communicate(timeout=60)
+        assert up.returncode == 0, out + err
+        assert "migrate: 0/1 ready, 1 completed" in out and "all services ready" in out, out
+        migrate, web = app.service("migrate"), app.service("web")
+        assert (migrate["State"], migrate["Completed"], migrate["Failed"]) == ("completed", 1, 0), migrate
+        assert web["State"] == "running" and web["Ready"] == 1 and "WaitingFor" not in web, web
+        assert first_event(app, "web", "started")["Seq"] > first_event(app, "migrate", "exited")["Seq"]
+        st = app.cli("status").stdout
+        assert re.search(r"migrate\s+\S+\s+completed\s+0/1", st) and "1 completed (exit 0)" in st, st
+        assert app.cli("down", "-f", app.path).returncode == 0
+        wait_for(lambda: not alive(agent_pid), timeout=10, what="the detached agent gone")
+    finally:
+        if up.poll() is None:
+            up.kill()
+        if agent_pid and alive(agent_pid) and "flotilla" in describe(agent_pid):
+            os.kill(agent_pid, signal.SIGKILL)
+
+
+def test_up_detached_fails_when_a_one_shot_job_fails(make_app):
+    app = make_app(f"""  web:
+    command: {CPP}
+    depends_on: {{migrate: {{condition: service_completed_successfully}}}}
+  migrate:
+    command: "echo no database; exit 2"
+    port: none
+    restart: "no"
+""")
+    pid_file = os.path.join(app.dir, ".flotilla", "flotilla.pid")
+    agent_pid = None
+    try:
+        r = app.cli("up", "-d", "-f", app.path, "--wait", "30", timeout=60, check=False)
+        agent_pid = int(open(pid_file).read().split()[0])
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert "migrate: 0/1 ready, 1 failed (exited, not restarted)" in r.stdout, r.stdout
+        assert "flotilla up: failed: migrate; see flotilla ps and flotilla logs" in r.stderr, r.stderr
+        migrate, web = app.service("migrate"), app.service("web")
+        assert (migrate["State"], migrate["Failed"]) == ("failed", 1), migrate
+        assert web["State"] == "waiting" and web["WaitingFor"] == ["migrate"], web
+        assert "exited with code 2" in app.instances("migrate")[0]["Exit"]
+        time.sleep(1.5)  # the 1 s tick looked again: web still waits
+        assert app.instances("web") == []
+        assert app.cli("down", "-f", app.path).returncode == 0
+        wait_for(lambda: not alive(agent_pid), timeout=10, what="the detached agent gone")
+    finally:
+        if agent_pid and alive(agent_pid) and "flotilla" in describe(agent_pid):
+            os.kill(agent_pid, signal.SIGKILL)
+
+
+def test_a_dependency_that_always_restarts_cannot_be_waited_on_to_complete(tmp_path):
+    path = tmp_path / "flotilla.yaml"
+    path.write_text(f"""name: never
+services:
+  web:
+    command: {CPP}
+    depends_on: {{migrate: {{condition: service_completed_successfully}}}}
+  migrate:
+    command: "true"
+""")
+    r = subprocess.run([BIN, "config", "check", "-f", str(path)], capture_output=True, text=True, timeout=20)
+    assert r.returncode != 0
+    assert re.search(r":\d+:\d+: services\.web\.depends_on: \"migrate\" has restart: always, so it never completes",
+                     r.stderr), r.stderr
+
+
 # ---- 5. health-gated registration ----
 
 def test_instance_is_registered_only_once_healthy(make_app):
@@ -649,6 +736,39 @@ def test_recovery_after_agent_kill9_keeps_scale_and_deployed_version(make_app):
     assert not stray, [describe(p) for p in stray]
 
 
+def test_down_keep_restarts_with_runtime_changes_and_plain_down_forgets_them(make_app):
+    app = make_app(f"""  svc:
+    command: {CPP}
+    environment: {{VERSION: "1"}}
+    healthcheck: {{http: /healthz, interval: 100ms}}
+""")
+    app.up()
+    v1 = app.service("svc")["Version"]
+    # A canary of the version that runs compares nothing with itself: refused.
+    status, body = app.request("POST", "/v1/flotilla/services/svc/deploy", {"canary": 10})
+    assert status == 400 and "nothing to deploy" in body["error"], body
+    status, body = app.request("POST", "/v1/flotilla/services/svc/deploy",
+                               {"set": ["environment.VERSION=1"], "canary": 10})
+    assert status == 400 and "already runs" in body["error"], body
+    assert "Canary" not in app.service("svc")
+    app.cli("scale", "svc=2")
+    app.cli("deploy", "svc", "--set", "environment.VERSION=2", "--wait")
+    v2 = app.service("svc")["Version"]
+    assert v2 != v1
+
+    r = app.cli("down", "--keep")
+    assert app.proc.wait(timeout=10) == 0, r.stdout + r.stderr
+    app.up()
+    s = app.service("svc")
+    assert (s["Version"], s["Desired"], s["Ready"]) == (v2, 2, 2), s
+
+    app.cli("down")
+    assert app.proc.wait(timeout=10) == 0
+    app.up()
+    s = app.service("svc")
+    assert (s["Version"], s["Desired"], s["Ready"]) == (v1, 1, 1), s
+
+
 # ---- 10. re-applied `flotilla up` ----
 
 def test_reapplied_up_changes_only_what_changed(make_app):
@@ -662,10 +782,10 @@ def test_reapplied_up_changes_only_what_changed(make_app):
     healthcheck: {{http: /healthz, interval: 100ms}}
 """
 
-    def moving(version):
+    def moving(version, replicas=2):
         return f"""  moving:
     command: {CPP}
-    replicas: 2
+    replicas: {replicas}
     environment: {{VERSION: "{version}"}}
     healthcheck: {{http: /healthz, interval: 100ms}}
 """
@@ -703,6 +823,14 @@ def test_reapplied_up_changes_only_what_changed(make_app):
         wait_for(lambda: not alive(pid), timeout=5, what="the removed service's process gone")
     assert registered_ids(app, "steady", passing=False) == []
     assert {(i["ID"], i["Pid"]) for i in app.instances("moving")} == {(i["ID"], i["Pid"]) for i in moving_new}
+
+    # Only `moving`'s replicas change: it scales, nothing rolls out.
+    app.write(moving(2, replicas=3) + extra)
+    r = app.cli("up", "-f", app.path)
+    assert re.search(r"changed: +-\n", r.stdout) and re.search(r"settings: +moving ", r.stdout), r.stdout
+    assert "rolling out" not in r.stdout, r.stdout
+    wait_for(lambda: len(ready_instances(app, "moving")) == 3, timeout=15, what="moving scaled to 3")
+    assert {i["ID"] for i in moving_new} <= {i["ID"] for i in app.instances("moving")}, "an instance was replaced"
 
 
 # ---- 11. config errors, up -d, down -f ----
