@@ -653,7 +653,13 @@ services:
   EXPECT_EQ(w->depends_on[1].line, 14);
 
   EXPECT_CONFIG_ERROR("name: s\nservices:\n  db: {command: x}\n  web: {command: x, depends_on: {db: {condition: ready}}}\n",
-                      "services.web.depends_on.db.condition must be service_started or service_healthy");
+                      "services.web.depends_on.db.condition must be service_started, service_healthy or "
+                      "service_completed_successfully");
+  // A one-shot job, waited for until it exits 0.
+  auto job = parse("name: s\nservices:\n  migrate: {command: x, restart: \"no\", port: none}\n"
+                   "  web: {command: x, depends_on: {migrate: {condition: service_completed_successfully}}}\n",
+                   "app/flotilla.yaml");
+  EXPECT_EQ(job.service("web")->depends_on[0].condition, "service_completed_successfully");
   EXPECT_CONFIG_ERROR("name: s\nservices:\n  db: {command: x}\n  web: {command: x, depends_on: {db: {restart: true}}}\n",
                       "unknown key \"restart\" in services.web.depends_on.db (known: condition)");
   EXPECT_CONFIG_ERROR("name: s\nservices:\n  db: {command: x}\n  web: {command: x, depends_on: db}\n",
@@ -671,6 +677,11 @@ TEST(FlotillaFile, DependencyErrors) {
             "app/flotilla.yaml:5:17: services.web.depends_on names the service itself");
   EXPECT_CONFIG_ERROR("name: s\nservices:\n  web:\n    command: x\n    depends_on: {web: {condition: service_healthy}}\n",
                       "names the service itself");
+  // Restarted whatever its exit, it never completes: the dependent would wait for ever.
+  EXPECT_EQ(error_of("name: s\nservices:\n  db: {command: x}\n  web:\n    command: x\n"
+                     "    depends_on: {db: {condition: service_completed_successfully}}\n"),
+            "app/flotilla.yaml:6:17: services.web.depends_on: \"db\" has restart: always, so it never completes; "
+            "give it restart: on-failure or no");
 }
 
 TEST(FlotillaFile, DependencyCycleShowsItsPath) {
