@@ -18,6 +18,7 @@
 #include "gateway/admin.h"
 #include "gateway/gateway.h"
 #include "gateway/registry_feed.h"
+#include "common/error.h"
 #include "common/event_loop.h"
 #include "common/log.h"
 #include "common/metrics.h"
@@ -223,6 +224,21 @@ int run_agent(const AgentOptions& o, const config::File* file) {
     // of newly routed services are set before any route sends to them.
     // Adding or removing the `gateway:` section (or the only gateway, of a file without one)
     // needs a restart: the running routes stay.
+    // A service that became a dependency gets its own listener now, before any instance is
+    // started with its <NAME>_URL (its route comes with on_apply).
+    supervisor_hooks.before_apply = [&](const config::File& next) {
+      if (!gw || file->gateway.has_value() != next.gateway.has_value()) return;
+      for (const auto& t : supervisor::Supervisor::dependency_targets(next)) {
+        if (gw->service_port(t)) continue;
+        try {
+          spdlog::info("gateway: {} at http://127.0.0.1:{} ({})", t, gw->add_service_listener(t),
+                       supervisor::url_variable(t));
+        } catch (const std::exception& e) {
+          throw ApiError(500, std::string("cannot open the listener behind ") +
+                                              supervisor::url_variable(t) + ": " + e.what());
+        }
+      }
+    };
     supervisor_hooks.on_apply = [&](const config::File& next) -> nlohmann::json {
       if (!gw || file->gateway.has_value() != next.gateway.has_value()) {
         if (gw || next.gateway || !supervisor::Supervisor::dependency_targets(next).empty())

@@ -76,7 +76,7 @@ std::optional<int> apply_to_running(const config::File& file, const std::string&
             << "\n";
   if (!j.value("Reconfigured", nlohmann::json::array()).empty())
     std::cout << "  settings:  " << join(j["Reconfigured"])
-              << "  (replicas, autoscale, deploy or depends_on; no instance replaced)\n";
+              << "  (replicas, autoscale, deploy or a depends_on condition; no instance replaced)\n";
   std::cout << "  removed:   " << join(j["Removed"]) << "\n"
             << "  unchanged: " << join(j["Unchanged"]) << "\n";
   if (j.contains("Gateway") && j["Gateway"].is_object()) {

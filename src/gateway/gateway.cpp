@@ -3,7 +3,12 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <mutex>
 #include <set>
@@ -287,6 +292,29 @@ void Gateway::listen() {
   }
 }
 
+uint16_t Gateway::add_service_listener(const std::string& service) {
+  auto& im = *impl_;
+  if (auto it = im.service_ports.find(service); it != im.service_ports.end()) return it->second;
+  // Every worker's socket first (the first one picks the port), then hand them over: a failure
+  // leaves no worker with a listener the others lack.
+  std::vector<UniqueFd> fds;
+  uint16_t port = 0;
+  for (size_t i = 0; i < im.workers.size(); ++i) {
+    fds.push_back(open_listening_socket(tcp::endpoint(asio::ip::address_v4::loopback(), port)));
+    if (port == 0) {
+      sockaddr_in a{};
+      socklen_t len = sizeof a;
+      if (::getsockname(fds.back().get(), reinterpret_cast<sockaddr*>(&a), &len) != 0)
+        throw std::runtime_error(std::string("gateway: getsockname: ") + std::strerror(errno));
+      port = ntohs(a.sin_port);
+    }
+  }
+  im.shared.listeners.push_back({service, tcp::v4()});
+  for (size_t i = 0; i < im.workers.size(); ++i) im.workers[i]->add_listener(std::move(fds[i]), &im.shared.listeners.back());
+  im.service_ports[service] = port;
+  return port;
+}
+
 uint16_t Gateway::service_port(const std::string& service) const {
   auto it = impl_->service_ports.find(service);
   return it == impl_->service_ports.end() ? 0 : it->second;
@@ -392,11 +420,16 @@ GatewayChange Gateway::reconfigure(config::File next) {
   if (log_path(g.access_log) != log_path(now.access_log)) out.restart_needed.push_back("gateway.access_log");
   g.access_log = now.access_log;
   keep("gateway.timeouts", g.timeouts, now.timeouts);
-  for (const auto& s : g.service_listeners)
-    if (std::find(now.service_listeners.begin(), now.service_listeners.end(), s) == now.service_listeners.end())
-      out.restart_needed.push_back("depends_on: " + s + " (its own gateway listener)");
-  g.service_listeners = now.service_listeners;
-  std::vector<config::Route> routes = with_listener_routes(now.service_listeners, g.routes);
+  // A service's own listener opened while running (add_service_listener) joins the running
+  // ones; one no longer depended on stays until a restart (its <NAME>_URL may still be in use).
+  std::vector<std::string> listeners = now.service_listeners;
+  for (const auto& s : g.service_listeners) {
+    if (std::find(listeners.begin(), listeners.end(), s) != listeners.end()) continue;
+    if (im.service_ports.count(s)) listeners.push_back(s);
+    else out.restart_needed.push_back("depends_on: " + s + " (its own gateway listener)");
+  }
+  g.service_listeners = listeners;
+  std::vector<config::Route> routes = with_listener_routes(listeners, g.routes);
   out.routes_changed = routes.size() != now.routes.size() ||
                        !std::equal(routes.begin(), routes.end(), now.routes.begin(),
                                    [](const config::Route& a, const config::Route& b) { return a.same_as(b); });

@@ -97,6 +97,11 @@ class Gateway {
   std::vector<uint16_t> ports() const;
   // The port of a service's own listener (GatewaySection::service_listeners); 0: none.
   uint16_t service_port(const std::string& service) const;
+  // Opens a service's own listener on 127.0.0.1 while the gateway runs (control thread), for a
+  // service that `flotilla up` again made a dependency; its port when it has one already. Its
+  // route comes with the next reconfigure() that lists it in service_listeners (until then a
+  // request there gets 404). Throws std::runtime_error when the socket cannot be opened.
+  uint16_t add_service_listener(const std::string& service);
   // Live counters of a service's endpoint at "IP:PORT" (control thread).
   EndpointLoad endpoint_load(const std::string& service, const std::string& address) const;
   int workers() const;

@@ -70,23 +70,42 @@ uint16_t Worker::listen(const std::string& address, uint16_t port_override, cons
     if (!ec) probe.bind(ep, ec);
     if (ec) throw std::runtime_error("gateway cannot listen on " + address + ": " + ec.message());
   }
-  auto acceptor = std::make_unique<Acceptor>(io_);
-  acceptor->open(ep.protocol(), ec);
-  if (!ec) acceptor->set_option(tcp::acceptor::reuse_address(true), ec);
-  if (!ec) {
-    int one = 1;
-    if (::setsockopt(acceptor->native_handle(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0)
-      ec.assign(errno, boost::system::system_category());
+  UniqueFd fd = open_listening_socket(ep);
+  shared_.listeners.push_back({service, ep.protocol()});
+  return acceptors_[install_listener(std::move(fd), &shared_.listeners.back())]->local_endpoint().port();
+}
+
+UniqueFd open_listening_socket(const tcp::endpoint& ep) {
+  UniqueFd fd(::socket(ep.protocol().family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  int one = 1;
+  if (!fd.valid() || ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+      ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0 ||
+      ::bind(fd.get(), ep.data(), static_cast<socklen_t>(ep.size())) != 0 || ::listen(fd.get(), 4096) != 0) {
+    const std::string address = ep.address().is_v6() ? "[" + ep.address().to_string() + "]:" + std::to_string(ep.port())
+                                                     : ep.address().to_string() + ":" + std::to_string(ep.port());
+    throw std::runtime_error("gateway cannot listen on " + address + ": " + std::strerror(errno));
   }
-  if (!ec) acceptor->bind(ep, ec);
-  if (!ec) acceptor->listen(4096, ec);
-  if (!ec) acceptor->non_blocking(true, ec);  // async_accept4() calls accept4() directly
-  if (ec) throw std::runtime_error("gateway cannot listen on " + address + ": " + ec.message());
-  uint16_t bound = acceptor->local_endpoint().port();
+  return fd;
+}
+
+size_t Worker::install_listener(UniqueFd fd, const Listener* listener) {
+  auto acceptor = std::make_unique<Acceptor>(io_);
+  boost::system::error_code ec;
+  acceptor->assign(listener->protocol, fd.get(), ec);
+  if (ec) throw std::runtime_error("gateway: cannot take up a listening socket: " + ec.message());
+  fd.release();  // the acceptor owns it now
+  acceptor->non_blocking(true, ec);  // async_accept4() calls accept4() directly
   acceptors_.push_back(std::move(acceptor));
-  listener_services_.push_back(std::make_unique<std::string>(service));
-  listener_protocols_.push_back(ep.protocol());
-  return bound;
+  listeners_.push_back(listener);
+  return acceptors_.size() - 1;
+}
+
+void Worker::add_listener(UniqueFd fd, const Listener* listener) {
+  {
+    std::lock_guard lock(inbox_mu_);
+    new_listeners_.emplace_back(std::move(fd), listener);
+  }
+  wake();
 }
 
 void Worker::update_date() {
@@ -125,7 +144,7 @@ void Worker::accept(size_t i) {
     if (ec == asio::error::operation_aborted || draining_) return;  // `a` closes what it holds
     if (!ec) {
       try {
-        if (!hand_over(a.fd, a.peer, i)) adopt(std::move(a.fd), a.peer, i);
+        if (!hand_over(a.fd, a.peer, listeners_[i])) adopt(std::move(a.fd), a.peer, listeners_[i]);
       } catch (const std::exception& e) {
         // Out of memory, most likely: this connection is lost (adopt's socket closed it), the
         // listener is not.
@@ -153,7 +172,7 @@ void Worker::accept(size_t i) {
 }
 
 // Every path that does not start a connection closes fd (it is owned here), a throw included.
-void Worker::adopt(UniqueFd fd, const tcp::endpoint& peer, size_t listener) {
+void Worker::adopt(UniqueFd fd, const tcp::endpoint& peer, const Listener* listener) {
   if (connection_count_.load(std::memory_order_relaxed) >= static_cast<size_t>(shared_.config.max_connections)) {
     // Over the per-worker limit (every worker is, or balancing would have found a less loaded
     // one): close at once. The process stays alive under a flood.
@@ -162,19 +181,19 @@ void Worker::adopt(UniqueFd fd, const tcp::endpoint& peer, size_t listener) {
   }
   boost::system::error_code ec;
   Socket socket(io_);
-  socket.assign(listener_protocols_[listener], fd.get(), ec);  // may throw: cannot allocate its reactor state
+  socket.assign(listener->protocol, fd.get(), ec);  // may throw: cannot allocate its reactor state
   if (ec) {
     spdlog::error("gateway worker {}: cannot take up an accepted connection: {}", id_, ec.message());
     return;
   }
   fd.release();  // the socket owns it now
   adopt_accepted(socket);
-  auto c = std::make_shared<Connection>(*this, std::move(socket), *listener_services_[listener],
+  auto c = std::make_shared<Connection>(*this, std::move(socket), listener->service,
                                         peer.address().to_string());
   c->start();
 }
 
-bool Worker::hand_over(UniqueFd& fd, const tcp::endpoint& peer, size_t listener) {
+bool Worker::hand_over(UniqueFd& fd, const tcp::endpoint& peer, const Listener* listener) {
   if (shared_.workers.size() < 2) return false;
   Worker* best = nullptr;
   size_t best_load = load();
@@ -192,7 +211,7 @@ bool Worker::hand_over(UniqueFd& fd, const tcp::endpoint& peer, size_t listener)
   return true;
 }
 
-bool Worker::receive(UniqueFd& fd, const tcp::endpoint& peer, size_t listener) {
+bool Worker::receive(UniqueFd& fd, const tcp::endpoint& peer, const Listener* listener) {
   incoming_.fetch_add(1, std::memory_order_relaxed);
   bool was_empty;
   try {
@@ -239,9 +258,19 @@ void Worker::take_inbox() {
   while (::read(wake_fd_, &n, sizeof n) < 0 && errno == EINTR) {
   }
   std::vector<Handover> batch;
+  std::vector<std::pair<UniqueFd, const Listener*>> listeners;
   {
     std::lock_guard lock(inbox_mu_);
     batch.swap(inbox_);
+    listeners.swap(new_listeners_);
+  }
+  for (auto& [fd, listener] : listeners) {
+    if (draining_) continue;  // closed with `listeners`
+    try {
+      accept(install_listener(std::move(fd), listener));
+    } catch (const std::exception& e) {
+      spdlog::error("gateway worker {}: cannot listen for {}: {}", id_, listener->service, e.what());
+    }
   }
   for (Handover& h : batch) {
     try {

@@ -16,6 +16,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <list>
 #include <memory>
 #include <mutex>
@@ -64,6 +65,17 @@ struct GatewayMetrics {
   metrics::Counter* upstream_resets = nullptr;
 };
 
+// A listening address: what a connection accepted there is (its protocol, and the service of a
+// service's own listener; empty for gateway.listen's addresses).
+struct Listener {
+  std::string service;
+  tcp protocol;
+};
+
+// A non-blocking, close-on-exec listening socket on `ep` with SO_REUSEADDR and SO_REUSEPORT (every
+// worker binds the same port). Throws std::runtime_error naming the address.
+UniqueFd open_listening_socket(const tcp::endpoint& ep);
+
 // What all workers share (owned by Gateway::Impl).
 struct WorkerShared {
   // The keys fixed for the process's life (listen, workers, max_connections, timeouts, …).
@@ -74,6 +86,9 @@ struct WorkerShared {
   AccessLog* access_log = nullptr;  // null: off
   std::vector<Worker*> workers;  // all of them, for connection balancing (set before start)
   std::atomic<bool> draining{false};
+  // Every listener ever opened. Only the control thread appends; workers and connections hold
+  // pointers, which a deque's push_back leaves valid.
+  std::deque<Listener> listeners;
 };
 
 inline int64_t now_ns() {
@@ -104,6 +119,10 @@ class Worker {
   // empty for gateway.listen's addresses. Throws std::runtime_error.
   uint16_t listen(const std::string& address, uint16_t port_override, const std::string& service = {});
   void start();
+  // Thread-safe, once started: takes up a listening socket the control thread opened (a
+  // service's own listener that `flotilla up` again added) and accepts on it. Closed at once
+  // when the worker drains.
+  void add_listener(UniqueFd fd, const Listener* listener);
   // Thread-safe: stop accepting, close idle connections, finish the rest (see Gateway::stop).
   // Takes effect at once: the worker is woken through its eventfd.
   void drain();
@@ -166,10 +185,10 @@ class Worker {
   // one run). A worker that accepts a connection while another has fewer hands the descriptor to
   // the least loaded one (HAProxy's and Envoy's exact balance). True when it did (and `fd` has
   // moved to that worker); false leaves `fd` with the caller.
-  bool hand_over(UniqueFd& fd, const tcp::endpoint& peer, size_t listener);
-  // Thread-safe: queue an accepted descriptor (with its peer and listener index) for this worker.
+  bool hand_over(UniqueFd& fd, const tcp::endpoint& peer, const Listener* listener);
+  // Thread-safe: queue an accepted descriptor (with its peer and listener) for this worker.
   // False (`fd` stays with the caller) when the queue could not grow.
-  bool receive(UniqueFd& fd, const tcp::endpoint& peer, size_t listener);
+  bool receive(UniqueFd& fd, const tcp::endpoint& peer, const Listener* listener);
   // Wakes the worker through its eventfd (hand-overs, drain, stop). Thread-safe.
   void wake();
   void wait_inbox();
@@ -178,7 +197,9 @@ class Worker {
   bool check_requests();
   // Takes an accepted descriptor into this worker's reactor and starts its connection (or closes
   // it, over max_connections).
-  void adopt(UniqueFd fd, const tcp::endpoint& peer, size_t listener);
+  void adopt(UniqueFd fd, const tcp::endpoint& peer, const Listener* listener);
+  // Wraps a listening socket into an acceptor of this worker (its thread, or before start).
+  size_t install_listener(UniqueFd fd, const Listener* listener);
   void sweep();
   void start_draining();
   void flush_queued();
@@ -198,18 +219,18 @@ class Worker {
   // the sweep reads): no locks in the scheduler or the reactor.
   asio::io_context io_;
   std::vector<std::unique_ptr<Acceptor>> acceptors_;
-  std::vector<std::unique_ptr<std::string>> listener_services_;  // by acceptor; stable addresses
-  std::vector<tcp> listener_protocols_;                          // by acceptor
+  std::vector<const Listener*> listeners_;  // by acceptor (in shared_.listeners)
   // Sockets handed over by other workers: queued under the mutex, announced through an eventfd
   // (written only when the queue was empty) that this worker's reactor waits on. Descriptors
   // still queued when the worker goes are closed with the queue.
   struct Handover {
     UniqueFd fd;
     tcp::endpoint peer;
-    size_t listener;
+    const Listener* listener;
   };
   std::mutex inbox_mu_;
   std::vector<Handover> inbox_;
+  std::vector<std::pair<UniqueFd, const Listener*>> new_listeners_;  // add_listener's, under inbox_mu_
   std::atomic<size_t> incoming_{0};
   // Accept errors: counted, and logged at most every 10 s.
   uint64_t accept_errors_ = 0;

@@ -307,6 +307,7 @@ void handle(Supervisor& sup, const ApiHooks& hooks, const ExchangePtr& ex, const
 }  // namespace
 
 json apply_file(Supervisor& sup, const ApiHooks& hooks, const config::File& file) {
+  if (hooks.before_apply) hooks.before_apply(file);
   auto r = sup.apply(file);
   json answer{{"Added", r.added}, {"Changed", r.changed}, {"Reconfigured", r.reconfigured}, {"Removed", r.removed}, {"Unchanged", r.unchanged}};
   if (hooks.on_apply) {

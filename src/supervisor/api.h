@@ -32,12 +32,16 @@ struct ApiHooks {
   bool protect_reads = false;
   // `down`: called once every instance has stopped; the agent exits after answering.
   std::function<void()> on_down;
+  // `apply`: before the services, what they will need of the rest of the agent (the gateway's
+  // listeners behind new <NAME>_URL variables); may throw ApiError.
+  std::function<void(const config::File&)> before_apply;
   // `apply`: after the services, the rest of the agent takes the file (the gateway's routes);
   // what it answers goes into the answer as "Gateway" (null: left out).
   std::function<nlohmann::json(const config::File&)> on_apply;
 };
 
-// `flotilla up` again with `file`: the services change, then hooks.on_apply (the gateway). Returns
+// `flotilla up` again with `file`: hooks.before_apply, the services change, then hooks.on_apply
+// (the gateway); instances start after that. Returns
 // POST apply's answer; throws ApiError. For the API and for a reload on SIGHUP.
 nlohmann::json apply_file(Supervisor& supervisor, const ApiHooks& hooks, const config::File& file);
 

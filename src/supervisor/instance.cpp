@@ -21,9 +21,9 @@ std::vector<std::string> Supervisor::Impl::environment_for(const ServiceRuntime&
   env["FLOTILLA_SERVICE"] = s.name;
   env["FLOTILLA_INSTANCE"] = id;
   env["FLOTILLA_APP"] = app;
-  for (const auto& d : s.section.depends_on) {
-    uint16_t p = gateway ? gateway->service_port(d.service) : 0;
-    if (p) env[url_variable(d.service)] = "http://127.0.0.1:" + std::to_string(p);
+  for (const auto& d : spec.dependencies) {
+    uint16_t p = gateway ? gateway->service_port(d) : 0;
+    if (p) env[url_variable(d)] = "http://127.0.0.1:" + std::to_string(p);
   }
   std::vector<std::string> out;
   out.reserve(env.size());

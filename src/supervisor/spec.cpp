@@ -52,29 +52,33 @@ RunSpec run_spec(const config::ServiceSection& s) {
   r.stop_grace_period = s.stop_grace_period;
   r.memory_bytes = s.memory_bytes;
   r.cpus = s.cpus;
+  for (const auto& d : s.depends_on) r.dependencies.push_back(d.service);
+  std::sort(r.dependencies.begin(), r.dependencies.end());
   return r;
 }
 
 json RunSpec::to_json() const {
   json env = json::object();
   for (const auto& [k, v] : environment) env[k] = v;
-  return {{"command", command},
-          {"working_dir", working_dir},
-          {"environment", env},
-          {"port_mode", port_mode_name(port_mode)},
-          {"port", port},
-          {"healthcheck",
-           {{"kind", check_kind_name(healthcheck.kind)},
-            {"http", healthcheck.http_path},
-            {"interval_ns", healthcheck.interval.count()},
-            {"timeout_ns", healthcheck.timeout.count()},
-            {"retries", healthcheck.retries},
-            {"start_period_ns", healthcheck.start_period.count()}}},
-          {"restart", restart},
-          {"stop_signal", stop_signal},
-          {"stop_grace_period_ns", stop_grace_period.count()},
-          {"memory_bytes", memory_bytes},
-          {"cpus", cpus}};
+  json j = {{"command", command},
+            {"working_dir", working_dir},
+            {"environment", env},
+            {"port_mode", port_mode_name(port_mode)},
+            {"port", port},
+            {"healthcheck",
+             {{"kind", check_kind_name(healthcheck.kind)},
+              {"http", healthcheck.http_path},
+              {"interval_ns", healthcheck.interval.count()},
+              {"timeout_ns", healthcheck.timeout.count()},
+              {"retries", healthcheck.retries},
+              {"start_period_ns", healthcheck.start_period.count()}}},
+            {"restart", restart},
+            {"stop_signal", stop_signal},
+            {"stop_grace_period_ns", stop_grace_period.count()},
+            {"memory_bytes", memory_bytes},
+            {"cpus", cpus}};
+  if (!dependencies.empty()) j["dependencies"] = dependencies;
+  return j;
 }
 
 RunSpec RunSpec::from_json(const json& j) {
@@ -102,6 +106,7 @@ RunSpec RunSpec::from_json(const json& j) {
     r.stop_grace_period = Duration(j.at("stop_grace_period_ns").get<int64_t>());
     r.memory_bytes = j.at("memory_bytes").get<uint64_t>();
     r.cpus = j.at("cpus").get<double>();
+    if (j.contains("dependencies")) r.dependencies = j.at("dependencies").get<std::vector<std::string>>();
     return r;
   } catch (const json::exception& e) {
     throw std::runtime_error(std::string("unreadable service spec: ") + e.what());

@@ -28,6 +28,10 @@ struct RunSpec {
   Duration stop_grace_period = std::chrono::seconds(10);
   uint64_t memory_bytes = 0;
   double cpus = 0;
+  // The depends_on services, sorted: each gives the instances a <NAME>_URL, so a change is a
+  // new environment (a rollout). Left out of the JSON when empty, so the versions of services
+  // without dependencies are those earlier flotilla versions computed.
+  std::vector<std::string> dependencies;
 
   // 8 hex digits of xxHash64 over the canonical JSON: equal specs, equal versions.
   std::string version() const;

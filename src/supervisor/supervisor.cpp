@@ -4,6 +4,8 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <map>
+
 namespace flotilla::supervisor {
 
 int64_t wall_ms() {
@@ -348,6 +350,7 @@ Supervisor::ApplyResult Supervisor::apply(const config::File& file) {
     throw ApiError(409, "this agent runs \"" + im.app + "\", not \"" + file.name + "\" (each application has its own agent)", "name");
   ApplyResult out;
   std::set<std::string> in_file;
+  std::vector<std::string> reconcile_after;
   for (const auto* section : file.start_order()) {
     in_file.insert(section->name);
     auto* s = im.find(section->name);
@@ -363,13 +366,19 @@ Supervisor::ApplyResult Supervisor::apply(const config::File& file) {
       im.order.push_back(section->name);
       out.added.push_back(section->name);
       im.event(section->name, "", "added", "added to the application");
+      reconcile_after.push_back(section->name);
       continue;
     }
     auto file_spec = std::make_shared<const RunSpec>(run_spec(*section));
     const bool spec_changed = file_spec->version() != s->file_version;
     const bool replicas_changed = section->replicas != s->file_replicas;
+    auto conditions = [](const config::ServiceSection& sec) {
+      std::map<std::string, std::string> out;
+      for (const auto& d : sec.depends_on) out[d.service] = d.condition;
+      return out;
+    };
     const bool other_changed = !(section->autoscale == s->section.autoscale) || !(section->deploy == s->section.deploy) ||
-                               section->depends_on.size() != s->section.depends_on.size();
+                               conditions(*section) != conditions(s->section);
     s->removing = false;
     s->section = *section;
     if (replicas_changed) {
@@ -400,8 +409,14 @@ Supervisor::ApplyResult Supervisor::apply(const config::File& file) {
       out.unchanged.push_back(s->name);
     }
     im.persist(*s);
-    im.reconcile(*s);
+    reconcile_after.push_back(s->name);
   }
+  // Instances start once this call is over: after the gateway took the same file (its routes,
+  // and the listeners behind <NAME>_URL), so a new instance never calls a route not there yet.
+  for (const auto& name : reconcile_after)
+    im.loop.post([&im, name] {
+      if (auto* s = im.find(name)) im.reconcile(*s);
+    });
   for (auto& [name, s] : im.services) {
     if (in_file.count(name) || s->removing) continue;
     s->removing = true;

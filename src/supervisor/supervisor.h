@@ -73,7 +73,7 @@ class Supervisor {
 
   struct ApplyResult {
     // changed: a new version, rolling out; reconfigured: replicas, autoscale, deploy or
-    // depends_on changed, no instance replaced.
+    // a depends_on condition changed, no instance replaced.
     std::vector<std::string> added, changed, reconfigured, removed, unchanged;
   };
   // A newer version of the file (`flotilla up` again): new services start, changed ones roll

@@ -833,6 +833,59 @@ def test_reapplied_up_changes_only_what_changed(make_app):
     assert {i["ID"] for i in moving_new} <= {i["ID"] for i in app.instances("moving")}, "an instance was replaced"
 
 
+def test_a_dependency_added_while_running_gets_its_url(make_app):
+    # Nothing depends on anything at first: the gateway has no listener of a service's own.
+    quotes = f"""  quotes:
+    command: {CPP}
+    healthcheck: {{http: /healthz, interval: 100ms}}
+"""
+    app = make_app(quotes, routes=ROUTE_ALL_TO.format("quotes"))
+    app.up()
+    assert app.service_port("quotes") == 0
+    quotes_before = {i["ID"] for i in app.instances("quotes")}
+
+    # A new service that depends on quotes: quotes gets a listener, web its QUOTES_URL.
+    web = f"""  web:
+    command: {PY}
+    depends_on: [quotes]
+    healthcheck: {{http: /healthz, interval: 100ms}}
+"""
+    r = app.cli("up", "-f", app.path)
+    assert "added:     -" in r.stdout, r.stdout  # nothing changed yet: the file is the same
+    app.write(quotes + web)
+    r = app.cli("up", "-f", app.path)
+    assert re.search(r"added: +web\n", r.stdout) and "restart needed" not in r.stdout, r.stdout
+    port = app.service_port("quotes")
+    assert port > 0
+    (w,) = wait_for(lambda: ready_instances(app, "web"), timeout=15, what="web ready")
+    status, env = http(f"http://127.0.0.1:{w['Port']}/env")
+    assert status == 200 and env["QUOTES_URL"] == f"http://127.0.0.1:{port}", env.get("QUOTES_URL")
+    for _ in range(4):  # on both workers' listeners
+        status, body = http(f"http://127.0.0.1:{w['Port']}/call?dep=quotes")
+        assert status == 200 and body["via"]["service"] == "quotes", body
+    assert {i["ID"] for i in app.instances("quotes")} == quotes_before, "quotes was not touched"
+
+    # An existing service gains a dependency: a new environment, so it rolls out with USERS_URL.
+    users = f"""  users:
+    command: {SH}
+    healthcheck: {{http: /healthz, interval: 100ms}}
+"""
+    app.write(quotes.replace("    healthcheck:", "    depends_on: [users]\n    healthcheck:") + web + users)
+    r = app.cli("up", "-f", app.path)
+    assert re.search(r"changed: +quotes ", r.stdout) and re.search(r"added: +users\n", r.stdout), r.stdout
+
+    def rolled():
+        inst = app.instances("quotes")
+        return (len(inst) == 1 and inst[0]["ID"] not in quotes_before and inst[0]["State"] == "ready"
+                and "Rollout" not in app.service("quotes") and inst)
+    (q,) = wait_for(rolled, timeout=30, what="quotes rolled out")
+    status, env = http(f"http://127.0.0.1:{q['Port']}/env")
+    assert env["USERS_URL"] == f"http://127.0.0.1:{app.service_port('users')}", env.get("USERS_URL")
+    status, body = http(env["USERS_URL"] + "/")
+    assert status == 200 and body["service"] == "users", body
+    assert app.service_port("quotes") == port, "a listener stays where it is"
+
+
 # ---- 11. config errors, up -d, down -f ----
 
 def test_config_errors_are_reported_with_file_line_col(tmp_path):

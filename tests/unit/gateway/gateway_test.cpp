@@ -177,7 +177,7 @@ TEST(GatewayReconfigureTest, ARelativeAccessLogIsTheSameFileGivenAnAbsolutePath)
   std::filesystem::remove_all(dir_template);
 }
 
-TEST(GatewayReconfigureTest, AServiceListenerNeedsARestart) {
+TEST(GatewayReconfigureTest, AServiceListenerJoinsOnceOpened) {
   metrics::Registry m;
   config::File f = file_of(kOne);
   f.gateway->service_listeners = {"db"};
@@ -185,11 +185,28 @@ TEST(GatewayReconfigureTest, AServiceListenerNeedsARestart) {
   EXPECT_EQ(gw.services(), (std::set<std::string>{"db", "web"}));
   config::File next = file_of(kOne);
   next.gateway->service_listeners = {"cache", "db"};
+  // Not opened (the agent opens it before the services change): it cannot take effect.
   auto c = gw.reconfigure(next);
   EXPECT_EQ(c.restart_needed, vec({"depends_on: cache (its own gateway listener)"}));
   EXPECT_FALSE(c.routes_changed);  // db's listener route stays in front, as it was
   EXPECT_EQ(gw.services(), (std::set<std::string>{"db", "web"}));
   EXPECT_EQ(Gateway::services_of(next), (std::set<std::string>{"cache", "db", "web"}));
+
+  const uint16_t port = gw.add_service_listener("cache");
+  EXPECT_NE(port, 0);
+  EXPECT_EQ(gw.service_port("cache"), port);
+  EXPECT_EQ(gw.add_service_listener("cache"), port) << "one listener per service";
+  c = gw.reconfigure(next);
+  EXPECT_TRUE(c.restart_needed.empty()) << c.summary();
+  EXPECT_TRUE(c.routes_changed);  // cache's listener route
+  EXPECT_EQ(gw.services(), (std::set<std::string>{"cache", "db", "web"}));
+
+  // No longer depended on: the listener and its route stay until a restart (the URL may be in use).
+  next.gateway->service_listeners = {"db"};
+  c = gw.reconfigure(next);
+  EXPECT_TRUE(c.restart_needed.empty()) << c.summary();
+  EXPECT_FALSE(c.routes_changed);
+  EXPECT_EQ(gw.services(), (std::set<std::string>{"cache", "db", "web"}));
 }
 
 }  // namespace
