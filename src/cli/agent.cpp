@@ -326,8 +326,9 @@ int run_agent(const AgentOptions& o, const config::File* file) {
             for (const auto& x : v) out += (out.empty() ? "" : ", ") + x.get<std::string>();
             return out.empty() ? std::string("-") : out;
           };
-          spdlog::info("applied {}: services added: {}; changed: {}; removed: {}", file->path, list(a["Added"]),
-                       list(a["Changed"]), list(a["Removed"]));
+          spdlog::info("applied {}: services added: {}; changed: {}; settings: {}; removed: {}; re-run: {}", file->path,
+                       list(a["Added"]), list(a["Changed"]), list(a["Reconfigured"]), list(a["Removed"]),
+                       list(a["Rerun"]));
           if (a.contains("Gateway") && !a["Gateway"].contains("Routes"))
             spdlog::warn("gateway: adding or removing the gateway needs a restart; the running one stays as it is");
         } catch (const std::exception& err) {

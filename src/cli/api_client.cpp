@@ -63,7 +63,8 @@ ApiResponse ApiClient::request(const std::string& method, const std::string& tar
   stream.connect(endpoints, ec);
   if (ec)
     throw AgentUnreachable("cannot reach the flotilla agent at " + host_port_ + " (" + ec.message() +
-                             "); is it running? (--api or FLOTILLA_API picks another)");
+                               "); is it running? (--api or FLOTILLA_API picks another)",
+                           ec == asio::error::connection_refused);
   bhttp::request<bhttp::string_body> req{bhttp::string_to_verb(method), target, 11};
   req.set(bhttp::field::host, host_port_);
   req.set(bhttp::field::user_agent, "flotilla-cli");

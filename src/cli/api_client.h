@@ -21,7 +21,14 @@ struct ApiResponse {
 // other failures (a request cut off, a read timeout) are plain std::runtime_error.
 class AgentUnreachable : public std::runtime_error {
  public:
-  using std::runtime_error::runtime_error;
+  explicit AgentUnreachable(const std::string& message, bool refused = false)
+      : std::runtime_error(message), refused_(refused) {}
+  // The address answered that nothing listens there (ECONNREFUSED), as opposed to a name that
+  // does not resolve or a connection that timed out.
+  bool refused() const { return refused_; }
+
+ private:
+  bool refused_;
 };
 
 class ApiClient {

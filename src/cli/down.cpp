@@ -31,8 +31,10 @@ int run(const DownOptions& o) {
   ApiResponse r;
   try {
     r = client.request("GET", "/v1/flotilla/status", {}, 10s);
-  } catch (const AgentUnreachable&) {
-    // As `docker compose down`: nothing running is nothing to stop, not a failure.
+  } catch (const AgentUnreachable& e) {
+    // As `docker compose down`: nothing running is nothing to stop, not a failure. A name that
+    // does not resolve or an address that does not answer at all may be a typo: say so.
+    if (!e.refused()) return fail("down", e.what());
     std::cout << "nothing to stop: no agent at " << client.address() << "\n";
     return 0;
   }

@@ -73,7 +73,9 @@ int run(const StatusOptions& o) {
   for (const auto& s : services) {
     const int ready = s.value("Ready", 0), desired = s.value("Desired", 0), total = s.value("Total", 0);
     std::string ready_text = std::to_string(ready) + "/" + std::to_string(desired);
-    if (total != desired) ready_text += " (" + std::to_string(total) + ")";
+    // A one-shot job that ended has no instance left by design: "(0)" would read as an outage.
+    const int ended = s.value("Completed", 0) + s.value("Failed", 0);
+    if (total != desired && !(ended > 0 && total + ended >= desired)) ready_text += " (" + std::to_string(total) + ")";
     const double rps = s.value("RequestsPerSecond", 0.0);
     const bool traffic = rps > 0;
     t.add({s.value("Name", std::string()), s.value("Version", std::string()), s.value("State", std::string()),

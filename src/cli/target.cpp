@@ -20,7 +20,8 @@ void add_target_options(CLI::App* cmd, Target& target, bool short_file) {
   cmd->add_option("--api", target.api,
                   "Agent HOST:PORT (default: agent.api of --file, $FLOTILLA_API, agent.api of ./flotilla.yaml, "
                   "127.0.0.1:7700)");
-  cmd->add_option("--token", target.token, "The agent's token, for writes (default $FLOTILLA_TOKEN)");
+  cmd->add_option("--token", target.token,
+                  "The agent's token, for writes and for reads it protects (default $FLOTILLA_TOKEN)");
   cmd->add_option(short_file ? "-f,--file" : "--file", target.file,
                   "Use the agent of this flotilla.yaml (its agent.api)");
 }

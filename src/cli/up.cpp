@@ -77,6 +77,8 @@ std::optional<int> apply_to_running(const config::File& file, const std::string&
   if (!j.value("Reconfigured", nlohmann::json::array()).empty())
     std::cout << "  settings:  " << join(j["Reconfigured"])
               << "  (replicas, autoscale, deploy or a depends_on condition; no instance replaced)\n";
+  if (!j.value("Rerun", nlohmann::json::array()).empty())
+    std::cout << "  re-run:    " << join(j["Rerun"]) << "  (one-shot jobs that had failed)\n";
   std::cout << "  removed:   " << join(j["Removed"]) << "\n"
             << "  unchanged: " << join(j["Unchanged"]) << "\n";
   if (j.contains("Gateway") && j["Gateway"].is_object()) {
@@ -185,6 +187,10 @@ int detach_and_wait(const UpOptions& o, const config::File& file, const AgentOpt
         std::cout << "  " << name << ": " << ready << "/" << desired << " ready";
         if (completed) std::cout << ", " << completed << " completed";
         if (failures) std::cout << ", " << failures << " failed (exited, not restarted)";
+        std::string waiting;
+        for (const auto& d : svc.value("WaitingFor", nlohmann::json::array()))
+          waiting += (waiting.empty() ? "" : ", ") + d.get<std::string>();
+        if (!waiting.empty()) std::cout << ", waiting for " << waiting;
         std::cout << "\n";
         if (failures) failed.push_back(name);
         else if (!service_settled(svc)) not_ready.push_back(name);
@@ -200,9 +206,12 @@ int detach_and_wait(const UpOptions& o, const config::File& file, const AgentOpt
         rc = 1;
         if (!failed.empty())
           std::cerr << "flotilla up: failed: " << list(failed) << "; see flotilla ps and flotilla logs\n";
-        if (!not_ready.empty())
-          std::cerr << "flotilla up: not ready after " << o.wait_seconds << " s: " << list(not_ready)
+        if (!not_ready.empty()) {
+          char took[32];
+          std::snprintf(took, sizeof took, "%.1f", secs);
+          std::cerr << "flotilla up: not ready after " << took << " s: " << list(not_ready)
                     << "; see flotilla status and flotilla logs\n";
+        }
       }
     }
   } catch (const std::exception&) {

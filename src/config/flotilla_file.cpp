@@ -683,8 +683,11 @@ File parse(const std::string& text, const std::string& path) {
   }
   if (const auto& svcs = root["services"]) {
     if (!svcs.IsMap()) r.fail(svcs, "services must be a mapping of service name to its settings");
-    for (auto it = svcs.begin(); it != svcs.end(); ++it)
-      f.services.push_back(read_service(r, it->first, it->second, std::filesystem::absolute(f.dir).lexically_normal().string()));
+    // `-f flotilla.yaml` gives "." ("/app/" once absolute), `flotilla up` again the absolute path
+    // ("/app"): one directory, one default working_dir, or every service would seem changed.
+    std::string base = std::filesystem::absolute(f.dir).lexically_normal().string();
+    if (base.size() > 1 && base.back() == '/') base.pop_back();
+    for (auto it = svcs.begin(); it != svcs.end(); ++it) f.services.push_back(read_service(r, it->first, it->second, base));
     std::set<std::string> seen;
     for (auto it = svcs.begin(); it != svcs.end(); ++it)
       if (!seen.insert(it->first.Scalar()).second) r.fail(it->first, "duplicate service \"" + it->first.Scalar() + "\"");

@@ -81,9 +81,10 @@ UniqueFd open_listening_socket(const tcp::endpoint& ep) {
   if (!fd.valid() || ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
       ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0 ||
       ::bind(fd.get(), ep.data(), static_cast<socklen_t>(ep.size())) != 0 || ::listen(fd.get(), 4096) != 0) {
+    const int error = errno;
     const std::string address = ep.address().is_v6() ? "[" + ep.address().to_string() + "]:" + std::to_string(ep.port())
                                                      : ep.address().to_string() + ":" + std::to_string(ep.port());
-    throw std::runtime_error("gateway cannot listen on " + address + ": " + std::strerror(errno));
+    throw std::runtime_error("gateway cannot listen on " + address + ": " + std::strerror(error));
   }
   return fd;
 }

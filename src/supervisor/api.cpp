@@ -291,14 +291,18 @@ void handle(Supervisor& sup, const ApiHooks& hooks, const ExchangePtr& ex, const
     // SIGTERM; without it `down` forgets it.
     bool keep = false;
     if (const std::string* k = req.param("keep")) {
-      if (*k == "" || *k == "true") keep = true;
-      else if (*k != "false") throw bad_request("query parameter keep must be true or false (or bare ?keep)", "keep");
+      if (*k == "" || *k == "true" || *k == "1") keep = true;
+      else if (*k != "false" && *k != "0")
+        throw bad_request("query parameter keep must be true or false (or bare ?keep)", "keep");
     }
     auto on_down = hooks.on_down;
-    sup.stop_all(!keep, [ex, on_down] {
-      ok(ex, json{{"Stopped", true}});
-      if (on_down) on_down();
-    });
+    sup.stop_all(
+        !keep,
+        [ex, on_down] {
+          ok(ex, json{{"Stopped", true}});
+          if (on_down) on_down();
+        },
+        keep ? "flotilla down --keep: stopping every service (scale and deploys kept)" : "");
     return;
   }
   throw ApiError(404, "unknown path " + req.path);
@@ -307,9 +311,10 @@ void handle(Supervisor& sup, const ApiHooks& hooks, const ExchangePtr& ex, const
 }  // namespace
 
 json apply_file(Supervisor& sup, const ApiHooks& hooks, const config::File& file) {
+  sup.check_apply(file);  // before the hook opens anything for a file that is refused
   if (hooks.before_apply) hooks.before_apply(file);
   auto r = sup.apply(file);
-  json answer{{"Added", r.added}, {"Changed", r.changed}, {"Reconfigured", r.reconfigured}, {"Removed", r.removed}, {"Unchanged", r.unchanged}};
+  json answer{{"Added", r.added}, {"Changed", r.changed}, {"Reconfigured", r.reconfigured}, {"Removed", r.removed}, {"Unchanged", r.unchanged}, {"Rerun", r.rerun}};
   if (hooks.on_apply) {
     json gateway = hooks.on_apply(file);
     if (!gateway.is_null()) answer["Gateway"] = std::move(gateway);

@@ -4,21 +4,29 @@
 
 namespace flotilla::supervisor {
 
+Supervisor::Impl::Finished Supervisor::Impl::finished(const ServiceRuntime& s) const {
+  Finished f;
+  for (const auto& i : s.instances)
+    if (i->state == Instance::State::exited && i->no_restart && !i->canary && i->version == s.spec->version())
+      ++(i->exit_ok ? f.completed : f.failed);
+  return f;
+}
+
 std::vector<std::string> Supervisor::Impl::unmet_dependencies(const ServiceRuntime& s) const {
   std::vector<std::string> unmet;
   for (const auto& d : s.section.depends_on) {
     auto it = services.find(d.service);
     const ServiceRuntime* dep = it == services.end() ? nullptr : it->second.get();
     if (!dep || dep->desired() == 0) continue;
-    int started = 0, ready = 0, completed = 0;
+    int started = 0, ready = 0;
     for (const auto& i : dep->instances) {
       if (i->live()) ++started;
       if (i->state == Instance::State::ready) ++ready;
-      if (i->state == Instance::State::exited && i->no_restart && i->exit_ok && !i->canary) ++completed;
     }
-    // As compose: service_completed_successfully waits for every instance to exit with 0.
+    // As compose: service_completed_successfully waits for every instance (of the version the
+    // file now asks for) to exit with 0.
     const bool met = d.condition == "service_healthy"                  ? ready > 0
-                     : d.condition == "service_completed_successfully" ? completed >= dep->desired()
+                     : d.condition == "service_completed_successfully" ? finished(*dep).completed >= dep->desired()
                                                                        : started > 0;
     if (!met) unmet.push_back(d.service);
   }
@@ -51,9 +59,9 @@ void Supervisor::Impl::reconcile(ServiceRuntime& s) {
   }
   const int want = s.desired();
   std::vector<Instance*> fresh_ready, fresh_starting, old, canaries;
-  int exited_for_good = 0;
+  const Finished done = finished(s);
+  const int exited_for_good = done.completed + done.failed;
   for (auto& i : s.instances) {
-    if (i->state == Instance::State::exited && i->no_restart && i->version == s.spec->version()) ++exited_for_good;
     if (!i->live()) continue;
     if (i->canary) canaries.push_back(i.get());
     else if (i->spec == s.spec || i->version == s.spec->version())

@@ -134,7 +134,7 @@ json Supervisor::Impl::service_json(const ServiceRuntime& s) const {
   // Ready and Total count the service's own instances; a canary instance is reported apart.
   // Completed and Failed count instances of this version that exited and stay so (restart:
   // on-failure after a 0, or no): a one-shot job's end, not an instance still to come.
-  int ready = 0, total = 0, canary_ready = 0, completed = 0, failed = 0;
+  int ready = 0, total = 0, canary_ready = 0;
   for (const auto& i : s.instances) {
     if (i->canary) {
       if (i->state == Instance::State::ready) ++canary_ready;
@@ -142,9 +142,8 @@ json Supervisor::Impl::service_json(const ServiceRuntime& s) const {
     }
     if (i->state != Instance::State::exited) ++total;
     if (i->state == Instance::State::ready) ++ready;
-    if (i->state == Instance::State::exited && i->no_restart && i->version == s.spec->version())
-      ++(i->exit_ok ? completed : failed);
   }
+  const auto [completed, failed] = finished(s);
   const int desired = s.desired();
   const bool settled = ready + completed + failed >= desired;
   std::vector<std::string> waiting_for;
@@ -204,21 +203,30 @@ void Supervisor::Impl::add_service(const config::ServiceSection& section, const 
   s->spec = file_spec;
   if (record) {
     try {
-      if (record->at("file_version").get<std::string>() == s->file_version) {
+      // A spec stored before dependencies were part of a version has none: it gets the file's
+      // (its instances need their <NAME>_URL), and its file version is the one computed without.
+      auto stored = [&](const json& j) {
+        RunSpec r = RunSpec::from_json(j);
+        if (!j.contains("dependencies")) r.dependencies = file_spec->dependencies;
+        return std::make_shared<const RunSpec>(std::move(r));
+      };
+      RunSpec without = *file_spec;
+      without.dependencies.clear();
+      const auto recorded = record->at("file_version").get<std::string>();
+      if (recorded == s->file_version || (!record->at("spec").contains("dependencies") && recorded == without.version())) {
         // The file did not change this service: what was deployed, scaled or canaried stays.
-        s->spec = std::make_shared<const RunSpec>(RunSpec::from_json(record->at("spec")));
-        if (!record->at("previous").is_null())
-          s->previous = std::make_shared<const RunSpec>(RunSpec::from_json(record->at("previous")));
+        s->spec = stored(record->at("spec"));
+        if (!record->at("previous").is_null()) s->previous = stored(record->at("previous"));
         if (!record->at("replicas").is_null() && record->value("file_replicas", section.replicas) == section.replicas)
           s->replicas_override = record->at("replicas").get<int>();
         if (!record->at("canary").is_null()) {
           Canary c;
           c.percent = record->at("canary").at("percent").get<int>();
-          c.spec = std::make_shared<const RunSpec>(RunSpec::from_json(record->at("canary").at("spec")));
+          c.spec = stored(record->at("canary").at("spec"));
           s->canary = c;
         }
       } else {
-        s->previous = std::make_shared<const RunSpec>(RunSpec::from_json(record->at("spec")));
+        s->previous = stored(record->at("spec"));
       }
     } catch (const std::exception& e) {
       spdlog::warn("supervisor: the stored state of {} is unreadable ({}); starting from the file", s->name, e.what());
@@ -343,11 +351,16 @@ void Supervisor::start(const config::File& file) {
   im.tick->arm(1s, [&im] { im.on_tick(); });
 }
 
-Supervisor::ApplyResult Supervisor::apply(const config::File& file) {
-  auto& im = *impl_;
+void Supervisor::check_apply(const config::File& file) const {
+  const auto& im = *impl_;
   if (im.stopping_all) throw ApiError(409, "the application is stopping");
   if (file.name != im.app)
     throw ApiError(409, "this agent runs \"" + im.app + "\", not \"" + file.name + "\" (each application has its own agent)", "name");
+}
+
+Supervisor::ApplyResult Supervisor::apply(const config::File& file) {
+  auto& im = *impl_;
+  check_apply(file);
   ApplyResult out;
   std::set<std::string> in_file;
   std::vector<std::string> reconcile_after;
@@ -408,13 +421,27 @@ Supervisor::ApplyResult Supervisor::apply(const config::File& file) {
     } else {
       out.unchanged.push_back(s->name);
     }
+    // A one-shot job of this version that failed runs again (`docker compose up` starts exited
+    // containers): the usual next step after fixing what made it fail.
+    const size_t before = s->instances.size();
+    s->instances.erase(std::remove_if(s->instances.begin(), s->instances.end(),
+                                      [&](const auto& i) {
+                                        return i->state == Instance::State::exited && i->no_restart && !i->exit_ok &&
+                                               !i->canary && i->version == s->spec->version();
+                                      }),
+                       s->instances.end());
+    if (s->instances.size() != before) {
+      out.rerun.push_back(s->name);
+      im.event(s->name, "", "rerun", "flotilla up: the one-shot job that failed runs again");
+    }
     im.persist(*s);
     reconcile_after.push_back(s->name);
   }
   // Instances start once this call is over: after the gateway took the same file (its routes,
   // and the listeners behind <NAME>_URL), so a new instance never calls a route not there yet.
   for (const auto& name : reconcile_after)
-    im.loop.post([&im, name] {
+    im.loop.post([&im, alive = im.alive, name] {
+      if (!*alive) return;
       if (auto* s = im.find(name)) im.reconcile(*s);
     });
   for (auto& [name, s] : im.services) {
@@ -533,12 +560,13 @@ void Supervisor::rollback(const std::string& service, Done done) {
   im.persist(s, [done = std::move(done)](const std::string& error) { done(error); });
 }
 
-void Supervisor::stop_all(bool forget, std::function<void()> done) {
+void Supervisor::stop_all(bool forget, std::function<void()> done, const std::string& why) {
   auto& im = *impl_;
   im.stop_done.push_back(std::move(done));
   if (!im.stopping_all) {
     im.stopping_all = true;
-    im.event("", "", "stopping", forget ? "flotilla down: stopping every service" : "agent stopping: stopping every service");
+    im.event("", "", "stopping",
+             !why.empty() ? why : forget ? "flotilla down: stopping every service" : "agent stopping: stopping every service");
     if (forget) {
       std::vector<store::Op> ops;
       for (auto& [name, s] : im.services) {

@@ -74,11 +74,15 @@ class Supervisor {
   struct ApplyResult {
     // changed: a new version, rolling out; reconfigured: replicas, autoscale, deploy or
     // a depends_on condition changed, no instance replaced.
-    std::vector<std::string> added, changed, reconfigured, removed, unchanged;
+    // rerun: one-shot jobs that had failed, run again (as compose starts exited containers).
+    std::vector<std::string> added, changed, reconfigured, removed, unchanged, rerun;
   };
   // A newer version of the file (`flotilla up` again): new services start, changed ones roll
   // out, removed ones stop; unchanged ones are untouched. Throws ApiError.
   ApplyResult apply(const config::File& file);
+  // What apply refuses before changing anything (another application's file, a stopping
+  // agent): throws ApiError.
+  void check_apply(const config::File& file) const;
 
   // Each throws ApiError for a bad request, else answers `done` once the change is durable.
   void scale(const std::string& service, int replicas, Done done);
@@ -89,7 +93,8 @@ class Supervisor {
   // Stops every instance, dependents before their dependencies, each drained first; `done` runs
   // when all have exited. `forget`: also drop the runtime desired state (scale, deploys), as
   // `flotilla down` does; a plain shutdown keeps it.
-  void stop_all(bool forget, std::function<void()> done);
+  // `why`: the event's message (default: what `forget` says).
+  void stop_all(bool forget, std::function<void()> done, const std::string& why = {});
 
   nlohmann::json status() const;
   nlohmann::json instances(const std::string& service) const;  // empty: all

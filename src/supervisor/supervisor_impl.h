@@ -258,6 +258,13 @@ struct Supervisor::Impl {
   // The dependencies whose condition does not hold yet (service_started, service_healthy,
   // service_completed_successfully); empty: the service may start.
   std::vector<std::string> unmet_dependencies(const ServiceRuntime& s) const;
+  // Instances of the service's current version (canaries aside) that exited and stay so (restart:
+  // no, or on-failure after 0): one-shot jobs that completed (exit 0) or failed.
+  struct Finished {
+    int completed = 0;
+    int failed = 0;
+  };
+  Finished finished(const ServiceRuntime& s) const;
   bool dependencies_ready(const ServiceRuntime& s) { return unmet_dependencies(s).empty(); }
   void roll_back_failed(ServiceRuntime& s, const std::string& why);
   // Makes what runs converge on what is desired, one step at a time. Called after every change.

@@ -187,9 +187,9 @@ def test_live_endpoint_changes_under_load(make_stack, make_backend):
         returned = time.monotonic()
         # The gateway's own view (/v1/flotilla/gateway) is read from the snapshot the workers
         # were handed, on the thread that handed it over: once it shows the change, every
-        # request read after it must route by it. How long that took is measured and printed,
-        # not asserted (timing belongs in benchmarks); a change that never arrives fails here.
-        wait_for(lambda: ids(stack.endpoints("web")) == sorted(expected) or None, timeout=5, interval=0.005,
+        # request read after it must route by it. How long that took is printed; the target is
+        # 100 ms, and only a change that takes over 3 s (lost, or stuck behind something) fails.
+        wait_for(lambda: ids(stack.endpoints("web")) == sorted(expected) or None, timeout=3, interval=0.005,
                  what=f"{name}: the gateway's endpoints to become {sorted(expected)}")
         events.append((name, backend, kind, start, returned, time.monotonic()))
 

@@ -119,6 +119,17 @@ def events(app, service=None, kind=None, instance=None):
             and (instance is None or e["Instance"] == instance)]
 
 
+def listening_sockets(port):
+    """How many TCP sockets listen on 127.0.0.1:port (SO_REUSEPORT: one per gateway worker)."""
+    n = 0
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            if state == "0A" and local == f"0100007F:{port:04X}":
+                n += 1
+    return n
+
+
 def first_event(app, service, kind):
     found = events(app, service, kind)
     assert found, f"no {kind!r} event for {service}: {app.events()}"
@@ -359,13 +370,13 @@ def test_restart_no_and_on_failure_with_exit_0_are_not_restarted(make_app):
 
 def test_a_one_shot_job_completes_and_gates_its_dependent(make_app, tmp_path):
     # A migration as compose runs it: restart "no", and a dependent that waits for exit 0.
-    marker = tmp_path / "migrated"
+    marker, gate = tmp_path / "migrated", tmp_path / "gate"
     app = make_app(f"""  web:
     command: {SH}
     depends_on: {{migrate: {{condition: service_completed_successfully}}}}
     healthcheck: {{http: /healthz, interval: 100ms}}
   migrate:
-    command: "sleep 2; touch {marker}"
+    command: "while [ ! -f {gate} ]; do sleep 0.05; done; touch {marker}"
     port: none
     restart: "no"
 """)
@@ -380,6 +391,9 @@ def test_a_one_shot_job_completes_and_gates_its_dependent(make_app, tmp_path):
                        what="web waiting for migrate")
         assert web["WaitingFor"] == ["migrate"] and web["Total"] == 0 and not marker.exists(), web
         assert "waiting for migrate" in app.cli("status").stdout
+        time.sleep(1.2)  # the 1 s tick looked again: web still waits for the job
+        assert app.instances("web") == [] and up.poll() is None
+        gate.touch()
         out, err = up.communicate(timeout=60)
         assert up.returncode == 0, out + err
         assert "migrate: 0/1 ready, 1 completed" in out and "all services ready" in out, out
@@ -388,7 +402,7 @@ def test_a_one_shot_job_completes_and_gates_its_dependent(make_app, tmp_path):
         assert web["State"] == "running" and web["Ready"] == 1 and "WaitingFor" not in web, web
         assert first_event(app, "web", "started")["Seq"] > first_event(app, "migrate", "exited")["Seq"]
         st = app.cli("status").stdout
-        assert re.search(r"migrate\s+\S+\s+completed\s+0/1", st) and "1 completed (exit 0)" in st, st
+        assert re.search(r"migrate\s+\S+\s+completed\s+0/1 ", st) and "1 completed (exit 0)" in st, st
         assert app.cli("down", "-f", app.path).returncode == 0
         wait_for(lambda: not alive(agent_pid), timeout=10, what="the detached agent gone")
     finally:
@@ -396,6 +410,45 @@ def test_a_one_shot_job_completes_and_gates_its_dependent(make_app, tmp_path):
             up.kill()
         if agent_pid and alive(agent_pid) and "flotilla" in describe(agent_pid):
             os.kill(agent_pid, signal.SIGKILL)
+
+
+def test_a_failed_job_runs_again_on_up_and_a_changed_job_is_waited_for_again(make_app, tmp_path):
+    ok, gate = tmp_path / "ok", tmp_path / "gate"
+    job = f"""  migrate:
+    command: "test -f {ok}"
+    port: none
+    restart: "no"
+"""
+    web = f"""  web:
+    command: {SH}
+    depends_on: {{migrate: {{condition: service_completed_successfully}}}}
+    healthcheck: {{http: /healthz, interval: 100ms}}
+"""
+    app = make_app(job + web)
+    app.up(wait_ready=False)
+    wait_for(lambda: app.service("migrate")["State"] == "failed", timeout=10, what="migrate failed")
+    assert app.service("web")["State"] == "waiting"
+    # The cause is fixed; `flotilla up` runs the failed job again, and web follows.
+    ok.touch()
+    r = app.cli("up", "-f", app.path)
+    assert re.search(r"re-run: +migrate ", r.stdout), r.stdout
+    wait_for(lambda: app.service("migrate")["State"] == "completed", timeout=10, what="migrate completed")
+    wait_for(lambda: ready_instances(app, "web"), timeout=15, what="web ready")
+    assert len(events(app, "migrate", "rerun")) == 1
+    r = app.cli("up", "-f", app.path)  # a completed job is not run again
+    assert "re-run" not in r.stdout and len(events(app, "migrate", "started")) == 2, r.stdout
+
+    # A new version of the job: a service added with it waits for that version, not the old one.
+    web2 = web.replace("  web:", "  web2:")
+    app.write(job.replace(f"test -f {ok}", f"while [ ! -f {gate} ]; do sleep 0.05; done") + web + web2)
+    r = app.cli("up", "-f", app.path)
+    assert re.search(r"changed: +migrate ", r.stdout) and re.search(r"added: +web2\n", r.stdout), r.stdout
+    wait_for(lambda: app.service("web2")["State"] == "waiting", timeout=5, what="web2 waiting")
+    time.sleep(1.2)  # the 1 s tick looked again
+    assert app.instances("web2") == [], "web2 started before the new version of migrate completed"
+    gate.touch()
+    wait_for(lambda: ready_instances(app, "web2"), timeout=15, what="web2 ready")
+    assert app.service("migrate")["State"] == "completed"
 
 
 def test_up_detached_fails_when_a_one_shot_job_fails(make_app):
@@ -756,8 +809,11 @@ def test_down_keep_restarts_with_runtime_changes_and_plain_down_forgets_them(mak
     v2 = app.service("svc")["Version"]
     assert v2 != v1
 
+    status, body = app.request("POST", "/v1/flotilla/down?keep=maybe")
+    assert status == 400 and body["field"] == "keep", body
     r = app.cli("down", "--keep")
     assert app.proc.wait(timeout=10) == 0, r.stdout + r.stderr
+    assert "flotilla down --keep: stopping every service" in app.read_log()
     app.up()
     s = app.service("svc")
     assert (s["Version"], s["Desired"], s["Ready"]) == (v2, 2, 2), s
@@ -852,15 +908,25 @@ def test_a_dependency_added_while_running_gets_its_url(make_app):
 """
     r = app.cli("up", "-f", app.path)
     assert "added:     -" in r.stdout, r.stdout  # nothing changed yet: the file is the same
+    # Another application's file is refused before the gateway opens anything for it.
+    other = os.path.join(app.dir, "other.yaml")
+    with open(app.path) as f:
+        text = f.read()
+    with open(other, "w") as f:
+        f.write(text.replace(f"name: {app.name}", "name: other", 1) + web)
+    status, body = app.request("POST", "/v1/flotilla/apply", {"file": other})
+    assert status == 409 and "not \"other\"" in body["error"], body
+    assert app.service_port("quotes") == 0
     app.write(quotes + web)
     r = app.cli("up", "-f", app.path)
     assert re.search(r"added: +web\n", r.stdout) and "restart needed" not in r.stdout, r.stdout
     port = app.service_port("quotes")
     assert port > 0
+    assert listening_sockets(port) == 2, "one listener per gateway worker"
     (w,) = wait_for(lambda: ready_instances(app, "web"), timeout=15, what="web ready")
     status, env = http(f"http://127.0.0.1:{w['Port']}/env")
     assert status == 200 and env["QUOTES_URL"] == f"http://127.0.0.1:{port}", env.get("QUOTES_URL")
-    for _ in range(4):  # on both workers' listeners
+    for _ in range(20):  # a new connection each: SO_REUSEPORT spreads them over both workers' sockets
         status, body = http(f"http://127.0.0.1:{w['Port']}/call?dep=quotes")
         assert status == 200 and body["via"]["service"] == "quotes", body
     assert {i["ID"] for i in app.instances("quotes")} == quotes_before, "quotes was not touched"

@@ -369,6 +369,11 @@ TEST(FlotillaFile, SupervisorDefaults) {
   const auto& s = only_service(f);
   EXPECT_TRUE(s.supervised());
   EXPECT_EQ(s.working_dir, std::filesystem::absolute("app").lexically_normal().string());
+  // `-f flotilla.yaml` and the absolute path that `flotilla up` again sends: the same directory,
+  // spelt the same (a trailing slash made every service look changed on the first re-apply).
+  const auto here = std::filesystem::current_path().string();
+  EXPECT_EQ(only_service(parse(web(""), "flotilla.yaml")).working_dir, here);
+  EXPECT_EQ(only_service(parse(web(""), here + "/flotilla.yaml")).working_dir, here);
   EXPECT_TRUE(s.environment.empty());
   EXPECT_EQ(s.port_mode, ServiceSection::PortMode::automatic);
   EXPECT_EQ(s.replicas, 1);
