@@ -204,8 +204,24 @@ void Supervisor::Impl::register_instance(ServiceRuntime& s, Instance& i, std::fu
   svc.weight_warning = svc.weight_passing;
   i.registered = true;
   i.registered_weight = svc.weight_passing;
+  // The supervisor's healthcheck, shown as the instance's check (Consul clients and UIs expect
+  // one): passing while the instance is registered, since one that fails `retries` probes in a
+  // row is deregistered. Status only: the supervisor probes, not the registry's checker.
+  std::vector<registry::Check> checks;
+  const auto& hc = i.spec->healthcheck;
+  if (hc.kind != config::Healthcheck::Kind::none) {
+    registry::Check c;
+    c.id = "service:" + i.id;
+    c.name = "flotilla healthcheck";
+    c.status = registry::status::passing;
+    c.output = i.last_probe;
+    c.notes = (hc.kind == config::Healthcheck::Kind::http ? "HTTP GET " + hc.http_path : std::string("TCP connect")) +
+              " every " + format_duration(hc.interval) + ", by the supervisor; after " + std::to_string(hc.retries) +
+              " failures in a row the instance is deregistered and restarted";
+    checks.push_back(std::move(c));
+  }
   try {
-    registry.register_service(std::move(svc), {}, true,
+    registry.register_service(std::move(svc), std::move(checks), true,
                               [alive = alive, then = std::move(then), service = s.name](const registry::WriteResult& r) {
                                 if (!*alive) return;
                                 if (!r.ok) spdlog::error("supervisor: registering an instance of {} failed: {}", service, r.error);

@@ -526,6 +526,15 @@ def test_instance_is_registered_only_once_healthy(make_app):
     assert healthy["Time"] - started["Time"] >= 1400
     status, body = http(app.gw + "/")
     assert status == 200 and body["instance"] == inst["ID"]
+    # Consul clients see the supervisor's healthcheck as the instance's check.
+    (check,) = app.get("/v1/health/checks/slow")
+    assert (check["CheckID"], check["ServiceID"], check["Status"]) == (f"service:{inst['ID']}", inst["ID"], "passing")
+    assert check["Name"] == "flotilla healthcheck" and "HTTP GET /healthz every 100ms" in check["Notes"], check
+    assert "200" in check["Output"], check
+    (entry,) = app.get("/v1/health/service/slow?passing")
+    assert f"service:{inst['ID']}" in [c["CheckID"] for c in entry["Checks"]]
+    r = app.cli("services")
+    assert re.search(rf"{inst['ID']}\s+127\.0\.0\.1:\d+\s+passing", r.stdout), r.stdout
 
 
 # ---- 6. unhealthy after `retries` failed checks ----
