@@ -44,6 +44,8 @@ std::string notes_of(const nlohmann::json& s) {
   }
   if (s.contains("NextRestartInSeconds"))
     notes.push_back("next restart in " + format_number(s["NextRestartInSeconds"].get<double>()) + "s");
+  if (s.value("State", "") == "crash-looping" && s.contains("LastFailure"))
+    notes.push_back("last: " + s["LastFailure"].get<std::string>());
   if (s.contains("WaitingFor")) {
     std::string deps;
     for (const auto& d : s["WaitingFor"]) deps += (deps.empty() ? "" : ", ") + d.get<std::string>();

@@ -12,6 +12,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <thread>
 
@@ -38,8 +39,13 @@ std::string join(const nlohmann::json& list) {
   return out.empty() ? "-" : out;
 }
 
-// An agent already answering at the file's address: apply the file there. nullopt: none runs.
-std::optional<int> apply_to_running(const config::File& file, const std::string& token) {
+int wait_and_report(const ApiClient& client, std::chrono::steady_clock::time_point started,
+                    std::chrono::steady_clock::time_point deadline, const std::function<bool()>& gone);
+
+// An agent already answering at the file's address: apply the file there (with -d, then wait
+// for the services as a first start does). nullopt: none runs.
+std::optional<int> apply_to_running(const config::File& file, const std::string& token, bool detach,
+                                    int wait_seconds) {
   ApiClient client(file.agent.api, token);
   ApiResponse r;
   try {
@@ -96,13 +102,91 @@ std::optional<int> apply_to_running(const config::File& file, const std::string&
                 << " (restart the agent: flotilla down --keep, then flotilla up; the running values stay until "
                    "then)\n";
   }
-  return 0;
+  if (!detach) return 0;
+  std::cout.flush();
+  const auto started = std::chrono::steady_clock::now();
+  return wait_and_report(client, started, started + std::chrono::seconds(wait_seconds), nullptr);
 }
 
 // A service is settled when each of its desired instances is ready or, for a one-shot, has
-// exited for good (completed or failed).
+// exited for good (completed or failed), and no rollout is under way.
 bool service_settled(const nlohmann::json& svc) {
-  return svc["Ready"].get<int>() + svc.value("Completed", 0) + svc.value("Failed", 0) >= svc["Desired"].get<int>();
+  return svc["Ready"].get<int>() + svc.value("Completed", 0) + svc.value("Failed", 0) >= svc["Desired"].get<int>() &&
+         !svc.contains("Rollout");
+}
+
+// A service that will not get there by waiting: a one-shot job failed, or it keeps crashing.
+bool service_failed(const nlohmann::json& svc) {
+  return svc.value("Failed", 0) > 0 || svc.value("State", "") == "crash-looping";
+}
+
+// As `docker compose up --wait`: polls the agent until every service settled, one failed (at
+// once: what depends on it would never start), `deadline` passed or `gone()` says the agent
+// exited; prints each service and returns the exit status (1 unless all settled). The
+// application keeps running either way.
+int wait_and_report(const ApiClient& client, std::chrono::steady_clock::time_point started,
+                    std::chrono::steady_clock::time_point deadline, const std::function<bool()>& gone) {
+  nlohmann::json s;
+  while (true) {
+    if (gone && gone()) return 1;
+    try {
+      auto r = client.request("GET", "/v1/flotilla/status", {}, std::chrono::seconds(10));
+      if (r.status == 404) return 0;  // a file without services: nothing to wait for
+      if (r.status == 200) {
+        s = nlohmann::json::parse(r.body);
+        bool settled = true, failed = false;
+        for (const auto& svc : s["Services"]) {
+          settled = settled && service_settled(svc);
+          failed = failed || service_failed(svc);
+        }
+        if (settled || failed) break;
+      }
+    } catch (const std::exception&) {
+    }
+    if (std::chrono::steady_clock::now() >= deadline) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  if (!s.is_object()) {
+    std::cerr << "flotilla up: the agent at " << client.address() << " did not report its services\n";
+    return 1;
+  }
+  std::vector<std::string> not_ready, failed;
+  for (const auto& svc : s["Services"]) {
+    const std::string name = svc["Name"].get<std::string>();
+    const int ready = svc["Ready"].get<int>(), desired = svc["Desired"].get<int>();
+    const int completed = svc.value("Completed", 0), failures = svc.value("Failed", 0);
+    std::cout << "  " << name << ": " << ready << "/" << desired << " ready";
+    if (completed) std::cout << ", " << completed << " completed";
+    if (failures) std::cout << ", " << failures << " failed (exited, not restarted)";
+    if (svc.value("State", "") == "crash-looping")
+      std::cout << ", crash-looping (" << svc.value("LastFailure", std::string("see flotilla events")) << ")";
+    if (svc.contains("Rollout")) std::cout << ", rollout under way";
+    std::string waiting;
+    for (const auto& d : svc.value("WaitingFor", nlohmann::json::array()))
+      waiting += (waiting.empty() ? "" : ", ") + d.get<std::string>();
+    if (!waiting.empty()) std::cout << ", waiting for " << waiting;
+    std::cout << "\n";
+    if (service_failed(svc)) failed.push_back(name);
+    else if (!service_settled(svc)) not_ready.push_back(name);
+  }
+  auto list = [](const std::vector<std::string>& v) {
+    std::string out;
+    for (const auto& n : v) out += (out.empty() ? "" : ", ") + n;
+    return out;
+  };
+  if (not_ready.empty() && failed.empty()) {
+    std::printf("all services ready in %.2f s\n", secs);
+    return 0;
+  }
+  if (!failed.empty()) std::cerr << "flotilla up: failed: " << list(failed) << "; see flotilla ps and flotilla events\n";
+  if (!not_ready.empty()) {
+    char took[32];
+    std::snprintf(took, sizeof took, "%.1f", secs);
+    std::cerr << "flotilla up: not ready after " << took << " s: " << list(not_ready)
+              << "; see flotilla status and flotilla logs\n";
+  }
+  return 1;
 }
 
 // -d: the agent runs on in the background; this process waits until every service is ready
@@ -112,6 +196,7 @@ int detach_and_wait(const UpOptions& o, const config::File& file, const AgentOpt
   std::filesystem::create_directories(file.agent.data_dir, ec);
   const auto log_path = (std::filesystem::path(file.agent.data_dir) / "flotilla.log").string();
   const auto started = std::chrono::steady_clock::now();
+  const auto deadline = started + std::chrono::seconds(o.wait_seconds);
   pid_t child = ::fork();
   if (child < 0) {
     std::perror("flotilla up: fork");
@@ -129,93 +214,36 @@ int detach_and_wait(const UpOptions& o, const config::File& file, const AgentOpt
     std::_Exit(run_agent(a, &file));
   }
   ApiClient client(file.agent.api, o.token);
-  bool answered = false;
-  while (true) {
+  auto gone = [&] {
     int st = 0;
-    if (::waitpid(child, &st, WNOHANG) == child) {
-      std::cerr << "flotilla up: the agent exited" << (WIFEXITED(st) ? " with code " + std::to_string(WEXITSTATUS(st)) : "")
-                << "; its log " << log_path << " ends with:\n";
-      std::ifstream in(log_path);
-      std::vector<std::string> lines;
-      for (std::string l; std::getline(in, l);) lines.push_back(l);
-      for (size_t i = lines.size() > 10 ? lines.size() - 10 : 0; i < lines.size(); ++i) std::cerr << "  " << lines[i] << "\n";
-      return 1;
-    }
+    if (::waitpid(child, &st, WNOHANG) != child) return false;
+    std::cerr << "flotilla up: the agent exited" << (WIFEXITED(st) ? " with code " + std::to_string(WEXITSTATUS(st)) : "")
+              << "; its log " << log_path << " ends with:\n";
+    std::ifstream in(log_path);
+    std::vector<std::string> lines;
+    for (std::string l; std::getline(in, l);) lines.push_back(l);
+    for (size_t i = lines.size() > 10 ? lines.size() - 10 : 0; i < lines.size(); ++i) std::cerr << "  " << lines[i] << "\n";
+    return true;
+  };
+  // First the agent's API.
+  while (true) {
+    if (gone()) return 1;
     try {
-      auto r = client.request("GET", "/v1/flotilla/status");
-      if (r.status == 404) {  // a file without services: the agent runs, nothing to wait for
-        answered = true;
-        break;
-      }
-      if (r.status == 200) {
-        answered = true;
-        auto s = nlohmann::json::parse(r.body);
-        // Every service settled, or a one-shot failed (as compose's --wait, at once: what
-        // depends on it would never start).
-        bool ready = true, failed = false;
-        for (const auto& svc : s["Services"]) {
-          ready = ready && service_settled(svc);
-          failed = failed || svc.value("Failed", 0) > 0;
-        }
-        if (ready || failed) break;
-      }
+      auto r = client.request("GET", "/v1/flotilla/status", {}, std::chrono::seconds(10));
+      if (r.status == 200 || r.status == 404) break;
     } catch (const std::exception&) {
     }
-    if (std::chrono::steady_clock::now() - started > std::chrono::seconds(o.wait_seconds)) break;
+    if (std::chrono::steady_clock::now() >= deadline) {
+      std::cerr << "flotilla up: the agent (pid " << child << ") did not answer at " << file.agent.api << " within "
+                << o.wait_seconds << " s; see " << log_path << "\n";
+      return 1;
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-  if (!answered) {
-    std::cerr << "flotilla up: the agent (pid " << child << ") did not answer at " << file.agent.api << " within "
-              << o.wait_seconds << " s; see " << log_path << "\n";
-    return 1;
   }
   std::cout << file.name << " is up (agent pid " << child << ", API http://" << file.agent.api << ", log " << log_path
             << ")\n";
-  // As `docker compose up --wait`: exit 1 when a service is not ready in time or a one-shot
-  // failed; the application keeps running either way.
-  int rc = 0;
-  try {
-    auto r = client.request("GET", "/v1/flotilla/status");
-    if (r.status == 200) {
-      auto s = nlohmann::json::parse(r.body);
-      std::vector<std::string> not_ready, failed;
-      for (const auto& svc : s["Services"]) {
-        const std::string name = svc["Name"].get<std::string>();
-        const int ready = svc["Ready"].get<int>(), desired = svc["Desired"].get<int>();
-        const int completed = svc.value("Completed", 0), failures = svc.value("Failed", 0);
-        std::cout << "  " << name << ": " << ready << "/" << desired << " ready";
-        if (completed) std::cout << ", " << completed << " completed";
-        if (failures) std::cout << ", " << failures << " failed (exited, not restarted)";
-        std::string waiting;
-        for (const auto& d : svc.value("WaitingFor", nlohmann::json::array()))
-          waiting += (waiting.empty() ? "" : ", ") + d.get<std::string>();
-        if (!waiting.empty()) std::cout << ", waiting for " << waiting;
-        std::cout << "\n";
-        if (failures) failed.push_back(name);
-        else if (!service_settled(svc)) not_ready.push_back(name);
-      }
-      auto list = [](const std::vector<std::string>& v) {
-        std::string out;
-        for (const auto& n : v) out += (out.empty() ? "" : ", ") + n;
-        return out;
-      };
-      if (not_ready.empty() && failed.empty()) {
-        std::printf("all services ready in %.2f s\n", secs);
-      } else {
-        rc = 1;
-        if (!failed.empty())
-          std::cerr << "flotilla up: failed: " << list(failed) << "; see flotilla ps and flotilla logs\n";
-        if (!not_ready.empty()) {
-          char took[32];
-          std::snprintf(took, sizeof took, "%.1f", secs);
-          std::cerr << "flotilla up: not ready after " << took << " s: " << list(not_ready)
-                    << "; see flotilla status and flotilla logs\n";
-        }
-      }
-    }
-  } catch (const std::exception&) {
-  }
+  std::cout.flush();
+  const int rc = wait_and_report(client, started, deadline, gone);
   std::cout << "stop it with: flotilla down -f " << file.path << "\n";
   return rc;
 }
@@ -249,7 +277,7 @@ std::function<int()> add_up(CLI::App& app) {
       std::cerr << "flotilla up: " << e.what() << "\n";
       return 2;
     }
-    if (auto applied = apply_to_running(file, o->token)) return *applied;
+    if (auto applied = apply_to_running(file, o->token, o->detach, o->wait_seconds)) return *applied;
     AgentOptions a;
     a.api = file.agent.api;
     a.data_dir = file.agent.data_dir;

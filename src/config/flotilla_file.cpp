@@ -352,12 +352,30 @@ void read_supervisor_keys(const Reader& r, const YAML::Node& n, const std::strin
       for (auto& [k, v] : read_env_file(r, e, path)) env[k] = v;
     }
   }
+  // Compose users write ${VAR} and ${VAR:-default}; flotilla does not interpolate, and passing
+  // the text on would silently do nothing. `$${` is compose's escape for a literal `${`.
+  auto literal = [&](const YAML::Node& at, const std::string& key, std::string v) {
+    std::string out;
+    for (size_t i = 0; i < v.size(); ++i) {
+      if (v.compare(i, 3, "$${") == 0) {
+        out += "${";
+        i += 2;
+      } else if (v.compare(i, 2, "${") == 0) {
+        r.fail(at, p + "environment." + key + ": " + v.substr(i, v.find('}', i) == std::string::npos ? 2 : v.find('}', i) - i + 1) +
+                       " is not interpolated (flotilla passes values as written); put the value in the file or in "
+                       "env_file, or write $${ for a literal ${");
+      } else {
+        out += v[i];
+      }
+    }
+    return out;
+  };
   if (const auto& e = n["environment"]) {
     if (e.IsMap()) {
       for (auto it = e.begin(); it != e.end(); ++it) {
         auto k = r.string(it->first, p + "environment keys");
         if (!valid_env_name(k)) r.fail(it->first, p + "environment: \"" + k + "\" is not a variable name");
-        env[k] = it->second.IsNull() ? "" : r.string(it->second, p + "environment." + k);
+        env[k] = it->second.IsNull() ? "" : literal(it->second, k, r.string(it->second, p + "environment." + k));
       }
     } else if (e.IsSequence()) {
       for (const auto& item : e) {
@@ -365,7 +383,7 @@ void read_supervisor_keys(const Reader& r, const YAML::Node& n, const std::strin
         auto eq = kv.find('=');
         if (eq == std::string::npos || !valid_env_name(kv.substr(0, eq)))
           r.fail(item, p + "environment entries must be KEY=VALUE");
-        env[kv.substr(0, eq)] = kv.substr(eq + 1);
+        env[kv.substr(0, eq)] = literal(item, kv.substr(0, eq), kv.substr(eq + 1));
       }
     } else {
       r.fail(e, p + "environment must be a mapping (KEY: value) or a list of KEY=VALUE");

@@ -66,7 +66,8 @@ void Supervisor::Impl::start_instance(ServiceRuntime& s, std::shared_ptr<const R
   } catch (const std::exception& e) {
     if (!inst->cgroup.empty()) cgroup_remove(inst->cgroup);
     event(s.name, inst->id, "failed", std::string("cannot start: ") + e.what());
-    on_crash(s, /*during_rollout_of_new=*/spec == s.spec && s.rollout.has_value());
+    on_crash(s, /*during_rollout_of_new=*/spec == s.spec && s.rollout.has_value(),
+             std::string("cannot start: ") + e.what());
     // No exit will come to call reconcile again: retry once the backoff has passed.
     if (!s.start_timer) s.start_timer = std::make_unique<Timer>(loop);
     if (!s.start_timer->armed())
@@ -365,7 +366,7 @@ void Supervisor::Impl::on_exit(pid_t pid, ExitStatus status) {
     s->instances.erase(std::remove_if(s->instances.begin(), s->instances.end(),
                                       [&](const auto& p) { return p->id == id; }),
                        s->instances.end());
-    if (!wanted) on_crash(*s, is_new && s->rollout.has_value());
+    if (!wanted) on_crash(*s, is_new && s->rollout.has_value(), status.describe());
   }
   reconcile(*s);
   if (no_restart) start_waiting_dependents();  // one waiting for this one to complete
@@ -377,7 +378,8 @@ void Supervisor::Impl::on_exit(pid_t pid, ExitStatus status) {
   }
 }
 
-void Supervisor::Impl::on_crash(ServiceRuntime& s, bool new_version_in_rollout) {
+void Supervisor::Impl::on_crash(ServiceRuntime& s, bool new_version_in_rollout, const std::string& why) {
+  s.last_failure = why;
   ++s.restarts;
   if (restarts_metric) restarts_metric->inc();
   auto now = Clock::now();

@@ -174,6 +174,7 @@ json Supervisor::Impl::service_json(const ServiceRuntime& s) const {
             {"P95Ms", std::round(r.p95_ms * 10) / 10},
             {"Port", gateway ? gateway->service_port(s.name) : 0}};
   if (!waiting_for.empty()) j["WaitingFor"] = waiting_for;
+  if (s.crash_count > 0 && !s.last_failure.empty()) j["LastFailure"] = s.last_failure;
   if (s.crash_count > 0 && Clock::now() < s.next_start_at)
     j["NextRestartInSeconds"] = std::round(seconds(s.next_start_at - Clock::now()) * 10) / 10;
   if (s.autoscaler) {
@@ -301,9 +302,13 @@ Supervisor::~Supervisor() {
 }
 
 std::vector<std::string> Supervisor::dependency_targets(const config::File& file) {
+  // A dependency with `port: none` (a one-shot job, a queue worker) serves nothing: no listener,
+  // no <NAME>_URL.
   std::set<std::string> out;
   for (const auto& s : file.services)
-    for (const auto& d : s.depends_on) out.insert(d.service);
+    for (const auto& d : s.depends_on)
+      if (const auto* t = file.service(d.service); t && t->port_mode != config::ServiceSection::PortMode::none)
+        out.insert(d.service);
   return {out.begin(), out.end()};
 }
 
@@ -430,7 +435,8 @@ Supervisor::ApplyResult Supervisor::apply(const config::File& file) {
                                                !i->canary && i->version == s->spec->version();
                                       }),
                        s->instances.end());
-    if (s->instances.size() != before) {
+    if (s->instances.size() != before && !spec_changed) {
+      out.unchanged.erase(std::remove(out.unchanged.begin(), out.unchanged.end(), s->name), out.unchanged.end());
       out.rerun.push_back(s->name);
       im.event(s->name, "", "rerun", "flotilla up: the one-shot job that failed runs again");
     }

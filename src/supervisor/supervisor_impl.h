@@ -145,6 +145,7 @@ struct ServiceRuntime {
   std::vector<std::unique_ptr<Instance>> instances;
   // Restart backoff (per service).
   int crash_count = 0;
+  std::string last_failure;  // of the current run of failures (shown while crash_count > 0)
   Clock::time_point next_start_at{};
   Clock::time_point last_crash_at{};
   uint64_t restarts = 0;
@@ -252,7 +253,8 @@ struct Supervisor::Impl {
   void wait_drained(const std::string& service, const std::string& id, Clock::time_point since, Clock::time_point until);
   void send_stop(ServiceRuntime& s, Instance& i);
   void on_exit(pid_t pid, ExitStatus status);
-  void on_crash(ServiceRuntime& s, bool new_version_in_rollout);
+  // `why`: the exit or the start failure, shown by status while the failures go on.
+  void on_crash(ServiceRuntime& s, bool new_version_in_rollout, const std::string& why);
 
   // ---- rollout.cpp ----
   // The dependencies whose condition does not hold yet (service_started, service_healthy,

@@ -401,6 +401,10 @@ def test_a_one_shot_job_completes_and_gates_its_dependent(make_app, tmp_path):
         assert (migrate["State"], migrate["Completed"], migrate["Failed"]) == ("completed", 1, 0), migrate
         assert web["State"] == "running" and web["Ready"] == 1 and "WaitingFor" not in web, web
         assert first_event(app, "web", "started")["Seq"] > first_event(app, "migrate", "exited")["Seq"]
+        # A job with port: none serves nothing: no listener, no MIGRATE_URL.
+        assert app.service_port("migrate") == 0
+        (w,) = app.instances("web")
+        assert "MIGRATE_URL" not in http(f"http://127.0.0.1:{w['Port']}/env")[1]
         st = app.cli("status").stdout
         assert re.search(r"migrate\s+\S+\s+completed\s+0/1 ", st) and "1 completed (exit 0)" in st, st
         assert app.cli("down", "-f", app.path).returncode == 0
@@ -428,15 +432,21 @@ def test_a_failed_job_runs_again_on_up_and_a_changed_job_is_waited_for_again(mak
     app.up(wait_ready=False)
     wait_for(lambda: app.service("migrate")["State"] == "failed", timeout=10, what="migrate failed")
     assert app.service("web")["State"] == "waiting"
-    # The cause is fixed; `flotilla up` runs the failed job again, and web follows.
+    # `up -d` against the running agent runs the failed job again and waits for it, as a first
+    # start does: it fails again, so exit 1.
+    r = app.cli("up", "-d", "-f", app.path, "--wait", "30", check=False)
+    assert r.returncode == 1 and re.search(r"re-run: +migrate ", r.stdout), r.stdout + r.stderr
+    assert "migrate: 0/1 ready, 1 failed" in r.stdout and "failed: migrate" in r.stderr, r.stdout + r.stderr
+    assert "unchanged: web\n" in r.stdout, r.stdout
+    # The cause is fixed; `flotilla up -d` runs it again, web follows, and it says so.
     ok.touch()
-    r = app.cli("up", "-f", app.path)
-    assert re.search(r"re-run: +migrate ", r.stdout), r.stdout
+    r = app.cli("up", "-d", "-f", app.path, "--wait", "30")
+    assert re.search(r"re-run: +migrate ", r.stdout) and "all services ready" in r.stdout, r.stdout
     wait_for(lambda: app.service("migrate")["State"] == "completed", timeout=10, what="migrate completed")
     wait_for(lambda: ready_instances(app, "web"), timeout=15, what="web ready")
-    assert len(events(app, "migrate", "rerun")) == 1
+    assert len(events(app, "migrate", "rerun")) == 2
     r = app.cli("up", "-f", app.path)  # a completed job is not run again
-    assert "re-run" not in r.stdout and len(events(app, "migrate", "started")) == 2, r.stdout
+    assert "re-run" not in r.stdout and len(events(app, "migrate", "started")) == 3, r.stdout
 
     # A new version of the job: a service added with it waits for that version, not the old one.
     web2 = web.replace("  web:", "  web2:")
@@ -467,13 +477,40 @@ def test_up_detached_fails_when_a_one_shot_job_fails(make_app):
         agent_pid = int(open(pid_file).read().split()[0])
         assert r.returncode == 1, r.stdout + r.stderr
         assert "migrate: 0/1 ready, 1 failed (exited, not restarted)" in r.stdout, r.stdout
-        assert "flotilla up: failed: migrate; see flotilla ps and flotilla logs" in r.stderr, r.stderr
+        assert "flotilla up: failed: migrate; see flotilla ps and flotilla events" in r.stderr, r.stderr
         migrate, web = app.service("migrate"), app.service("web")
         assert (migrate["State"], migrate["Failed"]) == ("failed", 1), migrate
         assert web["State"] == "waiting" and web["WaitingFor"] == ["migrate"], web
         assert "exited with code 2" in app.instances("migrate")[0]["Exit"]
         time.sleep(1.5)  # the 1 s tick looked again: web still waits
         assert app.instances("web") == []
+        assert app.cli("down", "-f", app.path).returncode == 0
+        wait_for(lambda: not alive(agent_pid), timeout=10, what="the detached agent gone")
+    finally:
+        if agent_pid and alive(agent_pid) and "flotilla" in describe(agent_pid):
+            os.kill(agent_pid, signal.SIGKILL)
+
+
+def test_up_detached_fails_fast_when_a_command_cannot_start(make_app):
+    app = make_app(f"""  web:
+    command: [{SERVICES}/no-such-program, --port]
+  fine:
+    command: {CPP}
+    healthcheck: {{http: /healthz, interval: 100ms}}
+""")
+    pid_file = os.path.join(app.dir, ".flotilla", "flotilla.pid")
+    agent_pid = None
+    try:
+        t0 = time.monotonic()
+        r = app.cli("up", "-d", "-f", app.path, "--wait", "60", timeout=90, check=False)
+        took = time.monotonic() - t0
+        agent_pid = int(open(pid_file).read().split()[0])
+        assert r.returncode == 1, r.stdout + r.stderr
+        assert took < 30, f"up -d waited {took:.1f} s for a service that cannot start"
+        assert re.search(r"web: 0/1 ready, crash-looping \(cannot start: .*No such file or directory\)", r.stdout), r.stdout
+        assert "flotilla up: failed: web" in r.stderr, r.stderr
+        st = app.cli("status").stdout
+        assert re.search(r"web .*crash-looping.*last: cannot start: .*No such file or directory", st), st
         assert app.cli("down", "-f", app.path).returncode == 0
         wait_for(lambda: not alive(agent_pid), timeout=10, what="the detached agent gone")
     finally:

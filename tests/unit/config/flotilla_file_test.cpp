@@ -455,6 +455,15 @@ TEST(FlotillaFile, EnvironmentAsMapOrList) {
   EXPECT_CONFIG_ERROR(web("environment: [NOVALUE]"), "environment entries must be KEY=VALUE");
   EXPECT_CONFIG_ERROR(web("environment: [=x]"), "environment entries must be KEY=VALUE");
   EXPECT_CONFIG_ERROR(web("environment: just-a-string"), "environment must be a mapping (KEY: value) or a list of KEY=VALUE");
+
+  // Compose's interpolation is not done: refused, not passed on as text. $${ is a literal ${.
+  EXPECT_CONFIG_ERROR(web("environment: {DB: '${DATABASE_URL}'}"),
+                      "services.web.environment.DB: ${DATABASE_URL} is not interpolated (flotilla passes values as written)");
+  EXPECT_CONFIG_ERROR(web("environment: ['MODE=x${MODE:-dev}y']"), "environment.MODE: ${MODE:-dev} is not interpolated");
+  EXPECT_CONFIG_ERROR(web("environment: {A: 'cut ${'}"), "environment.A: ${ is not interpolated");
+  auto escaped = parse(web("environment: {T: 'a$${b}', P: 'pa$$word', D: '$HOME'}"), "app/flotilla.yaml");
+  EXPECT_EQ(only_service(escaped).environment, (Env{{"D", "$HOME"}, {"P", "pa$$word"}, {"T", "a${b}"}}))
+      << "only $${ is an escape; other dollars are kept";
 }
 
 TEST(FlotillaFile, EnvFile) {
