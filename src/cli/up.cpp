@@ -257,8 +257,10 @@ std::function<int()> add_up(CLI::App& app) {
       "Starts the agent (registry, API), the gateway and every service that has a command, in\n"
       "dependency order. In the foreground it logs to stderr and stops everything cleanly on SIGINT\n"
       "or SIGTERM; with -d it runs in the background (log and pid file in the data dir) and returns\n"
-      "once every service is ready. Run against an agent that already runs the application, it\n"
-      "applies the file's changes: changed services roll out, unchanged ones are untouched.\n\n"
+      "once every service is ready (a one-shot job: ended), exiting 1 when one failed, crash-loops\n"
+      "or is not ready within --wait. Run against an agent that already runs the application, it\n"
+      "applies the file's changes: changed services roll out, unchanged ones are untouched, a\n"
+      "failed one-shot job runs again; with -d it then waits the same way.\n\n"
       "Example: flotilla up -d -f examples/hello/flotilla.yaml\n"
       "         flotilla status; flotilla logs -f web; flotilla down");
   cmd->add_option("-f,--file", o->file, "The application's file")->capture_default_str();
