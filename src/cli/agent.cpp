@@ -234,8 +234,8 @@ int run_agent(const AgentOptions& o, const config::File* file) {
           spdlog::info("gateway: {} at http://127.0.0.1:{} ({})", t, gw->add_service_listener(t),
                        supervisor::url_variable(t));
         } catch (const std::exception& e) {
-          throw ApiError(500, std::string("cannot open the listener behind ") +
-                                              supervisor::url_variable(t) + ": " + e.what());
+          throw ApiError(500, std::string("cannot open the listener behind ") + supervisor::url_variable(t) + ": " +
+                                  e.what());
         }
       }
     };

@@ -373,12 +373,6 @@ Supervisor::ApplyResult Supervisor::apply(const config::File& file) {
     in_file.insert(section->name);
     auto* s = im.find(section->name);
     if (!s) {
-      if (im.gateway && im.gateway->service_port(section->name) == 0)
-        for (const auto& other : file.services)
-          for (const auto& d : other.depends_on)
-            if (d.service == section->name)
-              spdlog::warn("supervisor: {} is new and depended on; its {} needs the agent restarted", section->name,
-                           url_variable(section->name));
       im.set_up_cgroups();
       im.add_service(*section, nullptr);
       im.order.push_back(section->name);
