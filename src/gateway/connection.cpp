@@ -1281,10 +1281,17 @@ Task<bool> Connection::handle_request() {
       current_upstream_ = tunnel_up.get();
       const int64_t idle = ns(cfg.timeouts.idle);
       auto self = shared_from_this();
-      // client -> service, on a second coroutine; this one does service -> client.
+      // client -> service, on a second coroutine; this one does service -> client. `upload`
+      // tells this one when the other has ended (its timer is cancelled then).
+      struct Upload {
+        explicit Upload(asio::io_context& io) : ended(io) {}
+        bool done = false;
+        SteadyTimer ended;
+      };
+      auto upload = std::make_shared<Upload>(worker_.io());
       asio::co_spawn(
           worker_.io().get_executor(),
-          [self, tunnel_up, idle]() -> Task<void> {
+          [self, tunnel_up, idle, upload]() -> Task<void> {
             error_code ec;
             if (!self->in_.empty()) {
               co_await asio::async_write(tunnel_up->socket, asio::buffer(self->in_.view().data(), self->in_.size()),
@@ -1300,19 +1307,35 @@ Task<bool> Connection::handle_request() {
               co_await asio::async_write(tunnel_up->socket, asio::buffer(buf.data(), n), asio::redirect_error(kAwait, ec));
             }
             tunnel_up->socket.shutdown(tcp::socket::shutdown_send, ec);
+            upload->done = true;
+            upload->ended.cancel();
           },
           asio::detached);
       std::array<char, 16384> buf;
       error_code ec;
       if (!nodelay_) set_nodelay();  // a tunnel's small messages must not wait for ACKs
       set_deadline(Wait::tunnel, idle);
+      bool service_finished = false;  // the service's FIN, not an error
       for (;;) {
         size_t n = co_await async_recv_to_eof(reactor_, tunnel_up->socket, asio::buffer(buf), asio::redirect_error(kAwait, ec));
-        if (ec || n == 0) break;
+        if (ec || n == 0) {
+          service_finished = !ec || ec == asio::error::eof;
+          break;
+        }
         set_deadline(Wait::tunnel, idle);
         co_await asio::async_write(socket_, asio::buffer(buf.data(), n), asio::redirect_error(kAwait, ec));
         if (ec) break;
         bytes_down += n;
+      }
+      // A half-close: the service is done sending but may still read (a TCP tunnel's shutdown(),
+      // a protocol whose client uploads after the service's last word). The client gets the FIN
+      // and the tunnel stays open the other way until the client closes too, or the idle timeout
+      // (refreshed by the client's bytes) closes both, as HAProxy and Envoy pass half-closes on.
+      if (service_finished && !upload->done) {
+        error_code ignored;
+        socket_.shutdown(tcp::socket::shutdown_send, ignored);
+        upload->ended.expires_at(SteadyTimer::time_point::max());
+        co_await upload->ended.async_wait(asio::redirect_error(kAwait, ignored));
       }
       clear_deadline();
       error_code ignored;

@@ -18,6 +18,9 @@ and whether the gateway reused its upstream connection); answers sent through se
   /coded              200 with Transfer-Encoding: gzip (no chunked) and some bytes, then closes
   /early              103 Early Hints (Link and Connection: x-hop, X-Hop: 1), then 200 "ok"
   /ws                 WebSocket-style upgrade: answers 101, then echoes every byte back
+  /ws_half/<tag>      upgrade: answers 101, sends "last word", shuts down its sending side (a
+                      half-close), then reads to the client's close; /_half/<tag> then answers
+                      JSON {"received": bytes read after the half-close, "sha256": their hash}
   /reject_early       answers 413 with Connection: close before reading the request body, and closes
   /early_close_later/<secs> answers 413 with Connection: close before reading the request body, then
                       neither reads nor closes for secs, then closes
@@ -186,6 +189,10 @@ def _serve(port, name):
                 self.connection.close()  # here: the server's own close would send a FIN first
                 return
             body_len, body_sha = self.read_body()
+            if parts[0] == "_half":
+                with lock:
+                    seen = state.setdefault("half", {}).get(parts[1])
+                return self.send(200 if seen else 404, json.dumps(seen).encode(), "application/json")
             if parts[0] == "_count":
                 with lock:
                     body = json.dumps({"total": state["total"], "conns": len(state["conns"]),
@@ -271,6 +278,27 @@ def _serve(port, name):
                 self.wfile.flush()
                 time.sleep(0.05)  # the service "works" after its hints
                 return self.send(200, b"ok")
+            if parts[0] == "ws_half":
+                self.send_response(101)
+                self.send_header("Upgrade", self.headers.get("Upgrade", "websocket"))
+                self.send_header("Connection", "Upgrade")
+                self.end_headers()
+                self.wfile.flush()
+                sock = self.connection
+                sock.sendall(b"last word")
+                sock.shutdown(socket.SHUT_WR)
+                h, n = hashlib.sha256(), 0
+                sock.settimeout(30)
+                while True:
+                    data = sock.recv(65536)
+                    if not data:
+                        break
+                    h.update(data)
+                    n += len(data)
+                with lock:
+                    state.setdefault("half", {})[parts[1]] = {"received": n, "sha256": h.hexdigest()}
+                self.close_connection = True
+                return
             if parts[0] == "ws_goodbye":
                 self.send_response(101)
                 self.send_header("Upgrade", self.headers.get("Upgrade", "websocket"))

@@ -18,6 +18,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -765,6 +766,34 @@ def test_websocket_tunnel_ends_when_the_service_closes(gw):
                                                           ("Sec-WebSocket-Version", "13")]))
             assert c.read_head().status == 101
             assert c.read_to_close() == b"goodbye", i  # a lost close times out here instead
+
+
+def test_websocket_tunnel_passes_on_a_service_half_close(gw):
+    # The service shuts down its sending side and goes on reading (a half-close): the client gets
+    # the service's last bytes and then the FIN, and what it sends after that still reaches the
+    # service, until the client closes too. Closing the whole tunnel at the service's FIN would
+    # lose those bytes.
+    tag = f"half-{os.getpid()}-{time.monotonic_ns()}"
+    payload = os.urandom(300_000)
+    with Client(gw.port, timeout=10) as c:
+        c.send(request("GET", f"/ws_half/{tag}", headers=[("Connection", "Upgrade"), ("Upgrade", "websocket"),
+                                                           ("Sec-WebSocket-Version", "13")]))
+        assert c.read_head().status == 101
+        assert c.read_to_close() == b"last word"  # the FIN reached the client
+        time.sleep(0.2)  # the tunnel must still be open the other way after the FIN went through
+        c.sock.sendall(payload)
+        c.sock.shutdown(socket.SHUT_WR)
+        deadline = time.monotonic() + 10
+        seen = None
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(gw.main.url(f"/_half/{tag}"), timeout=10) as r:
+                    seen = json.loads(r.read())
+                    break
+            except urllib.error.HTTPError as e:
+                assert e.code == 404
+                time.sleep(0.05)
+    assert seen == {"received": len(payload), "sha256": hashlib.sha256(payload).hexdigest()}, seen
 
 
 @pytest.mark.parametrize("size", [5_000, 200_000, 1 << 20])
