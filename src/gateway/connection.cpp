@@ -890,8 +890,12 @@ Task<bool> Connection::handle_request() {
     bool sent_nothing = false;  // a reset before any byte of the request reached the upstream
     bool up_write_failed = false;  // writing a streamed body to the service failed (see below)
     // A streamed request takes a pooled connection only after the peek for a close or unasked
-    // bytes, however fresh: whatever the service says once the body stops is its answer.
-    std::unique_ptr<UpstreamConnection> up = worker_.take_idle(ep.state.get(), !body_buffered);
+    // bytes, however fresh: whatever the service says once the body stops is its answer. So does
+    // a request that may not be sent twice (POST, PATCH): a close that came with the last answer's
+    // bytes raises no event, so only the peek finds it, and such a request could not be retried
+    // after meeting it (an idempotent one is; one syscall per reuse is what it costs).
+    std::unique_ptr<UpstreamConnection> up =
+        worker_.take_idle(ep.state.get(), !body_buffered || !resilience::is_idempotent(method));
     if (!up) {
       // max_connections bounds busy connections; idle pooled ones give way. At the limit this
       // worker closes its oldest idle connection to the service; if the idle ones are in other

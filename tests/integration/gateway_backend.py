@@ -27,6 +27,8 @@ and whether the gateway reused its upstream connection); answers sent through se
   /reject_early_big   answers 413 with Connection: close and a 4 MiB body before reading the request
                       body, waits 1 s (so the answer is taken before the close resets it), closes
   /stall_upload/<secs> reads the head, then neither reads the body nor answers for secs, then closes
+  /quiet_close        200 "ok" without Connection: close, then closes at once (the FIN right behind
+                      the answer's last bytes)
   /stale_later        200 "ok" (kept alive), then 30 ms later writes an unasked 200 "stale" and closes
   /overlong           200 with Content-Length: 2, and "ok" followed by an unasked 200 "stale" in the
                       same write (kept alive)
@@ -311,6 +313,11 @@ def _serve(port, name):
             if parts[0] == "coded":
                 self.connection.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nnot-really-gzip")
                 self.close_connection = True
+                return
+            if parts[0] == "quiet_close":
+                self.close_connection = True
+                self.send(200, b"ok")
+                self.connection.shutdown(socket.SHUT_WR)  # the FIN now, not after the handler's return
                 return
             if parts[0] == "close":
                 self.close_connection = True
