@@ -34,6 +34,7 @@ std::function<int()> add_scale(CLI::App& app);
 std::function<int()> add_deploy(CLI::App& app);
 std::function<int()> add_promote(CLI::App& app);
 std::function<int()> add_rollback(CLI::App& app);
+std::function<int()> add_restart(CLI::App& app);
 
 extern const char* const kVersion;
 

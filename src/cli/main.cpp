@@ -34,6 +34,7 @@ int main(int argc, char** argv) {
   add(flotilla::cli::add_deploy);
   add(flotilla::cli::add_promote);
   add(flotilla::cli::add_rollback);
+  add(flotilla::cli::add_restart);
   add(flotilla::cli::add_agent);
   add(flotilla::cli::add_gateway);
   add(flotilla::cli::add_services);

@@ -64,7 +64,7 @@ int wait_for_rollout(const ApiClient& client, const RolloutWait& w) {
       const std::string instance = e.value("Instance", "");
       const std::string what = e.value("Kind", "");
       // The command itself already said this much.
-      if (what == "deploy-started" || what == "canary-started") continue;
+      if (w.skip_kinds.count(what)) continue;
       std::cout << "  " << local_clock(e.value("Time", int64_t{0})) << " " << (instance.empty() ? w.service : instance)
                 << ": " << e.value("Message", "") << std::endl;
       const std::string kind = e.value("Kind", "");
@@ -78,14 +78,18 @@ int wait_for_rollout(const ApiClient& client, const RolloutWait& w) {
     bool settled = false;
     if (!s.contains("Rollout")) {
       if (w.canary && s.contains("Canary")) settled = canary_instance_ready(client, w.service);
-      else settled = state == "running" || state == "stopped";
+      else settled = state == "running" || state == "stopped" || state == "completed" || state == "failed";
     }
     if (settled) {
       if (!failure.empty()) return fail(w.command, w.service + ": " + failure);
+      if (state == "failed")  // a one-shot job that ran and failed
+        return fail(w.command, w.service + ": the one-shot job failed; see flotilla logs " + w.service);
       const std::string ready = std::to_string(s.value("Ready", 0)) + "/" + std::to_string(s.value("Desired", 0));
       if (s.contains("Canary"))
         std::cout << w.service << ": canary " << s["Canary"].value("Version", "") << " ready, taking "
                   << s["Canary"].value("Percent", 0) << "% of the traffic\n";
+      else if (state == "completed")
+        std::cout << w.service << ": version " << s.value("Version", "") << " completed\n";
       else
         std::cout << w.service << ": version " << s.value("Version", "") << " running (" << ready << " ready)\n";
       return 0;

@@ -28,6 +28,8 @@ struct RolloutWait {
   // Events that mean the change failed: "rollback", "deploy-failed", … Waiting goes on until
   // the service has settled (a rollback finished), then the command fails.
   std::set<std::string> failure_kinds;
+  // Events not printed: the command already said as much.
+  std::set<std::string> skip_kinds = {"deploy-started", "canary-started"};
   std::chrono::milliseconds timeout{std::chrono::minutes(5)};
 };
 

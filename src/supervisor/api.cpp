@@ -263,12 +263,14 @@ void handle(Supervisor& sup, const ApiHooks& hooks, const ExchangePtr& ex, const
         if (canary < 1 || canary > 99) throw bad_request("canary must be a percentage from 1 to 99", "canary");
       }
       sup.deploy(service, sets, canary, answer_done({{"Service", service}, {"Canary", canary}}));
+    } else if (action == "restart") {
+      sup.restart(service, answer_done({{"Service", service}}));
     } else if (action == "promote") {
       sup.promote(service, answer_done({{"Service", service}}));
     } else if (action == "rollback") {
       sup.rollback(service, answer_done({{"Service", service}}));
     } else {
-      throw ApiError(404, "unknown action \"" + action + "\" (scale, deploy, promote, rollback)");
+      throw ApiError(404, "unknown action \"" + action + "\" (scale, deploy, restart, promote, rollback)");
     }
     return;
   }

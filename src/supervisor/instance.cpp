@@ -38,6 +38,7 @@ void Supervisor::Impl::start_instance(ServiceRuntime& s, std::shared_ptr<const R
   inst->spec = spec;
   inst->version = spec->version();
   inst->canary = canary;
+  inst->generation = s.generation;
   auto now = Clock::now();
   for (auto it = recent_ports.begin(); it != recent_ports.end();)
     it = now - it->second > 60s ? recent_ports.erase(it) : std::next(it);
@@ -138,7 +139,7 @@ void Supervisor::Impl::on_probe(const std::string& service, const std::string& i
         event(s->name, i->id, "unhealthy",
               "not healthy after " + format_duration(s->section.deploy.healthy_timeout) + ": " + i->last_probe);
         // In a rollout, a new version that cannot get healthy is rolled back at once.
-        if (s->rollout && !s->rollout->rollback && !i->canary && i->spec == s->spec)
+        if (s->rollout && !s->rollout->rollback && current(*s, *i))
           roll_back_failed(*s, "an instance was not healthy within " + format_duration(s->section.deploy.healthy_timeout));
         fail_instance(*s, *i);
         return;
@@ -342,7 +343,7 @@ void Supervisor::Impl::on_exit(pid_t pid, ExitStatus status) {
   i->exit_text = status.describe();
   i->exit_ok = !status.signaled && status.code == 0;
   const bool wanted = i->stop_requested;
-  const bool is_new = i->spec == s->spec && !i->canary;
+  const bool is_new = current(*s, *i);
   bool no_restart = false;
   if (wanted) {
     // A planned stop that the stop signal ended is not a failure: say so plainly.

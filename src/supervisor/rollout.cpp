@@ -7,7 +7,7 @@ namespace flotilla::supervisor {
 Supervisor::Impl::Finished Supervisor::Impl::finished(const ServiceRuntime& s) const {
   Finished f;
   for (const auto& i : s.instances)
-    if (i->state == Instance::State::exited && i->no_restart && !i->canary && i->version == s.spec->version())
+    if (i->state == Instance::State::exited && i->no_restart && current(s, *i))
       ++(i->exit_ok ? f.completed : f.failed);
   return f;
 }
@@ -34,6 +34,22 @@ std::vector<std::string> Supervisor::Impl::unmet_dependencies(const ServiceRunti
 }
 
 void Supervisor::Impl::roll_back_failed(ServiceRuntime& s, const std::string& why) {
+  if (s.rollout && s.rollout->restart) {
+    // Nothing to go back to: the same version's new processes fail (its files on disk changed,
+    // say). The restart stops where it is; the instances started before it (start-first: all
+    // still running) keep serving and count as current again.
+    int kept = 0;
+    for (auto& i : s.instances)
+      if (i->live() && !i->canary && i->generation != s.generation) {
+        i->generation = s.generation;
+        ++kept;
+      }
+    event(s.name, "", "restart-failed",
+          "restart stopped: " + why + "; " + std::to_string(kept) + " instance(s) started before it keep running",
+          {{"version", s.spec->version()}, {"kept", kept}});
+    s.rollout.reset();
+    return;
+  }
   if (!s.previous) {
     event(s.name, "", "deploy-failed", "version " + s.spec->version() + " failed (" + why + "); no previous version to return to");
     s.rollout.reset();
@@ -64,7 +80,7 @@ void Supervisor::Impl::reconcile(ServiceRuntime& s) {
   for (auto& i : s.instances) {
     if (!i->live()) continue;
     if (i->canary) canaries.push_back(i.get());
-    else if (i->spec == s.spec || i->version == s.spec->version())
+    else if (current(s, *i))
       (i->state == Instance::State::ready ? fresh_ready : fresh_starting).push_back(i.get());
     else old.push_back(i.get());
   }
@@ -105,7 +121,8 @@ void Supervisor::Impl::reconcile(ServiceRuntime& s) {
       Instance* victim = old.front();
       for (auto* o : old)
         if (o->state != Instance::State::ready) victim = o;
-      stop_instance(s, *victim, "replaced by version " + s.spec->version());
+      stop_instance(s, *victim,
+                    s.rollout->restart ? "replaced by a new process (restart)" : "replaced by version " + s.spec->version());
       if (!fixed) return;
       return;
     }
@@ -115,6 +132,12 @@ void Supervisor::Impl::reconcile(ServiceRuntime& s) {
     if (fixed && any_stopping) return;
     if (can_start()) start_instance(s, s.spec, false);
     return;
+  }
+  if (s.rollout && s.rollout->restart) {
+    event(s.name, "", "restart-finished",
+          "restarted: version " + s.spec->version() + " (" + std::to_string(fresh_ready.size()) + " instance(s))",
+          {{"version", s.spec->version()}});
+    s.rollout.reset();
   }
   if (s.rollout) {
     event(s.name, "", s.rollout->rollback ? "rollback-finished" : "deploy-finished",

@@ -151,7 +151,7 @@ json Supervisor::Impl::service_json(const ServiceRuntime& s) const {
   auto r = rates(s, 10s);
   std::string state = "running";
   if (s.removing) state = "removing";
-  else if (s.rollout) state = s.rollout->rollback ? "rolling back" : "deploying";
+  else if (s.rollout) state = s.rollout->restart ? "restarting" : s.rollout->rollback ? "rolling back" : "deploying";
   else if (s.canary) state = "canary";
   else if (desired > 0 && settled && failed > 0) state = "failed";
   else if (desired > 0 && settled && ready == 0 && completed > 0) state = "completed";
@@ -185,7 +185,7 @@ json Supervisor::Impl::service_json(const ServiceRuntime& s) const {
   }
   if (s.rollout)
     j["Rollout"] = {{"From", s.rollout->from}, {"To", s.rollout->to}, {"Rollback", s.rollout->rollback},
-                    {"Seconds", std::round(seconds(Clock::now() - s.rollout->started_at))}};
+                    {"Restart", s.rollout->restart}, {"Seconds", std::round(seconds(Clock::now() - s.rollout->started_at))}};
   if (s.canary)
     j["Canary"] = {{"Percent", s.canary->percent}, {"Version", s.canary->spec->version()},
                    {"Passed", s.canary->passed}, {"LastCheck", s.canary->last_check},
@@ -530,6 +530,42 @@ void Supervisor::deploy(const std::string& service, const std::vector<std::strin
   }
   im.persist(s, [done = std::move(done)](const std::string& error) { done(error); });
   im.reconcile(s);
+}
+
+int Supervisor::restart(const std::string& service, Done done) {
+  auto& im = *impl_;
+  auto& s = im.must(service);
+  if (im.stopping_all) throw ApiError(409, "the application is stopping");
+  if (s.removing) throw ApiError(409, service + " is being removed (gone from flotilla.yaml)", "service");
+  if (s.canary) throw ApiError(409, "a canary of " + service + " is running: promote or roll it back first", "service");
+  if (s.rollout)
+    throw ApiError(409, "a " + std::string(s.rollout->restart ? "restart" : s.rollout->rollback ? "rollback" : "rollout") +
+                            " of " + service + " is in progress: wait for it to finish",
+                   "service");
+  if (s.desired() == 0) throw ApiError(409, service + " is scaled to 0: nothing to restart", "service");
+  int live = 0;
+  for (const auto& i : s.instances)
+    if (i->live() && !i->canary) ++live;
+  ++s.generation;
+  // One-shot jobs of this version that ran (completed or failed) run again.
+  s.instances.erase(std::remove_if(s.instances.begin(), s.instances.end(),
+                                   [](const auto& i) { return i->state == Instance::State::exited && !i->canary; }),
+                    s.instances.end());
+  // A service waiting out a crash backoff starts now.
+  s.crash_count = 0;
+  s.next_start_at = {};
+  if (live > 0) {
+    s.rollout = Rollout{s.spec->version(), s.spec->version(), Clock::now()};
+    s.rollout->restart = true;
+  }
+  im.event(service, "", "restart-started",
+           live > 0 ? "restarting " + std::to_string(live) + " instance(s) of version " + s.spec->version() +
+                          ", one at a time"
+                    : "starting version " + s.spec->version() + " again",
+           {{"version", s.spec->version()}, {"instances", live}});
+  im.reconcile(s);
+  done("");
+  return live;
 }
 
 void Supervisor::promote(const std::string& service, Done done) {

@@ -88,6 +88,12 @@ class Supervisor {
   void scale(const std::string& service, int replicas, Done done);
   void deploy(const std::string& service, const std::vector<std::string>& sets, int canary_percent, Done done);
   void promote(const std::string& service, Done done);
+  // `flotilla restart`: each running instance is replaced by a new process of the same version,
+  // one at a time, each new one healthy before an old one stops (start-first, as a deploy; a
+  // fixed port: stop-first); one-shot jobs run again; a crash backoff ends. New processes that do
+  // not become healthy stop the restart, and the instances not replaced yet keep running.
+  // Returns the number of instances being replaced.
+  int restart(const std::string& service, Done done);
   void rollback(const std::string& service, Done done);
 
   // Stops every instance, dependents before their dependencies, each drained first; `done` runs

@@ -71,6 +71,7 @@ struct Instance {
   std::shared_ptr<const RunSpec> spec;
   std::string version;
   bool canary = false;
+  uint64_t generation = 0;  // the service's generation when it started (see ServiceRuntime)
   int port = 0;
   pid_t shim = -1;
   pid_t pid = -1;
@@ -130,6 +131,7 @@ struct Rollout {
   Clock::time_point started_at = Clock::now();
   int crashes = 0;   // of the new version
   bool rollback = false;
+  bool restart = false;  // `flotilla restart`: the same version, new processes
 };
 
 struct ServiceRuntime {
@@ -143,6 +145,9 @@ struct ServiceRuntime {
   std::optional<Canary> canary;
   std::optional<Rollout> rollout;
   std::vector<std::unique_ptr<Instance>> instances;
+  // Bumped by `flotilla restart`: an instance of the current version started in an earlier
+  // generation counts as old, so the rollout machinery replaces it (kubectl rollout restart).
+  uint64_t generation = 0;
   // Restart backoff (per service).
   int crash_count = 0;
   std::string last_failure;  // of the current run of failures (shown while crash_count > 0)
@@ -268,7 +273,13 @@ struct Supervisor::Impl {
   };
   Finished finished(const ServiceRuntime& s) const;
   bool dependencies_ready(const ServiceRuntime& s) { return unmet_dependencies(s).empty(); }
+  // A rollout whose new instances fail: back to the previous version. A restart's: stopped, and
+  // the instances started before it stay.
   void roll_back_failed(ServiceRuntime& s, const std::string& why);
+  // An instance of the version and generation the service wants now (canaries aside).
+  static bool current(const ServiceRuntime& s, const Instance& i) {
+    return !i.canary && (i.spec == s.spec || i.version == s.spec->version()) && i.generation == s.generation;
+  }
   // Makes what runs converge on what is desired, one step at a time. Called after every change.
   void reconcile(ServiceRuntime& s);
   // During stop_all, a service stops only once everything that depends on it has stopped.

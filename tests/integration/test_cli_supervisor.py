@@ -1,4 +1,4 @@
-"""The supervisor's CLI (status, ps, logs, events, scale, deploy, promote, rollback, down) where no
+"""The supervisor's CLI (status, ps, logs, events, scale, deploy, promote, rollback, restart, down) where no
 supervised application is needed: usage errors, no agent, an agent without an application, and how
 the agent address is picked. The end-to-end behaviour is in the supervisor's own tests."""
 import json
@@ -10,7 +10,7 @@ import pytest
 
 from conftest import BIN, free_port
 
-COMMANDS = ["status", "ps", "logs", "events", "scale", "deploy", "promote", "rollback", "down"]
+COMMANDS = ["status", "ps", "logs", "events", "scale", "deploy", "promote", "rollback", "restart", "down"]
 
 
 @pytest.fixture
@@ -62,6 +62,7 @@ def test_every_command_has_help_with_an_example(workdir):
     (["deploy", "web", "--wait", "--timeout", "5"], "--timeout \"5\" is not a duration"),
     (["promote"], "which service?"),
     (["rollback"], "which service?"),
+    (["restart", "web", "--timeout", "soon"], "--timeout \"soon\" is not a duration"),
 ])
 def test_usage_errors_exit_2_with_one_line(workdir, args, needle):
     # No agent runs at the address: the command line is judged before anything is sent.
@@ -88,7 +89,7 @@ def test_down_without_an_agent_has_nothing_to_stop(workdir):
 def test_no_agent_is_one_line_and_exit_1(workdir):
     api = f"127.0.0.1:{free_port()}"
     for args in (["status"], ["ps"], ["logs", "web"], ["events"], ["scale", "web=2"], ["deploy", "web"],
-                 ["promote", "web"], ["rollback", "web"]):
+                 ["promote", "web"], ["rollback", "web"], ["restart", "web"], ["restart"]):
         r = run(*args, cwd=workdir, api=api)
         assert r.returncode == 1, (args, r.stderr)
         assert "cannot reach the flotilla agent at " + api in one_line_error(r, args[0])
@@ -98,7 +99,7 @@ def test_a_plain_agent_runs_no_application(agent, workdir):
     message = "this agent runs no application (started with flotilla agent, not flotilla up)"
     for args in (["status"], ["status", "--json"], ["ps"], ["ps", "web"], ["logs", "web"], ["logs", "-f", "web"],
                  ["events"], ["events", "-f"], ["scale", "web=2"], ["deploy", "web", "--set", "environment.A=1"],
-                 ["promote", "web"], ["rollback", "web"]):
+                 ["promote", "web"], ["rollback", "web"], ["restart", "web"], ["restart"]):
         r = run(*args, cwd=workdir, api=agent.addr, timeout=10)
         assert r.returncode == 1, (args, r.returncode, r.stderr)
         assert message in one_line_error(r, args[0]), (args, r.stderr)

@@ -461,6 +461,55 @@ def test_a_failed_job_runs_again_on_up_and_a_changed_job_is_waited_for_again(mak
     assert app.service("migrate")["State"] == "completed"
 
 
+def test_restart_runs_a_job_again_refuses_what_it_cannot_do_and_restarts_all(make_app, tmp_path):
+    runs = tmp_path / "runs"
+    app = make_app(f"""  job:
+    command: "echo run >> {runs}"
+    port: none
+    restart: "no"
+  web:
+    command: {SH}
+    replicas: 2
+    healthcheck: {{http: /healthz, interval: 100ms}}
+  idle:
+    command: {SH}
+    replicas: 0
+""")
+    app.up(wait_ready=False)
+    wait_for(lambda: app.service("job")["State"] == "completed", timeout=10, what="job completed")
+    wait_for(lambda: len(ready_instances(app, "web")) == 2, timeout=15, what="web ready")
+    assert runs.read_text() == "run\n"
+
+    # A one-shot job runs again (as `docker compose restart` starts an exited container).
+    r = app.cli("restart", "job")
+    assert "job: starting version" in r.stdout and "completed" in r.stdout, r.stdout
+    assert runs.read_text() == "run\nrun\n"
+    assert (app.service("job")["Completed"], app.service("job")["Failed"]) == (1, 0)
+
+    # What cannot be restarted says why, with exit 1, and changes nothing.
+    web_before = {i["ID"] for i in app.instances("web")}
+    for args, why in ((["restart", "nosuch"], "nosuch"), (["restart", "idle"], "scaled to 0")):
+        r = app.cli(*args, check=False)
+        assert r.returncode == 1 and why in r.stderr, (args, r.returncode, r.stdout, r.stderr)
+    status, body = app.request("POST", "/v1/flotilla/services/web/deploy", {"set": ["environment.X=2"], "canary": 50})
+    assert status == 200, body
+    r = app.cli("restart", "web", check=False)
+    assert r.returncode == 1 and "canary" in r.stderr, r.stdout + r.stderr
+    status, body = app.request("POST", "/v1/flotilla/services/web/rollback")
+    assert status == 200, body
+    wait_for(lambda: "Canary" not in app.service("web") and len(app.instances("web")) == 2, timeout=15,
+             what="the canary gone")
+    assert {i["ID"] for i in app.instances("web")} == web_before
+
+    # Without a service: every service that runs, one after the other.
+    r = app.cli("restart", timeout=90)
+    assert "job: starting version" in r.stdout and "idle" not in r.stdout, r.stdout
+    assert "web: version" in r.stdout and "running (2/2 ready)" in r.stdout, r.stdout
+    assert not web_before & {i["ID"] for i in app.instances("web")}
+    assert runs.read_text() == "run\nrun\nrun\n"
+    assert app.service("web")["State"] == "running"
+
+
 def test_up_detached_fails_when_a_one_shot_job_fails(make_app):
     app = make_app(f"""  web:
     command: {CPP}

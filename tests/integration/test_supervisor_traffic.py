@@ -210,6 +210,68 @@ def test_bad_rollout_rolls_back_by_itself_without_failed_requests(make_app):
     assert any(e["Kind"] == "unhealthy" for e in app.events(seq)), kinds(app, seq)
 
 
+# ---- 3b. flotilla restart: new processes of the same version, under load ----
+
+def test_restart_under_load_replaces_every_process_with_zero_failed_requests(make_app):
+    app = make_app(cpp_service(3)).up()
+    before = app.instances("web")
+    version = app.service("web")["Version"]
+    load = Load(app.gw, threads=6, rate=400, duration=90, max_requests=60000, post_every=4, name="restart")
+    with load:
+        load.wait_count(100)
+        seq = last_seq(app)
+        t0 = time.time()
+        r = app.cli("restart", "web", timeout=90)
+        t_done = time.time()
+        inst = wait_settled(app, 3, version=version)
+        load.wait_count(200)
+    print(f"\n{load.summary()}; restart of 3 took {t_done - t0:.2f}s\n{r.stdout}")
+    assert_no_failures(load, "flotilla restart")
+    assert "restarting 3 instance(s)" in r.stdout and "running (3/3 ready)" in r.stdout, r.stdout
+    assert not {i["ID"] for i in before} & {i["ID"] for i in inst}, "every process was replaced"
+    assert not {i["Pid"] for i in before} & {i["Pid"] for i in inst}
+    assert app.service("web")["Version"] == version and app.service("web")["State"] == "running"
+    seen = {e[0] for e in kinds(app, seq)}
+    assert {"restart-started", "restart-finished"} <= seen and "rollback" not in seen, kinds(app, seq)
+    # Start-first: never fewer ready instances than asked for while it ran.
+    started = [e for e in app.events(seq) if e["Kind"] == "started"]
+    stopped = [e for e in app.events(seq) if e["Kind"] == "stopped"]
+    assert len(started) == 3 and len(stopped) == 3, kinds(app, seq)
+
+
+def test_restart_whose_new_processes_fail_stops_and_keeps_the_old_ones(make_app, tmp_path):
+    # The code on disk changed and the new processes never get healthy: the restart stops at the
+    # first one, and the processes started before it keep serving (there is no older version to
+    # roll back to).
+    script = tmp_path / "run.sh"
+    script.write_text(f"exec {CPP_SERVICE}\n")
+    services = (f"  web:\n    command: [/bin/sh, {script}]\n    environment: {{ VERSION: \"1\" }}\n"
+                f"    replicas: 2\n    healthcheck: {HC}\n    stop_grace_period: 5s\n"
+                f"    deploy: {{ healthy_timeout: 2s }}\n")
+    app = make_app(services).up()
+    before = app.instances("web")
+    load = Load(app.gw, threads=4, rate=200, duration=90, max_requests=40000, post_every=4, name="bad-restart")
+    with load:
+        load.wait_count(100)
+        seq = last_seq(app)
+        script.write_text(f"UNHEALTHY_FOR_MS=600000 exec {CPP_SERVICE}\n")
+        r = app.cli("restart", "web", timeout=90, check=False)
+        inst = wait_settled(app, 2)
+        load.wait_count(200)
+    print(f"\n{load.summary()}\n{r.stdout}{r.stderr}")
+    assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
+    assert "restart stopped" in r.stderr and "2 instance(s) started before it keep running" in r.stderr, r.stderr
+    assert_no_failures(load, "a restart that failed")
+    assert {i["ID"] for i in inst} == {i["ID"] for i in before}, "the old processes kept running"
+    assert app.service("web")["State"] == "running" and "Rollout" not in app.service("web")
+    assert any(e[0] == "restart-failed" for e in kinds(app, seq)), kinds(app, seq)
+    # Once the code is fixed, the next restart goes through.
+    script.write_text(f"exec {CPP_SERVICE}\n")
+    app.cli("restart", "web", timeout=90)
+    after = wait_settled(app, 2)
+    assert not {i["ID"] for i in before} & {i["ID"] for i in after}
+
+
 # ---- 4. canary: split ratio, promote, rollback ----
 
 def canary_weights_routed(app, percent):
