@@ -18,6 +18,8 @@
 
 #include "cli/api_client.h"
 #include "cli/commands.h"
+#include "cli/rollout_wait.h"
+#include "cli/target.h"
 #include "config/flotilla_file.h"
 
 namespace flotilla::cli {
@@ -39,8 +41,11 @@ std::string join(const nlohmann::json& list) {
   return out.empty() ? "-" : out;
 }
 
+// `rollouts_after`: the last event before the file was applied to a running agent; a rollout
+// since then that failed (rolled back by itself) makes the exit status 1.
 int wait_and_report(const ApiClient& client, std::chrono::steady_clock::time_point started,
-                    std::chrono::steady_clock::time_point deadline, const std::function<bool()>& gone);
+                    std::chrono::steady_clock::time_point deadline, const std::function<bool()>& gone,
+                    std::optional<uint64_t> rollouts_after = std::nullopt);
 
 // An agent already answering at the file's address: apply the file there (with -d, then wait
 // for the services as a first start does). nullopt: none runs.
@@ -70,6 +75,7 @@ std::optional<int> apply_to_running(const config::File& file, const std::string&
     return 1;
   }
   nlohmann::json body = {{"file", std::filesystem::absolute(file.path).lexically_normal().string()}};
+  const uint64_t before = last_event_seq(client);
   auto a = client.request("POST", "/v1/flotilla/apply", body.dump());
   if (a.status != 200) {
     std::cerr << "flotilla up: " << error_message(a) << "\n";
@@ -105,7 +111,7 @@ std::optional<int> apply_to_running(const config::File& file, const std::string&
   if (!detach) return 0;
   std::cout.flush();
   const auto started = std::chrono::steady_clock::now();
-  return wait_and_report(client, started, started + std::chrono::seconds(wait_seconds), nullptr);
+  return wait_and_report(client, started, started + std::chrono::seconds(wait_seconds), nullptr, before);
 }
 
 // A service is settled when each of its desired instances is ready or, for a one-shot, has
@@ -125,7 +131,8 @@ bool service_failed(const nlohmann::json& svc) {
 // exited; prints each service and returns the exit status (1 unless all settled). The
 // application keeps running either way.
 int wait_and_report(const ApiClient& client, std::chrono::steady_clock::time_point started,
-                    std::chrono::steady_clock::time_point deadline, const std::function<bool()>& gone) {
+                    std::chrono::steady_clock::time_point deadline, const std::function<bool()>& gone,
+                    std::optional<uint64_t> rollouts_after) {
   nlohmann::json s;
   while (true) {
     if (gone && gone()) return 1;
@@ -175,10 +182,29 @@ int wait_and_report(const ApiClient& client, std::chrono::steady_clock::time_poi
     for (const auto& n : v) out += (out.empty() ? "" : ", ") + n;
     return out;
   };
-  if (not_ready.empty() && failed.empty()) {
+  // A new version that failed was rolled back by itself: every service is ready again, on the
+  // version it had before, which is not what the file asks for.
+  std::vector<std::string> rolled_back;
+  if (rollouts_after) {
+    try {
+      auto answer = json_of(client.request("GET", "/v1/flotilla/events?limit=1000&after=" + std::to_string(*rollouts_after)));
+      for (const auto& e : answer["Events"]) {
+        const std::string kind = e.value("Kind", "");
+        if (kind != "rollback" && kind != "deploy-failed") continue;
+        const std::string name = e.value("Service", "");
+        std::cerr << "flotilla up: " << name << ": " << e.value("Message", kind) << "\n";
+        if (std::find(rolled_back.begin(), rolled_back.end(), name) == rolled_back.end()) rolled_back.push_back(name);
+      }
+    } catch (const std::exception&) {
+    }
+  }
+  if (not_ready.empty() && failed.empty() && rolled_back.empty()) {
     std::printf("all services ready in %.2f s\n", secs);
     return 0;
   }
+  if (!rolled_back.empty())
+    std::cerr << "flotilla up: the new version of " << list(rolled_back)
+              << " failed and was rolled back; see flotilla events and flotilla logs\n";
   if (!failed.empty()) std::cerr << "flotilla up: failed: " << list(failed) << "; see flotilla ps and flotilla events\n";
   if (!not_ready.empty()) {
     char took[32];
@@ -260,7 +286,8 @@ std::function<int()> add_up(CLI::App& app) {
       "once every service is ready (a one-shot job: ended), exiting 1 when one failed, crash-loops\n"
       "or is not ready within --wait. Run against an agent that already runs the application, it\n"
       "applies the file's changes: changed services roll out, unchanged ones are untouched, a\n"
-      "failed one-shot job runs again; with -d it then waits the same way.\n\n"
+      "failed one-shot job runs again; with -d it then waits the same way, and exits 1 when a new\n"
+      "version failed and was rolled back.\n\n"
       "Example: flotilla up -d -f examples/hello/flotilla.yaml\n"
       "         flotilla status; flotilla logs -f web; flotilla down");
   cmd->add_option("-f,--file", o->file, "The application's file")->capture_default_str();

@@ -510,6 +510,31 @@ def test_restart_runs_a_job_again_refuses_what_it_cannot_do_and_restarts_all(mak
     assert app.service("web")["State"] == "running"
 
 
+def test_up_detached_on_a_running_agent_fails_when_the_new_version_is_rolled_back(make_app):
+    good = f"""  web:
+    command: {SH}
+    replicas: 2
+    healthcheck: {{http: /healthz, interval: 100ms}}
+"""
+    app = make_app(good).up()
+    version = app.service("web")["Version"]
+    before = {i["ID"] for i in app.instances("web")}
+    # The new version crashes at once: the rollout rolls itself back, every instance is ready
+    # again on the old version, and that is not what the file asked for.
+    app.write(good.replace(f"command: {SH}", 'command: "echo broken; exit 3"'))
+    r = app.cli("up", "-d", "-f", app.path, "--wait", "60", timeout=90, check=False)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert re.search(r"changed: +web ", r.stdout), r.stdout
+    assert "web: 2/2 ready" in r.stdout, r.stdout
+    assert "rolling back to " + version in r.stderr and "the new version of web failed and was rolled back" in r.stderr, \
+        r.stderr
+    assert app.service("web")["Version"] == version and {i["ID"] for i in app.instances("web")} == before
+    # The file fixed again: up -d rolls out nothing new and exits 0.
+    app.write(good)
+    r = app.cli("up", "-d", "-f", app.path, "--wait", "60", timeout=90)
+    assert "all services ready" in r.stdout and "rolled back" not in r.stderr, r.stdout + r.stderr
+
+
 def test_up_detached_fails_when_a_one_shot_job_fails(make_app):
     app = make_app(f"""  web:
     command: {CPP}
