@@ -38,6 +38,7 @@ int run(const RestartOptions& o) {
     const uint64_t before = last_event_seq(client);
     auto r = client.request("POST", "/v1/flotilla/services/" + url_encode_path(name) + "/restart");
     if (r.status != 200) return fail("restart", (runs_no_application(r) ? "" : name + ": ") + api_error(r));
+    const auto answer = json_of(r);
     std::string message;
     for (const auto& e : service_events(client, name, before))
       if (e.value("Kind", "") == "restart-started") message = e.value("Message", "");
@@ -50,6 +51,8 @@ int run(const RestartOptions& o) {
     w.failure_kinds = {"restart-failed"};
     w.timeout = timeout;
     w.skip_kinds = {"restart-started"};
+    // A one-shot job run again: done when it has ended, not when it has started.
+    w.until_ended = answer.value("Rerun", 0) > 0 && answer.value("Replacing", 0) == 0;
     if (int rc = wait_for_rollout(client, w); rc != 0) return rc;
   }
   return 0;

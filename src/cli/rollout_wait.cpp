@@ -78,6 +78,7 @@ int wait_for_rollout(const ApiClient& client, const RolloutWait& w) {
     bool settled = false;
     if (!s.contains("Rollout")) {
       if (w.canary && s.contains("Canary")) settled = canary_instance_ready(client, w.service);
+      else if (w.until_ended) settled = state == "completed" || state == "failed";
       else settled = state == "running" || state == "stopped" || state == "completed" || state == "failed";
     }
     if (settled) {

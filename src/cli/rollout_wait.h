@@ -30,6 +30,8 @@ struct RolloutWait {
   std::set<std::string> failure_kinds;
   // Events not printed: the command already said as much.
   std::set<std::string> skip_kinds = {"deploy-started", "canary-started"};
+  // Settled only once the service is `completed` or `failed` (a one-shot job run again).
+  bool until_ended = false;
   std::chrono::milliseconds timeout{std::chrono::minutes(5)};
 };
 

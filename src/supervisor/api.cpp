@@ -264,7 +264,8 @@ void handle(Supervisor& sup, const ApiHooks& hooks, const ExchangePtr& ex, const
       }
       sup.deploy(service, sets, canary, answer_done({{"Service", service}, {"Canary", canary}}));
     } else if (action == "restart") {
-      sup.restart(service, answer_done({{"Service", service}}));
+      auto r = sup.restart(service);
+      ok(ex, json{{"Service", service}, {"Replacing", r.replacing}, {"Rerun", r.rerun}});
     } else if (action == "promote") {
       sup.promote(service, answer_done({{"Service", service}}));
     } else if (action == "rollback") {

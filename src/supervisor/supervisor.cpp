@@ -532,7 +532,7 @@ void Supervisor::deploy(const std::string& service, const std::vector<std::strin
   im.reconcile(s);
 }
 
-int Supervisor::restart(const std::string& service, Done done) {
+Supervisor::Restart Supervisor::restart(const std::string& service) {
   auto& im = *impl_;
   auto& s = im.must(service);
   if (im.stopping_all) throw ApiError(409, "the application is stopping");
@@ -543,9 +543,11 @@ int Supervisor::restart(const std::string& service, Done done) {
                             " of " + service + " is in progress: wait for it to finish",
                    "service");
   if (s.desired() == 0) throw ApiError(409, service + " is scaled to 0: nothing to restart", "service");
-  int live = 0;
-  for (const auto& i : s.instances)
+  int live = 0, ended = 0;
+  for (const auto& i : s.instances) {
     if (i->live() && !i->canary) ++live;
+    if (i->state == Instance::State::exited && !i->canary) ++ended;
+  }
   ++s.generation;
   // One-shot jobs of this version that ran (completed or failed) run again.
   s.instances.erase(std::remove_if(s.instances.begin(), s.instances.end(),
@@ -562,10 +564,9 @@ int Supervisor::restart(const std::string& service, Done done) {
            live > 0 ? "restarting " + std::to_string(live) + " instance(s) of version " + s.spec->version() +
                           ", one at a time"
                     : "starting version " + s.spec->version() + " again",
-           {{"version", s.spec->version()}, {"instances", live}});
+           {{"version", s.spec->version()}, {"instances", live}, {"rerun", ended}});
   im.reconcile(s);
-  done("");
-  return live;
+  return {live, ended};
 }
 
 void Supervisor::promote(const std::string& service, Done done) {

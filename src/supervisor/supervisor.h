@@ -92,8 +92,11 @@ class Supervisor {
   // one at a time, each new one healthy before an old one stops (start-first, as a deploy; a
   // fixed port: stop-first); one-shot jobs run again; a crash backoff ends. New processes that do
   // not become healthy stop the restart, and the instances not replaced yet keep running.
-  // Returns the number of instances being replaced.
-  int restart(const std::string& service, Done done);
+  struct Restart {
+    int replacing = 0;  // running instances being replaced
+    int rerun = 0;      // one-shot job instances that had ended and run again
+  };
+  Restart restart(const std::string& service);
   void rollback(const std::string& service, Done done);
 
   // Stops every instance, dependents before their dependencies, each drained first; `done` runs
