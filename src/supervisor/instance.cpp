@@ -67,7 +67,7 @@ void Supervisor::Impl::start_instance(ServiceRuntime& s, std::shared_ptr<const R
   } catch (const std::exception& e) {
     if (!inst->cgroup.empty()) cgroup_remove(inst->cgroup);
     event(s.name, inst->id, "failed", std::string("cannot start: ") + e.what());
-    on_crash(s, /*during_rollout_of_new=*/spec == s.spec && s.rollout.has_value(),
+    on_crash(s, /*current_version=*/spec == s.spec && !canary,
              std::string("cannot start: ") + e.what());
     // No exit will come to call reconcile again: retry once the backoff has passed.
     if (!s.start_timer) s.start_timer = std::make_unique<Timer>(loop);
@@ -367,7 +367,7 @@ void Supervisor::Impl::on_exit(pid_t pid, ExitStatus status) {
     s->instances.erase(std::remove_if(s->instances.begin(), s->instances.end(),
                                       [&](const auto& p) { return p->id == id; }),
                        s->instances.end());
-    if (!wanted) on_crash(*s, is_new && s->rollout.has_value(), status.describe());
+    if (!wanted) on_crash(*s, is_new, status.describe());
   }
   reconcile(*s);
   if (no_restart) start_waiting_dependents();  // one waiting for this one to complete
@@ -379,7 +379,7 @@ void Supervisor::Impl::on_exit(pid_t pid, ExitStatus status) {
   }
 }
 
-void Supervisor::Impl::on_crash(ServiceRuntime& s, bool new_version_in_rollout, const std::string& why) {
+void Supervisor::Impl::on_crash(ServiceRuntime& s, bool current_version, const std::string& why) {
   s.last_failure = why;
   ++s.restarts;
   if (restarts_metric) restarts_metric->inc();
@@ -392,8 +392,17 @@ void Supervisor::Impl::on_crash(ServiceRuntime& s, bool new_version_in_rollout, 
           "restarting in " + format_duration(backoff) + " (" + std::to_string(s.crash_count) +
                 (s.crash_count == 1 ? " failure" : " failures in a row") + ")",
           {{"seconds", seconds(backoff)}, {"failures", s.crash_count}});
-  if (new_version_in_rollout && s.rollout && ++s.rollout->crashes >= kRolloutCrashLimit && !s.rollout->rollback) {
-    roll_back_failed(s, "the new version crashed " + std::to_string(s.rollout->crashes) + " times");
+  if (!current_version) return;
+  if (s.rollout) {
+    if (++s.rollout->crashes >= kRolloutCrashLimit && !s.rollout->rollback)
+      roll_back_failed(s, "the new version crashed " + std::to_string(s.rollout->crashes) + " times");
+  } else if (s.probation && s.probation->version == s.spec->version() && now < s.probation->until) {
+    if (++s.probation->crashes >= kRolloutCrashLimit) {
+      const int crashes = s.probation->crashes;
+      s.probation.reset();
+      roll_back_failed(s, "the new version crashed " + std::to_string(crashes) + " times within " +
+                              format_duration(s.section.deploy.healthy_timeout) + " of its rollout");
+    }
   }
 }
 

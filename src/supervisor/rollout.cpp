@@ -140,6 +140,10 @@ void Supervisor::Impl::reconcile(ServiceRuntime& s) {
     s.rollout.reset();
   }
   if (s.rollout) {
+    if (!s.rollout->rollback && s.previous)
+      s.probation = Probation{s.spec->version(), now + s.section.deploy.healthy_timeout, s.rollout->crashes};
+    else
+      s.probation.reset();
     event(s.name, "", s.rollout->rollback ? "rollback-finished" : "deploy-finished",
           std::string(s.rollout->rollback ? "rolled back to version " : "version ") + s.spec->version() +
               (s.rollout->rollback ? "" : " rolled out") + " (" + std::to_string(fresh_ready.size()) + " instance(s))",

@@ -134,6 +134,15 @@ struct Rollout {
   bool restart = false;  // `flotilla restart`: the same version, new processes
 };
 
+// After a rollout to a new version has finished: for deploy.healthy_timeout its crashes still
+// count towards the rollback (a version that gets healthy, then crashes, is rolled back too; with
+// one replica the old instance is already gone by then).
+struct Probation {
+  std::string version;
+  Clock::time_point until;
+  int crashes = 0;
+};
+
 struct ServiceRuntime {
   std::string name;
   config::ServiceSection section;
@@ -144,6 +153,7 @@ struct ServiceRuntime {
   std::optional<int> replicas_override;  // `flotilla scale`
   std::optional<Canary> canary;
   std::optional<Rollout> rollout;
+  std::optional<Probation> probation;
   std::vector<std::unique_ptr<Instance>> instances;
   // Bumped by `flotilla restart`: an instance of the current version started in an earlier
   // generation counts as old, so the rollout machinery replaces it (kubectl rollout restart).
@@ -259,7 +269,9 @@ struct Supervisor::Impl {
   void send_stop(ServiceRuntime& s, Instance& i);
   void on_exit(pid_t pid, ExitStatus status);
   // `why`: the exit or the start failure, shown by status while the failures go on.
-  void on_crash(ServiceRuntime& s, bool new_version_in_rollout, const std::string& why);
+  // `current_version`: of the service's current version and generation (not a canary, not an
+  // old instance a rollout replaces): counts towards a rollout's (or its probation's) rollback.
+  void on_crash(ServiceRuntime& s, bool current_version, const std::string& why);
 
   // ---- rollout.cpp ----
   // The dependencies whose condition does not hold yet (service_started, service_healthy,

@@ -535,6 +535,36 @@ def test_up_detached_on_a_running_agent_fails_when_the_new_version_is_rolled_bac
     assert "all services ready" in r.stdout and "rolled back" not in r.stderr, r.stdout + r.stderr
 
 
+def test_a_new_version_that_crashes_after_its_rollout_is_rolled_back(make_app):
+    # One replica: the old instance stops as soon as the new one is healthy, which then crashes
+    # a second later, again and again. Within deploy.healthy_timeout of the rollout its crashes
+    # still count: the third one rolls it back.
+    app = make_app(f"""  web:
+    command: {CPP}
+    environment: {{ VERSION: "1" }}
+    healthcheck: {{http: /healthz, interval: 100ms}}
+    deploy: {{ healthy_timeout: 30s }}
+""").up()
+    version = app.service("web")["Version"]
+    status, body = app.request("POST", "/v1/flotilla/services/web/deploy",
+                               {"set": ["environment.VERSION=2", "environment.CRASH_AFTER_MS=1000"]})
+    assert status == 200, body
+    wait_for(lambda: events(app, "web", "deploy-finished"), timeout=15, what="the rollout finished")
+    rb = wait_for(lambda: events(app, "web", "rollback"), timeout=30, what="the automatic rollback")[0]
+    assert "crashed 3 times within 30s of its rollout" in rb["Message"], rb
+    assert rb["Data"]["to"] == version
+    wait_for(lambda: events(app, "web", "rollback-finished"), timeout=30, what="the rollback finished")
+    wait_for(lambda: (lambda s: s["State"] == "running" and s["Version"] == version and s["Ready"] == 1)(
+        app.service("web")), timeout=15, what="web running version 1 again")
+    assert [i["Version"] for i in app.instances("web")] == [version]
+    # A healthy deploy is not rolled back by its probation.
+    status, body = app.request("POST", "/v1/flotilla/services/web/deploy", {"set": ["environment.VERSION=3"]})
+    assert status == 200, body
+    wait_for(lambda: len(events(app, "web", "deploy-finished")) == 2, timeout=15, what="the second rollout")
+    time.sleep(1.5)
+    assert len(events(app, "web", "rollback")) == 1 and app.service("web")["Version"] != version
+
+
 def test_up_detached_fails_when_a_one_shot_job_fails(make_app):
     app = make_app(f"""  web:
     command: {CPP}
