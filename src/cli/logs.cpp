@@ -1,8 +1,10 @@
-// `flotilla logs [-f] SERVICE`: the service's instance logs merged in time order, each line
-// prefixed with its instance as docker-compose does ("web-3f2a | text"); -f follows them.
+// `flotilla logs [-f] [SERVICE…]`: the instance logs of the services (all of them without a name)
+// merged in time order, each line prefixed with its instance as docker-compose does
+// ("web-3f2a | text"); -f follows them.
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cctype>
 #include <cstdio>
 #include <cstdlib>
@@ -24,7 +26,7 @@ using nlohmann::json;
 
 struct LogsOptions {
   Target target;
-  std::string service;
+  std::vector<std::string> services;
   bool follow = false;
   std::string since;
   std::string tail;
@@ -150,7 +152,6 @@ class Printer {
 };
 
 int run(const LogsOptions& o) {
-  if (o.service.empty()) throw UsageError("which service? usage: flotilla logs [-f] SERVICE");
   std::string query;
   if (!o.since.empty()) query += "&since=" + url_encode_path(since_param(o.since));
   bool tail_none = false;
@@ -164,16 +165,26 @@ int run(const LogsOptions& o) {
   }
   if (o.all) query += "&all";
   auto client = make_client(o.target);
-  const std::string path = "/v1/flotilla/logs/" + url_encode_path(o.service);
+  // One service: logs/NAME; several, or all: logs?service=A,B (the agent merges them).
+  std::string path = "/v1/flotilla/logs";
+  std::string names;
+  for (const auto& s : o.services) names += (names.empty() ? "" : ",") + url_encode_path(s);
+  if (o.services.size() == 1) path += "/" + names;
+  else if (!names.empty()) query = "&service=" + names + query;
   auto answer = json_of(client.request("GET", path + (query.empty() ? "" : "?" + query.substr(1))));
 
   const char* no_color_env = std::getenv("NO_COLOR");
   Printer printer(o, !o.no_color && !(no_color_env && *no_color_env) && isatty(STDOUT_FILENO));
   if (o.follow) {
-    // Pad to every instance of the service, not only those with lines in this answer.
-    auto instances = client.request("GET", "/v1/flotilla/instances?service=" + url_encode_path(o.service));
+    // Pad to every instance of the services, not only those with lines in this answer.
+    auto instances = client.request(
+        "GET", "/v1/flotilla/instances" + (o.services.size() == 1 ? "?service=" + names : std::string()));
     if (instances.status == 200)
-      for (const auto& i : json::parse(instances.body)) printer.widen(i.value("ID", std::string()));
+      for (const auto& i : json::parse(instances.body)) {
+        const std::string service = i.value("Service", std::string());
+        if (o.services.empty() || std::find(o.services.begin(), o.services.end(), service) != o.services.end())
+          printer.widen(i.value("ID", std::string()));
+      }
   }
   if (!tail_none) printer.print(answer["Records"]);
   if (!o.follow) return 0;
@@ -184,9 +195,10 @@ int run(const LogsOptions& o) {
   for (;;) {
     ApiResponse r;
     try {
-      r = client.request(
-          "GET", path + "?wait=" + std::to_string(kFollowWait.count()) + "s&after=" + url_encode_path(cursor) + (o.all ? "&all" : ""), {},
-          timeout);
+      std::string follow = path + "?wait=" + std::to_string(kFollowWait.count()) + "s&after=" + url_encode_path(cursor);
+      if (o.all) follow += "&all";
+      if (o.services.size() > 1) follow += "&service=" + names;
+      r = client.request("GET", follow, {}, timeout);
     } catch (const std::exception& e) {
       throw std::runtime_error("the agent at " + client.address() + " went away (" + e.what() + ")");
     }
@@ -200,14 +212,15 @@ int run(const LogsOptions& o) {
 
 std::function<int()> add_logs(CLI::App& app) {
   auto o = std::make_shared<LogsOptions>();
-  auto* cmd = app.add_subcommand("logs", "Print a service's logs, every instance merged in time order");
+  auto* cmd = app.add_subcommand("logs", "Print services' logs (all without a name), every instance merged in time order");
   cmd->footer(
       "Each line starts with its instance (coloured on a terminal); stdout and stderr are merged.\n"
       "With -f, keeps printing new lines (new instances included) until Ctrl-C. --since takes a\n"
       "duration (10m), an RFC 3339 time (local time when it has no zone) or Unix seconds. Here -f\n"
       "means follow: pick the agent by flotilla.yaml with --file.\n\n"
+      "Without SERVICE, every service's lines are merged, as docker compose logs does.\n\n"
       "Example: flotilla logs -f --tail 20 web");
-  cmd->add_option("SERVICE", o->service, "The service");
+  cmd->add_option("SERVICE", o->services, "The services (default: all)");
   cmd->add_flag("-f,--follow", o->follow, "Keep printing new lines");
   cmd->add_option("--since", o->since, "Only lines since then: 10m, 2026-12-02T08:00:00Z or Unix seconds");
   cmd->add_option("-n,--tail", o->tail, "Only the last N lines (all: every line)");

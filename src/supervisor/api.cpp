@@ -198,11 +198,27 @@ void handle(Supervisor& sup, const ApiHooks& hooks, const ExchangePtr& ex, const
     p->start(wait);
     return;
   }
-  if (rest.rfind("logs/", 0) == 0) {
+  if (rest.rfind("logs/", 0) == 0 || rest == "logs") {
     if (!need(true)) return;
+    // logs/NAME: one service; logs: every service, or those of ?service=A,B, merged.
+    std::vector<std::string> names;
+    if (rest != "logs") {
+      names.push_back(rest.substr(5));
+    } else if (const std::string* list = req.param("service"); list && !list->empty()) {
+      for (size_t start = 0; start <= list->size();) {
+        size_t comma = list->find(',', start);
+        if (comma == std::string::npos) comma = list->size();
+        std::string name = list->substr(start, comma - start);
+        if (name.empty()) throw bad_request("service must be NAME or NAME,NAME,…", "service");
+        if (std::find(names.begin(), names.end(), name) == names.end()) names.push_back(name);
+        start = comma + 1;
+      }
+    } else {
+      names = sup.service_names();
+    }
+    for (const auto& name : names)
+      if (!sup.has_service(name)) throw ApiError(404, "no supervised service \"" + name + "\"", "service");
     LogQuery q;
-    q.service = rest.substr(5);
-    if (!sup.has_service(q.service)) throw ApiError(404, "no supervised service \"" + q.service + "\"", "service");
     if (const std::string* s = req.param("since")) q.since_us = since_us(*s);
     q.tail = static_cast<size_t>(uint_param(req, "tail", 0));  // 0: every record
     if (const std::string* a = req.param("after")) q.after = *a;
@@ -210,16 +226,20 @@ void handle(Supervisor& sup, const ApiHooks& hooks, const ExchangePtr& ex, const
     // By default the instances this agent started (running or not), as docker-compose shows its
     // current containers; ?all adds what earlier runs left in the data dir.
     const bool all = req.has_param("all");
-    auto compute = [dir, q, all, &sup](bool last) -> std::optional<json> {
+    auto compute = [dir, q, names, all, &sup](bool last) -> std::optional<json> {
       LogAnswer a;
-      LogQuery query = q;
-      if (!all) {
-        auto ids = sup.log_instances(q.service);
-        query.instances.insert(ids.begin(), ids.end());
-        if (query.instances.empty()) query.instances.insert("");  // nothing started yet: no file
+      std::vector<LogQuery> queries;
+      for (const auto& name : names) {
+        LogQuery& query = queries.emplace_back(q);
+        query.service = name;
+        if (!all) {
+          auto ids = sup.log_instances(name);
+          query.instances.insert(ids.begin(), ids.end());
+          if (query.instances.empty()) query.instances.insert("");  // nothing started yet: no file
+        }
       }
       try {
-        a = read_logs(dir, query);
+        a = queries.size() == 1 ? read_logs(dir, queries.front()) : read_logs(dir, queries, q.tail);
       } catch (const std::invalid_argument& e) {
         throw ApiError(400, e.what(), "after");
       } catch (const std::exception& e) {

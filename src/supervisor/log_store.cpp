@@ -788,6 +788,40 @@ LogAnswer read_logs(const std::string& dir, const LogQuery& query) {
   return answer;
 }
 
+LogAnswer read_logs(const std::string& dir, const std::vector<LogQuery>& queries, size_t tail) {
+  std::vector<LogAnswer> answers;
+  std::map<std::string, Pos> cursor;
+  size_t total = 0;
+  for (const auto& q : queries) {
+    LogQuery one = q;
+    one.tail = tail;  // the last `tail` of the merge are among the last `tail` of each service
+    answers.push_back(read_logs(dir, one));
+    total += answers.back().records.size();
+    for (auto& [name, pos] : parse_cursor(answers.back().cursor)) cursor[name] = pos;
+  }
+  const size_t skip = tail > 0 && total > tail ? total - tail : 0;
+  LogAnswer answer;
+  answer.records.reserve(total - skip);
+  std::vector<size_t> at(answers.size(), 0);
+  for (size_t i = 0; i < total; ++i) {
+    size_t next = answers.size();
+    for (size_t a = 0; a < answers.size(); ++a) {
+      if (at[a] == answers[a].records.size()) continue;
+      const LogRecord& r = answers[a].records[at[a]];
+      if (next == answers.size()) {
+        next = a;
+        continue;
+      }
+      const LogRecord& best = answers[next].records[at[next]];
+      if (r.time_us < best.time_us || (r.time_us == best.time_us && r.instance < best.instance)) next = a;
+    }
+    LogRecord& r = answers[next].records[at[next]++];
+    if (i >= skip) answer.records.push_back(std::move(r));
+  }
+  answer.cursor = format_cursor(cursor);
+  return answer;
+}
+
 void remove_instance_logs(const std::string& dir, const std::string& service, const std::string& instance) {
   require_component(service, "service");
   require_component(instance, "instance");

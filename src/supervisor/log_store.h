@@ -87,6 +87,10 @@ struct LogAnswer {
 // directory, std::invalid_argument for a malformed `after` or a service name that is not a plain
 // file name (no '/', not "." or "..") — both are the caller's 400.
 LogAnswer read_logs(const std::string& dir, const LogQuery& query);
+// Several services at once (`flotilla logs` without a service): each query as above, with the
+// same `after` (one cursor for all: instance names never repeat across services), merged in time
+// order (ties by instance name), then only the last `tail` (0: all).
+LogAnswer read_logs(const std::string& dir, const std::vector<LogQuery>& queries, size_t tail);
 
 // Deletes an instance's files: <instance>.log and every <instance>.log.N (used when an instance is
 // gone for good, after `keep` instances of history per service). Ignores missing files. Throws

@@ -639,6 +639,15 @@ json Supervisor::instances(const std::string& service) const {
 
 bool Supervisor::has_service(const std::string& service) const { return impl_->services.count(service) > 0; }
 
+std::vector<std::string> Supervisor::service_names() const {
+  std::vector<std::string> out;
+  for (const auto& n : impl_->order)
+    if (impl_->services.count(n)) out.push_back(n);
+  for (const auto& [n, s] : impl_->services)
+    if (std::find(out.begin(), out.end(), n) == out.end()) out.push_back(n);
+  return out;
+}
+
 json Supervisor::events(uint64_t after, size_t limit, const std::string& service) const {
   json out = json::array();
   for (const auto& e : impl_->events) {

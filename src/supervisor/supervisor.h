@@ -108,6 +108,8 @@ class Supervisor {
   nlohmann::json status() const;
   nlohmann::json instances(const std::string& service) const;  // empty: all
   bool has_service(const std::string& service) const;
+  // Every service, in start order (dependencies first).
+  std::vector<std::string> service_names() const;
 
   // Events after sequence number `after` (oldest first, at most `limit`).
   // service: only that service's events (empty: all).

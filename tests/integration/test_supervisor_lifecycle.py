@@ -305,6 +305,63 @@ def test_logs_merge_instances_with_their_ids(make_app):
         assert app.cli("logs", "no-such-service", check=False).returncode != 0
 
 
+def test_logs_of_every_service_or_several_are_merged_in_time_order(make_app):
+    app = make_app(f"""  web:
+    command: {SH}
+    replicas: 2
+    healthcheck: {{http: /healthz, interval: 100ms}}
+  api:
+    command: {SH}
+    healthcheck: {{http: /healthz, interval: 100ms}}
+  jobs:
+    command: {SH}
+    healthcheck: {{http: /healthz, interval: 100ms}}
+""")
+    app.up()
+    ids = {i["ID"]: i for i in app.instances()}
+    assert len(ids) == 4
+
+    def every_start():
+        records = app.get("/v1/flotilla/logs")["Records"]
+        seen = {r["Instance"] for r in records if r["Text"].strip().startswith("listening on")}
+        return records if seen == set(ids) else None
+    records = wait_for(every_start, timeout=5, what="a line of each of the 4 instances")
+    times = [r["Time"] for r in records]
+    assert times == sorted(times), "records of all services merged in time order"
+
+    # Two of them: only theirs; tail applies to the merge.
+    both = app.get("/v1/flotilla/logs?service=api,web")
+    assert {r["Instance"].rsplit("-", 1)[0] for r in both["Records"]} == {"api", "web"}, both
+    last = app.get("/v1/flotilla/logs?service=api,web&tail=2")["Records"]
+    assert last == both["Records"][-2:]
+    status, body = app.request("GET", "/v1/flotilla/logs?service=api,nosuch")
+    assert status == 404 and "nosuch" in body["error"], body
+    status, body = app.request("GET", "/v1/flotilla/logs?service=api,,web")
+    assert status == 400, body
+
+    r = app.cli("logs", "--no-color")
+    for i in ids.values():
+        assert any(l.startswith(i["ID"]) and l.endswith(f"listening on {i['Port']}") for l in r.stdout.splitlines()), \
+            r.stdout
+    r = app.cli("logs", "--no-color", "api", "jobs")
+    prefixes = {l.split(" ", 1)[0].rsplit("-", 1)[0] for l in r.stdout.splitlines()}
+    assert prefixes == {"api", "jobs"}, r.stdout
+    # -f over all services: a line written after it began is printed once.
+    follow = subprocess.Popen([BIN, "logs", "-f", "--no-color", "--tail", "0"], stdout=subprocess.PIPE, text=True,
+                              cwd=app.dir, env={**os.environ, "FLOTILLA_API": f"127.0.0.1:{app.api_port}"})
+    try:
+        time.sleep(0.5)
+        app.cli("scale", "jobs=2")
+        new = wait_for(lambda: [i for i in app.instances("jobs") if i["ID"] not in ids], timeout=10,
+                       what="a second jobs instance")[0]
+        lines = [follow.stdout.readline() for _ in range(2)]  # its stdout and stderr lines
+        assert all(l.startswith(new["ID"]) for l in lines), lines
+        assert {l.split("| ", 1)[1].strip() for l in lines} == {f"listening on {new['Port']}", "started"}, lines
+    finally:
+        follow.terminate()
+        follow.wait(timeout=10)
+
+
 # ---- 4. crash -> restart with backoff; restart policies ----
 
 def test_crash_restarts_with_growing_backoff_and_shows_crash_looping(make_app):

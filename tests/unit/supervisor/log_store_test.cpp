@@ -527,6 +527,36 @@ TEST(LogStoreReader, FollowCursorGivesExactlyTheNewRecords) {
   EXPECT_EQ(without_c.cursor.find("c="), std::string::npos);
 }
 
+TEST(LogStoreReader, SeveralServicesMergeWithOneCursor) {
+  TempDir dir;
+  int64_t b = base_us();
+  spit(dir.path + "/web/web-1.log", rec(1, "out", "w1") + rec(3, "out", "w3") + rec(5, "out", "w5"));
+  spit(dir.path + "/api/api-1.log", rec(2, "out", "p2") + rec(3, "out", "p3") + rec(6, "out", "p6"));
+  spit(dir.path + "/db/db-1.log", rec(0, "out", "d0"));
+  auto several = [&](const std::string& after, size_t tail, std::set<std::string> api_instances = {}) {
+    LogQuery web, api;
+    web.service = "web";
+    api.service = "api";
+    web.after = api.after = after;
+    api.instances = std::move(api_instances);
+    return read_logs(dir.path, std::vector<LogQuery>{web, api}, tail);
+  };
+  auto all = several("", 0);
+  // Time order across services; a tie goes to the instance first by name (api-1 before web-1).
+  EXPECT_EQ(texts(all), (std::vector<std::string>{"w1", "p2", "p3", "w3", "w5", "p6"}));
+  EXPECT_EQ(all.cursor, "api-1=" + std::to_string(b + 6) + ":1;web-1=" + std::to_string(b + 5) + ":1");
+  EXPECT_EQ(texts(several("", 3)), (std::vector<std::string>{"w3", "w5", "p6"}));
+  // One cursor for both: only what came after it, from either service.
+  spit(dir.path + "/web/web-1.log", rec(7, "out", "w7"), true);
+  spit(dir.path + "/api/api-1.log", rec(7, "out", "p7"), true);
+  auto next = several(all.cursor, 0);
+  EXPECT_EQ(texts(next), (std::vector<std::string>{"p7", "w7"}));
+  EXPECT_TRUE(several(next.cursor, 0).records.empty());
+  // Each service keeps its own instance filter.
+  EXPECT_EQ(texts(several("", 0, {"api-2"})), (std::vector<std::string>{"w1", "w3", "w5", "w7"}));
+  EXPECT_TRUE(read_logs(dir.path, std::vector<LogQuery>{}, 0).records.empty());
+}
+
 TEST(LogStoreReader, FollowAcrossRotatedFilesWithTiesAtTheBoundary) {
   TempDir dir;
   std::string svc = dir.path + "/svc/";
