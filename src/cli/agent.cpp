@@ -28,6 +28,7 @@
 #include "registry/registry.h"
 #include "registry/store/sqlite_store.h"
 #include "supervisor/api.h"
+#include "supervisor/output_echo.h"
 #include "supervisor/spec.h"
 #include "supervisor/supervisor.h"
 
@@ -182,6 +183,10 @@ int run_agent(const AgentOptions& o, const config::File* file) {
     if (file) {
       supervisor::Options so;
       so.data_dir = o.data_dir;
+      if (o.attach) {
+        const char* no_color = std::getenv("NO_COLOR");
+        so.echo = std::make_shared<supervisor::OutputEcho>(STDOUT_FILENO, isatty(STDOUT_FILENO) && !(no_color && *no_color));
+      }
       sup = std::make_unique<supervisor::Supervisor>(loop, registry, store, gw.get(), metrics, so);
       sup->start(*file);
       supervisor_ptr = sup.get();

@@ -46,6 +46,8 @@ struct AgentOptions {
   std::string node;
   std::string datacenter = "dc1";
   std::string log_level = "info";
+  // `flotilla up` in the foreground: the services' output on stdout, prefixed by instance.
+  bool attach = false;
 };
 // The agent (registry, health checks, API); with `file`, also the gateway of its `gateway:`
 // section, fed from the registry in-process (`flotilla up`).

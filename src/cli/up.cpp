@@ -32,6 +32,7 @@ struct UpOptions {
   std::string token;
   std::string node;
   bool detach = false;
+  bool no_attach = false;
   int wait_seconds = 120;
 };
 
@@ -281,8 +282,9 @@ std::function<int()> add_up(CLI::App& app) {
   auto* cmd = app.add_subcommand("up", "Run the application flotilla.yaml describes: agent, gateway and services");
   cmd->footer(
       "Starts the agent (registry, API), the gateway and every service that has a command, in\n"
-      "dependency order. In the foreground it logs to stderr and stops everything cleanly on SIGINT\n"
-      "or SIGTERM; with -d it runs in the background (log and pid file in the data dir) and returns\n"
+      "dependency order. In the foreground it prints the services' output (\"web-3f9a1c | line\", as\n"
+      "docker compose up does; not with --no-attach), logs to stderr and stops everything cleanly\n"
+      "on SIGINT or SIGTERM; with -d it runs in the background (log and pid file in the data dir) and returns\n"
       "once every service is ready (a one-shot job: ended), exiting 1 when one failed, crash-loops\n"
       "or is not ready within --wait. Run against an agent that already runs the application, it\n"
       "applies the file's changes: changed services roll out, unchanged ones are untouched, a\n"
@@ -292,6 +294,7 @@ std::function<int()> add_up(CLI::App& app) {
       "         flotilla status; flotilla logs -f web; flotilla down");
   cmd->add_option("-f,--file", o->file, "The application's file")->capture_default_str();
   cmd->add_flag("-d,--detach", o->detach, "Run in the background; return once every service is ready");
+  cmd->add_flag("--no-attach", o->no_attach, "In the foreground: do not print the services' output (flotilla logs has it)");
   cmd->add_option("--wait", o->wait_seconds, "With -d: seconds to wait for every service to be ready")
       ->capture_default_str();
   cmd->add_option("--token", o->token, "Secret that API writes must present; required off loopback")
@@ -314,6 +317,7 @@ std::function<int()> add_up(CLI::App& app) {
     a.node = o->node;
     a.log_level = o->log_level;
     if (o->detach) return detach_and_wait(*o, file, a);
+    a.attach = !o->no_attach;
     return run_agent(a, &file);
   };
 }

@@ -62,8 +62,11 @@ void Supervisor::Impl::start_instance(ServiceRuntime& s, std::shared_ptr<const R
     Spawned sp = spawn(ls);
     inst->shim = sp.shim;
     inst->pid = sp.pid;
+    std::function<void(std::string_view)> echo;
+    if (options.echo)
+      echo = [out = options.echo, id = inst->id](std::string_view text) { out->line(id, text); };
     inst->log = std::make_unique<InstanceLog>(loop, log_dir, s.name, inst->id, sp.stdout_fd, sp.stderr_fd,
-                                              options.logs, [this] { notify(); });
+                                              options.logs, [this] { notify(); }, std::move(echo));
   } catch (const std::exception& e) {
     if (!inst->cgroup.empty()) cgroup_remove(inst->cgroup);
     event(s.name, inst->id, "failed", std::string("cannot start: ") + e.what());
@@ -162,8 +165,13 @@ void Supervisor::Impl::became_healthy(ServiceRuntime& s, Instance& i) {
     i.state = Instance::State::ready;
     i.ready_at = Clock::now();
     event(s.name, i.id, "healthy", "running (no port: not routed)");
-    reconcile(s);
-    start_waiting_dependents();
+    // Not from here: start_instance (inside reconcile's loop of starts) may be what called this,
+    // and a nested reconcile would start the same missing instances again.
+    loop.post([this, alive = alive, service = s.name] {
+      if (!*alive) return;
+      if (auto* sv = find(service)) reconcile(*sv);
+      start_waiting_dependents();
+    });
     return;
   }
   register_instance(s, i, [this, service = s.name, id = i.id] {

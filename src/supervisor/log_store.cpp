@@ -215,6 +215,7 @@ struct InstanceLog::Impl : std::enable_shared_from_this<Impl> {
   std::string label;  // service/instance, for our own log messages
   LogLimits limits;
   std::function<void()> on_line;
+  std::function<void(std::string_view)> echo;
 
   int fd = -1;
   uint64_t file_size = 0;
@@ -359,6 +360,7 @@ struct InstanceLog::Impl : std::enable_shared_from_this<Impl> {
       flush();
       rotate();
     }
+    if (echo) echo(text);
     std::memcpy(header + kTimeLen + 1, s.tag, 3);
     batch.append(header, kHeaderLen);
     batch.append(text);
@@ -490,11 +492,13 @@ struct InstanceLog::Impl : std::enable_shared_from_this<Impl> {
 };
 
 InstanceLog::InstanceLog(EventLoop& loop, std::string dir, std::string service, std::string instance, int stdout_fd,
-                         int stderr_fd, LogLimits limits, std::function<void()> on_line) {
+                         int stderr_fd, LogLimits limits, std::function<void()> on_line,
+                         std::function<void(std::string_view)> echo) {
   require_component(service, "service");
   require_component(instance, "instance");
   impl_ = std::make_shared<Impl>(loop.io(), std::move(dir), std::move(service), std::move(instance), limits,
                                  std::move(on_line));
+  impl_->echo = std::move(echo);
   impl_->start(stdout_fd, stderr_fd);
 }
 

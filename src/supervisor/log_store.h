@@ -15,6 +15,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace flotilla {
@@ -38,10 +39,12 @@ struct LogLimits {
 class InstanceLog {
  public:
   // on_line runs on the loop after each batch of records is written (for followers); may be
-  // empty; it may destroy this object. Throws std::invalid_argument for a service or instance name
-  // that is not a plain file name.
+  // empty; it may destroy this object. echo, when set, is also given each record's text as it is
+  // cut (a foreground `flotilla up` prints them). Throws std::invalid_argument for a service or
+  // instance name that is not a plain file name.
   InstanceLog(EventLoop& loop, std::string dir, std::string service, std::string instance, int stdout_fd,
-              int stderr_fd, LogLimits limits, std::function<void()> on_line);
+              int stderr_fd, LogLimits limits, std::function<void()> on_line,
+              std::function<void(std::string_view)> echo = {});
   // Before EOF (agent shutdown): writes what the pipes already hold (up to 1 MiB each) and any
   // partial last line, then stops reading. on_line is not called from here.
   ~InstanceLog();

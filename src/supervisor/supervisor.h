@@ -46,10 +46,14 @@ class Registry;
 
 namespace flotilla::supervisor {
 
+class OutputEcho;
+
 struct Options {
   std::string data_dir;                     // instance logs go to <data_dir>/logs
   std::string shim_binary = "/proc/self/exe";
   LogLimits logs;
+  // Set: every line of every instance is also printed there (a foreground `flotilla up`).
+  std::shared_ptr<OutputEcho> echo;
 };
 
 class Supervisor {

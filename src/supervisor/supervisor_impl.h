@@ -30,6 +30,7 @@
 #include "registry/store/store.h"
 #include "supervisor/autoscaler.h"
 #include "supervisor/cgroup.h"
+#include "supervisor/output_echo.h"
 #include "supervisor/process.h"
 #include "supervisor/spec.h"
 

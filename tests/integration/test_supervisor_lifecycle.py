@@ -362,6 +362,56 @@ def test_logs_of_every_service_or_several_are_merged_in_time_order(make_app):
         follow.wait(timeout=10)
 
 
+def test_foreground_up_prints_the_services_output_prefixed_by_instance(make_app, tmp_path):
+    # docker compose up: the services' lines on stdout, "INSTANCE | text". Two port: none workers
+    # (no health check: ready at once) must also start exactly twice, not three times.
+    app = make_app(f"""  web:
+    command: {SH}
+    healthcheck: {{http: /healthz, interval: 100ms}}
+  worker:
+    command: "echo worker $FLOTILLA_INSTANCE ready; exec sleep 1000"
+    port: none
+    replicas: 2
+""")
+    out = open(tmp_path / "stdout", "wb")
+    up = subprocess.Popen([BIN, "up", "-f", app.path], stdout=out, stderr=subprocess.DEVNULL, cwd=app.dir)
+    app.proc = up
+    try:
+        wait_for(app.answers, timeout=15, what="the agent's API")
+        app.wait_ready()
+        (web,) = app.instances("web")
+        workers = app.instances("worker")
+        assert len(workers) == 2 and len(events(app, "worker", "started")) == 2, events(app, "worker")
+
+        def printed():
+            text = (tmp_path / "stdout").read_text()
+            want = [f"{web['ID']} | listening on {web['Port']}", f"{web['ID']} | started"]
+            want += [f"{w['ID']} | worker {w['ID']} ready" for w in workers]
+            return text if all(w in text for w in want) else None
+        text = wait_for(printed, timeout=5, what="every instance's lines on stdout")
+        assert "info" not in text, "the agent's own log goes to stderr, not among the services' lines"
+    finally:
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(timeout=30) == 0
+        out.close()
+    # --no-attach: nothing of the services on stdout.
+    app2 = make_app(f"""  web:
+    command: {SH}
+    healthcheck: {{http: /healthz, interval: 100ms}}
+""")
+    up = subprocess.Popen([BIN, "up", "--no-attach", "-f", app2.path], stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL, cwd=app2.dir)
+    app2.proc = up
+    try:
+        wait_for(app2.answers, timeout=15, what="the agent's API")
+        app2.wait_ready()
+        time.sleep(0.3)
+    finally:
+        up.send_signal(signal.SIGTERM)
+        stdout, _ = up.communicate(timeout=30)
+    assert up.returncode == 0 and stdout == b"", stdout
+
+
 # ---- 4. crash -> restart with backoff; restart policies ----
 
 def test_crash_restarts_with_growing_backoff_and_shows_crash_looping(make_app):
