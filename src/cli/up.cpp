@@ -94,6 +94,10 @@ std::optional<int> apply_to_running(const config::File& file, const std::string&
     std::cout << "  re-run:    " << join(j["Rerun"]) << "  (one-shot jobs that had failed)\n";
   std::cout << "  removed:   " << join(j["Removed"]) << "\n"
             << "  unchanged: " << join(j["Unchanged"]) << "\n";
+  if (!j.value("Deployed", nlohmann::json::array()).empty())
+    std::cout << "  deployed:  " << join(j["Deployed"])
+              << "  (run a version from flotilla deploy, not the file's; kept until the file changes them,\n"
+                 "             or flotilla rollback)\n";
   if (j.contains("Gateway") && j["Gateway"].is_object()) {
     const auto& g = j["Gateway"];
     if (g.contains("Routes")) {

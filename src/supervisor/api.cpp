@@ -337,7 +337,7 @@ json apply_file(Supervisor& sup, const ApiHooks& hooks, const config::File& file
   sup.check_apply(file);  // before the hook opens anything for a file that is refused
   if (hooks.before_apply) hooks.before_apply(file);
   auto r = sup.apply(file);
-  json answer{{"Added", r.added}, {"Changed", r.changed}, {"Reconfigured", r.reconfigured}, {"Removed", r.removed}, {"Unchanged", r.unchanged}, {"Rerun", r.rerun}};
+  json answer{{"Added", r.added}, {"Changed", r.changed}, {"Reconfigured", r.reconfigured}, {"Removed", r.removed}, {"Unchanged", r.unchanged}, {"Rerun", r.rerun}, {"Deployed", r.deployed}};
   if (hooks.on_apply) {
     json gateway = hooks.on_apply(file);
     if (!gateway.is_null()) answer["Gateway"] = std::move(gateway);

@@ -383,6 +383,7 @@ Supervisor::ApplyResult Supervisor::apply(const config::File& file) {
     }
     auto file_spec = std::make_shared<const RunSpec>(run_spec(*section));
     const bool spec_changed = file_spec->version() != s->file_version;
+    const int desired_before = s->desired();
     const bool replicas_changed = section->replicas != s->file_replicas;
     auto conditions = [](const config::ServiceSection& sec) {
       std::map<std::string, std::string> out;
@@ -404,6 +405,11 @@ Supervisor::ApplyResult Supervisor::apply(const config::File& file) {
     } else if (!section->autoscale) {
       s->autoscaler.reset();
     }
+    if (!s->autoscaler && s->desired() != desired_before)
+      im.event(s->name, "", "scaled",
+               "flotilla.yaml: scaled from " + std::to_string(desired_before) + " to " + std::to_string(s->desired()),
+               {{"from", desired_before}, {"to", s->desired()}});
+    if (!spec_changed && s->spec->version() != file_spec->version()) out.deployed.push_back(s->name);
     if (spec_changed) {
       s->previous = s->spec;
       s->spec = file_spec;

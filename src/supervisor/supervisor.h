@@ -79,7 +79,9 @@ class Supervisor {
     // changed: a new version, rolling out; reconfigured: replicas, autoscale, deploy or
     // a depends_on condition changed, no instance replaced.
     // rerun: one-shot jobs that had failed, run again (as compose starts exited containers).
-    std::vector<std::string> added, changed, reconfigured, removed, unchanged, rerun;
+    // deployed: unchanged in the file, but running a version `flotilla deploy` (or a canary
+    // promotion) put there, which the file does not describe: kept until the file changes it.
+    std::vector<std::string> added, changed, reconfigured, removed, unchanged, rerun, deployed;
   };
   // A newer version of the file (`flotilla up` again): new services start, changed ones roll
   // out, removed ones stop; unchanged ones are untouched. Throws ApiError.

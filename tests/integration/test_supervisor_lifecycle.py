@@ -1146,6 +1146,28 @@ def test_reapplied_up_changes_only_what_changed(make_app):
     assert {i["ID"] for i in moving_new} <= {i["ID"] for i in app.instances("moving")}, "an instance was replaced"
 
 
+def test_up_again_says_when_a_deployed_version_is_kept_and_scales_with_an_event(make_app):
+    web = f"""  web:
+    command: {SH}
+    replicas: 1
+    healthcheck: {{http: /healthz, interval: 100ms}}
+"""
+    app = make_app(web).up()
+    app.cli("deploy", "web", "--set", "environment.FEATURE=on", "--wait")
+    r = app.cli("up", "-f", app.path)
+    assert re.search(r"unchanged: +web\n", r.stdout) and re.search(r"deployed: +web ", r.stdout), r.stdout
+    # The file now asks for 2: a scale, with its event, and still the deployed version.
+    app.write(web.replace("replicas: 1", "replicas: 2"))
+    r = app.cli("up", "-d", "-f", app.path, "--wait", "30")
+    assert re.search(r"settings: +web ", r.stdout) and re.search(r"deployed: +web ", r.stdout), r.stdout
+    (scaled,) = events(app, "web", "scaled")
+    assert (scaled["Data"]["from"], scaled["Data"]["to"]) == (1, 2) and "flotilla.yaml" in scaled["Message"], scaled
+    # Rolled back to the file's version: nothing to say any more.
+    app.cli("rollback", "web", "--wait")
+    r = app.cli("up", "-f", app.path)
+    assert "deployed:" not in r.stdout, r.stdout
+
+
 def test_a_dependency_added_while_running_gets_its_url(make_app):
     # Nothing depends on anything at first: the gateway has no listener of a service's own.
     quotes = f"""  quotes:
