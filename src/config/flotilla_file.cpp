@@ -631,8 +631,22 @@ File parse(const std::string& text, const std::string& path) {
   try {
     root = YAML::Load(text);
   } catch (const YAML::Exception& e) {
+    // YAML forbids tabs in indentation, and yaml-cpp's message for them ("end of map not found")
+    // does not say so: point at the first line indented with one.
+    std::string hint;
+    size_t line_no = 1;
+    for (size_t start = 0; start < text.size(); ++line_no) {
+      size_t end = text.find('\n', start);
+      if (end == std::string::npos) end = text.size();
+      size_t indent = text.find_first_not_of(' ', start);
+      if (indent < end && text[indent] == '\t') {
+        hint = " (line " + std::to_string(line_no) + " is indented with a tab: YAML indentation must be spaces)";
+        break;
+      }
+      start = end + 1;
+    }
     throw ConfigError(path + ":" + std::to_string(e.mark.line + 1) + ":" + std::to_string(e.mark.column + 1) +
-                      ": not valid YAML: " + e.msg);
+                      ": not valid YAML: " + e.msg + hint);
   }
   File f;
   f.path = path;

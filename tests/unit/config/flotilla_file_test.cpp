@@ -161,6 +161,11 @@ TEST(FlotillaFile, ErrorsNameFileLineAndColumn) {
             "app/flotilla.yaml:3:8: agent.api must be HOST:PORT, such as 127.0.0.1:8080");
   EXPECT_EQ(error_of("name: [unclosed\n").rfind("app/flotilla.yaml:", 0), 0u);
   EXPECT_NE(error_of("name: [unclosed\n").find("not valid YAML"), std::string::npos);
+  EXPECT_EQ(error_of("name: [unclosed\n").find("tab"), std::string::npos);
+  // A tab in the indentation: yaml-cpp says "end of map not found"; the error names the line.
+  EXPECT_NE(error_of("name: shop\nservices:\n  web:\n    command: [a]\n\treplicas: 2\n")
+                .find("(line 5 is indented with a tab: YAML indentation must be spaces)"),
+            std::string::npos);
 }
 
 TEST(FlotillaFile, RejectsRoutesThatCouldNeverMatch) {
