@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "cli/commands.h"
+#include "cli/target.h"
 #include "common/duration.h"
 #include "config/flotilla_file.h"
 
@@ -83,6 +84,8 @@ std::function<int()> add_config(CLI::App& app) {
   return [file, check]() -> int {
     if (!check->parsed()) return 2;
     try {
+      if (*file == "flotilla.yaml")  // the default: here or in a parent directory
+        if (std::string found = find_app_file(); !found.empty()) *file = found;
       auto f = config::load_file(*file);
       std::cout << *file << ": ok\n"
                 << "  name:    " << f.name << "\n"

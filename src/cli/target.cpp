@@ -18,12 +18,25 @@ namespace flotilla::cli {
 
 void add_target_options(CLI::App* cmd, Target& target, bool short_file) {
   cmd->add_option("--api", target.api,
-                  "Agent HOST:PORT (default: agent.api of --file, $FLOTILLA_API, agent.api of ./flotilla.yaml, "
-                  "127.0.0.1:7700)");
+                  "Agent HOST:PORT (default: agent.api of --file, $FLOTILLA_API, agent.api of the flotilla.yaml "
+                  "here or in a parent directory, 127.0.0.1:7700)");
   cmd->add_option("--token", target.token,
                   "The agent's token, for writes and for reads it protects (default $FLOTILLA_TOKEN)");
   cmd->add_option(short_file ? "-f,--file" : "--file", target.file,
                   "Use the agent of this flotilla.yaml (its agent.api)");
+}
+
+std::string find_app_file() {
+  std::error_code ec;
+  if (std::filesystem::is_regular_file("flotilla.yaml", ec)) return "flotilla.yaml";
+  auto dir = std::filesystem::current_path(ec);
+  if (ec) return {};
+  for (auto d = dir.parent_path(); !d.empty(); d = d.parent_path()) {
+    auto candidate = d / "flotilla.yaml";
+    if (std::filesystem::is_regular_file(candidate, ec)) return candidate.string();
+    if (d == d.root_path()) break;
+  }
+  return {};
 }
 
 std::string resolve_api(const Target& target) {
@@ -36,10 +49,9 @@ std::string resolve_api(const Target& target) {
     }
   }
   if (const char* env = std::getenv("FLOTILLA_API"); env && *env) return env;
-  std::error_code ec;
-  if (std::filesystem::is_regular_file("flotilla.yaml", ec)) {
+  if (const std::string found = find_app_file(); !found.empty()) {
     try {
-      return config::load_file("flotilla.yaml").agent.api;
+      return config::load_file(found).agent.api;
     } catch (const std::exception&) {
       // Not ours to judge here: `flotilla config check` says what is wrong with it.
     }

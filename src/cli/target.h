@@ -2,8 +2,8 @@
 // down) share: which agent they talk to, how they fail, and small formatting helpers.
 //
 // The agent is picked, first match wins, by --api; by agent.api of -f/--file FILE; by
-// $FLOTILLA_API; by agent.api of ./flotilla.yaml when that file exists and loads (as
-// docker-compose finds its project from the working directory); else 127.0.0.1:7700.
+// $FLOTILLA_API; by agent.api of flotilla.yaml in the working directory or the nearest parent
+// that has one, when it loads (as docker compose finds its project); else 127.0.0.1:7700.
 #pragma once
 
 #include <cstdint>
@@ -31,6 +31,10 @@ struct Target {
 
 // Adds --api, --token and --file (also -f unless the command uses -f for "follow").
 void add_target_options(CLI::App* cmd, Target& target, bool short_file = true);
+
+// flotilla.yaml of the working directory, else of the nearest parent directory that has one (as
+// docker compose finds its file): "flotilla.yaml" or a path to it; empty when there is none.
+std::string find_app_file();
 
 // The address the options pick (see the top of this file). Throws UsageError when --file does not
 // load.

@@ -308,6 +308,9 @@ std::function<int()> add_up(CLI::App& app) {
   return [o] {
     config::File file;
     try {
+      // The default file: here, or in the nearest parent directory that has one.
+      if (o->file == "flotilla.yaml")
+        if (std::string found = find_app_file(); !found.empty()) o->file = found;
       file = config::load_file(o->file);
     } catch (const config::ConfigError& e) {
       std::cerr << "flotilla up: " << e.what() << "\n";

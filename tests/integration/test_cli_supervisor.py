@@ -124,6 +124,13 @@ def test_the_agent_address_comes_from_api_file_env_then_local_file(agent, workdi
     (tmp_path / "flotilla.yaml").write_text(f"name: shop\nagent:\n  api: {agent.addr}\n")
     r = run("status", cwd=str(tmp_path))
     assert "runs no application" in r.stderr, r.stderr
+    # … also from a directory below it (the nearest flotilla.yaml up the tree, as compose does) …
+    deeper = tmp_path / "src" / "web"
+    deeper.mkdir(parents=True)
+    r = run("status", cwd=str(deeper))
+    assert "runs no application" in r.stderr, r.stderr
+    r = run("config", "check", cwd=str(deeper))
+    assert r.returncode == 0 and r.stdout.startswith(str(tmp_path / "flotilla.yaml") + ": ok"), r.stdout + r.stderr
     # … after $FLOTILLA_API.
     r = run("status", cwd=str(tmp_path), api=dead)
     assert "cannot reach the flotilla agent at " + dead in r.stderr
