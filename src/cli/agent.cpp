@@ -154,7 +154,9 @@ int run_agent(const AgentOptions& o, const config::File* file) {
   const auto pid_path = (std::filesystem::path(o.data_dir) / "flotilla.pid").string();
   if (file) {
     if (FILE* f = std::fopen(pid_path.c_str(), "w")) {
-      std::fprintf(f, "%d\n", static_cast<int>(::getpid()));
+      // The API address too: `flotilla up`/`down` with a file whose agent.api changed since find
+      // the running agent by its data dir.
+      std::fprintf(f, "%d %s\n", static_cast<int>(::getpid()), o.api.c_str());
       std::fclose(f);
     }
   }

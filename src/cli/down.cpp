@@ -10,6 +10,7 @@
 #include "cli/commands.h"
 #include "cli/target.h"
 #include "common/duration.h"
+#include "config/flotilla_file.h"
 
 namespace flotilla::cli {
 
@@ -26,6 +27,19 @@ struct DownOptions {
 constexpr std::chrono::milliseconds kStopTimeout = 1h;
 constexpr std::chrono::milliseconds kExitWait = 10s;
 
+// The agent that runs on the data dir of the file the options name, when it listens somewhere
+// else than `address` (the file's agent.api changed since it started).
+std::optional<DataDirAgent> moved_agent(const Target& target, const std::string& address) {
+  const std::string path = app_file_of(target);
+  if (path.empty()) return std::nullopt;
+  try {
+    auto running = running_agent_of(config::load_file(path).agent.data_dir);
+    if (running && !running->api.empty() && running->api != address) return running;
+  } catch (const std::exception&) {
+  }
+  return std::nullopt;
+}
+
 int run(const DownOptions& o) {
   auto client = make_client(o.target);
   ApiResponse r;
@@ -35,8 +49,16 @@ int run(const DownOptions& o) {
     // As `docker compose down`: nothing running is nothing to stop, not a failure. A name that
     // does not resolve or an address that does not answer at all may be a typo: say so.
     if (!e.refused()) return fail("down", e.what());
-    std::cout << "nothing to stop: no agent at " << client.address() << "\n";
-    return 0;
+    auto moved = moved_agent(o.target, client.address());
+    if (!moved) {
+      std::cout << "nothing to stop: no agent at " << client.address() << "\n";
+      return 0;
+    }
+    std::cout << "no agent at " << client.address() << ", but the application's data dir is in use by agent pid "
+              << moved->pid << " at " << moved->api << " (the file's agent.api changed since it started): stopping it there"
+              << std::endl;
+    client = ApiClient(moved->api, o.target.token);
+    r = client.request("GET", "/v1/flotilla/status", {}, 10s);
   }
   if (runs_no_application(r))
     return fail("down", "the agent at " + client.address() +

@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <ctime>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <unistd.h>
 
@@ -37,6 +38,25 @@ std::string find_app_file() {
     if (d == d.root_path()) break;
   }
   return {};
+}
+
+std::string app_file_of(const Target& target) {
+  if (!target.file.empty()) return target.file;
+  if (!target.api.empty()) return {};
+  if (const char* env = std::getenv("FLOTILLA_API"); env && *env) return {};
+  return find_app_file();
+}
+
+std::optional<DataDirAgent> running_agent_of(const std::string& data_dir) {
+  std::ifstream in(std::filesystem::path(data_dir) / "flotilla.pid");
+  DataDirAgent a;
+  if (!(in >> a.pid) || a.pid <= 0) return std::nullopt;
+  in >> a.api;  // absent in pid files of agents before 0.1.1: then unknown
+  // Still that agent: the process exists and runs the flotilla binary (not a reused pid).
+  std::ifstream cmdline("/proc/" + std::to_string(a.pid) + "/cmdline");
+  std::string argv0;
+  if (!std::getline(cmdline, argv0, '\0') || argv0.find("flotilla") == std::string::npos) return std::nullopt;
+  return a;
 }
 
 std::string resolve_api(const Target& target) {

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <functional>
 #include <iosfwd>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -35,6 +36,18 @@ void add_target_options(CLI::App* cmd, Target& target, bool short_file = true);
 // flotilla.yaml of the working directory, else of the nearest parent directory that has one (as
 // docker compose finds its file): "flotilla.yaml" or a path to it; empty when there is none.
 std::string find_app_file();
+
+// The file the options take the agent's address from: --file, else (without --api and
+// $FLOTILLA_API) the one find_app_file() finds; empty when the address comes from elsewhere.
+std::string app_file_of(const Target& target);
+
+// The agent `flotilla up` started on a data dir, from its pid file ("PID API"), when that process
+// still runs: its pid and API address.
+struct DataDirAgent {
+  int pid = 0;
+  std::string api;
+};
+std::optional<DataDirAgent> running_agent_of(const std::string& data_dir);
 
 // The address the options pick (see the top of this file). Throws UsageError when --file does not
 // load.

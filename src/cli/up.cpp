@@ -317,6 +317,15 @@ std::function<int()> add_up(CLI::App& app) {
       return 2;
     }
     if (auto applied = apply_to_running(file, o->token, o->detach, o->wait_seconds)) return *applied;
+    // Nothing answers at agent.api, but an agent runs on this data dir: the file's agent.api
+    // changed since it started. It cannot move; say where it is rather than fail on its lock.
+    if (auto running = running_agent_of(file.agent.data_dir)) {
+      std::cerr << "flotilla up: " << file.name << " already runs on the data dir " << file.agent.data_dir
+                << " (agent pid " << running->pid << (running->api.empty() ? "" : ", API " + running->api)
+                << "), not at " << file.agent.api << " as the file now says. Stop it first: flotilla down -f "
+                << file.path << " finds it there (--keep keeps scale and deploys); then flotilla up\n";
+      return 1;
+    }
     AgentOptions a;
     a.api = file.agent.api;
     a.data_dir = file.agent.data_dir;

@@ -1168,6 +1168,27 @@ def test_up_again_says_when_a_deployed_version_is_kept_and_scales_with_an_event(
     assert "deployed:" not in r.stdout, r.stdout
 
 
+def test_a_changed_agent_api_is_found_through_the_data_dir(make_app):
+    app = make_app(f"""  web:
+    command: {SH}
+    healthcheck: {{http: /healthz, interval: 100ms}}
+""")
+    app.up(wait_ready=True)
+    old_api, agent_pid = f"127.0.0.1:{app.api_port}", app.proc.pid
+    app.api_port = free_port()  # the file now names another address; the agent still listens on the old one
+    app.write()
+    r = app.cli("up", "-d", "-f", app.path, check=False)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"already runs on the data dir" in r.stderr and f"API {old_api}" in r.stderr, r.stderr
+    assert f"flotilla down -f {app.path}" in r.stderr, r.stderr
+    assert app.proc.poll() is None, "the running application was left alone"
+    r = app.cli("down", "-f", app.path)
+    assert f"at {old_api}" in r.stdout and "stopped" in r.stdout, r.stdout
+    assert app.proc.wait(timeout=30) == 0 and not alive(agent_pid)
+    r = app.cli("down", "-f", app.path)
+    assert r.stdout.startswith("nothing to stop"), r.stdout
+
+
 def test_a_dependency_added_while_running_gets_its_url(make_app):
     # Nothing depends on anything at first: the gateway has no listener of a service's own.
     quotes = f"""  quotes:
