@@ -389,6 +389,12 @@ void Supervisor::Impl::on_exit(pid_t pid, ExitStatus status) {
 
 void Supervisor::Impl::on_crash(ServiceRuntime& s, bool current_version, const std::string& why) {
   s.last_failure = why;
+  // Counted per version, as a new Kubernetes pod starts at 0: a fixed version does not carry the
+  // broken one's count.
+  if (s.restarts_version != s.spec->version()) {
+    s.restarts = 0;
+    s.restarts_version = s.spec->version();
+  }
   ++s.restarts;
   if (restarts_metric) restarts_metric->inc();
   auto now = Clock::now();

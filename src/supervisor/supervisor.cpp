@@ -168,7 +168,7 @@ json Supervisor::Impl::service_json(const ServiceRuntime& s) const {
             {"Total", total},
             {"Completed", completed},
             {"Failed", failed},
-            {"Restarts", s.restarts},
+            {"Restarts", s.restarts_version == s.spec->version() ? s.restarts : 0},
             {"RequestsPerSecond", std::round(r.rps * 10) / 10},
             {"ErrorRatio", std::round(r.error_ratio * 10000) / 10000},
             {"P95Ms", std::round(r.p95_ms * 10) / 10},

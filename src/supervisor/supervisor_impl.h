@@ -165,6 +165,7 @@ struct ServiceRuntime {
   Clock::time_point next_start_at{};
   Clock::time_point last_crash_at{};
   uint64_t restarts = 0;
+  std::string restarts_version;  // the version `restarts` counts (status shows 0 for another)
   std::unique_ptr<Timer> start_timer;
   bool started_once = false;
   bool removing = false;  // gone from the file: stop everything, then forget it

@@ -442,6 +442,10 @@ def test_crash_restarts_with_growing_backoff_and_shows_crash_looping(make_app):
     st = app.cli("status", check=False)
     if st.returncode == 0:
         assert "crash-looping" in st.stdout, st.stdout
+    # Fixed by a deploy: RESTARTS counts the version that runs, so it starts again from 0.
+    app.cli("deploy", "crashy", "--set", "environment.CRASH_AFTER_MS=0", "--wait", timeout=90)
+    fixed = app.service("crashy")
+    assert fixed["State"] == "running" and fixed["Restarts"] == 0, fixed
 
 
 def test_restart_no_and_on_failure_with_exit_0_are_not_restarted(make_app):
