@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/file.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -71,6 +72,10 @@ void raise_fd_limit() {
 
 int run_agent(const AgentOptions& o, const config::File* file) {
   const char* who = file ? "flotilla up" : "flotilla agent";
+  // A closed stdout or stderr (`flotilla up | head`) must not end the agent and, through
+  // PDEATHSIG, every service: writes to it fail with EPIPE instead. Sockets never raise it
+  // (MSG_NOSIGNAL); the supervised services get every signal back at its default (exec_shim).
+  ::signal(SIGPIPE, SIG_IGN);
   if (!init_logging(o.log_level)) {
     std::cerr << who << ": unknown --log-level \"" << o.log_level << "\" (trace, debug, info, warn, error)\n";
     return 2;

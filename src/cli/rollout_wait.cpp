@@ -69,7 +69,9 @@ int wait_for_rollout(const ApiClient& client, const RolloutWait& w) {
                 << ": " << e.value("Message", "") << std::endl;
       const std::string kind = e.value("Kind", "");
       if (failure.empty() && w.failure_kinds.count(kind)) failure = e.value("Message", kind);
-      if (kind == "deploy-failed") return fail(w.command, w.service + ": " + e.value("Message", kind));
+      // Nothing more comes of these: no rollback to wait for.
+      if (kind == "deploy-failed" || kind == "restart-failed")
+        return fail(w.command, w.service + ": " + e.value("Message", kind));
     }
     auto s = find_service(json_of(client.request("GET", "/v1/flotilla/status")), w.service);
     if (s.is_null()) return fail(w.command, w.service + ": the service is gone from the application");

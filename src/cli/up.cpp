@@ -205,6 +205,12 @@ int wait_and_report(const ApiClient& client, std::chrono::steady_clock::time_poi
   }
   if (not_ready.empty() && failed.empty() && rolled_back.empty()) {
     std::printf("all services ready in %.2f s\n", secs);
+    // A new version is still watched: its crashes over deploy.healthy_timeout roll it back.
+    for (const auto& svc : s["Services"])
+      if (svc.contains("Probation"))
+        std::cout << "  " << svc["Name"].get<std::string>() << ": version " << svc["Probation"].value("Version", "")
+                  << " is watched for " << svc["Probation"].value("SecondsLeft", 0.0)
+                  << " s more: 3 crashes in that time roll it back (flotilla events -f shows it)\n";
     return 0;
   }
   if (!rolled_back.empty())

@@ -142,8 +142,19 @@ void Supervisor::Impl::on_probe(const std::string& service, const std::string& i
         event(s->name, i->id, "unhealthy",
               "not healthy after " + format_duration(s->section.deploy.healthy_timeout) + ": " + i->last_probe);
         // In a rollout, a new version that cannot get healthy is rolled back at once.
-        if (s->rollout && !s->rollout->rollback && current(*s, *i))
+        if (s->rollout && !s->rollout->rollback && current(*s, *i)) {
+          const bool restart = s->rollout->restart;
           roll_back_failed(*s, "an instance was not healthy within " + format_duration(s->section.deploy.healthy_timeout));
+          int live = 0;
+          for (const auto& other : s->instances)
+            if (other.get() != i && other->live() && current(*s, *other)) ++live;
+          if (restart && live >= s->desired()) {
+            // The restart stopped and the instances it had not replaced are enough: this one
+            // is not replaced, so its end is a planned stop, not a crash to back off from.
+            stop_instance(*s, *i, "restart stopped");
+            return;
+          }
+        }
         fail_instance(*s, *i);
         return;
       }
@@ -402,22 +413,38 @@ void Supervisor::Impl::on_crash(ServiceRuntime& s, bool current_version, const s
   auto backoff = std::min<Duration>(kBackoffCap, kBackoffBase * (1LL << std::min(s.crash_count - 1, 20)));
   s.next_start_at = now + backoff;
   s.last_crash_at = now;
-  event(s.name, "", "backoff",
-          "restarting in " + format_duration(backoff) + " (" + std::to_string(s.crash_count) +
-                (s.crash_count == 1 ? " failure" : " failures in a row") + ")",
-          {{"seconds", seconds(backoff)}, {"failures", s.crash_count}});
-  if (!current_version) return;
-  if (s.rollout) {
-    if (++s.rollout->crashes >= kRolloutCrashLimit && !s.rollout->rollback)
+  bool rolled_back = false;
+  if (current_version && s.rollout) {
+    if (++s.rollout->crashes >= kRolloutCrashLimit && !s.rollout->rollback) {
       roll_back_failed(s, "the new version crashed " + std::to_string(s.rollout->crashes) + " times");
-  } else if (s.probation && s.probation->version == s.spec->version() && now < s.probation->until) {
+      rolled_back = true;
+    }
+  } else if (current_version && s.probation && s.probation->version == s.spec->version() && now < s.probation->until) {
     if (++s.probation->crashes >= kRolloutCrashLimit) {
       const int crashes = s.probation->crashes;
       s.probation.reset();
       roll_back_failed(s, "the new version crashed " + std::to_string(crashes) + " times within " +
                               format_duration(s.section.deploy.healthy_timeout) + " of its rollout");
+      rolled_back = true;
     }
   }
+  if (rolled_back) {
+    // A rollback starts the previous version at once; a restart that stopped leaves the instances
+    // it had not replaced, and nothing restarts unless they are too few.
+    int live = 0;
+    for (const auto& i : s.instances)
+      if (i->live() && current(s, *i)) ++live;
+    if (s.rollout || live >= s.desired()) {
+      s.crash_count = 0;
+      s.next_start_at = {};
+      if (s.start_timer) s.start_timer->cancel();
+      return;
+    }
+  }
+  event(s.name, "", "backoff",
+        "restarting in " + format_duration(backoff) + " (" + std::to_string(s.crash_count) +
+            (s.crash_count == 1 ? " failure" : " failures in a row") + ")",
+        {{"seconds", seconds(backoff)}, {"failures", s.crash_count}});
 }
 
 }  // namespace flotilla::supervisor

@@ -42,6 +42,11 @@ std::string OutputEcho::prefix(std::string_view instance) {
   return "\033[" + it->second + "m" + p + "\033[0m";
 }
 
+std::string OutputEcho::note_for(uint64_t dropped) {
+  return "(flotilla: " + std::to_string(dropped) +
+         " lines of the services' output not shown here: the terminal fell behind; flotilla logs has them)\n";
+}
+
 void OutputEcho::line(std::string_view instance, std::string_view text) {
   {
     std::lock_guard lock(mu_);
@@ -50,6 +55,12 @@ void OutputEcho::line(std::string_view instance, std::string_view text) {
       ++dropped_;
       ++dropped_unsaid_;
       return;
+    }
+    if (dropped_unsaid_ > 0) {  // where the gap is: before the first line after it
+      std::string note = note_for(dropped_unsaid_);
+      waiting_bytes_ += note.size();
+      waiting_.push_back(std::move(note));
+      dropped_unsaid_ = 0;
     }
     std::string l = prefix(instance);
     l.append(text);
@@ -94,12 +105,12 @@ void OutputEcho::run() {
   std::unique_lock lock(mu_);
   for (;;) {
     cv_.wait(lock, [this] { return stop_ || !waiting_.empty(); });
-    if (waiting_.empty() && stop_) return;
-    std::string out;
-    if (dropped_unsaid_ > 0) {
-      out = "(flotilla: " + std::to_string(dropped_unsaid_) + " lines of the services' output not shown: the terminal fell behind; flotilla logs has them)\n";
+    if (waiting_.empty() && stop_) {
+      if (dropped_unsaid_ == 0) return;
+      waiting_.push_back(note_for(dropped_unsaid_));  // lines dropped at the very end
       dropped_unsaid_ = 0;
     }
+    std::string out;
     while (!waiting_.empty()) {
       out += waiting_.front();
       waiting_.pop_front();

@@ -36,6 +36,7 @@ class OutputEcho {
  private:
   void run();
   void write_out(const std::string& out);
+  static std::string note_for(uint64_t dropped);
   std::string prefix(std::string_view instance);
 
   const int fd_;

@@ -64,6 +64,7 @@ void Supervisor::Impl::roll_back_failed(ServiceRuntime& s, const std::string& wh
   s.rollout = Rollout{failed->version(), s.spec->version(), Clock::now(), 0, true};
   s.crash_count = 0;
   s.next_start_at = {};
+  if (s.start_timer) s.start_timer->cancel();
   persist(s);
 }
 
@@ -102,6 +103,13 @@ void Supervisor::Impl::reconcile(ServiceRuntime& s) {
     for (auto* c : canaries) stop_instance(s, *c, "canary ended");
 
   const int fresh = static_cast<int>(fresh_ready.size() + fresh_starting.size()) + exited_for_good;
+  // A fixed port: nothing starts while an instance that may still hold it drains or stops (its
+  // exit calls reconcile again). A new instance would fail to bind, or worse pass its health check
+  // against the old process.
+  const bool fixed = s.spec->port_mode == config::ServiceSection::PortMode::fixed;
+  if (fixed)
+    for (auto& i : s.instances)
+      if (i->state == Instance::State::draining || i->state == Instance::State::stopping) return;
   if (!old.empty()) {
     // Rollout: start-first, one at a time (maxSurge 1, maxUnavailable 0). A fixed port cannot
     // hold two instances: then stop-first.
@@ -114,7 +122,6 @@ void Supervisor::Impl::reconcile(ServiceRuntime& s) {
         }
       return;
     }
-    const bool fixed = s.spec->port_mode == config::ServiceSection::PortMode::fixed;
     const int total = fresh + static_cast<int>(old.size());
     if (total > want || (fixed && total >= want && !old.empty())) {
       // Retire one old instance: a not-ready one first, else the oldest.
@@ -126,11 +133,21 @@ void Supervisor::Impl::reconcile(ServiceRuntime& s) {
       if (!fixed) return;
       return;
     }
-    bool any_stopping = false;
-    for (auto& i : s.instances)
-      if (i->state == Instance::State::draining || i->state == Instance::State::stopping) any_stopping = true;
-    if (fixed && any_stopping) return;
     if (can_start()) start_instance(s, s.spec, false);
+    return;
+  }
+  // With the old instances gone, a rollout is over once the new ones are all up (stop-first,
+  // with a fixed port, gets here before the new instance has even started).
+  const bool all_up = fresh_starting.empty() && static_cast<int>(fresh_ready.size()) + exited_for_good >= want;
+  if (s.rollout && !all_up) {
+    for (auto* i : fresh_starting)
+      if (now - i->started_at > s.section.deploy.healthy_timeout + 5s && !s.rollout->rollback) {
+        roll_back_failed(s, "an instance was not healthy within " + format_duration(s.section.deploy.healthy_timeout));
+        return reconcile(s);
+      }
+    if (fresh < want && can_start())
+      for (int n = fresh; n < want && Clock::now() >= s.next_start_at; ++n) start_instance(s, s.spec, false);
+    sync_weights(s);
     return;
   }
   if (s.rollout && s.rollout->restart) {
@@ -256,6 +273,7 @@ void Supervisor::Impl::end_canary(ServiceRuntime& s, bool promote) {
     s.rollout = Rollout{s.previous->version(), s.spec->version(), Clock::now()};
     s.crash_count = 0;
     s.next_start_at = {};
+    if (s.start_timer) s.start_timer->cancel();
   }
   persist(s);
   reconcile(s);

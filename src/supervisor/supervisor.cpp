@@ -186,6 +186,10 @@ json Supervisor::Impl::service_json(const ServiceRuntime& s) const {
   if (s.rollout)
     j["Rollout"] = {{"From", s.rollout->from}, {"To", s.rollout->to}, {"Rollback", s.rollout->rollback},
                     {"Restart", s.rollout->restart}, {"Seconds", std::round(seconds(Clock::now() - s.rollout->started_at))}};
+  if (s.probation && !s.rollout && s.probation->version == s.spec->version() && Clock::now() < s.probation->until)
+    j["Probation"] = {{"Version", s.probation->version},
+                      {"SecondsLeft", std::round(seconds(s.probation->until - Clock::now()) * 10) / 10},
+                      {"Crashes", s.probation->crashes}};
   if (s.canary)
     j["Canary"] = {{"Percent", s.canary->percent}, {"Version", s.canary->spec->version()},
                    {"Passed", s.canary->passed}, {"LastCheck", s.canary->last_check},
@@ -411,6 +415,9 @@ Supervisor::ApplyResult Supervisor::apply(const config::File& file) {
                {{"from", desired_before}, {"to", s->desired()}});
     if (!spec_changed && s->spec->version() != file_spec->version()) out.deployed.push_back(s->name);
     if (spec_changed) {
+      if (s->rollout && s->rollout->restart)
+        im.event(s->name, "", "restart-superseded",
+                 "the restart gives way to the rollout of version " + file_spec->version() + " (flotilla.yaml changed)");
       s->previous = s->spec;
       s->spec = file_spec;
       s->file_version = file_spec->version();
@@ -418,6 +425,7 @@ Supervisor::ApplyResult Supervisor::apply(const config::File& file) {
       s->rollout.reset();
       s->crash_count = 0;
       s->next_start_at = {};
+      if (s->start_timer) s->start_timer->cancel();
       im.event(s->name, "", "deploy-started", "flotilla.yaml changed: rolling out version " + s->spec->version(),
                {{"from", s->previous->version()}, {"to", s->spec->version()}});
       out.changed.push_back(s->name);
@@ -526,11 +534,14 @@ void Supervisor::deploy(const std::string& service, const std::vector<std::strin
              "canary of version " + spec->version() + " takes " + std::to_string(canary_percent) + "% of the traffic",
              {{"version", spec->version()}, {"percent", canary_percent}});
   } else {
+    if (s.rollout && s.rollout->restart)
+      im.event(service, "", "restart-superseded", "the restart gives way to the rollout of version " + spec->version());
     s.previous = s.spec;
     s.spec = spec;
     s.rollout.reset();
     s.crash_count = 0;
     s.next_start_at = {};
+    if (s.start_timer) s.start_timer->cancel();
     im.event(service, "", "deploy-started", "rolling out version " + spec->version(),
              {{"from", s.previous->version()}, {"to", spec->version()}});
   }
@@ -549,6 +560,14 @@ Supervisor::Restart Supervisor::restart(const std::string& service) {
                             " of " + service + " is in progress: wait for it to finish",
                    "service");
   if (s.desired() == 0) throw ApiError(409, service + " is scaled to 0: nothing to restart", "service");
+  if (!s.started_once) {
+    auto unmet = im.unmet_dependencies(s);
+    if (!unmet.empty()) {
+      std::string list;
+      for (const auto& d : unmet) list += (list.empty() ? "" : ", ") + d;
+      throw ApiError(409, service + " has not started yet: it waits for " + list, "service");
+    }
+  }
   int live = 0, ended = 0;
   for (const auto& i : s.instances) {
     if (i->live() && !i->canary) ++live;
@@ -562,10 +581,14 @@ Supervisor::Restart Supervisor::restart(const std::string& service) {
   // A service waiting out a crash backoff starts now.
   s.crash_count = 0;
   s.next_start_at = {};
-  if (live > 0) {
-    s.rollout = Rollout{s.spec->version(), s.spec->version(), Clock::now()};
-    s.rollout->restart = true;
-  }
+  if (s.start_timer) s.start_timer->cancel();
+  // A rollout even with nothing running (a crash loop, a job run again): its crashes are counted
+  // and end it with restart-failed, and it is over once the new instances are all up.
+  s.rollout = Rollout{s.spec->version(), s.spec->version(), Clock::now()};
+  s.rollout->restart = true;
+  // Crashes from here on are the restart's (the files on disk changed, say), not the last
+  // deploy's: they must not roll that back.
+  s.probation.reset();
   im.event(service, "", "restart-started",
            live > 0 ? "restarting " + std::to_string(live) + " instance(s) of version " + s.spec->version() +
                           ", one at a time"
@@ -596,6 +619,7 @@ void Supervisor::rollback(const std::string& service, Done done) {
     s.rollout = Rollout{s.previous->version(), s.spec->version(), Clock::now(), 0, true};
     s.crash_count = 0;
     s.next_start_at = {};
+    if (s.start_timer) s.start_timer->cancel();
     im.event(service, "", "rollback", "rolling back to version " + s.spec->version(),
              {{"from", s.previous->version()}, {"to", s.spec->version()}});
     im.reconcile(s);

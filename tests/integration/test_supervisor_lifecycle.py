@@ -411,6 +411,25 @@ def test_foreground_up_prints_the_services_output_prefixed_by_instance(make_app,
         stdout, _ = up.communicate(timeout=30)
     assert up.returncode == 0 and stdout == b"", stdout
 
+    # `flotilla up 2>&1 | head -3`: the reader goes away; the agent (and every service) stays.
+    app3 = make_app(f"""  web:
+    command: "while true; do echo tick; sleep 0.05; done"
+    port: none
+""")
+    up = subprocess.Popen([BIN, "up", "-f", app3.path], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          cwd=app3.dir)
+    app3.proc = up
+    try:
+        for _ in range(3):
+            up.stdout.readline()
+        up.stdout.close()  # as head -3 exits
+        time.sleep(1.0)  # ticks and log lines keep being written into the closed pipe
+        assert up.poll() is None, f"the agent died (exit {up.returncode})"
+        assert app3.service("web")["State"] == "running"
+    finally:
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(timeout=30) == 0
+
 
 # ---- 4. crash -> restart with backoff; restart policies ----
 
@@ -644,6 +663,11 @@ def test_up_detached_on_a_running_agent_fails_when_the_new_version_is_rolled_bac
     app.write(good)
     r = app.cli("up", "-d", "-f", app.path, "--wait", "60", timeout=90)
     assert "all services ready" in r.stdout and "rolled back" not in r.stderr, r.stdout + r.stderr
+    # A good new version: exit 0, and it says the new version is still watched for a while.
+    app.write(good.replace("    replicas: 2", "    replicas: 2\n    environment: { V: \"3\" }"))
+    r = app.cli("up", "-d", "-f", app.path, "--wait", "60", timeout=90)
+    assert re.search(r"web: version \w+ is watched for [0-9.]+ s more", r.stdout), r.stdout + r.stderr
+    assert app.service("web")["Probation"]["Version"] == app.service("web")["Version"]
 
 
 def test_a_new_version_that_crashes_after_its_rollout_is_rolled_back(make_app):
@@ -674,6 +698,68 @@ def test_a_new_version_that_crashes_after_its_rollout_is_rolled_back(make_app):
     wait_for(lambda: len(events(app, "web", "deploy-finished")) == 2, timeout=15, what="the second rollout")
     time.sleep(1.5)
     assert len(events(app, "web", "rollback")) == 1 and app.service("web")["Version"] != version
+
+
+def test_a_fixed_port_rollout_waits_for_the_old_process_to_exit(make_app, tmp_path):
+    # The old process takes 1.5 s to exit after SIGTERM and holds the port all that time. A new
+    # one started before it is gone would fail to bind (or pass its health check against the old
+    # one), crash, and the rollout's crash count would roll back a good version.
+    port = free_port()
+    script = tmp_path / "slow_exit.sh"
+    script.write_text(f"{CPP_SERVICE} & pid=$!\ntrap 'sleep 1.5; kill $pid' TERM\nwait $pid\n")
+    app = make_app(f"""  fx:
+    command: [/bin/sh, {script}]
+    port: {port}
+    environment: {{ VERSION: "1" }}
+    healthcheck: {{http: /healthz, interval: 100ms}}
+    deploy: {{ healthy_timeout: 10s }}
+""")
+    app.up()
+    seq = app.events()[-1]["Seq"]
+    r = app.cli("deploy", "fx", "--set", "environment.VERSION=2", "--wait", timeout=60)
+    assert "running (1/1 ready)" in r.stdout, r.stdout
+    after = [e for e in app.events(seq) if e["Service"] == "fx"]
+    kinds = [e["Kind"] for e in after]
+    assert "crashed" not in kinds and "rollback" not in kinds, kinds
+    stopped = next(e for e in after if e["Kind"] == "stopped")
+    started = next(e for e in after if e["Kind"] == "started")
+    assert started["Seq"] > stopped["Seq"], "the new process started only after the old one had exited"
+    assert "(1 instance(s))" in next(e for e in after if e["Kind"] == "deploy-finished")["Message"]
+    time.sleep(1.0)  # nothing crashes afterwards either (probation would roll it back)
+    assert http(f"http://127.0.0.1:{port}/")[1]["version"] == "2"
+    assert not [e for e in app.events(seq) if e["Service"] == "fx" and e["Kind"] in ("crashed", "rollback")]
+
+    # A restart of it whose new process is broken: stop-first, then restart-failed and exit 1
+    # (not a wait until --timeout).
+    script.write_text("echo broken; exit 1\n")
+    t0 = time.monotonic()
+    r = app.cli("restart", "fx", "--timeout", "60s", check=False, timeout=90)
+    assert r.returncode == 1 and "restart stopped" in r.stderr, r.stdout + r.stderr
+    assert time.monotonic() - t0 < 30, "the failure was found, not waited out"
+
+
+def test_restart_of_a_crash_looping_or_waiting_service(make_app, tmp_path):
+    app = make_app(f"""  loop:
+    command: "sleep 0.05; exit 2"
+    healthcheck: {{http: /healthz, interval: 100ms}}
+  web:
+    command: {SH}
+    depends_on: {{gate: {{condition: service_completed_successfully}}}}
+    healthcheck: {{http: /healthz, interval: 100ms}}
+  gate:
+    command: "exit 1"
+    port: none
+    restart: "no"
+""")
+    app.up(wait_ready=False)
+    wait_for(lambda: app.service("loop")["State"] == "crash-looping", timeout=15, what="loop crash-looping")
+    wait_for(lambda: app.service("web")["State"] == "waiting", timeout=10, what="web waiting for gate")
+    # Still crashing after the restart: restart-failed after 3 crashes, exit 1, no wait till --timeout.
+    r = app.cli("restart", "loop", "--timeout", "60s", check=False, timeout=90)
+    assert r.returncode == 1 and "restart stopped" in r.stderr and "crashed 3 times" in r.stderr, r.stdout + r.stderr
+    # A service that has not started (it waits for a dependency) has nothing to restart.
+    r = app.cli("restart", "web", check=False)
+    assert r.returncode == 1 and "waits for gate" in r.stderr, r.stdout + r.stderr
 
 
 def test_up_detached_fails_when_a_one_shot_job_fails(make_app):

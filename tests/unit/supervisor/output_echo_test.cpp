@@ -65,6 +65,31 @@ TEST(OutputEcho, AStalledOutputDropsLinesAndNeverBlocks) {
   EXPECT_GT(dropped, 3000u);
 }
 
+TEST(OutputEcho, TheNoteAboutDroppedLinesStandsWhereTheyAreMissing) {
+  Pipe p;
+  const std::string text(1000, 'x');
+  uint64_t dropped = 0;
+  {
+    OutputEcho echo(p.w, false);
+    for (int i = 0; i < 2000; ++i) echo.line("web-1", text);  // 2 MB against a stalled reader
+    dropped = echo.dropped();
+    ASSERT_GT(dropped, 0u);
+    // Read every line that was kept: then the output has caught up.
+    const uint64_t kept = 2000 - dropped;
+    uint64_t lines = 0;
+    char buf[65536];
+    while (lines < kept) {
+      ssize_t n = ::read(p.r, buf, sizeof buf);
+      ASSERT_GT(n, 0);
+      for (ssize_t i = 0; i < n; ++i) lines += buf[i] == '\n';
+    }
+    echo.line("web-1", "after the gap");
+  }
+  EXPECT_EQ(p.read_all(), "(flotilla: " + std::to_string(dropped) +
+                              " lines of the services' output not shown here: the terminal fell behind; flotilla "
+                              "logs has them)\nweb-1 | after the gap\n");
+}
+
 TEST(OutputEcho, AClosedOutputIsNotFatal) {
   Pipe p;
   ::close(p.r);  // writes now fail with EPIPE: SIGPIPE must not end the process
