@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
+#include <filesystem>
 #include <iostream>
 #include <map>
 #include <unistd.h>
@@ -17,6 +18,8 @@
 #include "cli/commands.h"
 #include "cli/target.h"
 #include "common/duration.h"
+#include "config/flotilla_file.h"
+#include "supervisor/log_store.h"
 
 namespace flotilla::cli {
 
@@ -151,6 +154,48 @@ class Printer {
   std::map<std::string, std::string> colours_;
 };
 
+// Unix microseconds of --since as since_param() gave it (a duration ago, or Unix seconds).
+int64_t since_micros(const std::string& param) {
+  if (param.empty()) return 0;
+  const int64_t now = std::chrono::duration_cast<std::chrono::microseconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
+  if (auto d = parse_duration(param); d && d->count() >= 0)
+    return now - std::chrono::duration_cast<std::chrono::microseconds>(*d).count();
+  return static_cast<int64_t>(std::strtod(param.c_str(), nullptr) * 1e6);
+}
+
+// Without an agent: every instance file the data dir holds for the services (all of them when
+// none is named), merged as the agent would (--all).
+int print_files(const LogsOptions& o, const std::string& dir, bool tail_none, Printer& printer) {
+  std::vector<std::string> services = o.services;
+  if (services.empty()) {
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator(dir, ec))
+      if (e.is_directory(ec)) services.push_back(e.path().filename().string());
+    std::sort(services.begin(), services.end());
+  } else {
+    for (const auto& s : services)
+      if (!std::filesystem::is_directory(std::filesystem::path(dir) / s))
+        throw std::runtime_error("no logs of a service \"" + s + "\" in " + dir);
+  }
+  std::vector<supervisor::LogQuery> queries;
+  for (const auto& s : services) {
+    auto& q = queries.emplace_back();
+    q.service = s;
+    q.since_us = o.since.empty() ? 0 : since_micros(since_param(o.since));
+  }
+  size_t tail = 0;
+  if (!o.tail.empty() && o.tail != "all") tail = std::stoul(o.tail);
+  auto a = supervisor::read_logs(dir, queries, tail);
+  json records = json::array();
+  for (const auto& r : a.records)
+    records.push_back({{"Time", r.time_us}, {"Instance", r.instance}, {"Stream", r.stream}, {"Text", r.text}});
+  std::cerr << "(the application is not running: from the files in " << dir << ")\n";
+  if (!tail_none) printer.print(records);
+  return 0;
+}
+
 int run(const LogsOptions& o) {
   std::string query;
   if (!o.since.empty()) query += "&since=" + url_encode_path(since_param(o.since));
@@ -171,10 +216,34 @@ int run(const LogsOptions& o) {
   for (const auto& s : o.services) names += (names.empty() ? "" : ",") + url_encode_path(s);
   if (o.services.size() == 1) path += "/" + names;
   else if (!names.empty()) query = "&service=" + names + query;
-  auto answer = json_of(client.request("GET", path + (query.empty() ? "" : "?" + query.substr(1))));
-
   const char* no_color_env = std::getenv("NO_COLOR");
   Printer printer(o, !o.no_color && !(no_color_env && *no_color_env) && isatty(STDOUT_FILENO));
+  json answer;
+  try {
+    answer = json_of(client.request("GET", path + (query.empty() ? "" : "?" + query.substr(1))));
+  } catch (const AgentUnreachable& e) {
+    // The application is not running (it crashed, or flotilla down ran): its log files are still
+    // in the data dir, as pm2 logs reads its files. Following needs the agent.
+    if (!e.refused()) throw;
+    std::string dir;
+    try {
+      // The file the address came from; else the application's file here, if it names it.
+      std::string file = app_file_of(o.target);
+      if (file.empty()) file = find_app_file();
+      if (file.empty()) throw e;
+      auto f = config::load_file(file);
+      if (app_file_of(o.target).empty() && f.agent.api != client.address()) throw e;
+      dir = (std::filesystem::path(f.agent.data_dir) / "logs").string();
+    } catch (const AgentUnreachable&) {
+      throw;
+    } catch (const std::exception&) {
+      throw e;
+    }
+    if (o.follow)
+      throw std::runtime_error(std::string(e.what()) + "; -f follows a running application (without -f, the files in " +
+                               dir + " are read)");
+    return print_files(o, dir, tail_none, printer);
+  }
   if (o.follow) {
     // Pad to every instance of the services, not only those with lines in this answer.
     auto instances = client.request(

@@ -361,6 +361,17 @@ def test_logs_of_every_service_or_several_are_merged_in_time_order(make_app):
         follow.terminate()
         follow.wait(timeout=10)
 
+    # After flotilla down the files are still there: logs reads them (as pm2 logs does); -f cannot.
+    app.cli("down", "-f", app.path)
+    assert app.proc.wait(timeout=30) == 0
+    r = app.cli("logs", "--no-color", "api")
+    (api,) = [i for i in ids.values() if i["Service"] == "api"]
+    assert f"{api['ID']} | listening on {api['Port']}" in r.stdout and "not running" in r.stderr, r.stdout + r.stderr
+    r = app.cli("logs", "--no-color")
+    assert all(i in r.stdout for i in ids), r.stdout
+    r = app.cli("logs", "-f", "api", check=False)
+    assert r.returncode == 1 and "-f follows a running application" in r.stderr, r.stderr
+
 
 def test_foreground_up_prints_the_services_output_prefixed_by_instance(make_app, tmp_path):
     # docker compose up: the services' lines on stdout, "INSTANCE | text". Two port: none workers
