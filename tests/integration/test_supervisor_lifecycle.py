@@ -395,10 +395,11 @@ def test_foreground_up_prints_the_services_output_prefixed_by_instance(make_app,
         assert len(workers) == 2 and len(events(app, "worker", "started")) == 2, events(app, "worker")
 
         def printed():
+            # Prefixes are padded to the longest instance name seen so far (worker-… is longer).
             text = (tmp_path / "stdout").read_text()
-            want = [f"{web['ID']} | listening on {web['Port']}", f"{web['ID']} | started"]
-            want += [f"{w['ID']} | worker {w['ID']} ready" for w in workers]
-            return text if all(w in text for w in want) else None
+            want = [rf"^{web['ID']} +\| listening on {web['Port']}$", rf"^{web['ID']} +\| started$"]
+            want += [rf"^{w['ID']} +\| worker {w['ID']} ready$" for w in workers]
+            return text if all(re.search(w, text, re.M) for w in want) else None
         text = wait_for(printed, timeout=5, what="every instance's lines on stdout")
         assert "info" not in text, "the agent's own log goes to stderr, not among the services' lines"
     finally:
