@@ -268,6 +268,7 @@ void Supervisor::Impl::end_canary(ServiceRuntime& s, bool promote) {
   if (promote) {
     s.previous = s.spec;
     s.spec = spec;
+    s.deployed_version = spec->version();
     for (auto& i : s.instances)
       if (i->canary) i->canary = false;  // the same version: counted as a new instance now
     s.rollout = Rollout{s.previous->version(), s.spec->version(), Clock::now()};

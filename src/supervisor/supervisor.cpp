@@ -52,7 +52,8 @@ void Supervisor::Impl::commit(std::vector<store::Op> ops, std::function<void(con
 json Supervisor::Impl::service_record(const ServiceRuntime& s) const {
   json j = {{"spec", s.spec->to_json()},
             {"file_version", s.file_version},
-            {"file_replicas", s.file_replicas}};
+            {"file_replicas", s.file_replicas},
+            {"deployed_version", s.deployed_version}};
   j["previous"] = s.previous ? s.previous->to_json() : json(nullptr);
   j["replicas"] = s.replicas_override ? json(*s.replicas_override) : json(nullptr);
   j["canary"] = s.canary ? json{{"percent", s.canary->percent}, {"spec", s.canary->spec->to_json()}} : json(nullptr);
@@ -221,6 +222,7 @@ void Supervisor::Impl::add_service(const config::ServiceSection& section, const 
       if (recorded == s->file_version || (!record->at("spec").contains("dependencies") && recorded == without.version())) {
         // The file did not change this service: what was deployed, scaled or canaried stays.
         s->spec = stored(record->at("spec"));
+        s->deployed_version = record->value("deployed_version", std::string());
         if (!record->at("previous").is_null()) s->previous = stored(record->at("previous"));
         if (!record->at("replicas").is_null() && record->value("file_replicas", section.replicas) == section.replicas)
           s->replicas_override = record->at("replicas").get<int>();
@@ -413,20 +415,36 @@ Supervisor::ApplyResult Supervisor::apply(const config::File& file) {
       im.event(s->name, "", "scaled",
                "flotilla.yaml: scaled from " + std::to_string(desired_before) + " to " + std::to_string(s->desired()),
                {{"from", desired_before}, {"to", s->desired()}});
-    if (!spec_changed && s->spec->version() != file_spec->version()) out.deployed.push_back(s->name);
-    if (spec_changed) {
+    const bool runs_file_version = s->spec->version() == file_spec->version();
+    // The file's version is not what runs although the file did not change: `flotilla deploy`
+    // put another there (kept, and said), or the file's version was rolled back (it failed):
+    // `flotilla up` again tries it again, as compose recreates what differs from the file.
+    const bool cli_version = !runs_file_version && s->spec->version() == s->deployed_version;
+    const bool retry = !spec_changed && !runs_file_version && !cli_version && !s->rollout && !s->canary;
+    if (!spec_changed && cli_version) out.deployed.push_back(s->name);
+    if ((spec_changed || retry) && runs_file_version) {
+      // The file changed back to what runs (after a failed version was rolled back, say).
+      s->file_version = file_spec->version();
+      s->deployed_version.clear();
+      if (replicas_changed || other_changed) out.reconfigured.push_back(s->name);
+      else out.unchanged.push_back(s->name);
+    } else if (spec_changed || retry) {
       if (s->rollout && s->rollout->restart)
         im.event(s->name, "", "restart-superseded",
                  "the restart gives way to the rollout of version " + file_spec->version() + " (flotilla.yaml changed)");
       s->previous = s->spec;
       s->spec = file_spec;
       s->file_version = file_spec->version();
+      s->deployed_version.clear();
       s->canary.reset();
       s->rollout.reset();
       s->crash_count = 0;
       s->next_start_at = {};
       if (s->start_timer) s->start_timer->cancel();
-      im.event(s->name, "", "deploy-started", "flotilla.yaml changed: rolling out version " + s->spec->version(),
+      im.event(s->name, "", "deploy-started",
+               (retry ? "flotilla up again: version " + s->spec->version() +
+                            " of flotilla.yaml does not run (it was rolled back): rolling it out again"
+                      : "flotilla.yaml changed: rolling out version " + s->spec->version()),
                {{"from", s->previous->version()}, {"to", s->spec->version()}});
       out.changed.push_back(s->name);
     } else if (replicas_changed || other_changed) {
@@ -538,6 +556,7 @@ void Supervisor::deploy(const std::string& service, const std::vector<std::strin
       im.event(service, "", "restart-superseded", "the restart gives way to the rollout of version " + spec->version());
     s.previous = s.spec;
     s.spec = spec;
+    s.deployed_version = spec->version();
     s.rollout.reset();
     s.crash_count = 0;
     s.next_start_at = {};

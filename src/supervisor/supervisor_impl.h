@@ -150,6 +150,7 @@ struct ServiceRuntime {
   std::shared_ptr<const RunSpec> spec;
   std::shared_ptr<const RunSpec> previous;
   std::string file_version;   // version of the file's spec when it was last applied
+  std::string deployed_version;  // the version `flotilla deploy` (or a canary promotion) put in place
   int file_replicas = 1;      // the file's replicas when it was last applied
   std::optional<int> replicas_override;  // `flotilla scale`
   std::optional<Canary> canary;

@@ -671,10 +671,18 @@ def test_up_detached_on_a_running_agent_fails_when_the_new_version_is_rolled_bac
     assert "rolling back to " + version in r.stderr and "the new version of web failed and was rolled back" in r.stderr, \
         r.stderr
     assert app.service("web")["Version"] == version and {i["ID"] for i in app.instances("web")} == before
-    # The file fixed again: up -d rolls out nothing new and exits 0.
+    # The same file again: its version does not run, so it is tried again (and fails again), not
+    # called "unchanged" with exit 0.
+    r = app.cli("up", "-d", "-f", app.path, "--wait", "60", timeout=90, check=False)
+    assert r.returncode == 1 and re.search(r"changed: +web ", r.stdout), r.stdout + r.stderr
+    assert "deployed:" not in r.stdout and "rolled back" in r.stderr, r.stdout + r.stderr
+    assert any("rolling it out again" in e["Message"] for e in events(app, "web", "deploy-started"))
+    # The file fixed again: what it says already runs, so nothing rolls out, exit 0.
     app.write(good)
+    started = len(events(app, "web", "deploy-started"))
     r = app.cli("up", "-d", "-f", app.path, "--wait", "60", timeout=90)
     assert "all services ready" in r.stdout and "rolled back" not in r.stderr, r.stdout + r.stderr
+    assert re.search(r"unchanged: +web", r.stdout) and len(events(app, "web", "deploy-started")) == started, r.stdout
     # A good new version: exit 0, and it says the new version is still watched for a while.
     app.write(good.replace("    replicas: 2", "    replicas: 2\n    environment: { V: \"3\" }"))
     r = app.cli("up", "-d", "-f", app.path, "--wait", "60", timeout=90)
