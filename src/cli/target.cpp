@@ -59,34 +59,72 @@ std::optional<DataDirAgent> running_agent_of(const std::string& data_dir) {
   return a;
 }
 
-std::string resolve_api(const Target& target) {
-  if (!target.api.empty()) return target.api;
-  if (!target.file.empty()) {
-    try {
-      return config::load_file(target.file).agent.api;
-    } catch (const std::exception& e) {
-      throw UsageError(e.what());
-    }
+namespace {
+
+// Where the options point, and the application file the address came from (if any).
+struct Resolved {
+  std::string api;
+  std::string app;  // the file's `name`: the agent there must run it
+  std::string file;
+};
+
+Resolved resolve(const Target& target) {
+  if (!target.api.empty()) return {target.api, {}, {}};
+  std::string path = target.file;
+  if (path.empty()) {
+    if (const char* env = std::getenv("FLOTILLA_API"); env && *env) return {env, {}, {}};
+    path = find_app_file();
+    if (path.empty()) return {"127.0.0.1:7700", {}, {}};
   }
-  if (const char* env = std::getenv("FLOTILLA_API"); env && *env) return env;
-  if (const std::string found = find_app_file(); !found.empty()) {
-    try {
-      return config::load_file(found).agent.api;
-    } catch (const std::exception&) {
-      // Not ours to judge here: `flotilla config check` says what is wrong with it.
-    }
+  config::File f;
+  try {
+    f = config::load_file(path);
+  } catch (const std::exception& e) {
+    // Not a silent fall-back to 127.0.0.1:7700: that may be another application's agent.
+    throw UsageError(std::string(e.what()) + (target.file.empty() ? " (fix it, or name the agent with --api)" : ""));
   }
-  return "127.0.0.1:7700";
+  Resolved r{f.agent.api, f.name, path};
+  // The file's agent.api changed while the application runs: its agent is still where it
+  // started, as the data dir's pid file says.
+  if (auto running = running_agent_of(f.agent.data_dir); running && !running->api.empty() && running->api != r.api) {
+    std::cerr << "(the agent of " << f.name << " listens on " << running->api << ", not on " << r.api
+              << " as " << path << " now says; flotilla down, then flotilla up moves it)\n";
+    r.api = running->api;
+  }
+  return r;
 }
 
+}  // namespace
+
+std::string resolve_api(const Target& target) { return resolve(target).api; }
+
 ApiClient make_client(const Target& target) {
-  try {
-    return ApiClient(resolve_api(target), target.token);
-  } catch (const UsageError&) {
-    throw;
-  } catch (const std::exception& e) {
-    throw UsageError(e.what());  // an address that is not HOST:PORT
+  Resolved r = resolve(target);
+  auto make = [&] {
+    try {
+      return ApiClient(r.api, target.token);
+    } catch (const std::exception& e) {
+      throw UsageError(e.what());  // an address that is not HOST:PORT
+    }
+  };
+  ApiClient client = make();
+  if (!r.app.empty()) {
+    // Another application's agent may answer at the same address (two projects left on the
+    // default port): commands act on the file's application or on nothing, as compose scopes
+    // them by project. Unreachable, or a plain agent: the command itself says so.
+    try {
+      auto st = client.request("GET", "/v1/flotilla/status", {}, std::chrono::seconds(10));
+      if (st.status == 200) {
+        auto j = nlohmann::json::parse(st.body, nullptr, false);
+        const std::string name = j.is_object() ? j.value("Name", std::string()) : std::string();
+        if (!name.empty() && name != r.app)
+          throw std::runtime_error("the agent at " + r.api + " runs \"" + name + "\", not \"" + r.app + "\" of " +
+                                   r.file + " (another application uses that agent.api)");
+      }
+    } catch (const AgentUnreachable&) {
+    }
   }
+  return client;
 }
 
 int fail(const std::string& command, const std::string& message, int code) {

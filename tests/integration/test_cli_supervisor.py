@@ -150,7 +150,10 @@ def test_the_agent_address_comes_from_api_file_env_then_local_file(agent, workdi
         assert r.returncode == 0, (args, r.stderr)
     r = run("kv", "get", "picked/by", "-f", str(tmp_path / "missing.yaml"), cwd=workdir)
     assert r.returncode == 2 and "missing.yaml" in one_line_error(r, "kv")
-    # A broken ./flotilla.yaml is not the status command's business: the default address is used.
+    # A broken flotilla.yaml here is an error, not a silent fall-back to 127.0.0.1:7700 (which
+    # may be another application's agent).
     (tmp_path / "flotilla.yaml").write_text("name: [\n")
-    r = run("status", cwd=str(tmp_path))
-    assert r.returncode in (0, 1) and "flotilla.yaml" not in r.stderr, r.stderr
+    for args in (["status"], ["down"], ["logs"]):
+        r = run(*args, cwd=str(tmp_path))
+        assert r.returncode == 2 and "flotilla.yaml:" in r.stderr and "--api" in r.stderr, (args, r.stderr)
+    assert run("status", "--api", agent.addr, cwd=str(tmp_path)).returncode == 1  # --api still works

@@ -1292,11 +1292,33 @@ def test_a_changed_agent_api_is_found_through_the_data_dir(make_app):
     assert f"already runs on the data dir" in r.stderr and f"API {old_api}" in r.stderr, r.stderr
     assert f"flotilla down -f {app.path}" in r.stderr, r.stderr
     assert app.proc.poll() is None, "the running application was left alone"
+    # Every command finds it there (status too), and down stops it.
+    r = app.cli("status", "-f", app.path)
+    assert "web" in r.stdout and f"listens on {old_api}" in r.stderr, r.stdout + r.stderr
     r = app.cli("down", "-f", app.path)
-    assert f"at {old_api}" in r.stdout and "stopped" in r.stdout, r.stdout
+    assert f"listens on {old_api}" in r.stderr and "stopped" in r.stdout, r.stdout + r.stderr
     assert app.proc.wait(timeout=30) == 0 and not alive(agent_pid)
     r = app.cli("down", "-f", app.path)
     assert r.stdout.startswith("nothing to stop"), r.stdout
+
+
+def test_commands_refuse_another_applications_agent(make_app, tmp_path):
+    # Two projects left on the same agent.api: from the second one's directory, down (or deploy,
+    # status, …) must not act on the first one's application.
+    app = make_app(f"""  web:
+    command: {SH}
+    healthcheck: {{http: /healthz, interval: 100ms}}
+""").up()
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "flotilla.yaml").write_text(f"name: other\nagent:\n  api: 127.0.0.1:{app.api_port}\n")
+    env = {k: v for k, v in os.environ.items() if k != "FLOTILLA_API"}
+    for args in (["down"], ["status"], ["restart", "web"], ["deploy", "web", "--set", "environment.X=1"]):
+        r = subprocess.run([BIN, *args], capture_output=True, text=True, cwd=other, env=env, timeout=30)
+        assert r.returncode == 1, (args, r.returncode, r.stdout, r.stderr)
+        assert f'runs "{app.name}", not "other"' in r.stderr, (args, r.stderr)
+    assert app.proc.poll() is None and app.service("web")["State"] == "running"
+    assert not events(app, "web", "restart-started") and not events(app, "web", "deploy-started")
 
 
 def test_a_dependency_added_while_running_gets_its_url(make_app):
