@@ -113,7 +113,13 @@ std::optional<int> apply_to_running(const config::File& file, const std::string&
                 << " (restart the agent: flotilla down --keep, then flotilla up; the running values stay until "
                    "then)\n";
   }
-  if (!detach) return 0;
+  if (!detach) {
+    // Not waiting: say so, since the exit status cannot tell how the rollouts go.
+    if (!j["Changed"].empty() || !j["Added"].empty() || !j.value("Rerun", nlohmann::json::array()).empty())
+      std::cout << "not waiting for the changes (flotilla up -d waits and exits 1 if one fails; flotilla status "
+                   "shows them)\n";
+    return 0;
+  }
   std::cout.flush();
   const auto started = std::chrono::steady_clock::now();
   return wait_and_report(client, started, started + std::chrono::seconds(wait_seconds), nullptr, before);
@@ -299,7 +305,7 @@ std::function<int()> add_up(CLI::App& app) {
       "or is not ready within --wait. Run against an agent that already runs the application, it\n"
       "applies the file's changes: changed services roll out, unchanged ones are untouched, a\n"
       "failed one-shot job runs again; with -d it then waits the same way, and exits 1 when a new\n"
-      "version failed and was rolled back.\n\n"
+      "version failed and was rolled back (without -d it returns at once and says so).\n\n"
       "Example: flotilla up -d -f examples/hello/flotilla.yaml\n"
       "         flotilla status; flotilla logs -f web; flotilla down");
   cmd->add_option("-f,--file", o->file, "The application's file")->capture_default_str();
