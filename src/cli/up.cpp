@@ -96,8 +96,7 @@ std::optional<int> apply_to_running(const config::File& file, const std::string&
             << "  unchanged: " << join(j["Unchanged"]) << "\n";
   if (!j.value("Deployed", nlohmann::json::array()).empty())
     std::cout << "  deployed:  " << join(j["Deployed"])
-              << "  (run a version from flotilla deploy, not the file's; kept until the file changes them,\n"
-                 "             or flotilla rollback)\n";
+              << "  (run a version from flotilla deploy, not the file's; kept until the file changes them)\n";
   if (j.contains("Gateway") && j["Gateway"].is_object()) {
     const auto& g = j["Gateway"];
     if (g.contains("Routes")) {

@@ -363,6 +363,7 @@ void Supervisor::Impl::on_exit(pid_t pid, ExitStatus status) {
   i->exit_ok = !status.signaled && status.code == 0;
   const bool wanted = i->stop_requested;
   const bool is_new = current(*s, *i);
+  const bool canary = i->canary;
   bool no_restart = false;
   if (wanted) {
     // A planned stop that the stop signal ended is not a failure: say so plainly.
@@ -387,6 +388,17 @@ void Supervisor::Impl::on_exit(pid_t pid, ExitStatus status) {
                                       [&](const auto& p) { return p->id == id; }),
                        s->instances.end());
     if (!wanted) on_crash(*s, is_new, status.describe());
+    // A canary that keeps crashing takes no traffic and would wait for a verdict forever: the
+    // same 3 crashes that roll back a deploy end it.
+    if (!wanted && canary && s->canary && ++s->canary->crashes >= kRolloutCrashLimit) {
+      event(service, "", "canary-failed",
+            "canary version " + s->canary->spec->version() + " crashed " + std::to_string(s->canary->crashes) +
+                " times: rolling back");
+      s->crash_count = 0;
+      s->next_start_at = {};
+      if (s->start_timer) s->start_timer->cancel();
+      end_canary(*s, false);
+    }
   }
   reconcile(*s);
   if (no_restart) start_waiting_dependents();  // one waiting for this one to complete

@@ -122,6 +122,7 @@ struct Canary {
   int percent = 0;
   std::shared_ptr<const RunSpec> spec;
   int passed = 0;  // analysis intervals passed in a row
+  int crashes = 0;  // of the canary instance: 3 end the canary (canary-failed)
   Clock::time_point interval_started = Clock::now();
   std::string last_check;
 };

@@ -1321,6 +1321,24 @@ def test_commands_refuse_another_applications_agent(make_app, tmp_path):
     assert not events(app, "web", "restart-started") and not events(app, "web", "deploy-started")
 
 
+def test_a_crashing_canary_is_rolled_back_by_itself(make_app):
+    app = make_app(f"""  web:
+    command: {SH}
+    replicas: 2
+    healthcheck: {{http: /healthz, interval: 100ms}}
+""").up()
+    before = {i["ID"] for i in app.instances("web")}
+    r = app.cli("deploy", "web", "--set", "command=exit 3", "--canary", "10")
+    assert "canary at 10%" in r.stdout, r.stdout
+    failed = wait_for(lambda: events(app, "web", "canary-failed"), timeout=20, what="canary-failed")[0]
+    assert "crashed 3 times" in failed["Message"], failed
+    wait_for(lambda: "Canary" not in app.service("web") and app.service("web")["State"] == "running", timeout=10,
+             what="the canary gone")
+    assert {i["ID"] for i in app.instances("web")} == before
+    r = app.cli("promote", "web", check=False)
+    assert r.returncode == 1 and "no canary" in r.stderr, r.stderr
+
+
 def test_a_dependency_added_while_running_gets_its_url(make_app):
     # Nothing depends on anything at first: the gateway has no listener of a service's own.
     quotes = f"""  quotes:
