@@ -3,7 +3,12 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include <signal.h>
+
+#include <cerrno>
+#include <fstream>
 #include <iostream>
+#include <optional>
 #include <thread>
 
 #include "cli/api_client.h"
@@ -40,6 +45,16 @@ std::optional<DataDirAgent> moved_agent(const Target& target, const std::string&
   return std::nullopt;
 }
 
+// Exited: no such process, or a zombie its parent has not reaped yet.
+bool process_gone(int pid) {
+  if (::kill(pid, 0) != 0 && errno == ESRCH) return true;
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(stat, line)) return true;
+  auto close = line.rfind(')');  // the state follows the command name, which may hold spaces
+  return close != std::string::npos && close + 2 < line.size() && line[close + 2] == 'Z';
+}
+
 int run(const DownOptions& o) {
   auto client = make_client(o.target);
   ApiResponse r;
@@ -65,6 +80,15 @@ int run(const DownOptions& o) {
                             " runs no application (started with flotilla agent, not flotilla up): stop it with "
                             "Ctrl-C or SIGTERM");
   auto status = json_of(r);
+  // The agent's process, when this is the application of a file here: waited for below, so the
+  // next `flotilla up` finds its ports (the gateway's too) and its data dir free.
+  std::optional<DataDirAgent> process;
+  if (const std::string path = app_file_of(o.target); !path.empty()) {
+    try {
+      process = running_agent_of(config::load_file(path).agent.data_dir);
+    } catch (const std::exception&) {
+    }
+  }
   std::cout << "stopping " << status.value("Name", std::string("the application")) << "…" << std::endl;
   json_of(client.request("POST", o.keep ? "/v1/flotilla/down?keep" : "/v1/flotilla/down", {}, kStopTimeout));
   std::cout << "stopped" << std::endl;
@@ -76,7 +100,13 @@ int run(const DownOptions& o) {
     try {
       client.request("GET", "/v1/flotilla/status", {}, 1s);
     } catch (const AgentUnreachable&) {
-      return 0;
+      if (!process) return 0;
+      while (std::chrono::steady_clock::now() < deadline) {
+        if (process_gone(process->pid)) return 0;
+        std::this_thread::sleep_for(20ms);
+      }
+      return fail("down", "everything stopped, but the agent (pid " + std::to_string(process->pid) +
+                              ") has not exited after " + format_duration(kExitWait));
     } catch (const std::exception&) {
       // Cut off while it exits: the next try tells.
     }

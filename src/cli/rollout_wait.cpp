@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include <iostream>
+#include <optional>
 #include <thread>
 
 #include "cli/api_client.h"
@@ -58,7 +59,8 @@ int wait_for_rollout(const ApiClient& client, const RolloutWait& w) {
   const auto deadline = std::chrono::steady_clock::now() + w.timeout;
   uint64_t after = w.after;
   std::string failure;  // the first failure event's message
-  for (;;) {
+  // Prints the events since the last call; an exit status once one ends the wait.
+  auto read_events = [&]() -> std::optional<int> {
     for (const auto& e : service_events(client, w.service, after)) {
       after = std::max(after, e.value("Seq", uint64_t{0}));
       const std::string instance = e.value("Instance", "");
@@ -73,6 +75,10 @@ int wait_for_rollout(const ApiClient& client, const RolloutWait& w) {
       if (kind == "deploy-failed" || kind == "restart-failed")
         return fail(w.command, w.service + ": " + e.value("Message", kind));
     }
+    return std::nullopt;
+  };
+  for (;;) {
+    if (auto rc = read_events()) return *rc;
     auto s = find_service(json_of(client.request("GET", "/v1/flotilla/status")), w.service);
     if (s.is_null()) return fail(w.command, w.service + ": the service is gone from the application");
     const std::string state = s.value("State", "");
@@ -84,6 +90,9 @@ int wait_for_rollout(const ApiClient& client, const RolloutWait& w) {
       else settled = state == "running" || state == "stopped" || state == "completed" || state == "failed";
     }
     if (settled) {
+      // What happened between the last read of the events and this status (a rollback that
+      // finished meanwhile, say) counts too.
+      if (auto rc = read_events()) return *rc;
       if (!failure.empty()) return fail(w.command, w.service + ": " + failure);
       if (state == "failed")  // a one-shot job that ran and failed
         return fail(w.command, w.service + ": the one-shot job failed; see flotilla logs " + w.service);

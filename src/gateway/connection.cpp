@@ -1400,8 +1400,11 @@ Task<bool> Connection::handle_request() {
           break;
         }
         rb_.commit(n);
-        ok = co_await write_down(rb_.view());
         left -= n;
+        // The answer's last bytes: back to the pool before the client has them, as above (the
+        // reads ask for no more than `left`, so nothing past the answer is in rb_).
+        if (left == 0 && up_keep && body_read) worker_.put_idle(std::move(up));
+        ok = co_await write_down(rb_.view());
         if (ok) bytes_down += n;
       }
       rb_.clear();
@@ -1428,6 +1431,9 @@ Task<bool> Connection::handle_request() {
           }
           end = step.status == http1::ChunkedDecoder::Status::done;
           if (end) up_keep = up_keep && step.consumed == rb_.size();
+          // The last chunk is here: the connection goes back to the pool before the client has
+          // it (as for a sized answer).
+          if (end && up_keep && ok && body_read && up) worker_.put_idle(std::move(up));
         }
         ok = co_await write_down(head_sent ? std::string_view() : std::string_view(down_head_), pass);
         head_sent = true;
