@@ -188,6 +188,7 @@ int run_agent(const AgentOptions& o, const config::File* file) {
     // answers status, apply (`flotilla up` again) and down.
     std::unique_ptr<supervisor::Supervisor> sup;
     if (file) {
+      for (const auto& w : config::warnings(*file)) spdlog::warn("{}", w);
       supervisor::Options so;
       so.data_dir = o.data_dir;
       if (o.attach) {

@@ -124,6 +124,7 @@ std::function<int()> add_config(CLI::App& app) {
         }
         std::cout << "\n";
       }
+      for (const auto& w : config::warnings(f)) std::cerr << "warning: " << w << "\n";
       return 0;
     } catch (const config::ConfigError& e) {
       std::cerr << e.what() << "\n";

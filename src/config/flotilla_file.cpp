@@ -760,6 +760,42 @@ File parse(const std::string& text, const std::string& path) {
   return f;
 }
 
+namespace {
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diag = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diag = up;
+    }
+  }
+  return row[b.size()];
+}
+}  // namespace
+
+std::vector<std::string> warnings(const File& file) {
+  std::vector<std::string> out;
+  if (!file.gateway || file.services.empty()) return out;  // routes to services registered through the API
+  for (const auto& r : file.gateway->routes) {
+    if (file.service(r.service)) continue;
+    std::string closest;
+    size_t best = 3;  // at most 2 edits away
+    for (const auto& s : file.services)
+      if (size_t d = edit_distance(r.service, s.name); d < best) {
+        best = d;
+        closest = s.name;
+      }
+    out.push_back(file.path + ":" + std::to_string(r.line) + ": the route's service \"" + r.service +
+                  "\" is not one this file runs" + (closest.empty() ? "" : " (did you mean \"" + closest + "\"?)") +
+                  "; it answers 503 until an instance of \"" + r.service + "\" is registered through the API");
+  }
+  return out;
+}
+
 File load_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw ConfigError(path + ": cannot read the file (" + std::strerror(errno) + ")");

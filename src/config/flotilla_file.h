@@ -199,6 +199,10 @@ struct File {
 
 // Throws ConfigError.
 File load_file(const std::string& path);
+// What is valid but probably a mistake, one message each ("FILE:LINE: …"): a route to a service
+// the file does not run, when it runs others (a misspelt name answers 503 until something
+// registers that name through the API), with the closest name it does run.
+std::vector<std::string> warnings(const File& file);
 File parse(const std::string& text, const std::string& path);
 
 }  // namespace flotilla::config

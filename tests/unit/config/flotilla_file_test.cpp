@@ -910,3 +910,19 @@ TEST(FlotillaFile, EverySupervisorErrorIsPositioned) {
     EXPECT_NE(e.find(key), std::string::npos) << b << " -> " << e;
   }
 }
+
+TEST(FlotillaFile, WarnsOfARouteToAServiceTheFileDoesNotRun) {
+  const std::string head = "name: shop\ngateway:\n  routes:\n    - service: webb\n    - service: web\n";
+  auto f = parse(head + "services:\n  web:\n    command: [a]\n", "app/flotilla.yaml");
+  auto w = warnings(f);
+  ASSERT_EQ(w.size(), 1u);
+  EXPECT_EQ(w[0], "app/flotilla.yaml:4: the route's service \"webb\" is not one this file runs (did you mean "
+                  "\"web\"?); it answers 503 until an instance of \"webb\" is registered through the API");
+  // No suggestion far from every name; none at all for a file that runs no service (its routes
+  // go to services registered through the API).
+  EXPECT_EQ(warnings(parse("name: shop\ngateway:\n  routes:\n    - service: catalogue\nservices:\n  web:\n    command: [a]\n",
+                           "f.yaml"))[0]
+                .find("did you mean"),
+            std::string::npos);
+  EXPECT_TRUE(warnings(parse(head, "f.yaml")).empty());
+}
