@@ -68,28 +68,69 @@ TEST(OutputEcho, AStalledOutputDropsLinesAndNeverBlocks) {
 }
 
 TEST(OutputEcho, TheNoteAboutDroppedLinesStandsWhereTheyAreMissing) {
+  // Numbered lines against a stalled reader: wherever lines are dropped (the writer may take a
+  // batch in the middle, so there can be several gaps), a note saying how many stands in their
+  // place, and the counts add up.
   Pipe p;
-  const std::string text(1000, 'x');
+  const int total = 2000;
   uint64_t dropped = 0;
+  std::string out;
   {
     OutputEcho echo(p.w, false);
-    for (int i = 0; i < 2000; ++i) echo.line("web-1", text);  // 2 MB against a stalled reader
+    for (int i = 0; i < total; ++i) echo.line("web-1", std::to_string(i) + " " + std::string(1000, 'x'));
     dropped = echo.dropped();
     ASSERT_GT(dropped, 0u);
-    // Read every line that was kept: then the output has caught up.
-    const uint64_t kept = 2000 - dropped;
-    uint64_t lines = 0;
+    // Read until every kept line is out: then the output has caught up.
+    const uint64_t kept = total - dropped;
+    auto numbered = [&] {
+      uint64_t n = 0;
+      for (size_t at = 0; (at = out.find("web-1 | ", at)) != std::string::npos; at += 8) ++n;
+      return n;
+    };
     char buf[65536];
-    while (lines < kept) {
+    while (numbered() < kept) {
       ssize_t n = ::read(p.r, buf, sizeof buf);
       ASSERT_GT(n, 0);
-      for (ssize_t i = 0; i < n; ++i) lines += buf[i] == '\n';
+      out.append(buf, static_cast<size_t>(n));
     }
     echo.line("web-1", "after the gap");
   }
-  EXPECT_EQ(p.read_all(), "(flotilla: " + std::to_string(dropped) +
-                              " lines of the services' output not shown here: the terminal fell behind; flotilla "
-                              "logs has them)\nweb-1 | after the gap\n");
+  out += p.read_all();
+  ASSERT_FALSE(out.empty());
+  ASSERT_EQ(out.back(), '\n');
+  int next = 0;  // the number the next line should carry, counting dropped lines as seen
+  uint64_t noted = 0;
+  bool note_before = false;
+  size_t at = 0;
+  for (size_t nl; (nl = out.find('\n', at)) != std::string::npos; at = nl + 1) {
+    const std::string l = out.substr(at, nl - at);
+    const std::string note_start = "(flotilla: ";
+    if (l.rfind(note_start, 0) == 0) {
+      const size_t space = l.find(' ', note_start.size());
+      ASSERT_NE(space, std::string::npos) << l;
+      const int n = std::stoi(l.substr(note_start.size(), space - note_start.size()));
+      EXPECT_EQ(l.substr(space), " lines of the services' output not shown here: the terminal fell behind; "
+                                 "flotilla logs has them)")
+          << l;
+      EXPECT_GT(n, 0);
+      EXPECT_FALSE(note_before) << "two notes in a row";
+      next += n;
+      noted += static_cast<uint64_t>(n);
+      note_before = true;
+      continue;
+    }
+    ASSERT_EQ(l.rfind("web-1 | ", 0), 0u) << l;
+    const std::string text = l.substr(8);
+    if (text == "after the gap") {
+      EXPECT_EQ(next, total) << "the note about the last gap stands before the next line";
+      EXPECT_EQ(nl + 1, out.size()) << "the last line";
+      break;
+    }
+    EXPECT_EQ(std::stoi(text.substr(0, text.find(' '))), next) << "a missing line without a note";
+    ++next;
+    note_before = false;
+  }
+  EXPECT_EQ(noted, dropped);
 }
 
 TEST(OutputEcho, AClosedOutputIsNotFatal) {
