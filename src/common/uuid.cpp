@@ -1,13 +1,21 @@
 #include "common/uuid.h"
 
 #include <cstdio>
-#include <random>
+#include <cstring>
+
+#include "common/random.h"
 
 namespace flotilla {
 
 std::string make_uuid() {
-  thread_local std::mt19937_64 rng{std::random_device{}()};
-  uint64_t a = rng(), b = rng();
+  // Session ids are handles on locks: from the kernel's random source, as Consul's crypto/rand.
+  uint64_t ab[2];
+  if (!kernel_random(ab, sizeof ab)) {
+    thread_local Random rng;
+    ab[0] = rng();
+    ab[1] = rng();
+  }
+  uint64_t a = ab[0], b = ab[1];
   a = (a & 0xFFFFFFFFFFFF0FFFULL) | 0x0000000000004000ULL;  // version 4
   b = (b & 0x3FFFFFFFFFFFFFFFULL) | 0x8000000000000000ULL;  // variant 10
   char buf[40];

@@ -34,7 +34,7 @@ UpstreamConnection::~UpstreamConnection() {
 }
 
 Worker::Worker(int id, WorkerShared& shared)
-    : id_(id), shared_(shared), io_(BOOST_ASIO_CONCURRENCY_HINT_UNSAFE), sweep_timer_(io_), rng_(std::random_device{}() ^ (uint64_t(id) << 32)) {
+    : id_(id), shared_(shared), io_(BOOST_ASIO_CONCURRENCY_HINT_UNSAFE), sweep_timer_(io_) {
   flush_round_end_ = std::make_unique<RoundEnd>(io_, [this] { flush_queued(); });
   // Made here, not in start(): another worker may hand a connection over before this one starts.
   wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);

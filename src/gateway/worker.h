@@ -20,12 +20,12 @@
 #include <list>
 #include <memory>
 #include <mutex>
-#include <random>
 #include <string>
 #include <thread>
 #include <unordered_map>
 #include <vector>
 
+#include "common/random.h"
 #include "common/unique_fd.h"
 #include "config/flotilla_file.h"
 #include "gateway/lb/load_balancer.h"
@@ -252,7 +252,7 @@ class Worker {
   std::vector<Buffer> spare_relays_;
   std::vector<std::unique_ptr<http1::ResponseParser>> spare_parsers_;
   std::vector<std::shared_ptr<Connection>> flush_list_, flushing_;
-  std::mt19937_64 rng_;
+  Random rng_;  // request and trace ids, jitter: 256-bit seed from the kernel
   bool draining_ = false;
   std::atomic<bool> drain_requested_{false};
   std::atomic<bool> stop_requested_{false};

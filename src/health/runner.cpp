@@ -2,11 +2,11 @@
 
 #include <spdlog/spdlog.h>
 
-#include <random>
 
 #include "common/error.h"
 #include "common/event_loop.h"
 #include "common/metrics.h"
+#include "common/random.h"
 #include "health/probe.h"
 
 namespace flotilla::health {
@@ -20,7 +20,7 @@ constexpr Duration kDefaultInterval = 10s;
 constexpr Duration kReapEvery = 250ms;
 
 Duration jitter(Duration upto) {
-  thread_local std::mt19937_64 rng{std::random_device{}()};
+  thread_local Random rng;
   if (upto.count() <= 0) return Duration::zero();
   return Duration(static_cast<int64_t>(rng() % static_cast<uint64_t>(upto.count())));
 }

@@ -3,11 +3,11 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
-#include <random>
 
 #include "common/error.h"
 #include "common/event_loop.h"
 #include "common/metrics.h"
+#include "common/random.h"
 #include "common/uuid.h"
 
 namespace flotilla::registry {
@@ -26,7 +26,7 @@ std::string maintenance_check_id(const std::string& service_id) {
 }
 
 int64_t new_lease_id() {
-  thread_local std::mt19937_64 rng{std::random_device{}()};
+  thread_local Random rng;
   return static_cast<int64_t>(rng() >> 1) | 1;
 }
 }  // namespace

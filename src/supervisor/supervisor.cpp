@@ -6,6 +6,8 @@
 
 #include <map>
 
+#include "common/random.h"
+
 namespace flotilla::supervisor {
 
 int64_t wall_ms() {
@@ -14,7 +16,7 @@ int64_t wall_ms() {
 }
 
 std::string random_suffix() {
-  static std::mt19937_64 rng{std::random_device{}()};
+  static Random rng;
   char buf[8];
   std::snprintf(buf, sizeof buf, "%06x", static_cast<unsigned>(rng() & 0xffffff));
   return buf;

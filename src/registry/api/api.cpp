@@ -7,11 +7,11 @@
 #include <algorithm>
 #include <charconv>
 #include <map>
-#include <random>
 
 #include "common/duration.h"
 #include "common/error.h"
 #include "common/metrics.h"
+#include "common/random.h"
 #include "registry/api/decode.h"
 #include "registry/api/encode.h"
 #include "registry/api/endpoints.h"
@@ -77,7 +77,7 @@ void serve_read(Context& ctx, const ExchangePtr& ex, std::vector<std::string> to
     return;
   }
   // Jitter (up to wait/16, as Consul) spreads the answers of many watchers that started together.
-  thread_local std::mt19937_64 rng{std::random_device{}()};
+  thread_local Random rng;
   auto jitter = wait.count() / 16 > 0 ? Duration(static_cast<int64_t>(rng() % static_cast<uint64_t>(wait.count() / 16)))
                                       : Duration::zero();
   first.index = std::max(first.index, *index);
