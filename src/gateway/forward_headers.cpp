@@ -13,6 +13,8 @@ namespace flotilla::gateway {
 namespace {
 using namespace std::string_view_literals;
 using http1::syntax::iequals;
+// Field names come from the parsers, which accept tokens only.
+constexpr auto iequals_name = http1::syntax::iequals_token;
 
 bool is_hex_lower(std::string_view s) {
   for (char c : s)
@@ -32,21 +34,21 @@ void field(std::string& out, std::string_view name, std::string_view value) {
 bool replaced_upstream(std::string_view name) {
   switch (name.size()) {
     case 4:
-      return iequals(name, "host");
+      return iequals_name(name, "host");
     case 6:
-      return iequals(name, "expect");
+      return iequals_name(name, "expect");
     case 11:
-      return iequals(name, "traceparent");
+      return iequals_name(name, "traceparent");
     case 14:
       // HTTP2-Settings belongs to an h2c upgrade, which the gateway never passes on (RFC 9113
       // §3.2 makes it connection-specific even when Connection does not name it).
-      return iequals(name, "content-length") || iequals(name, "http2-settings");
+      return iequals_name(name, "content-length") || iequals_name(name, "http2-settings");
     case 15:
-      return iequals(name, "x-forwarded-for");
+      return iequals_name(name, "x-forwarded-for");
     case 16:
-      return iequals(name, "x-forwarded-host");
+      return iequals_name(name, "x-forwarded-host");
     case 17:
-      return iequals(name, "x-forwarded-proto");
+      return iequals_name(name, "x-forwarded-proto");
     default:
       return false;
   }
@@ -63,19 +65,19 @@ bool sane_request_id(std::string_view v) {
 bool is_hop_by_hop(std::string_view n) {
   switch (n.size()) {
     case 2:
-      return iequals(n, "te");
+      return iequals_name(n, "te");
     case 7:
-      return iequals(n, "trailer") || iequals(n, "upgrade");
+      return iequals_name(n, "trailer") || iequals_name(n, "upgrade");
     case 10:
-      return iequals(n, "connection") || iequals(n, "keep-alive");
+      return iequals_name(n, "connection") || iequals_name(n, "keep-alive");
     case 16:
-      return iequals(n, "proxy-connection");
+      return iequals_name(n, "proxy-connection");
     case 17:
-      return iequals(n, "transfer-encoding");
+      return iequals_name(n, "transfer-encoding");
     case 18:
-      return iequals(n, "proxy-authenticate");
+      return iequals_name(n, "proxy-authenticate");
     case 19:
-      return iequals(n, "proxy-authorization");
+      return iequals_name(n, "proxy-authorization");
     default:
       return false;
   }
@@ -139,16 +141,16 @@ std::string_view build_upstream_head(const http1::RequestHead& head, const Upstr
   std::string_view request_id, traceparent;
   bool has_connection = false;
   for (const auto& f : head.fields) {
-    if (iequals(f.name, "connection")) has_connection = true;
-    else if (f.name.size() == 11 && iequals(f.name, "traceparent") && traceparent.empty()) traceparent = f.value;
+    if (iequals_name(f.name, "connection")) has_connection = true;
+    else if (f.name.size() == 11 && iequals_name(f.name, "traceparent") && traceparent.empty()) traceparent = f.value;
   }
   auto tp = traceparent.empty() ? std::nullopt : parse_traceparent(traceparent);
   for (const auto& f : head.fields) {
     if (is_hop_by_hop(f.name) || replaced_upstream(f.name)) continue;
     if (has_connection && named_by_connection(head.fields, f.name)) continue;
     // W3C Trace Context: without a valid traceparent, tracestate belongs to no trace we continue.
-    if (!tp && f.name.size() == 10 && iequals(f.name, "tracestate")) continue;
-    if (f.name.size() == 12 && iequals(f.name, "x-request-id")) {
+    if (!tp && f.name.size() == 10 && iequals_name(f.name, "tracestate")) continue;
+    if (f.name.size() == 12 && iequals_name(f.name, "x-request-id")) {
       if (!sane_request_id(f.value) || !request_id.empty()) continue;
       request_id = f.value;
     }
@@ -160,7 +162,7 @@ std::string_view build_upstream_head(const http1::RequestHead& head, const Upstr
   // X-Forwarded-For: every value the client sent, in order, then the client's address.
   out.append("X-Forwarded-For: "sv);
   for (const auto& f : head.fields)
-    if (f.name.size() == 15 && iequals(f.name, "x-forwarded-for") && !f.value.empty()) {
+    if (f.name.size() == 15 && iequals_name(f.name, "x-forwarded-for") && !f.value.empty()) {
       out.append(f.value);
       out.append(", "sv);
     }
@@ -235,9 +237,9 @@ void build_downstream_head(const http1::ResponseHead& head, const DownstreamResp
   for (size_t i = 0; i < head.fields.size(); ++i) {
     const auto& f = head.fields[i];
     if (is_hop_by_hop(f.name)) continue;
-    if (f.name.size() == 14 && iequals(f.name, "content-length")) continue;
+    if (f.name.size() == 14 && iequals_name(f.name, "content-length")) continue;
     if (marks && head.connection_listed[i]) continue;
-    if (f.name.size() == 4 && iequals(f.name, "date")) has_date = true;
+    if (f.name.size() == 4 && iequals_name(f.name, "date")) has_date = true;
     out.append(f.name);
     out.append(": "sv);
     out.append(f.value);

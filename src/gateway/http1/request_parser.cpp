@@ -1,6 +1,7 @@
 #include "gateway/http1/request_parser.h"
 
 #include <algorithm>
+#include <array>
 #include <cassert>
 #include <limits>
 
@@ -17,13 +18,21 @@ constexpr size_t kInitialFields = 32;
 // Offsets are kept as uint32_t; no sane limit comes near this.
 constexpr size_t kLimitCap = size_t{1} << 30;
 
+// The bytes of a host name: ALPHA, DIGIT, "-", ".", "_", "~" (RFC 3986 unreserved).
+constexpr std::array<bool, 256> make_reg_name() {
+  std::array<bool, 256> t{};
+  for (int c = '0'; c <= '9'; ++c) t[c] = true;
+  for (int c = 'a'; c <= 'z'; ++c) t[c] = true;
+  for (int c = 'A'; c <= 'Z'; ++c) t[c] = true;
+  for (char c : std::string_view("-._~")) t[static_cast<unsigned char>(c)] = true;
+  return t;
+}
+constexpr std::array<bool, 256> kRegName = make_reg_name();
+
 bool valid_reg_name(std::string_view s) {
   if (s.empty() || s.size() > 255) return false;
-  for (char c : s) {
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || syntax::is_digit(c) || c == '-' || c == '.' ||
-              c == '_' || c == '~';
-    if (!ok) return false;
-  }
+  for (char c : s)
+    if (!kRegName[static_cast<unsigned char>(c)]) return false;
   return true;
 }
 
@@ -293,7 +302,7 @@ RequestParser::Result RequestParser::field_line(std::string_view buffer, size_t 
   // most fields are none of these.
   switch (name.size()) {
     case 4:
-      if (syntax::iequals(name, "host")) {
+      if (syntax::iequals_token(name, "host")) {
         if (host_seen_) return fail(400, "more than one Host");
         host_seen_ = true;
         if (!valid_authority(value)) return fail(400, "invalid Host");
@@ -302,29 +311,29 @@ RequestParser::Result RequestParser::field_line(std::string_view buffer, size_t 
       break;
     case 6:
       // Other expectations are not refused (RFC 9110 §10.1.1 allows but does not require 417).
-      if (syntax::iequals(name, "expect") && syntax::iequals(value, "100-continue")) expect_continue_ = true;
+      if (syntax::iequals_token(name, "expect") && syntax::iequals(value, "100-continue")) expect_continue_ = true;
       break;
     case 7:
-      if (syntax::iequals(name, "upgrade") && !upgrade_seen_) {
+      if (syntax::iequals_token(name, "upgrade") && !upgrade_seen_) {
         upgrade_seen_ = true;
         upgrade_ = value_span;
       }
       break;
     case 10:
-      if (syntax::iequals(name, "connection")) {
+      if (syntax::iequals_token(name, "connection")) {
         bool ok = true;
         syntax::for_each_list_element(value, [&](std::string_view e) {
           if (e.empty()) return;  // RFC 9110 §5.6.1: empty list elements are ignored
           if (!syntax::is_token(e)) ok = false;
-          else if (syntax::iequals(e, "close")) conn_close_ = true;
-          else if (syntax::iequals(e, "keep-alive")) conn_keep_alive_ = true;
-          else if (syntax::iequals(e, "upgrade")) conn_upgrade_ = true;
+          else if (syntax::iequals_token(e, "close")) conn_close_ = true;
+          else if (syntax::iequals_token(e, "keep-alive")) conn_keep_alive_ = true;
+          else if (syntax::iequals_token(e, "upgrade")) conn_upgrade_ = true;
         });
         if (!ok) return fail(400, "malformed Connection");
       }
       break;
     case 14:
-      if (syntax::iequals(name, "content-length")) {
+      if (syntax::iequals_token(name, "content-length")) {
         // One field, one plain decimal: no lists, no duplicates even when equal (RFC 9112 §6.3
         // would allow equal duplicates; refusing them leaves no room for disagreement).
         if (content_length_) return fail(400, "more than one Content-Length");
@@ -341,7 +350,7 @@ RequestParser::Result RequestParser::field_line(std::string_view buffer, size_t 
       }
       break;
     case 17:
-      if (syntax::iequals(name, "transfer-encoding")) {
+      if (syntax::iequals_token(name, "transfer-encoding")) {
         if (te_seen_) return fail(400, "more than one Transfer-Encoding");
         te_seen_ = true;
         if (content_length_) return fail(400, "both Content-Length and Transfer-Encoding");

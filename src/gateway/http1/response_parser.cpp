@@ -204,20 +204,20 @@ ResponseParser::Result ResponseParser::field_line(std::string_view buffer, size_
   // fields are none of these.
   switch (name.size()) {
     case 10:
-      if (syntax::iequals(name, "connection")) {
+      if (syntax::iequals_token(name, "connection")) {
         bool ok = true;
         syntax::for_each_list_element(value, [&](std::string_view e) {
           if (e.empty()) return;  // RFC 9110 §5.6.1: empty list elements are ignored
           if (!syntax::is_token(e)) ok = false;
-          else if (syntax::iequals(e, "close")) conn_close_ = true;
-          else if (syntax::iequals(e, "keep-alive")) conn_keep_alive_ = true;
+          else if (syntax::iequals_token(e, "close")) conn_close_ = true;
+          else if (syntax::iequals_token(e, "keep-alive")) conn_keep_alive_ = true;
           else conn_names_ = true;  // names a field, perhaps; finish() looks
         });
         if (!ok) return fail("malformed Connection");
       }
       break;
     case 14:
-      if (syntax::iequals(name, "content-length")) {
+      if (syntax::iequals_token(name, "content-length")) {
         // A plain decimal per field; equal duplicates are one length (RFC 9110 §8.6), unequal
         // ones two framings. A list ("5, 5") is refused with the non-digits.
         if (value.empty()) return fail("empty Content-Length");
@@ -233,7 +233,7 @@ ResponseParser::Result ResponseParser::field_line(std::string_view buffer, size_
       }
       break;
     case 17:
-      if (syntax::iequals(name, "transfer-encoding")) return transfer_encoding(value);
+      if (syntax::iequals_token(name, "transfer-encoding")) return transfer_encoding(value);
       break;
     default:
       break;

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <array>
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -68,16 +69,33 @@ inline uint64_t has_less(uint64_t x, unsigned char n) { return (x - kOnes * n) &
 inline uint64_t has_del_or_high(uint64_t x) { return (x | (x + kOnes)) & kHighs; }
 }  // namespace swar
 
-// The offset of the first CR or LF in [from, end) of p, or end.
+// The offset of the first CR or LF in [from, end) of p, or end. On a little-endian machine the
+// lowest flagged byte of a word is the match itself (nothing below it borrows), so its offset is
+// a count of trailing zeros, and the last few bytes are one word too: the 8 bytes ending at `end`,
+// shifted so the bytes before `from` fall off (zeros come in at the top, which match nothing).
 inline size_t find_cr_or_lf(const char* p, size_t from, size_t end) {
   size_t i = from;
-  while (i + 8 <= end && !(swar::has_byte(swar::load(p + i), '\r') | swar::has_byte(swar::load(p + i), '\n'))) i += 8;
+  if constexpr (std::endian::native == std::endian::little) {
+    for (; i + 8 <= end; i += 8) {
+      const uint64_t x = swar::load(p + i);
+      if (uint64_t m = swar::has_byte(x, '\r') | swar::has_byte(x, '\n')) return i + (std::countr_zero(m) >> 3);
+    }
+    if (i < end && end >= 8) {
+      const uint64_t x = swar::load(p + end - 8) >> ((8 - (end - i)) * 8);
+      const uint64_t m = swar::has_byte(x, '\r') | swar::has_byte(x, '\n');
+      return m ? i + (std::countr_zero(m) >> 3) : end;
+    }
+  } else {
+    while (i + 8 <= end && !(swar::has_byte(swar::load(p + i), '\r') | swar::has_byte(swar::load(p + i), '\n'))) i += 8;
+  }
   for (; i < end; ++i)
     if (p[i] == '\r' || p[i] == '\n') return i;
   return end;
 }
 
-// The offset of the first byte of s that is_field_value_byte() refuses, or npos.
+// The offset of the first byte of s that is_field_value_byte() refuses, or npos. The last few
+// bytes are one word as in find_cr_or_lf(), the bytes shifted in at the top being spaces; a word
+// that flags anything (a control byte, or only an HTAB) is looked at byte by byte.
 inline size_t find_invalid_value_byte(std::string_view s) {
   const char* p = s.data();
   const size_t n = s.size();
@@ -87,6 +105,14 @@ inline size_t find_invalid_value_byte(std::string_view s) {
     if (!(swar::has_less(x, 0x20) | swar::has_byte(x, 0x7f))) continue;
     for (size_t j = i; j < i + 8; ++j)  // a control byte, or only an HTAB
       if (!is_field_value_byte(p[j])) return j;
+  }
+  if constexpr (std::endian::native == std::endian::little) {
+    if (i < n && n >= 8) {
+      const unsigned shift = static_cast<unsigned>(8 - (n - i)) * 8;
+      const uint64_t spaces = shift ? (swar::kOnes * 0x20) << (64 - shift) : 0;
+      const uint64_t x = (swar::load(p + n - 8) >> shift) | spaces;
+      if (!(swar::has_less(x, 0x20) | swar::has_byte(x, 0x7f))) return std::string_view::npos;
+    }
   }
   for (; i < n; ++i)
     if (!is_field_value_byte(p[i])) return i;
@@ -123,6 +149,24 @@ inline bool iequals(std::string_view s, std::string_view lower) {
     if (c >= 'A' && c <= 'Z') c = static_cast<char>(c + ('a' - 'A'));
     if (c != lower[i]) return false;
   }
+  return true;
+}
+
+// iequals() for a token (tchars only: the parsers validate field names and the list elements
+// they compare) against a lower-case literal of letters, digits and '-', eight bytes at a time.
+// OR-ing 0x20 lower-cases a letter and maps no other tchar onto a letter, a digit or '-' (only
+// CR would become '-', and CR is no tchar), so for a token the answer is iequals()'s.
+inline bool iequals_token(std::string_view s, std::string_view lower) {
+  const size_t n = s.size();
+  if (n != lower.size()) return false;
+  constexpr uint64_t kCase = 0x2020202020202020ull;
+  if (n >= 8) {
+    for (size_t i = 0; i + 8 <= n; i += 8)
+      if ((swar::load(s.data() + i) | kCase) != swar::load(lower.data() + i)) return false;
+    return (swar::load(s.data() + n - 8) | kCase) == swar::load(lower.data() + n - 8);
+  }
+  for (size_t i = 0; i < n; ++i)
+    if ((s[i] | 0x20) != lower[i]) return false;
   return true;
 }
 
