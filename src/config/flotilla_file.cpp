@@ -1,5 +1,6 @@
 #include "config/flotilla_file.h"
 
+#include <arpa/inet.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -150,6 +151,35 @@ uint64_t parse_size(const std::string& s, bool& ok) {
   return v * mult;
 }
 
+// Whether two listening addresses (HOST:PORT, checked) would take the same port: the same
+// address, or one of them any-address (0.0.0.0 covers IPv4, [::] every address). Port 0 asks
+// the kernel for a free one, so it never collides.
+bool binds_overlap(const std::string& a, const std::string& b) {
+  std::string ha, hb;
+  uint16_t pa = 0, pb = 0;
+  if (!http::split_host_port(a, ha, pa) || !http::split_host_port(b, hb, pb) || pa != pb || pa == 0) return false;
+  struct Addr {
+    int family = 0;
+    unsigned char bytes[16] = {};
+    bool any() const {
+      for (int i = 0; i < (family == AF_INET ? 4 : 16); ++i)
+        if (bytes[i]) return false;
+      return true;
+    }
+  };
+  auto read = [](std::string h, Addr& out) {
+    if (h == "localhost") h = "127.0.0.1";
+    if (inet_pton(AF_INET, h.c_str(), out.bytes) == 1) out.family = AF_INET;
+    else if (inet_pton(AF_INET6, h.c_str(), out.bytes) == 1) out.family = AF_INET6;
+    return out.family != 0;
+  };
+  Addr x, y;
+  if (!read(ha, x) || !read(hb, y)) return ha == hb;
+  if (x.family == y.family) return x.any() || y.any() || std::memcmp(x.bytes, y.bytes, 16) == 0;
+  // [::] takes IPv4 ports too (Linux's default, bindv6only=0).
+  return (x.family == AF_INET6 && x.any()) || (y.family == AF_INET6 && y.any());
+}
+
 bool valid_service_name(const std::string& s) {
   if (s.empty() || s.size() > 63) return false;
   for (char c : s)
@@ -194,12 +224,15 @@ RouteMatch read_match(const Reader& r, const YAML::Node& n) {
   }
   if (n["methods"]) {
     static const std::set<std::string> known = {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE"};
+    if (!n["methods"].IsSequence()) r.fail(n["methods"], "match.methods must be a list such as [GET, POST]");
+    // An empty list would match nothing, so the route would never be used.
+    if (n["methods"].size() == 0)
+      r.fail(n["methods"], "match.methods is empty, so the route would match no request (leave it out to match every method)");
     for (const auto& e : n["methods"]) {
       auto v = r.string(e, "match.methods entries");
       if (!known.count(v)) r.fail(e, "unknown method \"" + v + "\" (GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, TRACE)");
       m.methods.push_back(v);
     }
-    if (!n["methods"].IsSequence()) r.fail(n["methods"], "match.methods must be a list such as [GET, POST]");
   }
   if (n["headers"]) {
     if (!n["headers"].IsMap()) r.fail(n["headers"], "match.headers must be a mapping of header name to value");
@@ -258,14 +291,27 @@ Route read_route(const Reader& r, const YAML::Node& n) {
       static const std::set<std::string> known = {"connect-failure", "reset", "5xx", "gateway-error", "retriable-4xx"};
       for (const auto& e : y["on"]) {
         auto v = r.string(e, "retry.on entries");
-        bool code = v.size() == 3 && v[0] >= '1' && v[0] <= '5' && std::all_of(v.begin(), v.end(), ::isdigit);
+        bool code = v.size() == 3 && std::all_of(v.begin(), v.end(), ::isdigit);
         if (!known.count(v) && !code)
           r.fail(e, "retry.on: unknown condition \"" + v +
                         "\" (connect-failure, reset, 5xx, gateway-error, retriable-4xx, or a status such as \"503\")");
+        // A success or a redirect sent again would repeat work that went through (every GET
+        // answered 200 would go out `attempts` times).
+        if (code && (v[0] < '4' || v[0] > '5'))
+          r.fail(e, "retry.on: \"" + v + "\" is not an error status; only 4xx and 5xx answers can be retried");
         p.on.push_back(v);
       }
     }
-    if (y["per_try_timeout"]) p.per_try_timeout = r.duration(y["per_try_timeout"], "retry.per_try_timeout");
+    if (y["per_try_timeout"]) {
+      p.per_try_timeout = r.duration(y["per_try_timeout"], "retry.per_try_timeout");
+      // A try limit at or above the request's would never end a try: the request's timeout
+      // (504, no retry) always comes first.
+      if (p.per_try_timeout.count() > 0 && p.per_try_timeout >= route.timeout)
+        r.fail(y["per_try_timeout"], "retry.per_try_timeout (" + format_duration(p.per_try_timeout) +
+                                         ") must be below the route's timeout (" + format_duration(route.timeout) +
+                                         (n["timeout"] ? "" : ", the default") +
+                                         "): the request would time out before any try did");
+    }
     route.retry = p;
   }
   if (n["rate_limit"]) {
@@ -274,7 +320,8 @@ Route read_route(const Reader& r, const YAML::Node& n) {
     RateLimit l;
     if (!y["requests_per_second"]) r.fail(y, "rate_limit needs requests_per_second");
     l.requests_per_second = r.positive_number(y["requests_per_second"], "rate_limit.requests_per_second");
-    l.burst = y["burst"] ? r.number(y["burst"], "rate_limit.burst", 1) : l.requests_per_second;
+    // Under 1 token nothing would pass: a default burst is never below one request.
+    l.burst = y["burst"] ? r.number(y["burst"], "rate_limit.burst", 1) : std::max(1.0, l.requests_per_second);
     if (y["key"]) {
       l.key = r.string(y["key"], "rate_limit.key");
       bool ok = l.key == "client_ip" || l.key == "route" ||
@@ -560,6 +607,8 @@ ServiceSection read_service(const Reader& r, const YAML::Node& key, const YAML::
       r.fail(n["hash_on"], "hash_on must be header:NAME, cookie:NAME, client_ip or path");
     if (named("header:") && !gateway::http1::syntax::is_token(std::string_view(s.hash_on).substr(7)))
       r.fail(n["hash_on"], "hash_on: \"" + s.hash_on.substr(7) + "\" is not a header name");
+    if (named("cookie:") && !gateway::http1::syntax::is_token(std::string_view(s.hash_on).substr(7)))
+      r.fail(n["hash_on"], "hash_on: \"" + s.hash_on.substr(7) + "\" is not a cookie name (letters, digits and !#$%&'*+-.^_`|~)");
     if (s.hash_on.rfind("header:", 0) == 0)
       std::transform(s.hash_on.begin(), s.hash_on.end(), s.hash_on.begin(),
                      [](unsigned char c) { return std::tolower(c); });
@@ -581,13 +630,23 @@ ServiceSection read_service(const Reader& r, const YAML::Node& key, const YAML::
     if (o["consecutive_failures"])
       od.consecutive_failures =
           static_cast<int>(r.integer(o["consecutive_failures"], "outlier_detection.consecutive_failures (0: off)", 0, 1000));
-    if (o["base_ejection_time"]) od.base_ejection_time = r.duration(o["base_ejection_time"], "outlier_detection.base_ejection_time");
+    if (o["base_ejection_time"]) {
+      od.base_ejection_time = r.duration(o["base_ejection_time"], "outlier_detection.base_ejection_time");
+      if (od.base_ejection_time.count() == 0)
+        r.fail(o["base_ejection_time"], "outlier_detection.base_ejection_time must be above 0 (to turn ejection off, "
+                                        "set consecutive_failures: 0)");
+    }
     if (o["max_ejection_time"]) od.max_ejection_time = r.duration(o["max_ejection_time"], "outlier_detection.max_ejection_time");
     if (o["max_ejection_percent"])
       od.max_ejection_percent =
           static_cast<int>(r.integer(o["max_ejection_percent"], "outlier_detection.max_ejection_percent", 0, 100));
-    if (od.max_ejection_time < od.base_ejection_time)
-      r.fail(o, "outlier_detection.max_ejection_time must be at least base_ejection_time");
+    if (od.max_ejection_time < od.base_ejection_time) {
+      if (o["max_ejection_time"])
+        r.fail(o["max_ejection_time"], "outlier_detection.max_ejection_time must be at least base_ejection_time");
+      r.fail(o["base_ejection_time"], "outlier_detection.base_ejection_time (" + format_duration(od.base_ejection_time) +
+                                          ") is above max_ejection_time (" + format_duration(od.max_ejection_time) +
+                                          " by default); set max_ejection_time too");
+    }
   }
   return s;
 }
@@ -681,6 +740,20 @@ File parse(const std::string& text, const std::string& path) {
         for (const auto& e : g["listen"]) gw.listen.push_back(r.address(e, "gateway.listen entries"));
       else r.fail(g["listen"], "gateway.listen must be an address or a list of them");
       if (gw.listen.empty()) r.fail(g["listen"], "gateway.listen needs at least one address");
+      // Two listeners on one port would fail at start with "Address already in use".
+      const auto& nodes = g["listen"];
+      for (size_t i = 0; i < gw.listen.size(); ++i) {
+        const YAML::Node& at = nodes.IsSequence() ? nodes[i] : nodes;
+        for (size_t j = 0; j < i; ++j)
+          if (binds_overlap(gw.listen[j], gw.listen[i]))
+            r.fail(at, gw.listen[i] == gw.listen[j]
+                           ? "gateway.listen has " + gw.listen[i] + " twice"
+                           : "gateway.listen: " + gw.listen[i] + " and " + gw.listen[j] +
+                                 " take the same port (an any-address listener covers every address)");
+        if (binds_overlap(f.agent.api, gw.listen[i]))
+          r.fail(at, "gateway.listen: " + gw.listen[i] + " takes the port of agent.api (" + f.agent.api +
+                         (root["agent"] && root["agent"]["api"] ? "" : ", the default") + ")");
+      }
     }
     if (g["workers"]) {
       if (g["workers"].IsScalar() && g["workers"].Scalar() == "auto") gw.workers = 0;
@@ -691,9 +764,15 @@ File parse(const std::string& text, const std::string& path) {
     if (g["access_log"]) {
       gw.access_log = r.string(g["access_log"], "gateway.access_log");
       if (gw.access_log == "off") gw.access_log.clear();
-      else if (gw.access_log != "stdout" && gw.access_log != "stderr" &&
-               std::filesystem::path(gw.access_log).is_relative())
-        gw.access_log = (std::filesystem::path(f.dir) / gw.access_log).lexically_normal().string();
+      else if (gw.access_log != "stdout" && gw.access_log != "stderr") {
+        if (std::filesystem::path(gw.access_log).is_relative())
+          gw.access_log = (std::filesystem::path(f.dir) / gw.access_log).lexically_normal().string();
+        // Its directory is made when the gateway opens it (it may be under the data dir, which
+        // the agent makes); a directory in its place is found here rather than at start.
+        std::error_code ec;
+        if (std::filesystem::is_directory(gw.access_log, ec))
+          r.fail(g["access_log"], "gateway.access_log: " + gw.access_log + " is a directory; name a file in it");
+      }
     }
     if (const auto& t = g["timeouts"]) {
       r.mapping(t, "gateway.timeouts", {"connect", "header", "idle", "upstream_idle"});
@@ -779,7 +858,10 @@ size_t edit_distance(const std::string& a, const std::string& b) {
 
 std::vector<std::string> warnings(const File& file) {
   std::vector<std::string> out;
-  if (!file.gateway || file.services.empty()) return out;  // routes to services registered through the API
+  // A file that runs nothing has routes to services registered through the API: not a slip.
+  if (!file.gateway || std::none_of(file.services.begin(), file.services.end(),
+                                    [](const ServiceSection& s) { return s.supervised(); }))
+    return out;
   for (const auto& r : file.gateway->routes) {
     if (file.service(r.service)) continue;
     std::string closest;
@@ -791,7 +873,8 @@ std::vector<std::string> warnings(const File& file) {
       }
     out.push_back(file.path + ":" + std::to_string(r.line) + ": the route's service \"" + r.service +
                   "\" is not one this file runs" + (closest.empty() ? "" : " (did you mean \"" + closest + "\"?)") +
-                  "; it answers 503 until an instance of \"" + r.service + "\" is registered through the API");
+                  "; the route answers 503 whenever no instance of \"" + r.service +
+                  "\" is registered through the API");
   }
   return out;
 }

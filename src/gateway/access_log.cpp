@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstring>
 #include <ctime>
+#include <filesystem>
 #include <stdexcept>
 
 #include "common/metrics.h"
@@ -45,6 +46,10 @@ AccessLog::AccessLog(const std::string& target, metrics::Counter* lost) : lost_(
   } else if (target == "stderr") {
     fd_ = STDERR_FILENO;
   } else {
+    // A missing directory is made, as for the data dir (`.flotilla/logs/access.log` works on a
+    // fresh checkout); one that cannot be made fails the open below with its reason.
+    std::error_code ec;
+    if (auto dir = std::filesystem::path(target).parent_path(); !dir.empty()) std::filesystem::create_directories(dir, ec);
     fd_ = ::open(target.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (fd_ < 0) throw std::runtime_error("cannot open access log " + target + ": " + std::strerror(errno));
     owns_fd_ = true;

@@ -708,6 +708,8 @@ def run_up(stack, timeout=5):
     (ROUTE_WEB + "      strip_prefx: true\n", 10, 7, "strip_prefx"),
     (ROUTE_WEB.replace("  workers: 2\n", "  workers: many\n"), 7, 12, "workers"),
     (ROUTE_WEB + "services:\n  web:\n    load_balancer: fastest\n", 12, 20, "load_balancer must be"),
+    # Found before start, not as "Address already in use" from the second listener.
+    (ROUTE_WEB.replace("  listen: [{gw}]\n", "  listen:\n    - {gw}\n    - {gw}\n"), 8, 7, "twice"),
 ])
 def test_up_refuses_a_bad_gateway_key(make_stack, body, line, col, word):
     stack = make_stack(body, start=False)

@@ -21,13 +21,13 @@ RetryOn parse_retry_on(const std::vector<std::string>& on) {
       r.status.set(502).set(503).set(504);
     } else if (entry == "retriable-4xx") {
       r.status.set(409);
-    } else if (entry.size() == 3 && entry[0] >= '1' && entry[0] <= '5' &&
+    } else if (entry.size() == 3 && entry[0] >= '4' && entry[0] <= '5' &&
                std::all_of(entry.begin(), entry.end(), [](char c) { return c >= '0' && c <= '9'; })) {
       r.status.set(static_cast<size_t>(std::stoi(entry)));
     } else {
       throw std::invalid_argument("retry.on: unknown condition \"" + entry +
-                                  "\" (connect-failure, reset, 5xx, gateway-error, retriable-4xx, or a status such "
-                                  "as \"503\")");
+                                  "\" (connect-failure, reset, 5xx, gateway-error, retriable-4xx, or a 4xx or 5xx "
+                                  "status such as \"503\")");
     }
   }
   return r;

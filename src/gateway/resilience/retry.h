@@ -34,7 +34,7 @@ struct RetryOn {
 };
 
 // Throws std::invalid_argument for an entry that is not connect-failure, reset, 5xx,
-// gateway-error, retriable-4xx or a three-digit status 100-599 (the config loader already refuses
+// gateway-error, retriable-4xx or a status 400-599 (the config loader already refuses
 // those, naming file:line).
 RetryOn parse_retry_on(const std::vector<std::string>& on);
 

@@ -145,6 +145,30 @@ TEST(FlotillaFile, ListenAddressesAreWhatTheListenersCanBind) {
   EXPECT_NE(error_of("name: s\ngateway:\n  listen: [web.internal:80]\n").find("is not an IP address"), std::string::npos);
 }
 
+TEST(FlotillaFile, ListenersThatWouldTakeOnePortAreFoundBeforeStart) {
+  // They used to pass, and the agent then failed with "Address already in use".
+  EXPECT_CONFIG_ERROR("name: s\ngateway:\n  listen: [127.0.0.1:8080, 127.0.0.1:8080]\n",
+                      "gateway.listen has 127.0.0.1:8080 twice");
+  EXPECT_CONFIG_ERROR("name: s\ngateway:\n  listen: [127.0.0.1:8080, localhost:8080]\n", "take the same port");
+  EXPECT_CONFIG_ERROR("name: s\ngateway:\n  listen: [0.0.0.0:8080, 127.0.0.1:8080]\n",
+                      "127.0.0.1:8080 and 0.0.0.0:8080 take the same port");
+  EXPECT_CONFIG_ERROR("name: s\ngateway:\n  listen: ['[::]:8080', 10.1.2.3:8080]\n", "take the same port");
+  EXPECT_CONFIG_ERROR("name: s\ngateway:\n  listen: ['[::1]:8080', '[0:0::1]:8080']\n", "take the same port");
+  EXPECT_CONFIG_ERROR("name: s\ngateway:\n  listen: 0.0.0.0:7700\n",
+                      "takes the port of agent.api (127.0.0.1:7700, the default)");
+  EXPECT_CONFIG_ERROR("name: s\nagent:\n  api: 127.0.0.1:9000\ngateway:\n  listen: [127.0.0.1:80, 127.0.0.1:9000]\n",
+                      "takes the port of agent.api (127.0.0.1:9000)");
+  // The error points at the entry that collides.
+  EXPECT_NE(error_of("name: s\ngateway:\n  listen:\n    - 127.0.0.1:80\n    - 127.0.0.1:80\n").find("flotilla.yaml:5:"),
+            std::string::npos);
+  // Different addresses on one port, or one port per address family, are fine.
+  for (const char* ok : {"[127.0.0.1:80, 127.0.0.2:80]", "[0.0.0.0:80, '[::1]:80']", "[127.0.0.1:80, 127.0.0.1:81]",
+                         "[127.0.0.1:7701]"}) {
+    auto f = parse(std::string("name: s\ngateway:\n  listen: ") + ok + "\n", "app/flotilla.yaml");
+    EXPECT_EQ(f.gateway->listen.size(), ok[1] == '1' && std::string(ok).find(',') == std::string::npos ? 1u : 2u) << ok;
+  }
+}
+
 TEST(FlotillaFile, DefaultsWithOnlyAName) {
   auto f = parse("name: tiny\n", "flotilla.yaml");
   EXPECT_EQ(f.agent.api, "127.0.0.1:7700");
@@ -212,6 +236,13 @@ TEST(FlotillaFile, RejectsBadValues) {
       "name: s\ngateway:\n  routes:\n    - {service: w, match: {methods: [FETCH]}}\n",
       "name: s\ngateway:\n  routes:\n    - {service: w, retry: {attempts: 0}}\n",
       "name: s\ngateway:\n  routes:\n    - {service: w, retry: {on: [sometimes]}}\n",
+      "name: s\ngateway:\n  routes:\n    - {service: w, retry: {on: ['200']}}\n",      // every answer retried
+      "name: s\ngateway:\n  routes:\n    - {service: w, retry: {on: ['302']}}\n",
+      "name: s\ngateway:\n  routes:\n    - {service: w, retry: {on: ['100']}}\n",
+      "name: s\ngateway:\n  routes:\n    - {service: w, retry: {on: ['600']}}\n",
+      "name: s\ngateway:\n  routes:\n    - {service: w, match: {methods: []}}\n",       // matches nothing
+      "name: s\ngateway:\n  routes:\n    - {service: w, match: {methods: GET}}\n",
+      "name: s\ngateway:\n  access_log: /tmp\n",                                      // a directory
       "name: s\ngateway:\n  routes:\n    - {service: w, rate_limit: {burst: 5}}\n",
       "name: s\ngateway:\n  routes:\n    - {service: w, rate_limit: {requests_per_second: 0}}\n",
       "name: s\ngateway:\n  routes:\n    - {service: w, rate_limit: {requests_per_second: 5, key: user}}\n",
@@ -285,6 +316,40 @@ services:
   EXPECT_EQ(f.service("nope"), nullptr);
 }
 
+TEST(FlotillaFile, RetryAndRateLimitValuesThatWouldNotDoWhatTheySay) {
+  auto route = [](const std::string& keys) {
+    return "name: s\ngateway:\n  routes:\n    - {service: w, " + keys + "}\n";
+  };
+  // A try limit at or above the request's would never end a try.
+  EXPECT_CONFIG_ERROR(route("retry: {per_try_timeout: 20s}"),
+                      "retry.per_try_timeout (20s) must be below the route's timeout (15s, the default)");
+  EXPECT_CONFIG_ERROR(route("timeout: 5s, retry: {per_try_timeout: 5s}"), "must be below the route's timeout (5s)");
+  EXPECT_EQ(parse(route("timeout: 5s, retry: {per_try_timeout: 4s}"), "f.yaml").gateway->routes[0].retry->per_try_timeout, 4s);
+  EXPECT_EQ(parse(route("retry: {per_try_timeout: 0s}"), "f.yaml").gateway->routes[0].retry->per_try_timeout, 0s);
+  // Any 4xx or 5xx status may be listed.
+  EXPECT_EQ(parse(route("retry: {on: ['409', '599']}"), "f.yaml").gateway->routes[0].retry->on.size(), 2u);
+  EXPECT_CONFIG_ERROR(route("retry: {on: ['204']}"), "\"204\" is not an error status");
+  // Under one token nothing passes: the default burst is at least one request.
+  auto slow = parse(route("rate_limit: {requests_per_second: 0.5}"), "f.yaml").gateway->routes[0].rate_limit;
+  EXPECT_EQ(slow->burst, 1.0);
+  EXPECT_EQ(parse(route("rate_limit: {requests_per_second: 50}"), "f.yaml").gateway->routes[0].rate_limit->burst, 50.0);
+  EXPECT_CONFIG_ERROR(route("rate_limit: {requests_per_second: 5, burst: 0.5}"), "rate_limit.burst");
+}
+
+TEST(FlotillaFile, EjectionTimesNameWhatTheUserWrote) {
+  // A base time above the default cap says the cap is a default, and where to change it.
+  EXPECT_CONFIG_ERROR("name: s\nservices:\n  web: {outlier_detection: {base_ejection_time: 400s}}\n",
+                      "base_ejection_time (6m40s) is above max_ejection_time (5m0s by default); set max_ejection_time too");
+  EXPECT_CONFIG_ERROR("name: s\nservices:\n  web: {outlier_detection: {base_ejection_time: 0s}}\n",
+                      "set consecutive_failures: 0");
+  EXPECT_EQ(parse("name: s\ngateway:\n  routes:\n    - service: web\nservices:\n  web: {outlier_detection: "
+                  "{base_ejection_time: 400s, max_ejection_time: 400s}}\n",
+                  "f.yaml")
+                .service("web")
+                ->outlier_detection.base_ejection_time,
+            400s);
+}
+
 TEST(FlotillaFile, BadGatewayServiceKeys) {
   const char* bad[] = {
       "name: s\nservices:\n  web: {load_balancer: fastest}\n",
@@ -294,6 +359,9 @@ TEST(FlotillaFile, BadGatewayServiceKeys) {
       "name: s\nservices:\n  web: {circuit_breaker: {max_calls: 3}}\n",
       "name: s\nservices:\n  web: {outlier_detection: {max_ejection_percent: 101}}\n",
       "name: s\nservices:\n  web: {outlier_detection: {base_ejection_time: 1m, max_ejection_time: 10s}}\n",
+      "name: s\nservices:\n  web: {outlier_detection: {base_ejection_time: 0s}}\n",
+      "name: s\nservices:\n  web: {load_balancer: maglev, hash_on: 'cookie:a b'}\n",
+      "name: s\nservices:\n  web: {load_balancer: maglev, hash_on: 'cookie:a;b'}\n",
       "name: s\nservices:\n  web: {replicas: 2}\n",  // supervisor keys need a command
       "name: s\nservices:\n  'w/x': {}\n",
       "name: s\nservices: [web]\n",
@@ -917,7 +985,7 @@ TEST(FlotillaFile, WarnsOfARouteToAServiceTheFileDoesNotRun) {
   auto w = warnings(f);
   ASSERT_EQ(w.size(), 1u);
   EXPECT_EQ(w[0], "app/flotilla.yaml:4: the route's service \"webb\" is not one this file runs (did you mean "
-                  "\"web\"?); it answers 503 until an instance of \"webb\" is registered through the API");
+                  "\"web\"?); the route answers 503 whenever no instance of \"webb\" is registered through the API");
   // No suggestion far from every name; none at all for a file that runs no service (its routes
   // go to services registered through the API).
   EXPECT_EQ(warnings(parse("name: shop\ngateway:\n  routes:\n    - service: catalogue\nservices:\n  web:\n    command: [a]\n",
@@ -925,4 +993,6 @@ TEST(FlotillaFile, WarnsOfARouteToAServiceTheFileDoesNotRun) {
                 .find("did you mean"),
             std::string::npos);
   EXPECT_TRUE(warnings(parse(head, "f.yaml")).empty());
+  // Nor for one whose services only carry the gateway's settings for registered services.
+  EXPECT_TRUE(warnings(parse(head + "services:\n  web: {load_balancer: random}\n", "f.yaml")).empty());
 }

@@ -40,7 +40,7 @@ TEST(RetryOn, ParsesEachCondition) {
   EXPECT_EQ(codes.status.count(), 2u);
 
   EXPECT_TRUE(parse_retry_on({}).status.none());
-  for (const char* bad : {"5XX", "timeout", "600", "99", "0503", "50a", ""})
+  for (const char* bad : {"5XX", "timeout", "600", "99", "0503", "50a", "", "200", "302", "100"})
     EXPECT_THROW(parse_retry_on({bad}), std::invalid_argument) << bad;
 }
 

@@ -1,0 +1,56 @@
+#include "gateway/access_log.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+
+namespace flotilla::gateway {
+namespace {
+
+std::filesystem::path scratch(const std::string& name) {
+  auto dir = std::filesystem::temp_directory_path() / ("flotilla-access-log-" + std::to_string(::getpid()) + "-" + name);
+  std::filesystem::remove_all(dir);
+  return dir;
+}
+
+std::string slurp(const std::filesystem::path& p) {
+  std::ifstream in(p);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+TEST(AccessLog, AMissingDirectoryIsMadeAndLinesReachTheFile) {
+  auto dir = scratch("missing");
+  auto file = dir / "logs" / "gateway" / "access.jsonl";
+  {
+    AccessLog log(file.string());
+    log.write({"127.0.0.1", "GET", "shop.test", "/a?b=\"c\"", 200, 12, 1500000, "127.0.0.1:9000", 1, "web", "abc"});
+  }  // the writer flushes on destruction
+  auto text = slurp(file);
+  EXPECT_NE(text.find("\"path\":\"/a?b=\\\"c\\\"\""), std::string::npos) << text;
+  EXPECT_NE(text.find("\"status\":200"), std::string::npos) << text;
+  EXPECT_EQ(text.back(), '\n');
+  std::filesystem::remove_all(dir);
+}
+
+TEST(AccessLog, APathThatCannotBeOpenedSaysWhy) {
+  auto dir = scratch("blocked");
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir / "file") << "x";  // a file where a directory should be
+  try {
+    AccessLog log((dir / "file" / "access.jsonl").string());
+    ADD_FAILURE() << "opened a log under a file";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("cannot open access log"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("Not a directory"), std::string::npos) << e.what();
+  }
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace flotilla::gateway
