@@ -36,6 +36,9 @@ constexpr size_t kInitialIn = 2 * 1024;  // a browser GET fits; bigger heads gro
 constexpr size_t kRelay = 16 * 1024;
 constexpr size_t kMaxHead = 8 * 1024 + 60 * 1024 + 1024;  // request line + header section (+ slack)
 constexpr uint64_t kReplayLimit = 64 * 1024;  // bodies up to this are kept so a retry can resend them
+// The rest of a refused request's sized body up to this is read and dropped, keeping the
+// connection (nginx discards such bodies too); a bigger one closes it, with a lingering close.
+constexpr uint64_t kDropLimit = 1024 * 1024;
 
 int64_t ns(Duration d) { return std::chrono::duration_cast<std::chrono::nanoseconds>(d).count(); }
 
@@ -632,14 +635,38 @@ Task<bool> Connection::handle_request() {
       shared.access_log->write(
           {client_ip_, method, log_host, log_path, status, body.size(), now_ns() - started, {}, 0, log_service});
     bool unread = has_body && !body_in_memory;
-    if (unread && content_length && in_.size() >= *content_length) {
-      // The whole (small) body came with the head: dropped, and the connection stays usable.
-      in_.consume(static_cast<size_t>(*content_length));
-      unread = false;
+    uint64_t to_drop = 0;  // bytes of a sized body still on the wire, read and dropped after answering
+    if (unread && content_length) {
+      const size_t here = static_cast<size_t>(std::min<uint64_t>(in_.size(), *content_length));
+      const uint64_t rest = *content_length - here;
+      // The whole body came with the head, or the rest is small and the client is sending it
+      // (not waiting for a 100 Continue it will not get): dropped after the answer, and the
+      // connection stays usable.
+      // A 413 closes (the client is sending more than the route takes), as nginx's does.
+      if (rest == 0 || (client_keep && !expect_continue && status != 413 && rest <= kDropLimit)) {
+        in_.consume(here);
+        to_drop = rest;
+        unread = false;
+      }
     }
     co_await send_local(status, body, unread || !client_keep, extra);
     linger_ = unread;
-    co_return !(unread || !client_keep);
+    if (unread || !client_keep) co_return false;
+    while (to_drop > 0) {
+      in_.clear();
+      in_.make_room(kInitialIn, kInitialIn);
+      set_deadline(Wait::body, ns(cfg.timeouts.header));
+      error_code ec;
+      size_t n = co_await async_recv_to_eof(reactor_, socket_, asio::buffer(in_.write_ptr(), in_.room()),
+                                            asio::redirect_error(kAwait, ec));
+      clear_deadline();
+      if (timed_out_ || ec || n == 0) co_return false;  // answered already: just close
+      in_.commit(n);
+      const size_t dropped = static_cast<size_t>(std::min<uint64_t>(n, to_drop));
+      in_.consume(dropped);  // what follows is the client's next request
+      to_drop -= dropped;
+    }
+    co_return true;
   };
 
   if (head.target_form == http1::TargetForm::asterisk)
@@ -759,12 +786,13 @@ Task<bool> Connection::handle_request() {
   in_.consume(head_length);  // from here on, `head` must not be used
   head_consumed = true;
   // The client closed before its body was whole: counted and logged as 499 (nginx's "client
-  // closed request"), with no answer (nobody to read it).
+  // closed request"), with no answer (nobody to read it). A body read whole before the first
+  // try (up to 64 KiB) stalled before anything was forwarded: no request id in the log then.
   auto client_gone = [&] {
     account(499);
     if (shared.access_log)
       shared.access_log->write({client_ip_, method, log_host, log_path, 499, 0, now_ns() - started, upstream_address,
-                                tries, info.service, log_request_id});
+                                tries, info.service, tries ? std::string_view(log_request_id) : std::string_view()});
   };
   // Its body stalled past timeouts.idle: 408, and the connection closes.
   auto body_too_slow = [&]() -> Task<void> {
@@ -774,7 +802,8 @@ Task<bool> Connection::handle_request() {
     co_await send_local(408, body, true);
     if (shared.access_log)
       shared.access_log->write({client_ip_, method, log_host, log_path, 408, body.size(), now_ns() - started,
-                                upstream_address, tries, info.service, log_request_id});
+                                upstream_address, tries, info.service,
+                                tries ? std::string_view(log_request_id) : std::string_view()});
   };
 
   if (chunked_in && !in_.empty()) {

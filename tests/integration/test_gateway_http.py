@@ -482,6 +482,56 @@ def test_refusal_of_a_small_body_sent_whole_keeps_the_connection(gw):
         assert c.buf == b"", "more answers than requests"
 
 
+@pytest.mark.parametrize("target,status", [("/nowhere", 404), ("/empty/x", 503)])
+def test_refusal_of_a_body_still_arriving_keeps_the_connection(gw, target, status):
+    # A refused request's sized body that comes after its head (beyond the first read) is read
+    # and dropped after the answer, as nginx does: the connection stays usable, and nothing of
+    # the body is ever read as a request. It used to close once the body passed ~2 KiB.
+    tag = uuid.uuid4().hex
+    hidden = f"GET /hidden-{tag} HTTP/1.1\r\nHost: main.test\r\n\r\n".encode()
+    body = (hidden + b"x" * 1000) * 200  # 200 KiB and more
+    host = f"127.0.0.1:{gw.port}"
+    with Client(gw.port, timeout=10) as c:
+        c.send(request("POST", target, host=host, headers=[("Content-Length", str(len(body)))]))
+        for i in range(0, len(body), 50_000):
+            time.sleep(0.05)
+            c.send(body[i:i + 50_000])
+        r = c.read_response("POST")
+        assert r.status == status and r.header("connection") is None, r
+        c.send(request("GET", "/api/after", host=host))
+        r = c.read_response()
+        assert (r.status, r.header("x-backend"), r.header("x-path")) == (200, "api", "/api/after"), r
+        assert not c.closed_by_peer(0.3)
+        assert c.buf == b"", "more answers than requests"
+    with urllib.request.urlopen(gw.main.url("/_count"), timeout=10) as resp:
+        assert not [p for p in json.loads(resp.read())["paths"] if tag in p]
+
+
+@pytest.mark.parametrize("case", ["over_1MiB", "expect_continue", "too_large_413", "never_sent"])
+def test_refusal_closes_when_the_body_is_big_awaited_or_too_large(gw, case):
+    # What is not dropped closes the connection after the answer: more than 1 MiB still to
+    # come, a body the client holds back for a 100 Continue it will not get, a 413 (the client
+    # sends more than the route takes), and a body that never comes (after timeouts.header).
+    host = f"127.0.0.1:{gw.port}"
+    headers = [("Content-Length", str(2 * MiB if case == "over_1MiB" else 5000))]
+    if case == "expect_continue":
+        headers.append(("Expect", "100-continue"))
+    with Client(gw.port, timeout=10) as c:
+        c.send(request("POST", "/echo/big" if case == "too_large_413" else "/nowhere",
+                       host="limited.test" if case == "too_large_413" else host, headers=headers))
+        if case == "over_1MiB":
+            c.send(b"y" * 100_000)
+        r = c.read_response("POST")
+        assert r.status == (413 if case == "too_large_413" else 404), r
+        if case == "never_sent":
+            assert r.header("connection") is None, r  # kept, until the body is overdue
+            assert c.closed_by_peer(within=5)
+        else:
+            assert "close" in r.header("connection", "").lower(), r
+            assert c.closed_by_peer(within=5)
+        assert c.buf == b"", "more answers than requests"
+
+
 def test_service_without_instance_is_503_json(gw):
     r = get(gw, "/empty/x")
     assert r.status == 503
@@ -1556,6 +1606,12 @@ def test_an_upload_the_client_abandons_is_logged_as_499(gw):
 
     got = wait_for(lines, timeout=5, what="the abandoned uploads in the access log")
     assert sorted(r["status"] for r in got) == [499, 499] and all(r["service"] == "main" for r in got), got
+    # The body read whole first never left the gateway: no try, no upstream, no request id. The
+    # streamed one's head went to the service with its id.
+    by_total = {r["path"].rsplit("-", 1)[1]: r for r in got}
+    small, streamed = by_total["1000"], by_total["1000000"]
+    assert (small["tries"], small["upstream"], small["request_id"]) == (0, "", ""), small
+    assert streamed["tries"] == 1 and streamed["upstream"] and len(streamed["request_id"]) == 32, streamed
 
 
 def read_access_log(gw):
