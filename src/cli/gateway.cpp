@@ -38,7 +38,7 @@ int run_gateway(const GatewayOptions& o) {
   }
   config::File file;
   try {
-    file = config::load_file(o.file);
+    file = config::load_file(o.file, config::Use::gateway_alone);
   } catch (const config::ConfigError& e) {
     std::cerr << "flotilla gateway: " << e.what() << "\n";
     return 2;
@@ -144,7 +144,7 @@ int run_gateway(const GatewayOptions& o) {
     hup.async_wait(on_hup);
     config::File next;
     try {
-      next = config::load_file(o.file);
+      next = config::load_file(o.file, config::Use::gateway_alone);
     } catch (const config::ConfigError& err) {
       spdlog::error("gateway: reload: {}; keeping the running configuration", err.what());
       return;

@@ -176,7 +176,11 @@ bool binds_overlap(const std::string& a, const std::string& b) {
   Addr x, y;
   if (!read(ha, x) || !read(hb, y)) return ha == hb;
   if (x.family == y.family) return x.any() || y.any() || std::memcmp(x.bytes, y.bytes, 16) == 0;
-  // [::] takes IPv4 ports too (Linux's default, bindv6only=0).
+  // [::] takes IPv4 ports too, unless this host makes IPv6 sockets IPv6-only (the listeners
+  // leave the kernel's default, net.ipv6.bindv6only, as it is).
+  int v6only = 0;
+  std::ifstream("/proc/sys/net/ipv6/bindv6only") >> v6only;
+  if (v6only == 1) return false;
   return (x.family == AF_INET6 && x.any()) || (y.family == AF_INET6 && y.any());
 }
 
@@ -302,16 +306,7 @@ Route read_route(const Reader& r, const YAML::Node& n) {
         p.on.push_back(v);
       }
     }
-    if (y["per_try_timeout"]) {
-      p.per_try_timeout = r.duration(y["per_try_timeout"], "retry.per_try_timeout");
-      // A try limit at or above the request's would never end a try: the request's timeout
-      // (504, no retry) always comes first.
-      if (p.per_try_timeout.count() > 0 && p.per_try_timeout >= route.timeout)
-        r.fail(y["per_try_timeout"], "retry.per_try_timeout (" + format_duration(p.per_try_timeout) +
-                                         ") must be below the route's timeout (" + format_duration(route.timeout) +
-                                         (n["timeout"] ? "" : ", the default") +
-                                         "): the request would time out before any try did");
-    }
+    if (y["per_try_timeout"]) p.per_try_timeout = r.duration(y["per_try_timeout"], "retry.per_try_timeout");
     route.retry = p;
   }
   if (n["rate_limit"]) {
@@ -607,8 +602,13 @@ ServiceSection read_service(const Reader& r, const YAML::Node& key, const YAML::
       r.fail(n["hash_on"], "hash_on must be header:NAME, cookie:NAME, client_ip or path");
     if (named("header:") && !gateway::http1::syntax::is_token(std::string_view(s.hash_on).substr(7)))
       r.fail(n["hash_on"], "hash_on: \"" + s.hash_on.substr(7) + "\" is not a header name");
-    if (named("cookie:") && !gateway::http1::syntax::is_token(std::string_view(s.hash_on).substr(7)))
-      r.fail(n["hash_on"], "hash_on: \"" + s.hash_on.substr(7) + "\" is not a cookie name (letters, digits and !#$%&'*+-.^_`|~)");
+    // What cannot be a cookie's name in a Cookie header (browsers take more than RFC 6265's
+    // tokens, such as cart[id], so only the separators of the header itself are refused).
+    if (named("cookie:") && std::any_of(s.hash_on.begin() + 7, s.hash_on.end(), [](unsigned char c) {
+          return c <= 0x20 || c >= 0x7f || c == ';' || c == '=' || c == ',' || c == '"';
+        }))
+      r.fail(n["hash_on"], "hash_on: \"" + s.hash_on.substr(7) +
+                               "\" is not a cookie name (no spaces, control characters, ';', '=', ',' or '\"')");
     if (s.hash_on.rfind("header:", 0) == 0)
       std::transform(s.hash_on.begin(), s.hash_on.end(), s.hash_on.begin(),
                      [](unsigned char c) { return std::tolower(c); });
@@ -632,7 +632,7 @@ ServiceSection read_service(const Reader& r, const YAML::Node& key, const YAML::
           static_cast<int>(r.integer(o["consecutive_failures"], "outlier_detection.consecutive_failures (0: off)", 0, 1000));
     if (o["base_ejection_time"]) {
       od.base_ejection_time = r.duration(o["base_ejection_time"], "outlier_detection.base_ejection_time");
-      if (od.base_ejection_time.count() == 0)
+      if (od.base_ejection_time.count() == 0 && od.consecutive_failures != 0)
         r.fail(o["base_ejection_time"], "outlier_detection.base_ejection_time must be above 0 (to turn ejection off, "
                                         "set consecutive_failures: 0)");
     }
@@ -642,7 +642,10 @@ ServiceSection read_service(const Reader& r, const YAML::Node& key, const YAML::
           static_cast<int>(r.integer(o["max_ejection_percent"], "outlier_detection.max_ejection_percent", 0, 100));
     if (od.max_ejection_time < od.base_ejection_time) {
       if (o["max_ejection_time"])
-        r.fail(o["max_ejection_time"], "outlier_detection.max_ejection_time must be at least base_ejection_time");
+        r.fail(o["max_ejection_time"], "outlier_detection.max_ejection_time (" + format_duration(od.max_ejection_time) +
+                                           ") must be at least base_ejection_time (" +
+                                           format_duration(od.base_ejection_time) +
+                                           (o["base_ejection_time"] ? ")" : ", the default)"));
       r.fail(o["base_ejection_time"], "outlier_detection.base_ejection_time (" + format_duration(od.base_ejection_time) +
                                           ") is above max_ejection_time (" + format_duration(od.max_ejection_time) +
                                           " by default); set max_ejection_time too");
@@ -684,7 +687,7 @@ std::vector<const ServiceSection*> File::start_order() const {
   return order;
 }
 
-File parse(const std::string& text, const std::string& path) {
+File parse(const std::string& text, const std::string& path, Use use) {
   Reader r(path);
   YAML::Node root;
   try {
@@ -750,11 +753,20 @@ File parse(const std::string& text, const std::string& path) {
                            ? "gateway.listen has " + gw.listen[i] + " twice"
                            : "gateway.listen: " + gw.listen[i] + " and " + gw.listen[j] +
                                  " take the same port (an any-address listener covers every address)");
-        if (binds_overlap(f.agent.api, gw.listen[i]))
-          r.fail(at, "gateway.listen: " + gw.listen[i] + " takes the port of agent.api (" + f.agent.api +
-                         (root["agent"] && root["agent"]["api"] ? "" : ", the default") + ")");
       }
     }
+    // The agent's API and the listeners bind side by side (not in the standalone gateway).
+    if (use == Use::agent)
+      for (size_t i = 0; i < gw.listen.size(); ++i) {
+        if (!binds_overlap(f.agent.api, gw.listen[i])) continue;
+        const bool api_written = root["agent"] && root["agent"]["api"];
+        const auto& nodes = g["listen"];
+        const YAML::Node& at = !nodes ? (api_written ? root["agent"]["api"] : g)
+                               : nodes.IsSequence() ? nodes[i] : nodes;
+        r.fail(at, "gateway.listen" + std::string(nodes ? "" : " (the default)") + ": " + gw.listen[i] +
+                       " takes the port of agent.api (" + f.agent.api + (api_written ? "" : ", the default") +
+                       "); give one of them another port");
+      }
     if (g["workers"]) {
       if (g["workers"].IsScalar() && g["workers"].Scalar() == "auto") gw.workers = 0;
       else gw.workers = static_cast<int>(r.integer(g["workers"], "gateway.workers (or auto)", 1, 256));
@@ -858,8 +870,16 @@ size_t edit_distance(const std::string& a, const std::string& b) {
 
 std::vector<std::string> warnings(const File& file) {
   std::vector<std::string> out;
+  if (!file.gateway) return out;
+  // A try limit at or above the request's never ends a try: the request's timeout (504, no
+  // retry) always comes first. Harmless, so not refused, but not what it says.
+  for (const auto& r : file.gateway->routes)
+    if (r.retry && r.retry->per_try_timeout.count() > 0 && r.retry->per_try_timeout >= r.timeout)
+      out.push_back(file.path + ":" + std::to_string(r.line) + ": retry.per_try_timeout (" +
+                    format_duration(r.retry->per_try_timeout) + ") is not below the route's timeout (" +
+                    format_duration(r.timeout) + "), so no try can time out before the request does");
   // A file that runs nothing has routes to services registered through the API: not a slip.
-  if (!file.gateway || std::none_of(file.services.begin(), file.services.end(),
+  if (std::none_of(file.services.begin(), file.services.end(),
                                     [](const ServiceSection& s) { return s.supervised(); }))
     return out;
   for (const auto& r : file.gateway->routes) {
@@ -879,12 +899,12 @@ std::vector<std::string> warnings(const File& file) {
   return out;
 }
 
-File load_file(const std::string& path) {
+File load_file(const std::string& path, Use use) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw ConfigError(path + ": cannot read the file (" + std::strerror(errno) + ")");
   std::stringstream ss;
   ss << in.rdbuf();
-  return parse(ss.str(), path);
+  return parse(ss.str(), path, use);
 }
 
 }  // namespace flotilla::config

@@ -197,12 +197,17 @@ struct File {
   std::vector<const ServiceSection*> start_order() const;
 };
 
+// Who reads the file: `flotilla up`/`agent` bind agent.api next to the gateway's listeners;
+// the standalone `flotilla gateway` reads only the gateway section and binds no agent.api.
+enum class Use { agent, gateway_alone };
+
 // Throws ConfigError.
-File load_file(const std::string& path);
+File load_file(const std::string& path, Use use = Use::agent);
 // What is valid but probably a mistake, one message each ("FILE:LINE: …"): a route to a service
 // the file does not run, when it runs others (a misspelt name answers 503 until something
-// registers that name through the API), with the closest name it does run.
+// registers that name through the API), with the closest name it does run; a per-try timeout
+// that no try can reach (at or above its route's timeout).
 std::vector<std::string> warnings(const File& file);
-File parse(const std::string& text, const std::string& path);
+File parse(const std::string& text, const std::string& path, Use use = Use::agent);
 
 }  // namespace flotilla::config

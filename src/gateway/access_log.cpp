@@ -49,7 +49,12 @@ AccessLog::AccessLog(const std::string& target, metrics::Counter* lost) : lost_(
     // A missing directory is made, as for the data dir (`.flotilla/logs/access.log` works on a
     // fresh checkout); one that cannot be made fails the open below with its reason.
     std::error_code ec;
-    if (auto dir = std::filesystem::path(target).parent_path(); !dir.empty()) std::filesystem::create_directories(dir, ec);
+    if (auto dir = std::filesystem::path(target).parent_path(); !dir.empty() && !std::filesystem::exists(dir, ec)) {
+      std::filesystem::create_directories(dir, ec);
+      if (ec)
+        throw std::runtime_error("cannot open access log " + target + ": cannot create its directory " + dir.string() +
+                                 ": " + ec.message());
+    }
     fd_ = ::open(target.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (fd_ < 0) throw std::runtime_error("cannot open access log " + target + ": " + std::strerror(errno));
     owns_fd_ = true;

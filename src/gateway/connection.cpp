@@ -626,6 +626,7 @@ Task<bool> Connection::handle_request() {
   // Its head is consumed first, or a kept-alive connection would parse the same request again.
   bool head_consumed = false;
   bool body_in_memory = false;  // a small body read whole: nothing of it left on the wire
+  bool continue_sent = false;   // a 100 Continue went out: the client is sending its body
   auto refuse = [&](int status, std::string body, std::string_view extra = {}) -> Task<bool> {
     if (!head_consumed) {
       in_.consume(head_length);
@@ -641,26 +642,36 @@ Task<bool> Connection::handle_request() {
       const uint64_t rest = *content_length - here;
       // The whole body came with the head, or the rest is small and the client is sending it
       // (not waiting for a 100 Continue it will not get): dropped after the answer, and the
-      // connection stays usable.
-      // A 413 closes (the client is sending more than the route takes), as nginx's does.
-      if (rest == 0 || (client_keep && !expect_continue && status != 413 && rest <= kDropLimit)) {
+      // connection stays usable. A 413 closes (the client sends more than the route takes), as
+      // nginx's does; so does a stopping gateway.
+      const bool sending = !expect_continue || continue_sent;
+      if (rest == 0 || (client_keep && sending && status != 413 && rest <= kDropLimit && !close_after_ &&
+                        !shared.draining.load(std::memory_order_relaxed))) {
         in_.consume(here);
         to_drop = rest;
         unread = false;
       }
     }
     co_await send_local(status, body, unread || !client_keep, extra);
+    if (to_drop > 0 && close_after_) unread = true;  // the gateway began to stop meanwhile
     linger_ = unread;
-    if (unread || !client_keep) co_return false;
+    if (unread || !client_keep || close_after_) co_return false;
+    // Within nginx's lingering_time in all and timeouts.header per read; a stopping gateway ends
+    // it at once (drain() cancels an idle connection's read).
+    const int64_t until = now_ns() + kLingerTime;
     while (to_drop > 0) {
+      const int64_t left = until - now_ns();
+      if (left <= 0) co_return false;
       in_.clear();
       in_.make_room(kInitialIn, kInitialIn);
-      set_deadline(Wait::body, ns(cfg.timeouts.header));
+      set_deadline(Wait::body, std::min<int64_t>(ns(cfg.timeouts.header), left));
+      idle_ = true;
       error_code ec;
       size_t n = co_await async_recv_to_eof(reactor_, socket_, asio::buffer(in_.write_ptr(), in_.room()),
                                             asio::redirect_error(kAwait, ec));
+      idle_ = false;
       clear_deadline();
-      if (timed_out_ || ec || n == 0) co_return false;  // answered already: just close
+      if (timed_out_ || ec || n == 0 || close_after_) co_return false;  // answered already: just close
       in_.commit(n);
       const size_t dropped = static_cast<size_t>(std::min<uint64_t>(n, to_drop));
       in_.consume(dropped);  // what follows is the client's next request
@@ -828,6 +839,7 @@ Task<bool> Connection::handle_request() {
   }
   if (expect_continue && minor == 1) {  // an HTTP/1.0 client gets no interim answer
     if (!co_await write_down("HTTP/1.1 100 Continue\r\n\r\n")) co_return false;
+    continue_sent = true;
   }
   // A small sized body is read whole first: one write upstream, and a retry can resend it.
   body_.clear();

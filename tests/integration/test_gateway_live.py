@@ -686,6 +686,28 @@ def test_sigterm_finishes_in_flight_then_refuses(make_stack, make_backend):
     lingering.close()
 
 
+def test_sigterm_ends_the_drop_of_a_refused_body(make_stack):
+    # A refused request whose body is still arriving keeps its connection while the gateway
+    # reads and drops the body; a stopping gateway must not wait for that body (nor for its
+    # 30 s cap): the read is cancelled like an idle connection's.
+    stack = make_stack("gateway:\n  listen: [{gw}]\n  workers: 1\n  routes:\n    - service: nobody\n")
+    c = socket.create_connection(("127.0.0.1", stack.gw_port), timeout=5)
+    c.sendall(b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 500000\r\n\r\n" + b"a" * 10000)
+    answer = c.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 503") and b"Connection: close" not in answer, answer
+    c.sendall(b"a" * 10000)  # the body goes on: the gateway is dropping it
+    time.sleep(0.3)
+    sent = time.monotonic()
+    stack.proc.send_signal(signal.SIGTERM)
+    c.settimeout(4)
+    assert c.recv(65536) == b"", "the dropping connection was not closed"
+    rc = stack.proc.wait(timeout=10)
+    exited = time.monotonic() - sent
+    c.close()
+    assert rc == 0, stack.read_log()
+    assert exited < 3.0, f"exited {exited:.1f} s after SIGTERM (the 5 s grace: the drop held the drain)"
+
+
 # ---- configuration errors ----
 
 def run_up(stack, timeout=5):

@@ -156,6 +156,12 @@ TEST(FlotillaFile, ListenersThatWouldTakeOnePortAreFoundBeforeStart) {
   EXPECT_CONFIG_ERROR("name: s\ngateway:\n  listen: ['[::1]:8080', '[0:0::1]:8080']\n", "take the same port");
   EXPECT_CONFIG_ERROR("name: s\ngateway:\n  listen: 0.0.0.0:7700\n",
                       "takes the port of agent.api (127.0.0.1:7700, the default)");
+  // The default listener too; the error points at agent.api then.
+  EXPECT_CONFIG_ERROR("name: s\nagent:\n  api: 127.0.0.1:8080\ngateway:\n  workers: 1\n",
+                      "flotilla.yaml:3:8: gateway.listen (the default): 127.0.0.1:8080 takes the port of agent.api");
+  // The standalone gateway binds no agent API: nothing to collide with.
+  EXPECT_EQ(parse("name: s\ngateway:\n  listen: 127.0.0.1:7700\n", "f.yaml", Use::gateway_alone).gateway->listen.size(),
+            1u);
   EXPECT_CONFIG_ERROR("name: s\nagent:\n  api: 127.0.0.1:9000\ngateway:\n  listen: [127.0.0.1:80, 127.0.0.1:9000]\n",
                       "takes the port of agent.api (127.0.0.1:9000)");
   // The error points at the entry that collides.
@@ -320,12 +326,14 @@ TEST(FlotillaFile, RetryAndRateLimitValuesThatWouldNotDoWhatTheySay) {
   auto route = [](const std::string& keys) {
     return "name: s\ngateway:\n  routes:\n    - {service: w, " + keys + "}\n";
   };
-  // A try limit at or above the request's would never end a try.
-  EXPECT_CONFIG_ERROR(route("retry: {per_try_timeout: 20s}"),
-                      "retry.per_try_timeout (20s) must be below the route's timeout (15s, the default)");
-  EXPECT_CONFIG_ERROR(route("timeout: 5s, retry: {per_try_timeout: 5s}"), "must be below the route's timeout (5s)");
-  EXPECT_EQ(parse(route("timeout: 5s, retry: {per_try_timeout: 4s}"), "f.yaml").gateway->routes[0].retry->per_try_timeout, 4s);
-  EXPECT_EQ(parse(route("retry: {per_try_timeout: 0s}"), "f.yaml").gateway->routes[0].retry->per_try_timeout, 0s);
+  // A try limit at or above the request's never ends a try: harmless, so a warning, not an error.
+  auto late = parse(route("retry: {per_try_timeout: 20s}"), "f.yaml");
+  ASSERT_EQ(warnings(late).size(), 1u);
+  EXPECT_EQ(warnings(late)[0], "f.yaml:4: retry.per_try_timeout (20s) is not below the route's timeout (15s), so no "
+                               "try can time out before the request does");
+  EXPECT_EQ(warnings(parse(route("timeout: 5s, retry: {per_try_timeout: 5s}"), "f.yaml")).size(), 1u);
+  EXPECT_TRUE(warnings(parse(route("timeout: 5s, retry: {per_try_timeout: 4s}"), "f.yaml")).empty());
+  EXPECT_TRUE(warnings(parse(route("retry: {per_try_timeout: 0s}"), "f.yaml")).empty());
   // Any 4xx or 5xx status may be listed.
   EXPECT_EQ(parse(route("retry: {on: ['409', '599']}"), "f.yaml").gateway->routes[0].retry->on.size(), 2u);
   EXPECT_CONFIG_ERROR(route("retry: {on: ['204']}"), "\"204\" is not an error status");
@@ -342,12 +350,33 @@ TEST(FlotillaFile, EjectionTimesNameWhatTheUserWrote) {
                       "base_ejection_time (6m40s) is above max_ejection_time (5m0s by default); set max_ejection_time too");
   EXPECT_CONFIG_ERROR("name: s\nservices:\n  web: {outlier_detection: {base_ejection_time: 0s}}\n",
                       "set consecutive_failures: 0");
+  EXPECT_CONFIG_ERROR("name: s\nservices:\n  web: {outlier_detection: {max_ejection_time: 10s}}\n",
+                      "max_ejection_time (10s) must be at least base_ejection_time (30s, the default)");
+  // With detection off the times do nothing, so 0s is not an error there.
+  EXPECT_EQ(parse("name: s\ngateway:\n  routes:\n    - service: web\nservices:\n  web: {outlier_detection: "
+                  "{consecutive_failures: 0, base_ejection_time: 0s}}\n",
+                  "f.yaml")
+                .service("web")
+                ->outlier_detection.consecutive_failures,
+            0);
   EXPECT_EQ(parse("name: s\ngateway:\n  routes:\n    - service: web\nservices:\n  web: {outlier_detection: "
                   "{base_ejection_time: 400s, max_ejection_time: 400s}}\n",
                   "f.yaml")
                 .service("web")
                 ->outlier_detection.base_ejection_time,
             400s);
+}
+
+TEST(FlotillaFile, CookieNamesAreWhatBrowsersSend) {
+  // Browsers send names outside RFC 6265's tokens (cart[id]); only the Cookie header's own
+  // separators, spaces and controls cannot be in one.
+  auto f = parse("name: s\ngateway:\n  routes:\n    - service: web\nservices:\n  web: {load_balancer: maglev, "
+                 "hash_on: 'cookie:cart[id]'}\n",
+                 "f.yaml");
+  EXPECT_EQ(f.service("web")->hash_on, "cookie:cart[id]");
+  for (const char* bad : {"cookie:a b", "cookie:a;b", "cookie:a=b", "cookie:a,b", "cookie:a\\\"b", "cookie:a\tb"})
+    EXPECT_CONFIG_ERROR("name: s\nservices:\n  web: {load_balancer: maglev, hash_on: \"" + std::string(bad) + "\"}\n",
+                        "is not a cookie name");
 }
 
 TEST(FlotillaFile, BadGatewayServiceKeys) {
