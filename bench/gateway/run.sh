@@ -30,7 +30,14 @@
 # Knobs (environment): DURATION (10, seconds per wrk run), ROUNDS (3), WARMUP (2, seconds per
 # proxy), IDLE_CONNS (10000), CONNS ("64 8"), SKIP_WORKERS2=1, SKIP_CLOSE=1, SKIP_IDLE=1, SKIP_FLOTILLA=1,
 # RESULTS (bench/gateway/results-latest.md), BENCH_KEEP=1 keeps the temp dir (configs, logs, raw
-# wrk output), FLOTILLA_BUILD_DIR (build).
+# wrk output), FLOTILLA_BUILD_DIR (build), PEER_HEADERS (plain | same; see below).
+#
+# PEER_HEADERS: flotilla always adds X-Forwarded-For/-Proto/-Host, an X-Request-Id (when the
+# client sent none) and a new traceparent to every request it forwards. With `plain` (the default)
+# nginx and HAProxy pass requests on as they are, so the backend parses ~200 bytes less per request
+# behind them. With `same` they are configured to send the same fields (nginx: proxy_set_header
+# with $request_id; HAProxy: option forwardfor, set-header with %[uuid]), so all three proxies do
+# the same work and the backend sees requests of the same size.
 #
 # Exit status: 0 when it ran (with flotilla: its idle memory within target and no wrong answers or
 # socket errors anywhere), 1 when a target or a check failed, 2 when the benchmark could not run.
@@ -48,6 +55,7 @@ IDLE_CONNS=${IDLE_CONNS:-10000}
 CONNS_LIST=${CONNS:-64 8}
 RESULTS=${RESULTS:-$ROOT/bench/gateway/results-latest.md}
 IDLE_TARGET_KIB=10
+PEER_HEADERS=${PEER_HEADERS:-plain}
 PY=/usr/bin/python3
 NGINX=/usr/sbin/nginx
 HAPROXY=/usr/sbin/haproxy
@@ -63,6 +71,7 @@ command -v curl >/dev/null || die "curl is not installed (make deps)"
 [[ -x $HAPROXY ]] || die "$HAPROXY is missing (make deps installs Debian's haproxy)"
 [[ $DURATION =~ ^[0-9]+$ && $DURATION -ge 1 ]] || die "DURATION must be whole seconds, not '$DURATION'"
 [[ $ROUNDS =~ ^[0-9]+$ && $ROUNDS -ge 1 ]] || die "ROUNDS must be a positive number"
+[[ $PEER_HEADERS == plain || $PEER_HEADERS == same ]] || die "PEER_HEADERS must be plain or same, not '$PEER_HEADERS'"
 
 # flotilla takes part only when its binary has `up` (the gateway is being written).
 FLOTILLA=1
@@ -232,12 +241,32 @@ start_proxy_nginx() {  # start_proxy_nginx WORKERS
     keepalive_requests 100000000;
     keepalive_timeout 300s;
   }
+EOF
+  if [[ $PEER_HEADERS == same ]]; then
+    cat >>"$WORK/nginx-proxy.conf" <<'EOF'
+  map $http_x_request_id $bench_request_id { "" $request_id; default $http_x_request_id; }
+  map $request_id $bench_span_id { "~^(?<s>.{16})" $s; }
+EOF
+  fi
+  cat >>"$WORK/nginx-proxy.conf" <<EOF
   server {
     listen 127.0.0.1:${PORT[nginx]} backlog=4096;
     location / {
       proxy_pass http://backend;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
+EOF
+  if [[ $PEER_HEADERS == same ]]; then
+    cat >>"$WORK/nginx-proxy.conf" <<'EOF'
+      proxy_set_header Host $http_host;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_set_header X-Forwarded-Host $http_host;
+      proxy_set_header X-Request-Id $bench_request_id;
+      proxy_set_header traceparent "00-$request_id-$bench_span_id-01";
+EOF
+  fi
+  cat >>"$WORK/nginx-proxy.conf" <<EOF
     }
   }
 }
@@ -274,6 +303,16 @@ frontend fe
 backend be
   server backend 127.0.0.1:${PORT[backend]}
 EOF
+  if [[ $PEER_HEADERS == same ]]; then
+    cat >>"$WORK/haproxy.cfg" <<'EOF'
+  option forwardfor
+  http-request set-header X-Forwarded-Proto http
+  http-request set-header X-Forwarded-Host %[req.hdr(host)]
+  http-request set-header X-Request-Id %[uuid,regsub(-,,g)] unless { req.hdr(x-request-id) -m found }
+  http-request set-var(txn.trace) uuid,regsub(-,,g)
+  http-request set-header traceparent 00-%[var(txn.trace)]-%[var(txn.trace),bytes(0,16)]-01
+EOF
+  fi
   "$HAPROXY" -f "$WORK/haproxy.cfg" -db >"$dir/haproxy.log" 2>&1 &
   PID[haproxy]=$!
   wait_ready haproxy "$dir/haproxy.log"
@@ -427,6 +466,7 @@ HEADER=(
       [[ -n $(git -C "$ROOT" status --porcelain -- src 2>/dev/null) ]] && echo ' + uncommitted changes in src/'))"
     else echo "flotilla SKIPPED: $FLOTILLA_WHY"; fi)"
   "backend:  nginx, 1 worker, return 200 \"hello\\n\" (6-byte body), 127.0.0.1"
+  "headers:  PEER_HEADERS=$PEER_HEADERS: $(if [[ $PEER_HEADERS == same ]]; then echo "nginx and HAProxy add the X-Forwarded-*, X-Request-Id and traceparent fields flotilla adds"; else echo "nginx and HAProxy pass requests on as they are; flotilla adds X-Forwarded-*, X-Request-Id, traceparent"; fi)"
   "load:     wrk -t1 -c{${CONNS_LIST// /,}} -d${DURATION}s --latency, rounds: $ROUNDS, interleaved; wrk, backend and proxy share the $NCPU CPUs"
   "before:   machine ${OTHERS}% busy with other work (100 = one CPU), load average $(cut -d' ' -f1-3 /proc/loadavg)"
 )
