@@ -532,6 +532,29 @@ def test_blocking_query_returns_early_on_own_change(agent):
     assert b.elapsed < 2 and len(json.loads(body)) == 1
 
 
+def test_blocking_query_with_an_index_from_the_future_gets_the_real_one(agent):
+    # An index above any the agent gave (a client kept it across a restore of older data): an
+    # early answer would have to invent an index above it, which the client would send back and
+    # then miss the changes below it. The query waits, as Consul's does, and gets the real one.
+    ok(agent, "PUT", "/v1/kv/fut", "a")
+    real = index_of(agent.request("GET", "/v1/kv/fut")[1])
+    b = Blocked(agent, f"/v1/kv/fut?index={real + 1000}&wait=2s")
+    wait_parked(agent, 1)
+    ok(agent, "PUT", "/v1/kv/fut", "b")
+    status, headers, body = b.join(5)
+    assert status == 200 and b.elapsed >= 1.9, f"answered after {b.elapsed:.2f}s"
+    new = index_of(headers)
+    assert real < new < real + 1000, (real, new)
+    assert json.loads(body)[0]["ModifyIndex"] == new
+    # From the real index, the next change is answered at once.
+    b = Blocked(agent, f"/v1/kv/fut?index={new}&wait=10s")
+    wait_parked(agent, 1)
+    ok(agent, "PUT", "/v1/kv/fut", "c")
+    status, headers, body = b.join(5)
+    assert status == 200 and b.elapsed < 2 and index_of(headers) > new
+    assert base64.b64decode(json.loads(body)[0]["Value"]) == b"c"
+
+
 def test_blocking_query_not_woken_by_unrelated_writes(agent):
     register(agent, {"Name": "web", "ID": "web-1", "Check": {"TTL": "30s", "Status": "passing"}})
     register(agent, {"Name": "other", "ID": "other-1", "Check": {"TTL": "30s"}})

@@ -143,7 +143,14 @@ SERVICE_CASES = [
                                                     "Header": {"X-A": "b"}}}, "Check.Header"),
     ("check-dcsa-short", {"Name": "x", "Check": {"TTL": "10s", "DeregisterCriticalServiceAfter": "10ms"}},
      "Check.DeregisterCriticalServiceAfter"),
-    ("check-not-object", {"Name": "x", "Check": "ttl"}, None),
+    ("check-not-object", {"Name": "x", "Check": "ttl"}, "Check"),
+    ("check-empty-list", {"Name": "x", "Check": []}, "Check"),  # was taken as "no check"
+    ("check-list", {"Name": "x", "Check": [{"TTL": "10s"}]}, "Check"),
+    ("check-ttl-zero", {"Name": "x", "Check": {"TTL": "0s"}}, "Check.TTL"),
+    ("check-tcp-port-too-big", {"Name": "x", "Check": {"TCP": "127.0.0.1:99999", "Interval": "1s"}}, "Check.TCP"),
+    ("check-tcp-port-zero", {"Name": "x", "Check": {"TCP": "127.0.0.1:0", "Interval": "1s"}}, "Check.TCP"),
+    ("check-tcp-port-word", {"Name": "x", "Check": {"TCP": "127.0.0.1:http", "Interval": "1s"}}, "Check.TCP"),
+    ("checks-entry-not-object", {"Name": "x", "Checks": [5]}, "Checks[0]"),
     ("checks-not-list", {"Name": "x", "Checks": {"TTL": "10s"}}, "Checks"),
     ("checks-second-bad", {"Name": "x", "Checks": [{"TTL": "10s"}, {"Interval": "1s"}]}, "Checks[1]"),
     ("checks-duplicate-id", {"Name": "x", "Checks": [{"CheckID": "c", "TTL": "10s"}, {"CheckID": "c", "TTL": "5s"}]},
@@ -254,6 +261,8 @@ def test_check_updates_on_unknown_or_non_ttl_checks(agent, unchanged):
     expect_error(agent, "PUT", "/v1/agent/check/update/ttl-1", {"Status": "passing", "Output": 5}, field="Output")
     expect_error(agent, "PUT", "/v1/agent/check/update/ttl-1", b"passing")
     expect_error(agent, "PUT", "/v1/agent/check/update/ttl-1", b"[]")
+    # Text in the query is held to the rules of the same text in a JSON body.
+    expect_error(agent, "PUT", "/v1/agent/check/pass/ttl-1?note=a%00b", field="note")
 
 
 def test_bad_maintenance_requests(agent, unchanged):
@@ -263,6 +272,8 @@ def test_bad_maintenance_requests(agent, unchanged):
     expect_error(agent, "PUT", "/v1/agent/service/maintenance/?enable=true", status=400)
     expect_error(agent, "PUT", "/v1/agent/maintenance?enable=perhaps", field="enable")
     expect_error(agent, "PUT", "/v1/agent/maintenance", field="enable")
+    expect_error(agent, "PUT", "/v1/agent/service/maintenance/web-1?enable=true&reason=r%00s", field="reason")
+    expect_error(agent, "PUT", "/v1/agent/maintenance?enable=true&reason=r%00s", field="reason")
 
 
 # --- KV ------------------------------------------------------------------------------------------

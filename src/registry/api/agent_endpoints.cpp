@@ -33,7 +33,7 @@ void maintenance(Context& ctx, const ExchangePtr& ex, const std::string& id, boo
   if (!node) require_id(id, "service ID", "service_id");
   if (!req.has_param("enable")) throw bad_request("missing query parameter enable=true|false", "enable");
   bool enable = bool_param(req, "enable", false);
-  std::string reason = req.param("reason") ? *req.param("reason") : "";
+  std::string reason = text_param(req, "reason");
   ctx.registry.set_maintenance(node ? "" : id, enable, reason, [ex](const WriteResult& r) { answer_write(ex, r, ""); });
 }
 
@@ -115,8 +115,7 @@ void check_deregister(Context& ctx, const ExchangePtr& ex, const std::string& id
 
 void ttl(Context& ctx, const ExchangePtr& ex, const std::string& id, const char* status) {
   require_id(id, "check ID", "check_id");
-  const std::string* note = ex->request().param("note");
-  ctx.health.ttl_update(id, status, note ? *note : "", [ex](const WriteResult& r) { answer_write(ex, r, ""); });
+  ctx.health.ttl_update(id, status, text_param(ex->request(), "note"), [ex](const WriteResult& r) { answer_write(ex, r, ""); });
 }
 void check_pass(Context& ctx, const ExchangePtr& ex, const std::string& id) { ttl(ctx, ex, id, status::passing); }
 void check_warn(Context& ctx, const ExchangePtr& ex, const std::string& id) { ttl(ctx, ex, id, status::warning); }

@@ -80,6 +80,13 @@ void serve_read(Context& ctx, const ExchangePtr& ex, std::vector<std::string> to
   thread_local Random rng;
   auto jitter = wait.count() / 16 > 0 ? Duration(static_cast<int64_t>(rng() % static_cast<uint64_t>(wait.count() / 16)))
                                       : Duration::zero();
+  // An index above every index this registry has given (from before a restore, or another
+  // agent): no change can carry the result past it, and an early answer would have to make one
+  // up, which the client would pass back and then miss the changes below it. As Consul does,
+  // such a query waits for `wait` and gets the real, lower index, which tells the client to
+  // start again from it.
+  // (Parked on a topic no write names: the hub holds its waiters through their topics.)
+  if (*index > ctx.registry.state().revision()) topics = {"index-from-the-future"};
   first.index = std::max(first.index, *index);
   // Queries that differ only in index, wait or token have the same result: one key, so a change
   // recomputes that result once however many clients wait on it.

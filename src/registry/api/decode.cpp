@@ -20,7 +20,7 @@ constexpr size_t kMaxName = 512;
 constexpr int kMaxPort = 65535;
 
 void require_object(const Json& j, std::string_view what) {
-  if (!j.is_object()) throw bad_request(std::string(what) + " must be a JSON object");
+  if (!j.is_object()) throw bad_request(std::string(what) + " must be a JSON object", std::string(what));
 }
 
 void check_text(const std::string& v, std::string_view field, size_t max = kMaxName) {
@@ -89,6 +89,8 @@ Check decode_check(const Json& j, std::string_view path) {
     if (fj::find(j, unsupported))
       throw bad_request(field(unsupported) + ": this kind of check is not supported (use HTTP, TCP or TTL)", field(unsupported));
   }
+  if (fj::find(j, "TTL") && d.ttl.count() <= 0)
+    throw bad_request(field("TTL") + " must be above 0, such as 30s", field("TTL"));
   int kinds = !d.http.empty() + !d.tcp.empty() + (d.ttl.count() > 0);
   if (kinds == 0)
     throw bad_request((path.empty() ? std::string("check") : std::string(path)) +
@@ -103,8 +105,13 @@ Check decode_check(const Json& j, std::string_view path) {
   } else if (!d.tcp.empty()) {
     c.kind = "tcp";
     auto colon = d.tcp.rfind(':');
-    if (colon == std::string::npos || colon == 0 || colon + 1 == d.tcp.size())
-      throw bad_request(field("TCP") + " must be HOST:PORT", field("TCP"));
+    unsigned port = 0;
+    const char* digits = colon == std::string::npos ? nullptr : d.tcp.data() + colon + 1;
+    auto [end, ec] = digits ? std::from_chars(digits, d.tcp.data() + d.tcp.size(), port)
+                            : std::from_chars_result{nullptr, std::errc::invalid_argument};
+    if (colon == std::string::npos || colon == 0 || colon + 1 == d.tcp.size() || ec != std::errc() ||
+        end != d.tcp.data() + d.tcp.size() || port == 0 || port > 65535)
+      throw bad_request(field("TCP") + " must be HOST:PORT with a port from 1 to 65535", field("TCP"));
     check_text(d.tcp, field("TCP"));
   } else {
     c.kind = "ttl";
@@ -157,7 +164,8 @@ ServiceRegistration decode_service_registration(std::string_view body) {
     s.weight_warning = static_cast<int>(fj::get_int(*w, "Warning", "Weights", 0, 65535).value_or(1));
   }
   if (const Json* c = fj::find(j, "Check")) {
-    if (!c->empty()) r.checks.push_back(decode_check(*c, "Check"));
+    // null or {} is no check (as Consul reads it); anything else must be a check object.
+    if (!c->is_null() && !(c->is_object() && c->empty())) r.checks.push_back(decode_check(*c, "Check"));
   }
   if (const Json* cs = fj::find(j, "Checks")) {
     if (!cs->is_array()) throw bad_request("Checks must be a list", "Checks");
@@ -288,6 +296,13 @@ std::pair<std::string, std::string> decode_check_update(std::string_view body) {
   auto out = fj::get_string(j, "Output", "").value_or("");
   check_text(out, "Output", 64 * 1024);
   return {st, out};
+}
+
+std::string text_param(const http::Request& request, std::string_view name) {
+  const std::string* v = request.param(std::string(name));
+  if (!v) return {};
+  check_text(*v, name, 64 * 1024);
+  return *v;
 }
 
 }  // namespace flotilla::registry::api

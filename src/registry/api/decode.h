@@ -33,5 +33,8 @@ void validate_kv_key(const std::string& key, bool allow_empty);
 // Query parameter helpers: a malformed number is a 400 naming the parameter.
 std::optional<uint64_t> uint_param(const http::Request& request, std::string_view name);
 bool bool_param(const http::Request& request, std::string_view name, bool absent_value);
+// A text parameter stored as written (a TTL check's ?note=, maintenance's ?reason=): at most
+// 64 KiB and no NUL, as the same text in a JSON body. Empty when absent.
+std::string text_param(const http::Request& request, std::string_view name);
 
 }  // namespace flotilla::registry::api
