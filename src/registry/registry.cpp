@@ -291,6 +291,32 @@ void Registry::release_orphaned_locks() {
       });
 }
 
+void Registry::end_sessions_of_checks(const std::set<std::string>& ending, store::Txn& txn, Released& released) const {
+  if (ending.empty()) return;
+  for (const auto& [id, s] : state_.sessions()) {
+    auto uses = [&](const std::vector<std::string>& list) {
+      return std::any_of(list.begin(), list.end(), [&](const std::string& c) { return ending.count(c) > 0; });
+    };
+    if (!uses(s.node_checks) && !uses(s.service_checks)) continue;
+    txn.compares.push_back({ses_key(id), s.modify_index});
+    for (const auto& [key, e] : state_.kv()) {
+      if (e.session != id) continue;
+      add_release(e, s.behavior, txn);
+      released[s.lock_delay].push_back(key);
+    }
+    txn.ops.push_back(store::Op::del(ses_key(id)));
+    if (s.lease) txn.ops.push_back(store::Op::revoke(s.lease));
+  }
+}
+
+Registry::Done Registry::starting_lock_delays(std::shared_ptr<Released> released, Done done) {
+  return [this, released = std::move(released), done = std::move(done)](const WriteResult& r) {
+    if (r.ok && r.applied)
+      for (const auto& [delay, keys] : *released) start_lock_delay(keys, delay);
+    if (done) done(r);
+  };
+}
+
 void Registry::invalidate_sessions_of_check(const std::string& check_id) {
   std::vector<std::string> ids;
   for (const auto& [id, s] : state_.sessions()) {
@@ -317,9 +343,12 @@ void Registry::register_service(Service service, std::vector<Check> checks, bool
   }
   // Settled: a check being added to this service (register_check, maintenance) is seen, so
   // replace_existing_checks replaces it rather than letting it survive the registration.
-  run([this, service = std::move(service), checks = std::move(checks),
-       replace_existing_checks](WriteResult&) -> std::optional<store::Txn> {
+  auto released = std::make_shared<Released>();
+  run([this, service = std::move(service), checks = std::move(checks), replace_existing_checks,
+       released](WriteResult&) -> std::optional<store::Txn> {
+        released->clear();
         store::Txn txn;
+        std::set<std::string> ending;  // checks this registration deletes or makes critical
         const Service* old = state_.service(service.id);
         txn.compares.push_back({svc_key(service.id), old ? old->modify_index : 0});
         // An identical registration (clients re-register periodically) writes nothing, so it
@@ -338,6 +367,7 @@ void Registry::register_service(Service service, std::vector<Check> checks, bool
                 prev->service_name == c.service_name && prev->service_tags == c.service_tags)
               continue;
           }
+          if (c.status == status::critical && (!prev || prev->status != status::critical)) ending.insert(c.id);
           txn.ops.push_back(store::Op::put(chk_key(c.id), encode(c)));
         }
         if (old) {
@@ -346,6 +376,7 @@ void Registry::register_service(Service service, std::vector<Check> checks, bool
             txn.compares.push_back({chk_key(c->id), c->modify_index});
             if (replace_existing_checks && c->kind != status::maintenance) {
               txn.ops.push_back(store::Op::del(chk_key(c->id)));
+              ending.insert(c->id);
             } else if (c->service_name != service.name || c->service_tags != service.tags) {
               Check n = *c;
               n.service_name = service.name;
@@ -354,27 +385,33 @@ void Registry::register_service(Service service, std::vector<Check> checks, bool
             }
           }
         }
+        end_sessions_of_checks(ending, txn, *released);
         return txn;  // no ops: nothing to write, decided from what the compares name
       },
-      std::move(done), false, true);
+      starting_lock_delays(released, std::move(done)), false, true);
 }
 
 void Registry::deregister_service(const std::string& id, Done done) {
   // Settled: built once no write naming this service is committing, so a check being added to
   // it (maintenance, register_check) is seen and deleted with it, not left behind.
-  run([this, id](WriteResult&) -> std::optional<store::Txn> {
+  auto released = std::make_shared<Released>();
+  run([this, id, released](WriteResult&) -> std::optional<store::Txn> {
+        released->clear();
         const Service* s = state_.service(id);
         store::Txn txn;
         txn.compares.push_back({svc_key(id), s ? s->modify_index : 0});
         if (!s) return txn;
         txn.ops.push_back(store::Op::del(svc_key(id)));
+        std::set<std::string> gone;
         for (const Check* c : state_.checks_of_service(id)) {
           txn.compares.push_back({chk_key(c->id), c->modify_index});
           txn.ops.push_back(store::Op::del(chk_key(c->id)));
+          gone.insert(c->id);
         }
+        end_sessions_of_checks(gone, txn, *released);
         return txn;
       },
-      std::move(done), false, true);
+      starting_lock_delays(released, std::move(done)), false, true);
 }
 
 void Registry::set_maintenance(const std::string& service_id, bool enable, const std::string& reason, Done done) {
@@ -448,15 +485,18 @@ void Registry::register_check(Check check, Done done) {
 }
 
 void Registry::deregister_check(const std::string& id, Done done) {
-  run([this, id](WriteResult&) -> std::optional<store::Txn> {
+  auto released = std::make_shared<Released>();
+  run([this, id, released](WriteResult&) -> std::optional<store::Txn> {
+        released->clear();
         const Check* c = state_.check(id);
         store::Txn txn;
         txn.compares.push_back({chk_key(id), c ? c->modify_index : 0});
         if (!c) return txn;
         txn.ops.push_back(store::Op::del(chk_key(id)));
+        end_sessions_of_checks({id}, txn, *released);
         return txn;
       },
-      std::move(done));
+      starting_lock_delays(released, std::move(done)));
 }
 
 void Registry::update_check(const std::string& id, const std::string& new_status, const std::string& output,
@@ -467,7 +507,9 @@ void Registry::update_check(const std::string& id, const std::string& new_status
   const Check* asked = state_.check(id);
   std::optional<std::pair<std::string, CheckDefinition>> defined;
   if (asked) defined.emplace(asked->kind, asked->definition);
-  run([this, id, new_status, output, defined = std::move(defined)](WriteResult& result) -> std::optional<store::Txn> {
+  auto released = std::make_shared<Released>();
+  run([this, id, new_status, output, defined = std::move(defined), released](WriteResult& result) -> std::optional<store::Txn> {
+        released->clear();
         const Check* c = state_.check(id);
         store::Txn txn;
         txn.compares.push_back({chk_key(id), c ? c->modify_index : 0});
@@ -487,9 +529,10 @@ void Registry::update_check(const std::string& id, const std::string& new_status
         n.status = new_status;
         n.output = output;
         txn.ops.push_back(store::Op::put(chk_key(id), encode(n)));
+        if (n.status == status::critical) end_sessions_of_checks({id}, txn, *released);
         return txn;
       },
-      std::move(done));
+      starting_lock_delays(released, std::move(done)));
 }
 
 // --- KV ---

@@ -124,6 +124,14 @@ class Registry {
   void on_events(uint64_t revision, std::vector<store::Event>&& events);
   void flush_notifications();
   void invalidate_sessions_of_check(const std::string& check_id);
+  // Keys released (or deleted) by a write, by the lock-delay that starts once it is applied.
+  using Released = std::map<Duration, std::vector<std::string>>;
+  // Adds to `txn` the end of every session that depends on one of `ending` (checks this write
+  // makes critical or deletes): the session deleted, its lease revoked, its locks released or
+  // deleted per its behavior, in the same transaction as the check change, as Consul does.
+  void end_sessions_of_checks(const std::set<std::string>& ending, store::Txn& txn, Released& released) const;
+  // `done` that first starts the lock-delays of what the write released.
+  Done starting_lock_delays(std::shared_ptr<Released> released, Done done);
   // Releases (or deletes, per the session's behavior) every key held by a session that no
   // longer exists. One pass at a time; a request during a pass makes one more pass.
   void release_orphaned_locks();

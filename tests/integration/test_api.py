@@ -758,6 +758,40 @@ def test_session_ttl_expiry_releases_or_deletes_locks(agent):
     assert status == 404
 
 
+@pytest.mark.parametrize("ending", ["fail", "update_critical", "check_deregister", "service_deregister",
+                                    "reregister_replacing_checks"])
+def test_a_check_change_ends_its_sessions_and_their_locks_in_one_write(agent, ending):
+    # As in Consul, the session ends and its locks are released in the same write as the check
+    # change: once the API has answered, no read sees a lock held by a dead session. (They used to
+    # be separate writes, after the answer.)
+    sid = f"sr-{ending}"
+    register(agent, {"Name": "sr", "ID": sid, "Check": {"TTL": "1h", "Status": "passing"}})
+    held = ok(agent, "PUT", "/v1/session/create", {"ServiceChecks": [{"ID": f"service:{sid}"}], "LockDelay": "3s"})["ID"]
+    deleting = ok(agent, "PUT", "/v1/session/create",
+                  {"ServiceChecks": [{"ID": f"service:{sid}"}], "LockDelay": "0s", "Behavior": "delete"})["ID"]
+    other = ok(agent, "PUT", "/v1/session/create", {"LockDelay": "0s"})["ID"]
+    assert ok(agent, "PUT", f"/v1/kv/srk/{ending}?acquire={held}", "v") is True
+    assert ok(agent, "PUT", f"/v1/kv/srd/{ending}?acquire={deleting}", "v") is True
+    if ending == "fail":
+        ok(agent, "PUT", f"/v1/agent/check/fail/service:{sid}")
+    elif ending == "update_critical":
+        ok(agent, "PUT", f"/v1/agent/check/update/service:{sid}", {"Status": "critical", "Output": "down"})
+    elif ending == "check_deregister":
+        ok(agent, "PUT", f"/v1/agent/check/deregister/service:{sid}")
+    elif ending == "service_deregister":
+        ok(agent, "PUT", f"/v1/agent/service/deregister/{sid}")
+    else:
+        ok(agent, "PUT", "/v1/agent/service/register?replace-existing-checks=true", {"Name": "sr", "ID": sid})
+    # Read at once, after the answer.
+    entry = ok(agent, "GET", f"/v1/kv/srk/{ending}")[0]
+    assert not entry.get("Session"), entry
+    assert agent.request("GET", f"/v1/kv/srd/{ending}")[0] == 404, "the delete-session's key survived"
+    ids = session_ids(agent)
+    assert held not in ids and deleting not in ids and other in ids
+    # The released lock is in the ended session's lock-delay.
+    assert ok(agent, "PUT", f"/v1/kv/srk/{ending}?acquire={other}", "w") is False
+
+
 def test_lock_delay_after_destroy(agent):
     holder = ok(agent, "PUT", "/v1/session/create", {})["ID"]  # default LockDelay: 15s, as Consul
     other = ok(agent, "PUT", "/v1/session/create", {})["ID"]

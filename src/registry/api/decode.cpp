@@ -19,8 +19,9 @@ namespace {
 constexpr size_t kMaxName = 512;
 constexpr int kMaxPort = 65535;
 
-void require_object(const Json& j, std::string_view what) {
-  if (!j.is_object()) throw bad_request(std::string(what) + " must be a JSON object", std::string(what));
+// field: the request field the value came from (empty for a whole body).
+void require_object(const Json& j, std::string_view what, std::string_view field = {}) {
+  if (!j.is_object()) throw bad_request(std::string(what) + " must be a JSON object", std::string(field));
 }
 
 void check_text(const std::string& v, std::string_view field, size_t max = kMaxName) {
@@ -39,7 +40,7 @@ bool valid_header_name(const std::string& name) {
 }
 
 Check decode_check(const Json& j, std::string_view path) {
-  require_object(j, path.empty() ? "check" : path);
+  require_object(j, path.empty() ? "check" : path, path);
   Check c;
   auto field = [&](std::string_view k) { return path.empty() ? std::string(k) : std::string(path) + "." + std::string(k); };
   c.id = fj::get_string(j, "CheckID", path).value_or(fj::get_string(j, "ID", path).value_or(""));
