@@ -44,6 +44,11 @@ ApiClient::ApiClient(std::string address, std::string token) : token_(std::move(
     throw std::runtime_error("agent address \"" + address + "\" is not HOST:PORT");
   host_ = a.substr(0, colon);
   port_ = a.substr(colon + 1);
+  // The resolver reads a port as a number modulo 65536: 85117 would reach port 19581, another
+  // application's agent perhaps.
+  const bool digits = port_.size() <= 5 && std::all_of(port_.begin(), port_.end(), [](char c) { return c >= '0' && c <= '9'; });
+  if (!digits || std::stoul(port_) == 0 || std::stoul(port_) > 65535)
+    throw std::runtime_error("agent address "" + address + "": the port must be a number from 1 to 65535");
   if (host_.size() > 2 && host_.front() == '[') host_ = host_.substr(1, host_.size() - 2);
   host_port_ = a;
 }

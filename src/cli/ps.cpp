@@ -21,8 +21,9 @@ struct PsOptions {
 
 int run(const PsOptions& o) {
   auto client = make_client(o.target);
-  std::string path = "/v1/flotilla/instances";
-  if (!o.service.empty()) path += "?service=" + url_encode_path(o.service);
+  // With the instance of each service that crashed last and is being replaced.
+  std::string path = "/v1/flotilla/instances?crashed=1";
+  if (!o.service.empty()) path += "&service=" + url_encode_path(o.service);
   auto instances = json_of(client.request("GET", path));
   if (o.json) {
     std::cout << instances.dump(2) << "\n";

@@ -43,7 +43,7 @@ int run(const RollbackOptions& o) {
   w.command = "rollback";
   w.service = o.service;
   w.after = before;
-  w.failure_kinds = {"deploy-failed"};
+  w.failure_kinds = {"deploy-failed", "rollback-failed"};
   w.timeout = timeout;
   return wait_for_rollout(client, w);
 }

@@ -72,7 +72,7 @@ int wait_for_rollout(const ApiClient& client, const RolloutWait& w) {
       const std::string kind = e.value("Kind", "");
       if (failure.empty() && w.failure_kinds.count(kind)) failure = e.value("Message", kind);
       // Nothing more comes of these: no rollback to wait for.
-      if (kind == "deploy-failed" || kind == "restart-failed")
+      if (kind == "deploy-failed" || kind == "restart-failed" || kind == "rollback-failed")
         return fail(w.command, w.service + ": " + e.value("Message", kind));
     }
     return std::nullopt;

@@ -7,6 +7,8 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+
+#include <set>
 #include <unistd.h>
 
 #include <chrono>
@@ -44,9 +46,11 @@ std::string join(const nlohmann::json& list) {
 
 // `rollouts_after`: the last event before the file was applied to a running agent; a rollout
 // since then that failed (rolled back by itself) makes the exit status 1.
+// `must_end`: one-shot jobs that must have ended (not only started) to count as settled.
 int wait_and_report(const ApiClient& client, std::chrono::steady_clock::time_point started,
                     std::chrono::steady_clock::time_point deadline, const std::function<bool()>& gone,
-                    std::optional<uint64_t> rollouts_after = std::nullopt);
+                    std::optional<uint64_t> rollouts_after = std::nullopt,
+                    const std::set<std::string>& must_end = {});
 
 // An agent already answering at the file's address: apply the file there (with -d, then wait
 // for the services as a first start does). nullopt: none runs.
@@ -120,8 +124,18 @@ std::optional<int> apply_to_running(const config::File& file, const std::string&
     return 0;
   }
   std::cout.flush();
+  // A job that runs again (changed, re-run or new) while what depends on its completion already
+  // runs: a first start waits for it through those dependents, so wait for it to end here.
+  std::set<std::string> must_end;
+  for (const char* list : {"Changed", "Rerun", "Added"})
+    for (const auto& n : j.value(list, nlohmann::json::array())) {
+      const std::string job = n.get<std::string>();
+      for (const auto& s : file.services)
+        for (const auto& d : s.depends_on)
+          if (d.service == job && d.condition == "service_completed_successfully") must_end.insert(job);
+    }
   const auto started = std::chrono::steady_clock::now();
-  return wait_and_report(client, started, started + std::chrono::seconds(wait_seconds), nullptr, before);
+  return wait_and_report(client, started, started + std::chrono::seconds(wait_seconds), nullptr, before, must_end);
 }
 
 // A service is settled when each of its desired instances is ready or, for a one-shot, has
@@ -142,7 +156,11 @@ bool service_failed(const nlohmann::json& svc) {
 // application keeps running either way.
 int wait_and_report(const ApiClient& client, std::chrono::steady_clock::time_point started,
                     std::chrono::steady_clock::time_point deadline, const std::function<bool()>& gone,
-                    std::optional<uint64_t> rollouts_after) {
+                    std::optional<uint64_t> rollouts_after, const std::set<std::string>& must_end) {
+  auto ended = [&](const nlohmann::json& svc) {
+    return !must_end.count(svc.value("Name", "")) ||
+           svc.value("Completed", 0) + svc.value("Failed", 0) >= svc.value("Desired", 0);
+  };
   nlohmann::json s;
   while (true) {
     if (gone && gone()) return 1;
@@ -153,7 +171,7 @@ int wait_and_report(const ApiClient& client, std::chrono::steady_clock::time_poi
         s = nlohmann::json::parse(r.body);
         bool settled = true, failed = false;
         for (const auto& svc : s["Services"]) {
-          settled = settled && service_settled(svc);
+          settled = settled && service_settled(svc) && ended(svc);
           failed = failed || service_failed(svc);
         }
         if (settled || failed) break;
@@ -185,7 +203,7 @@ int wait_and_report(const ApiClient& client, std::chrono::steady_clock::time_poi
     if (!waiting.empty()) std::cout << ", waiting for " << waiting;
     std::cout << "\n";
     if (service_failed(svc)) failed.push_back(name);
-    else if (!service_settled(svc)) not_ready.push_back(name);
+    else if (!service_settled(svc) || !ended(svc)) not_ready.push_back(name);
   }
   auto list = [](const std::vector<std::string>& v) {
     std::string out;

@@ -442,6 +442,9 @@ void read_supervisor_keys(const Reader& r, const YAML::Node& n, const std::strin
   }
   if (n["replicas"]) s.replicas = static_cast<int>(r.integer(n["replicas"], p + "replicas", 0, 1000));
   if (const auto& h = n["healthcheck"]) {
+    if (h.IsScalar())
+      r.fail(h, p + "healthcheck must be a mapping such as {http: /healthz}; to turn checks off write "
+                    "healthcheck: {disable: true}");
     r.mapping(h, p + "healthcheck", {"http", "tcp", "disable", "interval", "timeout", "retries", "start_period"});
     auto& hc = s.healthcheck;
     if (h["http"]) {

@@ -174,7 +174,8 @@ void handle(Supervisor& sup, const ApiHooks& hooks, const ExchangePtr& ex, const
     std::string service = req.param("service") ? *req.param("service") : "";
     if (!service.empty() && !sup.has_service(service))
       throw ApiError(404, "no supervised service \"" + service + "\"", "service");
-    ok(ex, sup.instances(service));
+    const std::string* crashed = req.param("crashed");
+    ok(ex, sup.instances(service, crashed && (*crashed == "1" || *crashed == "true")));
     return;
   }
   if (rest == "events") {

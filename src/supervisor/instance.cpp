@@ -142,7 +142,7 @@ void Supervisor::Impl::on_probe(const std::string& service, const std::string& i
         event(s->name, i->id, "unhealthy",
               "not healthy after " + format_duration(s->section.deploy.healthy_timeout) + ": " + i->last_probe);
         // In a rollout, a new version that cannot get healthy is rolled back at once.
-        if (s->rollout && !s->rollout->rollback && current(*s, *i)) {
+        if (s->rollout && current(*s, *i)) {
           const bool restart = s->rollout->restart;
           roll_back_failed(*s, "an instance was not healthy within " + format_duration(s->section.deploy.healthy_timeout));
           int live = 0;
@@ -384,6 +384,10 @@ void Supervisor::Impl::on_exit(pid_t pid, ExitStatus status) {
     i->no_restart = true;
     i->log.reset();
   } else {
+    if (!wanted) {
+      i->state = Instance::State::exited;
+      s->last_crash = instance_json(*s, *i);
+    }
     s->instances.erase(std::remove_if(s->instances.begin(), s->instances.end(),
                                       [&](const auto& p) { return p->id == id; }),
                        s->instances.end());
@@ -427,8 +431,9 @@ void Supervisor::Impl::on_crash(ServiceRuntime& s, bool current_version, const s
   s.last_crash_at = now;
   bool rolled_back = false;
   if (current_version && s.rollout) {
-    if (++s.rollout->crashes >= kRolloutCrashLimit && !s.rollout->rollback) {
-      roll_back_failed(s, "the new version crashed " + std::to_string(s.rollout->crashes) + " times");
+    if (++s.rollout->crashes >= kRolloutCrashLimit) {
+      roll_back_failed(s, std::string(s.rollout->rollback ? "the version rolled back to" : "the new version") +
+                              " crashed " + std::to_string(s.rollout->crashes) + " times");
       rolled_back = true;
     }
   } else if (current_version && s.probation && s.probation->version == s.spec->version() && now < s.probation->until) {

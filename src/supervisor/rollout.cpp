@@ -50,6 +50,28 @@ void Supervisor::Impl::roll_back_failed(ServiceRuntime& s, const std::string& wh
     s.rollout.reset();
     return;
   }
+  if (s.rollout && s.rollout->rollback) {
+    // The version rolled back to fails too. It ends here, as a rollout's failure does, rather
+    // than crash-looping in "rolling back" for good. A rollback asked for returns to the version
+    // it left, whose instances still run (start-first); one that followed a failed rollout has
+    // nothing better to return to and keeps the version it rolled back to, restarted as usual.
+    const std::string target = s.spec->version();
+    std::string keeps = target;
+    if (!s.rollout->automatic && s.previous && s.previous->version() == s.rollout->from) {
+      std::swap(s.spec, s.previous);
+      keeps = s.spec->version();
+      for (auto& i : s.instances)
+        if (i->live() && !i->canary && !current(s, *i)) stop_instance(s, *i, "rollback stopped");
+    }
+    event(s.name, "", "rollback-failed",
+          "rollback to version " + target + " stopped: " + why + "; version " + keeps + " stays",
+          {{"version", keeps}});
+    s.rollout.reset();
+    s.crash_count = 0;
+    s.next_start_at = {};
+    persist(s);
+    return;
+  }
   if (!s.previous) {
     event(s.name, "", "deploy-failed", "version " + s.spec->version() + " failed (" + why + "); no previous version to return to");
     s.rollout.reset();
@@ -62,6 +84,7 @@ void Supervisor::Impl::roll_back_failed(ServiceRuntime& s, const std::string& wh
   s.spec = s.previous;
   s.previous = failed;
   s.rollout = Rollout{failed->version(), s.spec->version(), Clock::now(), 0, true};
+  s.rollout->automatic = true;
   s.crash_count = 0;
   s.next_start_at = {};
   if (s.start_timer) s.start_timer->cancel();
@@ -116,7 +139,7 @@ void Supervisor::Impl::reconcile(ServiceRuntime& s) {
     if (!s.rollout) s.rollout = Rollout{old.front()->version, s.spec->version(), now};
     if (!fresh_starting.empty()) {
       for (auto* i : fresh_starting)
-        if (now - i->started_at > s.section.deploy.healthy_timeout + 5s && !s.rollout->rollback) {
+        if (now - i->started_at > s.section.deploy.healthy_timeout + 5s) {
           roll_back_failed(s, "an instance was not healthy within " + format_duration(s.section.deploy.healthy_timeout));
           return reconcile(s);
         }
@@ -141,7 +164,7 @@ void Supervisor::Impl::reconcile(ServiceRuntime& s) {
   const bool all_up = fresh_starting.empty() && static_cast<int>(fresh_ready.size()) + exited_for_good >= want;
   if (s.rollout && !all_up) {
     for (auto* i : fresh_starting)
-      if (now - i->started_at > s.section.deploy.healthy_timeout + 5s && !s.rollout->rollback) {
+      if (now - i->started_at > s.section.deploy.healthy_timeout + 5s) {
         roll_back_failed(s, "an instance was not healthy within " + format_duration(s.section.deploy.healthy_timeout));
         return reconcile(s);
       }
@@ -161,6 +184,9 @@ void Supervisor::Impl::reconcile(ServiceRuntime& s) {
       s.probation = Probation{s.spec->version(), now + s.section.deploy.healthy_timeout, s.rollout->crashes};
     else
       s.probation.reset();
+    // After a failed rollout's rollback, the failed version is no version to return to: the one
+    // that runs is the one before it, and `flotilla rollback` has nothing to go back to.
+    if (s.rollout->automatic) s.previous.reset();
     event(s.name, "", s.rollout->rollback ? "rollback-finished" : "deploy-finished",
           std::string(s.rollout->rollback ? "rolled back to version " : "version ") + s.spec->version() +
               (s.rollout->rollback ? "" : " rolled out") + " (" + std::to_string(fresh_ready.size()) + " instance(s))",

@@ -515,6 +515,11 @@ void Supervisor::scale(const std::string& service, int replicas, Done done) {
                             std::to_string(s.autoscaler->settings().max) +
                             "); change autoscale in flotilla.yaml to change its range",
                    "replicas");
+  // As the file's rule (and compose's "port is already allocated"): a second process could not
+  // bind the port, and its TCP health check would reach the first one and call it healthy.
+  if (replicas > 1 && s.spec->port_mode == config::ServiceSection::PortMode::fixed)
+    throw ApiError(400, service + " has a fixed port (" + std::to_string(s.spec->port) +
+                            "), so it runs at most 1 replica; give it port: auto to scale it", "replicas");
   const int from = s.desired();
   s.replicas_override = replicas;
   im.event(service, "", "scaled", "scaled from " + std::to_string(from) + " to " + std::to_string(replicas),
@@ -676,14 +681,20 @@ json Supervisor::status() const {
   return {{"Name", im.app}, {"Stopping", im.stopping_all}, {"Services", services}};
 }
 
-json Supervisor::instances(const std::string& service) const {
+json Supervisor::instances(const std::string& service, bool crashed) const {
   const auto& im = *impl_;
   json out = json::array();
   for (const auto& name : im.order) {
     if (!service.empty() && name != service) continue;
     auto it = im.services.find(name);
     if (it == im.services.end()) continue;
-    for (const auto& i : it->second->instances) out.push_back(im.instance_json(*it->second, *i));
+    const auto& s = *it->second;
+    int live = 0;
+    for (const auto& i : s.instances) {
+      out.push_back(im.instance_json(s, *i));
+      if (i->live() && !i->canary) ++live;
+    }
+    if (crashed && !s.last_crash.is_null() && live < s.desired()) out.push_back(s.last_crash);
   }
   return out;
 }

@@ -112,7 +112,10 @@ class Supervisor {
   void stop_all(bool forget, std::function<void()> done, const std::string& why = {});
 
   nlohmann::json status() const;
-  nlohmann::json instances(const std::string& service) const;  // empty: all
+  // empty: all. crashed: also the last instance of each service that crashed and is being
+  // replaced, while the service runs fewer instances than it wants (`ps`, as pm2 ls shows an
+  // errored app).
+  nlohmann::json instances(const std::string& service, bool crashed = false) const;
   bool has_service(const std::string& service) const;
   // Every service, in start order (dependencies first).
   std::vector<std::string> service_names() const;

@@ -134,6 +134,7 @@ struct Rollout {
   int crashes = 0;   // of the new version
   bool rollback = false;
   bool restart = false;  // `flotilla restart`: the same version, new processes
+  bool automatic = false;  // a rollback the failure of a rollout started
 };
 
 // After a rollout to a new version has finished: for deploy.healthy_timeout its crashes still
@@ -150,6 +151,9 @@ struct ServiceRuntime {
   config::ServiceSection section;
   std::shared_ptr<const RunSpec> spec;
   std::shared_ptr<const RunSpec> previous;
+  // The last instance that crashed and is restarted as a new one: listed (exited, with how it
+  // ended) while the service runs fewer instances than it wants, as pm2 ls shows an errored app.
+  nlohmann::json last_crash;
   std::string file_version;   // version of the file's spec when it was last applied
   std::string deployed_version;  // the version `flotilla deploy` (or a canary promotion) put in place
   int file_replicas = 1;      // the file's replicas when it was last applied

@@ -473,6 +473,12 @@ def test_crash_restarts_with_growing_backoff_and_shows_crash_looping(make_app):
     st = app.cli("status", check=False)
     if st.returncode == 0:
         assert "crash-looping" in st.stdout, st.stdout
+    # ps shows the instance that crashed last and how it ended while its replacement waits (it
+    # listed nothing at all: a crashed instance is replaced by a new one).
+    crashed = wait_for(lambda: [i for i in json.loads(app.cli("ps", "crashy", "--json").stdout)
+                                if i["State"] == "exited"], timeout=10, what="the crashed instance in ps")
+    assert "code 3" in crashed[0]["Exit"], crashed
+    assert all(i["State"] == "exited" or i["Pid"] > 0 for i in app.instances("crashy"))  # the API's default list
     # Fixed by a deploy: RESTARTS counts the version that runs, so it starts again from 0.
     app.cli("deploy", "crashy", "--set", "environment.CRASH_AFTER_MS=0", "--wait", timeout=90)
     fixed = app.service("crashy")
@@ -602,6 +608,15 @@ def test_a_failed_job_runs_again_on_up_and_a_changed_job_is_waited_for_again(mak
     wait_for(lambda: ready_instances(app, "web2"), timeout=15, what="web2 ready")
     assert app.service("migrate")["State"] == "completed"
 
+    # A changed job whose dependents already run: `up -d` waits for it to end, as a first start
+    # waits through those dependents, and exits 1 when it fails (it returned, "all services
+    # ready", as soon as the job had started).
+    app.write(job.replace(f"test -f {ok}", "sleep 1; exit 1") + web + web2)
+    t0 = time.monotonic()
+    r = app.cli("up", "-d", "-f", app.path, "--wait", "30", check=False)
+    assert r.returncode == 1 and "failed: migrate" in r.stderr, r.stdout + r.stderr
+    assert time.monotonic() - t0 >= 0.9, "returned before the job ended"
+
 
 def test_restart_runs_a_job_again_refuses_what_it_cannot_do_and_restarts_all(make_app, tmp_path):
     runs = tmp_path / "runs"
@@ -712,12 +727,42 @@ def test_a_new_version_that_crashes_after_its_rollout_is_rolled_back(make_app):
     wait_for(lambda: (lambda s: s["State"] == "running" and s["Version"] == version and s["Ready"] == 1)(
         app.service("web")), timeout=15, what="web running version 1 again")
     assert [i["Version"] for i in app.instances("web")] == [version]
+    # The failed version is no version to go back to (a rollback went back to it, and crash-looped
+    # in "rolling back" for good).
+    status, body = app.request("POST", "/v1/flotilla/services/web/rollback")
+    assert status == 409 and "no previous version" in body["error"], body
     # A healthy deploy is not rolled back by its probation.
     status, body = app.request("POST", "/v1/flotilla/services/web/deploy", {"set": ["environment.VERSION=3"]})
     assert status == 200, body
     wait_for(lambda: len(events(app, "web", "deploy-finished")) == 2, timeout=15, what="the second rollout")
     time.sleep(1.5)
     assert len(events(app, "web", "rollback")) == 1 and app.service("web")["Version"] != version
+
+
+def test_a_rollback_whose_version_fails_stops_and_keeps_the_running_one(make_app, tmp_path):
+    # Version 1 cannot start any more once its marker file is gone (say, a file it needs was
+    # removed); version 2 does not need it. Rolling back to 1 crashes 3 times: the rollback stops
+    # (rollback-failed, exit 1) and version 2, still running, stays. It used to stay "rolling
+    # back", crash-looping, for good.
+    marker = tmp_path / "v1-can-start"
+    marker.write_text("")
+    app = make_app(f"""  web:
+    command: '[ -n "$V2" ] || [ -f {marker} ] || exit 3; exec {CPP_SERVICE}'
+    healthcheck: {{http: /healthz, interval: 100ms}}
+    deploy: {{ healthy_timeout: 30s }}
+""").up()
+    v1 = app.service("web")["Version"]
+    app.cli("deploy", "web", "--set", "environment.V2=1", "--wait", timeout=60)
+    v2 = app.service("web")["Version"]
+    assert v2 != v1
+    marker.unlink()
+    r = app.cli("rollback", "web", "--wait", "--timeout", "60s", check=False, timeout=90)
+    assert r.returncode == 1 and f"rollback to version {v1} stopped" in r.stderr, r.stdout + r.stderr
+    s = wait_for(lambda: (lambda s: s["State"] == "running" and s)(app.service("web")), timeout=10,
+                 what="web running")
+    assert s["Version"] == v2 and s["Ready"] == 1, s
+    assert [i["Version"] for i in app.instances("web") if i["State"] == "ready"] == [v2]
+    assert events(app, "web", "rollback-failed")
 
 
 def test_a_fixed_port_rollout_waits_for_the_old_process_to_exit(make_app, tmp_path):
@@ -748,6 +793,12 @@ def test_a_fixed_port_rollout_waits_for_the_old_process_to_exit(make_app, tmp_pa
     time.sleep(1.0)  # nothing crashes afterwards either (probation would roll it back)
     assert http(f"http://127.0.0.1:{port}/")[1]["version"] == "2"
     assert not [e for e in app.events(seq) if e["Service"] == "fx" and e["Kind"] in ("crashed", "rollback")]
+
+    # It runs one instance at most: a second could not bind, and its TCP check would reach the
+    # first one and call it healthy.
+    r = app.cli("scale", "fx=2", check=False)
+    assert r.returncode != 0 and "at most 1 replica" in r.stderr, r.stdout + r.stderr
+    assert app.service("fx")["Desired"] == 1
 
     # A restart of it whose new process is broken: stop-first, then restart-failed and exit 1
     # (not a wait until --timeout).
