@@ -1,5 +1,7 @@
 #include "http/token.h"
 
+#include <strings.h>
+
 namespace flotilla::http {
 
 namespace {
@@ -18,8 +20,12 @@ bool token_allows(const Request& req, const std::string& token, bool protect_rea
   const std::string* t = req.header("x-consul-token");
   std::string bearer;
   if (!t) {
-    if (const std::string* a = req.header("authorization"); a && a->rfind("Bearer ", 0) == 0) {
-      bearer = a->substr(7);
+    // "<scheme> <value>", the scheme case-insensitive (RFC 9110 §11.1), the value trimmed: as
+    // Consul reads it.
+    if (const std::string* a = req.header("authorization"); a && a->size() > 7 && (*a)[6] == ' ' &&
+                                                            strncasecmp(a->c_str(), "bearer", 6) == 0) {
+      size_t b = a->find_first_not_of(' ', 7), e = a->find_last_not_of(' ');
+      if (b != std::string::npos) bearer = a->substr(b, e - b + 1);
       t = &bearer;
     }
   }

@@ -682,6 +682,11 @@ def test_token_protects_writes(make_agent):
     assert a.request("PUT", "/v1/agent/service/register", {"Name": "web"}, headers={"X-Consul-Token": "s3cret"})[0] == 200
     assert a.request("PUT", "/v1/kv/k?token=s3cret", "v")[0] == 200
     assert a.request("PUT", "/v1/kv/k2", "v", headers={"Authorization": "Bearer s3cret"})[0] == 200
+    # The scheme is case-insensitive and the value trimmed, as Consul reads it; another scheme is not a token.
+    assert a.request("PUT", "/v1/kv/k3", "v", headers={"Authorization": "bearer s3cret"})[0] == 200
+    assert a.request("PUT", "/v1/kv/k4", "v", headers={"Authorization": "BEARER  s3cret "})[0] == 200
+    assert a.request("PUT", "/v1/kv/k5", "v", headers={"Authorization": "Basic s3cret"})[0] == 403
+    assert a.request("PUT", "/v1/kv/k6", "v", headers={"Authorization": "Bearer"})[0] == 403
     assert set(a.json("GET", "/v1/agent/services")[2]) == {"web"}
     assert a.request("GET", "/v1/kv/k?raw")[2] == b"v"
     assert a.stop() == 0
