@@ -457,13 +457,15 @@ void Registry::set_maintenance(const std::string& service_id, bool enable, const
 }
 
 void Registry::register_check(Check check, Done done) {
+  auto released = std::make_shared<Released>();
   if (!check.service_id.empty()) {
     const Service* s = state_.service(check.service_id);
     if (!s) throw bad_request("ServiceID \"" + check.service_id + "\" does not exist", "ServiceID");
     check.service_name = s->name;
     check.service_tags = s->tags;
   }
-  run([this, check = std::move(check)](WriteResult&) mutable -> std::optional<store::Txn> {
+  run([this, check = std::move(check), released](WriteResult&) mutable -> std::optional<store::Txn> {
+        released->clear();
         store::Txn txn;
         const Check* prev = state_.check(check.id);
         txn.compares.push_back({chk_key(check.id), prev ? prev->modify_index : 0});
@@ -479,9 +481,12 @@ void Registry::register_check(Check check, Done done) {
         }
         if (prev && encode(*prev) == encode(c)) return txn;  // identical: nothing to write
         txn.ops.push_back(store::Op::put(chk_key(c.id), encode(c)));
+        // Registered critical (or re-registered with a new definition, which starts critical).
+        if (c.status == status::critical && (!prev || prev->status != status::critical))
+          end_sessions_of_checks({c.id}, txn, *released);
         return txn;
       },
-      std::move(done));
+      starting_lock_delays(released, std::move(done)));
 }
 
 void Registry::deregister_check(const std::string& id, Done done) {

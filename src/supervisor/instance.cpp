@@ -172,6 +172,7 @@ void Supervisor::Impl::on_probe(const std::string& service, const std::string& i
 
 void Supervisor::Impl::became_healthy(ServiceRuntime& s, Instance& i) {
   i.ever_healthy = true;
+  s.last_crash = nullptr;  // a replacement is up: the crash is history (flotilla events has it)
   if (i.spec->port_mode == config::ServiceSection::PortMode::none) {
     i.state = Instance::State::ready;
     i.ready_at = Clock::now();

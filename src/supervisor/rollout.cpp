@@ -52,13 +52,18 @@ void Supervisor::Impl::roll_back_failed(ServiceRuntime& s, const std::string& wh
   }
   if (s.rollout && s.rollout->rollback) {
     // The version rolled back to fails too. It ends here, as a rollout's failure does, rather
-    // than crash-looping in "rolling back" for good. A rollback asked for returns to the version
-    // it left, whose instances still run (start-first); one that followed a failed rollout has
-    // nothing better to return to and keeps the version it rolled back to, restarted as usual.
+    // than crash-looping in "rolling back" for good: back to the version it left, whose
+    // instances still run (start-first), and the target's instances stopped. After a rollback
+    // asked for, the target stays the previous version (to try again once fixed). After one that
+    // followed a failed rollout, both versions fail: nothing is kept to go back to and nothing
+    // more is tried by itself (no ping-pong between two broken versions); crashes back off as
+    // usual until a deploy fixes it.
     const std::string target = s.spec->version();
     std::string keeps = target;
-    if (!s.rollout->automatic && s.previous && s.previous->version() == s.rollout->from) {
-      std::swap(s.spec, s.previous);
+    if (s.previous && s.previous->version() == s.rollout->from) {
+      auto failed = s.spec;
+      s.spec = s.previous;
+      s.previous = s.rollout->automatic ? nullptr : failed;
       keeps = s.spec->version();
       for (auto& i : s.instances)
         if (i->live() && !i->canary && !current(s, *i)) stop_instance(s, *i, "rollback stopped");
@@ -67,8 +72,7 @@ void Supervisor::Impl::roll_back_failed(ServiceRuntime& s, const std::string& wh
           "rollback to version " + target + " stopped: " + why + "; version " + keeps + " stays",
           {{"version", keeps}});
     s.rollout.reset();
-    s.crash_count = 0;
-    s.next_start_at = {};
+    s.probation.reset();
     persist(s);
     return;
   }
@@ -186,7 +190,10 @@ void Supervisor::Impl::reconcile(ServiceRuntime& s) {
       s.probation.reset();
     // After a failed rollout's rollback, the failed version is no version to return to: the one
     // that runs is the one before it, and `flotilla rollback` has nothing to go back to.
-    if (s.rollout->automatic) s.previous.reset();
+    if (s.rollout->automatic) {
+      s.previous.reset();
+      persist(s);
+    }
     event(s.name, "", s.rollout->rollback ? "rollback-finished" : "deploy-finished",
           std::string(s.rollout->rollback ? "rolled back to version " : "version ") + s.spec->version() +
               (s.rollout->rollback ? "" : " rolled out") + " (" + std::to_string(fresh_ready.size()) + " instance(s))",

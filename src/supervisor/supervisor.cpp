@@ -694,7 +694,9 @@ json Supervisor::instances(const std::string& service, bool crashed) const {
       out.push_back(im.instance_json(s, *i));
       if (i->live() && !i->canary) ++live;
     }
-    if (crashed && !s.last_crash.is_null() && live < s.desired()) out.push_back(s.last_crash);
+    const auto done = im.finished(s);
+    if (crashed && !s.last_crash.is_null() && live + done.completed + done.failed < s.desired())
+      out.push_back(s.last_crash);
   }
   return out;
 }

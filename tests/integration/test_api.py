@@ -480,6 +480,16 @@ def test_metrics(agent):
 
 # --- blocking queries ---------------------------------------------------------------------------
 
+def test_checks_with_every_field_sent_are_taken(agent):
+    # Clients that send every field give an HTTP or TCP check "TTL": "" or "0s" (Consul ignores a
+    # TTL there); a TCP port may be a service name.
+    for i, check in enumerate([{"HTTP": f"http://127.0.0.1:{agent.port}/v1/status/leader", "Interval": "10s", "TTL": ""},
+                               {"TCP": f"127.0.0.1:{agent.port}", "Interval": "10s", "TTL": "0s"},
+                               {"TCP": "localhost:http", "Interval": "10s"}]):
+        status, _, body = agent.request("PUT", "/v1/agent/service/register", {"Name": f"every{i}", "Check": check})
+        assert status == 200, (check, body)
+
+
 def test_blocking_query_times_out_with_same_index(agent):
     register(agent, {"Name": "web"})
     index, body = get_indexed(agent, "/v1/health/service/web")
@@ -764,7 +774,7 @@ def test_session_ttl_expiry_releases_or_deletes_locks(agent):
 
 
 @pytest.mark.parametrize("ending", ["fail", "update_critical", "check_deregister", "service_deregister",
-                                    "reregister_replacing_checks"])
+                                    "reregister_replacing_checks", "check_reregistered_critical"])
 def test_a_check_change_ends_its_sessions_and_their_locks_in_one_write(agent, ending):
     # As in Consul, the session ends and its locks are released in the same write as the check
     # change: once the API has answered, no read sees a lock held by a dead session. (They used to
@@ -785,6 +795,9 @@ def test_a_check_change_ends_its_sessions_and_their_locks_in_one_write(agent, en
         ok(agent, "PUT", f"/v1/agent/check/deregister/service:{sid}")
     elif ending == "service_deregister":
         ok(agent, "PUT", f"/v1/agent/service/deregister/{sid}")
+    elif ending == "check_reregistered_critical":
+        ok(agent, "PUT", "/v1/agent/check/register",
+           {"CheckID": f"service:{sid}", "Name": "again", "ServiceID": sid, "TTL": "2h", "Status": "critical"})
     else:
         ok(agent, "PUT", "/v1/agent/service/register?replace-existing-checks=true", {"Name": "sr", "ID": sid})
     # Read at once, after the answer.

@@ -147,9 +147,9 @@ SERVICE_CASES = [
     ("check-empty-list", {"Name": "x", "Check": []}, "Check"),  # was taken as "no check"
     ("check-list", {"Name": "x", "Check": [{"TTL": "10s"}]}, "Check"),
     ("check-ttl-zero", {"Name": "x", "Check": {"TTL": "0s"}}, "Check.TTL"),
+    ("check-ttl-empty", {"Name": "x", "Check": {"TTL": ""}}, "Check.TTL"),
     ("check-tcp-port-too-big", {"Name": "x", "Check": {"TCP": "127.0.0.1:99999", "Interval": "1s"}}, "Check.TCP"),
     ("check-tcp-port-zero", {"Name": "x", "Check": {"TCP": "127.0.0.1:0", "Interval": "1s"}}, "Check.TCP"),
-    ("check-tcp-port-word", {"Name": "x", "Check": {"TCP": "127.0.0.1:http", "Interval": "1s"}}, "Check.TCP"),
     ("checks-entry-not-object", {"Name": "x", "Checks": [5]}, "Checks[0]"),
     ("checks-not-list", {"Name": "x", "Checks": {"TTL": "10s"}}, "Checks"),
     ("checks-second-bad", {"Name": "x", "Checks": [{"TTL": "10s"}, {"Interval": "1s"}]}, "Checks[1]"),

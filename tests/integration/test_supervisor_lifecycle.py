@@ -731,12 +731,34 @@ def test_a_new_version_that_crashes_after_its_rollout_is_rolled_back(make_app):
     # in "rolling back" for good).
     status, body = app.request("POST", "/v1/flotilla/services/web/rollback")
     assert status == 409 and "no previous version" in body["error"], body
+    # Nor after the agent restarts: that is stored too.
+    r = app.cli("down", "--keep")
+    assert app.proc.wait(timeout=10) == 0, r.stdout + r.stderr
+    app.up()
+    assert app.service("web")["Version"] == version
+    status, body = app.request("POST", "/v1/flotilla/services/web/rollback")
+    assert status == 409 and "no previous version" in body["error"], body
     # A healthy deploy is not rolled back by its probation.
     status, body = app.request("POST", "/v1/flotilla/services/web/deploy", {"set": ["environment.VERSION=3"]})
     assert status == 200, body
     wait_for(lambda: len(events(app, "web", "deploy-finished")) == 2, timeout=15, what="the second rollout")
     time.sleep(1.5)
     assert len(events(app, "web", "rollback")) == 1 and app.service("web")["Version"] != version
+
+
+def test_ps_shows_a_crash_only_while_it_is_being_replaced(make_app, tmp_path):
+    # A job (restart: on-failure) that fails once, then completes: ps lists the completed run,
+    # not the old crash as well.
+    marker = tmp_path / "second-try"
+    app = make_app(f"""  job:
+    command: "[ -f {marker} ] && exit 0; touch {marker}; exit 1"
+    port: none
+    restart: on-failure
+""")
+    app.up(wait_ready=False)
+    wait_for(lambda: app.service("job")["State"] == "completed", timeout=15, what="the job completed")
+    rows = json.loads(app.cli("ps", "job", "--json").stdout)
+    assert [r["State"] for r in rows] == ["exited"] and "code 0" in rows[0]["Exit"], rows
 
 
 def test_a_rollback_whose_version_fails_stops_and_keeps_the_running_one(make_app, tmp_path):
@@ -763,6 +785,32 @@ def test_a_rollback_whose_version_fails_stops_and_keeps_the_running_one(make_app
     assert s["Version"] == v2 and s["Ready"] == 1, s
     assert [i["Version"] for i in app.instances("web") if i["State"] == "ready"] == [v2]
     assert events(app, "web", "rollback-failed")
+
+
+def test_an_automatic_rollback_to_a_broken_version_stops_without_ping_pong(make_app, tmp_path):
+    # Version 2 crashes 0.7 s after it starts; version 1 can no longer start (its marker file is
+    # gone). The automatic rollback to 1 fails: it stops (rollback-failed), nothing is kept to go
+    # back to, and no further rollout or rollback follows between the two broken versions.
+    marker = tmp_path / "v1-can-start"
+    marker.write_text("")
+    app = make_app(f"""  web:
+    command: '[ -n "$CRASH_AFTER_MS" ] || [ -f {marker} ] || exit 3; exec {CPP_SERVICE}'
+    healthcheck: {{http: /healthz, interval: 100ms}}
+    deploy: {{ healthy_timeout: 30s }}
+""").up()
+    status, body = app.request("POST", "/v1/flotilla/services/web/deploy", {"set": ["environment.CRASH_AFTER_MS=700"]})
+    assert status == 200, body
+    wait_for(lambda: events(app, "web", "deploy-finished"), timeout=15, what="the rollout finished")
+    marker.unlink()
+    wait_for(lambda: events(app, "web", "rollback-failed"), timeout=40, what="the rollback failed")
+    time.sleep(3)
+    kinds = [e["Kind"] for e in events(app, "web")]
+    assert kinds.count("rollback") == 1 and kinds.count("rollback-failed") == 1, kinds
+    assert kinds.count("deploy-started") <= 1, kinds  # no rollout of its own after the failure
+    s = app.service("web")
+    assert s["PreviousVersion"] == "" and "Rollout" not in s, s
+    status, body = app.request("POST", "/v1/flotilla/services/web/rollback")
+    assert status == 409, body
 
 
 def test_a_fixed_port_rollout_waits_for_the_old_process_to_exit(make_app, tmp_path):

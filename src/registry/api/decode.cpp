@@ -90,7 +90,8 @@ Check decode_check(const Json& j, std::string_view path) {
     if (fj::find(j, unsupported))
       throw bad_request(field(unsupported) + ": this kind of check is not supported (use HTTP, TCP or TTL)", field(unsupported));
   }
-  if (fj::find(j, "TTL") && d.ttl.count() <= 0)
+  // TTL matters only to a TTL check: clients that send every field give HTTP/TCP checks "" or "0s".
+  if (fj::find(j, "TTL") && d.ttl.count() <= 0 && d.http.empty() && d.tcp.empty())
     throw bad_request(field("TTL") + " must be above 0, such as 30s", field("TTL"));
   int kinds = !d.http.empty() + !d.tcp.empty() + (d.ttl.count() > 0);
   if (kinds == 0)
@@ -106,13 +107,16 @@ Check decode_check(const Json& j, std::string_view path) {
   } else if (!d.tcp.empty()) {
     c.kind = "tcp";
     auto colon = d.tcp.rfind(':');
-    unsigned port = 0;
-    const char* digits = colon == std::string::npos ? nullptr : d.tcp.data() + colon + 1;
-    auto [end, ec] = digits ? std::from_chars(digits, d.tcp.data() + d.tcp.size(), port)
-                            : std::from_chars_result{nullptr, std::errc::invalid_argument};
-    if (colon == std::string::npos || colon == 0 || colon + 1 == d.tcp.size() || ec != std::errc() ||
-        end != d.tcp.data() + d.tcp.size() || port == 0 || port > 65535)
-      throw bad_request(field("TCP") + " must be HOST:PORT with a port from 1 to 65535", field("TCP"));
+    if (colon == std::string::npos || colon == 0 || colon + 1 == d.tcp.size())
+      throw bad_request(field("TCP") + " must be HOST:PORT", field("TCP"));
+    // A numeric port must be one (a name such as "http" is looked up when the check connects).
+    const std::string_view port_text = std::string_view(d.tcp).substr(colon + 1);
+    if (std::all_of(port_text.begin(), port_text.end(), [](char ch) { return ch >= '0' && ch <= '9'; })) {
+      unsigned port = 0;
+      auto [end, ec] = std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+      if (ec != std::errc() || port == 0 || port > 65535)
+        throw bad_request(field("TCP") + " must be HOST:PORT with a port from 1 to 65535", field("TCP"));
+    }
     check_text(d.tcp, field("TCP"));
   } else {
     c.kind = "ttl";
