@@ -116,7 +116,12 @@ std::string error_message(const ApiResponse& r) {
     if (j.is_object() && j.contains("error")) return j["error"].get<std::string>();
   } catch (const std::exception&) {
   }
-  return r.body.empty() ? "HTTP " + std::to_string(r.status) : r.body;
+  // flotilla answers every error as {"error": …}: anything else (an HTML page, say) came from
+  // another server on that address. Its first line says which.
+  std::string first = r.body.substr(0, r.body.find('\n'));
+  if (first.size() > 80) first = first.substr(0, 80) + "…";
+  return "HTTP " + std::to_string(r.status) + " from a server that is not a flotilla agent" +
+         (first.empty() ? "" : " (\"" + first + "\")");
 }
 
 }  // namespace flotilla::cli

@@ -63,7 +63,7 @@ std::optional<int> apply_to_running(const config::File& file, const std::string&
   } catch (const std::exception&) {
     return std::nullopt;  // nothing listens there
   }
-  if (r.status == 404) {
+  if (runs_no_application(r)) {
     std::cerr << "flotilla up: an agent without an application (flotilla agent) already serves " << file.agent.api
               << "; stop it or give this file another agent.api\n";
     return 1;

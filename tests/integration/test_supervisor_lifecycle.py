@@ -1420,6 +1420,28 @@ def test_commands_refuse_another_applications_agent(make_app, tmp_path):
     assert not events(app, "web", "restart-started") and not events(app, "web", "deploy-started")
 
 
+def test_commands_say_when_another_server_holds_agent_api(tmp_path):
+    # A web server that is not flotilla on the file's agent.api: up and down say so, rather than
+    # "an agent without an application" or its HTML error page as the message.
+    port = free_port()
+    (tmp_path / "flotilla.yaml").write_text(f"name: shop\nagent:\n  api: 127.0.0.1:{port}\n"
+                                            "services:\n  job: {command: 'true', port: none, restart: 'no'}\n")
+    srv = subprocess.Popen([PYTHON, "-m", "http.server", "--bind", "127.0.0.1", str(port)], cwd=tmp_path,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: subprocess.run(["curl", "-s", "-o", "/dev/null", f"http://127.0.0.1:{port}/"]).returncode == 0,
+                 timeout=10, what="the web server")
+        env = {k: v for k, v in os.environ.items() if k != "FLOTILLA_API"}
+        for args in (["up", "-d"], ["down"], ["status"]):
+            r = subprocess.run([BIN, *args], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=30)
+            assert r.returncode != 0, (args, r.stdout, r.stderr)
+            assert "not a flotilla agent" in r.stderr and "<html" not in r.stderr.lower(), (args, r.stderr)
+            assert "without an application" not in r.stderr, (args, r.stderr)
+    finally:
+        srv.terminate()
+        srv.wait(timeout=10)
+
+
 def test_a_crashing_canary_is_rolled_back_by_itself(make_app):
     app = make_app(f"""  web:
     command: {SH}
