@@ -11,6 +11,7 @@
 #include <stdexcept>
 
 #include "common/duration.h"
+#include "http/server.h"
 
 namespace flotilla::cli {
 
@@ -39,17 +40,13 @@ ApiClient::ApiClient(std::string address, std::string token) : token_(std::move(
   else if (a.rfind("https://", 0) == 0)
     throw std::runtime_error("the agent API is plain HTTP; use http:// or HOST:PORT, not " + address);
   while (!a.empty() && a.back() == '/') a.pop_back();
-  auto colon = a.rfind(':');
-  if (colon == std::string::npos || colon == 0 || colon + 1 == a.size())
-    throw std::runtime_error("agent address \"" + address + "\" is not HOST:PORT");
-  host_ = a.substr(0, colon);
-  port_ = a.substr(colon + 1);
-  // The resolver reads a port as a number modulo 65536: 85117 would reach port 19581, another
-  // application's agent perhaps.
-  const bool digits = port_.size() <= 5 && std::all_of(port_.begin(), port_.end(), [](char c) { return c >= '0' && c <= '9'; });
-  if (!digits || std::stoul(port_) == 0 || std::stoul(port_) > 65535)
-    throw std::runtime_error("agent address "" + address + "": the port must be a number from 1 to 65535");
-  if (host_.size() > 2 && host_.front() == '[') host_ = host_.substr(1, host_.size() - 2);
+  // A port past 65535 is refused, not read modulo 65536 by the resolver (85117 would reach
+  // 19581: another application's agent, perhaps).
+  uint16_t port = 0;
+  if (!http::split_host_port(a, host_, port))
+    throw std::runtime_error("agent address \"" + address + "\" is not HOST:PORT (a port from 1 to 65535)");
+  if (port == 0) throw std::runtime_error("agent address \"" + address + "\": the port must be from 1 to 65535");
+  port_ = std::to_string(port);
   host_port_ = a;
 }
 

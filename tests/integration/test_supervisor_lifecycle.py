@@ -761,18 +761,25 @@ def test_ps_shows_a_crash_only_while_it_is_being_replaced(make_app, tmp_path):
     assert [r["State"] for r in rows] == ["exited"] and "code 0" in rows[0]["Exit"], rows
 
 
+def app_whose_first_version_needs_a_marker(make_app, tmp_path, later_env):
+    """A started app whose service `web` exits 3 at start unless its marker file exists or a
+    later version set `later_env`: removing the marker breaks only the first version."""
+    marker = tmp_path / "v1-can-start"
+    marker.write_text("")
+    app = make_app(f"""  web:
+    command: '[ -n "${later_env}" ] || [ -f {marker} ] || exit 3; exec {CPP_SERVICE}'
+    healthcheck: {{http: /healthz, interval: 100ms}}
+    deploy: {{ healthy_timeout: 30s }}
+""").up()
+    return marker, app
+
+
 def test_a_rollback_whose_version_fails_stops_and_keeps_the_running_one(make_app, tmp_path):
     # Version 1 cannot start any more once its marker file is gone (say, a file it needs was
     # removed); version 2 does not need it. Rolling back to 1 crashes 3 times: the rollback stops
     # (rollback-failed, exit 1) and version 2, still running, stays. It used to stay "rolling
     # back", crash-looping, for good.
-    marker = tmp_path / "v1-can-start"
-    marker.write_text("")
-    app = make_app(f"""  web:
-    command: '[ -n "$V2" ] || [ -f {marker} ] || exit 3; exec {CPP_SERVICE}'
-    healthcheck: {{http: /healthz, interval: 100ms}}
-    deploy: {{ healthy_timeout: 30s }}
-""").up()
+    marker, app = app_whose_first_version_needs_a_marker(make_app, tmp_path, "V2")
     v1 = app.service("web")["Version"]
     app.cli("deploy", "web", "--set", "environment.V2=1", "--wait", timeout=60)
     v2 = app.service("web")["Version"]
@@ -791,13 +798,7 @@ def test_an_automatic_rollback_to_a_broken_version_stops_without_ping_pong(make_
     # Version 2 crashes 0.7 s after it starts; version 1 can no longer start (its marker file is
     # gone). The automatic rollback to 1 fails: it stops (rollback-failed), nothing is kept to go
     # back to, and no further rollout or rollback follows between the two broken versions.
-    marker = tmp_path / "v1-can-start"
-    marker.write_text("")
-    app = make_app(f"""  web:
-    command: '[ -n "$CRASH_AFTER_MS" ] || [ -f {marker} ] || exit 3; exec {CPP_SERVICE}'
-    healthcheck: {{http: /healthz, interval: 100ms}}
-    deploy: {{ healthy_timeout: 30s }}
-""").up()
+    marker, app = app_whose_first_version_needs_a_marker(make_app, tmp_path, "CRASH_AFTER_MS")
     status, body = app.request("POST", "/v1/flotilla/services/web/deploy", {"set": ["environment.CRASH_AFTER_MS=700"]})
     assert status == 200, body
     wait_for(lambda: events(app, "web", "deploy-finished"), timeout=15, what="the rollout finished")
