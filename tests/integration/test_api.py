@@ -510,6 +510,22 @@ def test_blocking_query_times_out_with_same_index(agent):
     assert index_of(headers) == k
 
 
+def test_blocking_query_with_wait_0_waits_the_default(agent):
+    # Consul reads a wait of 0 as "none given" and blocks for its default; answering at once
+    # would make every client that sends its unset wait option as 0 poll in a busy loop.
+    register(agent, {"Name": "web", "ID": "web-1"})
+    index, _ = get_indexed(agent, "/v1/health/service/web")
+    for wait in ("0", "0s"):
+        b = Blocked(agent, f"/v1/health/service/web?index={index}&wait={wait}")
+        wait_parked(agent, 1)
+        time.sleep(0.5)
+        assert not b.returned(), f"wait={wait} answered at once"
+        register(agent, {"Name": "web", "ID": f"web-{wait}"})
+        status, headers, _ = b.join(5)
+        assert status == 200 and index_of(headers) > index
+        index = index_of(headers)
+
+
 def test_blocking_query_returns_early_on_own_change(agent):
     register(agent, {"Name": "web", "ID": "web-1"})
     index, _ = get_indexed(agent, "/v1/health/service/web")

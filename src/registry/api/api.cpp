@@ -69,7 +69,10 @@ void serve_read(Context& ctx, const ExchangePtr& ex, std::vector<std::string> to
     if (!d && !w->empty() && end == w->data() + w->size() && (ec == std::errc() || ec == std::errc::result_out_of_range))
       d = ec == std::errc() && seconds < 3600 ? Duration(std::chrono::seconds(seconds)) : kMaxWait;
     if (!d || d->count() < 0) throw bad_request("query parameter wait must be a duration such as 30s", "wait");
-    wait = std::min<Duration>(*d, kMaxWait);
+    // 0 is "no wait given" to Consul (its blocking query falls back to the default wait), and
+    // Consul clients send it when their wait option is unset: answering at once would turn
+    // their watch into a busy loop.
+    if (d->count() > 0) wait = std::min<Duration>(*d, kMaxWait);
   }
   QueryResult first = compute();
   if (!index || *index == 0 || first.index > *index || (first.status >= 400 && first.status != 404)) {
