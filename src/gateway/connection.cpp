@@ -887,10 +887,19 @@ Task<bool> Connection::handle_request() {
   const resilience::RetryBudget budget(resilience::RetryBudgetConfig{}, cs.retries_active);
   resilience::Outcome last_outcome;
   resilience::Slot next_retry;  // taken from the budget when a retry is decided, held by that try
+  // A pooled connection the service had closed (see take_idle: a close that came with the last
+  // answer is not looked for under 200 ms) is no try: the request goes again to the same
+  // endpoint, at once, over a checked or new connection, once per request. nginx likewise does
+  // not count a failure on a cached connection.
+  int stale_pick = -1;
+  bool stale_resent = false;
   for (int attempt = 0; attempt < max_attempts; ++attempt) {
     int64_t now = now_ns();
     resilience::Slot retry_slot;
-    if (attempt > 0) {
+    const bool resend = stale_pick >= 0;
+    if (resend) {
+      retry_slot = std::move(next_retry);  // the try it repeats held it
+    } else if (attempt > 0) {
       retry_slot = std::move(next_retry);
       SteadyTimer t(worker_.io(), resilience::backoff_delay({}, attempt - 1, worker_.random()));
       error_code ec;
@@ -899,26 +908,30 @@ Task<bool> Connection::handle_request() {
     }
     if (now - request_done_at >= route_deadline) break;
     // Counted once made: a retry whose backoff ran past the route's deadline is none.
-    if (attempt > 0 && cs.metrics.retries) cs.metrics.retries->inc();
-    // Pick an endpoint: not ejected, and not one this request already tried when another exists.
-    UsableContext uc{cluster, &tried, true, now};
-    lb::LoadBalancer& balancer = worker_.balancer(cluster_it->second);
-    int pick = balancer.pick({hash, {&usable_endpoint, &uc}});
-    if (pick < 0) {
-      uc.avoid_tried = false;
+    if (attempt > 0 && !resend && cs.metrics.retries) cs.metrics.retries->inc();
+    int pick = stale_pick;
+    stale_pick = -1;
+    if (!resend) {
+      // Pick an endpoint: not ejected, and not one this request already tried when another exists.
+      UsableContext uc{cluster, &tried, true, now};
+      lb::LoadBalancer& balancer = worker_.balancer(cluster_it->second);
       pick = balancer.pick({hash, {&usable_endpoint, &uc}});
+      if (pick < 0) {
+        uc.avoid_tried = false;
+        pick = balancer.pick({hash, {&usable_endpoint, &uc}});
+      }
+      if (pick < 0) {
+        // Everything is ejected: outlier detection never leaves a cluster with nothing.
+        pick = balancer.pick({hash, {}});
+      }
+      if (pick < 0) break;
+      tried.add(pick);
+      ++tries;
     }
-    if (pick < 0) {
-      // Everything is ejected: outlier detection never leaves a cluster with nothing.
-      pick = balancer.pick({hash, {}});
-    }
-    if (pick < 0) break;
-    tried.add(pick);
-    ++tries;
     const Endpoint& ep = cluster->endpoints[static_cast<size_t>(pick)];
     upstream_address = ep.state->address;
     ep.state->active.fetch_add(1, std::memory_order_relaxed);
-    ep.state->requests_total.fetch_add(1, std::memory_order_relaxed);
+    if (!resend) ep.state->requests_total.fetch_add(1, std::memory_order_relaxed);
     struct Active {
       EndpointState* s;
       ~Active() { s->active.fetch_sub(1, std::memory_order_relaxed); }
@@ -929,14 +942,17 @@ Task<bool> Connection::handle_request() {
     Outcome outcome = Outcome::response;
     size_t rhead_len = 0;  // the response head's length, once parsed
     bool sent_nothing = false;  // a reset before any byte of the request reached the upstream
+    bool heard = false;  // the upstream sent bytes for this try (an interim answer counts)
     bool up_write_failed = false;  // writing a streamed body to the service failed (see below)
     // A streamed request takes a pooled connection only after the peek for a close or unasked
     // bytes, however fresh: whatever the service says once the body stops is its answer. So does
     // a request that may not be sent twice (POST, PATCH): a close that came with the last answer's
     // bytes raises no event, so only the peek finds it, and such a request could not be retried
-    // after meeting it (an idempotent one is; one syscall per reuse is what it costs).
+    // after meeting it (an idempotent one is; one syscall per reuse is what it costs). After a
+    // stale connection every reuse is checked.
     std::unique_ptr<UpstreamConnection> up =
-        worker_.take_idle(ep.state.get(), !body_buffered || !resilience::is_idempotent(method));
+        worker_.take_idle(ep.state.get(), stale_resent || !body_buffered || !resilience::is_idempotent(method));
+    const bool reused = up != nullptr;
     if (!up) {
       // max_connections bounds busy connections; idle pooled ones give way. At the limit this
       // worker closes its oldest idle connection to the service; if the idle ones are in other
@@ -1178,6 +1194,7 @@ Task<bool> Connection::handle_request() {
           break;
         }
         rb_.commit(n);
+        heard = true;
       }
       awaiting_answer_ = false;
       clear_deadline();
@@ -1190,6 +1207,19 @@ Task<bool> Connection::handle_request() {
       client_gone_ = false;
       client_gone();
       co_return false;
+    }
+
+    // A reused connection that was closed or spoke before any byte of an answer came: it was
+    // stale, not this try's failure (no outlier failure, no retry or budget spent). Sent again
+    // when sending twice is safe: nothing of the request left, or the method is idempotent.
+    if (outcome == Outcome::reset && reused && !heard && !stale_resent && !request_streamed && may_resend &&
+        (sent_nothing || resilience::is_idempotent(method)) && now_ns() - request_done_at < route_deadline) {
+      stale_resent = true;
+      stale_pick = pick;
+      if (cs.metrics.stale_connections) cs.metrics.stale_connections->inc();
+      next_retry = std::move(retry_slot);
+      --attempt;
+      continue;  // `up` is dropped: its connection is closed
     }
 
     // Decide: answer, or try again.

@@ -125,6 +125,9 @@ struct Gateway::Impl {
     m.ejections = &metrics.counter("flotilla_gateway_ejections_total", "Endpoints ejected by outlier detection.", l);
     m.connect_failures =
         &metrics.counter("flotilla_gateway_upstream_connect_failures_total", "Failed connects to a service's endpoints.", l);
+    m.stale_connections = &metrics.counter(
+        "flotilla_gateway_upstream_stale_connections_total",
+        "Pooled connections the service had closed, found on reuse; the request was sent again (not a retry).", l);
     const char* over = "flotilla_gateway_overloaded_total";
     const char* over_help = "Requests answered 503 at once by a circuit breaker, by the limit that was full.";
     m.overloaded_connections = &metrics.counter(over, over_help, {{"service", service}, {"limit", "max_connections"}});

@@ -57,6 +57,7 @@ struct ClusterShared {
     metrics::Counter* retries = nullptr;
     metrics::Counter* ejections = nullptr;
     metrics::Counter* connect_failures = nullptr;
+    metrics::Counter* stale_connections = nullptr;
     metrics::Counter* overloaded_connections = nullptr;
     metrics::Counter* overloaded_pending = nullptr;
     metrics::Counter* overloaded_requests = nullptr;

@@ -129,6 +129,57 @@ def test_retry_on_503_is_answered_by_the_other_endpoint(make_stack, make_backend
     assert metric(stack, "flotilla_gateway_retries_total", service="web") - before == tried_bad
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_pooled_connection_the_service_closed_is_no_failed_try(make_stack, make_backend, workers):
+    # /quiet_close answers without Connection: close and closes at once: its FIN comes with the
+    # answer's last bytes and raises no event of its own, so a request within 200 ms takes that
+    # pooled connection unchecked. It is sent again over a live connection without spending a
+    # try: with no retries on the route and outlier detection at its defaults, every request
+    # passes, nothing is counted as a retry, a reset or a failure, and the endpoint stays in.
+    routes = "    - service: web\n      retry: {attempts: 1}\n"
+    stack = make_stack(gateway_yaml(routes, workers=workers))
+    web = make_backend("web")
+    web_id = stack.register("web", web)
+    answers = []
+    conn = http.client.HTTPConnection(GW_HOST, port_of(stack), timeout=10)
+    try:
+        for i in range(20):
+            answers.append(send(conn, "GET", f"/quiet_close?{i}"))
+            time.sleep(0.02)  # the FIN is there, the connection back in the pool well under 200 ms
+            answers.append(send(conn, ("GET", "DELETE", "PUT")[i % 3], f"/echo/after?{i}",
+                                body=b"x" * 10 if i % 3 == 2 else None))
+    finally:
+        conn.close()
+    assert all(a.status == 200 for a in answers), [a for a in answers if a.status != 200]
+    stale = metric(stack, "flotilla_gateway_upstream_stale_connections_total", service="web")
+    assert stale >= 5, f"only {stale} of 20 requests met a closed pooled connection: the test tests nothing"
+    assert metric(stack, "flotilla_gateway_retries_total", service="web") == 0
+    assert metric(stack, "flotilla_gateway_upstream_resets_total") == 0
+    ep = endpoint(stack, "web", web_id)
+    assert ep["Failures"] == 0 and ep["TimesEjected"] == 0 and ep["Requests"] == 40, ep
+    assert web.counts()["total"] == 40
+
+
+def test_a_post_is_not_sent_again_after_a_pooled_connection_reset_it(make_stack, make_backend):
+    # The free second send is for connections found closed before the request's bytes could
+    # matter. A POST whose bytes reached a service that then closed without answering is never
+    # sent twice (the service may have acted on it), even on a reused connection.
+    routes = "    - service: web\n      retry: {attempts: 1}\n"
+    stack = make_stack(gateway_yaml(routes, services="  web:\n" + NO_OUTLIER))
+    web = make_backend("web")
+    stack.register("web", web)
+    conn = http.client.HTTPConnection(GW_HOST, port_of(stack), timeout=10)
+    try:
+        assert send(conn, "GET", "/echo/warm").status == 200  # a pooled connection to reuse
+        web.set_reset(True)  # reads each request, then closes without an answer
+        a = send(conn, "POST", "/submit", body=b"p" * 100)
+    finally:
+        conn.close()
+    assert a.status == 502, a
+    assert web.counts()["total"] == 2, "the POST was sent twice"
+    assert metric(stack, "flotilla_gateway_upstream_stale_connections_total", service="web") == 0
+
+
 def test_retry_budget_caps_retries_in_flight(make_stack, make_backend):
     # Envoy's retry budget: retries in flight to a service are capped at 20 % of its active
     # requests, but at least 3. Ten requests at once, about half of them first sent to an
