@@ -943,6 +943,7 @@ Task<bool> Connection::handle_request() {
     size_t rhead_len = 0;  // the response head's length, once parsed
     bool sent_nothing = false;  // a reset before any byte of the request reached the upstream
     bool heard = false;  // the upstream sent bytes for this try (an interim answer counts)
+    std::string_view malformed;  // Outcome::bad_response: what was wrong (a static text)
     bool up_write_failed = false;  // writing a streamed body to the service failed (see below)
     // A streamed request takes a pooled connection only after the peek for a close or unasked
     // bytes, however fresh: whatever the service says once the body stops is its answer. So does
@@ -1130,15 +1131,29 @@ Task<bool> Connection::handle_request() {
               continue;
             }
             rhead_len = r.head_length;
+            // Chunk framing that came with the head is checked before the head is passed on: a
+            // bad one makes a malformed answer (502, tried again as one), while the client has
+            // had nothing yet. Later bytes can only cut the body short (below).
+            if (rb_.size() > rhead_len &&
+                http1::body_kind(response_parser_->head(), is_head) == http1::BodyKind::chunked) {
+              http1::ChunkedDecoder probe;
+              auto step = probe.feed(rb_.view().substr(rhead_len), [](std::string_view) {});
+              if (step.status == http1::ChunkedDecoder::Status::error) {
+                outcome = Outcome::bad_response;
+                malformed = step.reason;
+              }
+            }
             break;
           }
           if (r.status == http1::ResponseParser::Status::error) {
             outcome = Outcome::bad_response;
+            malformed = r.reason;
             break;
           }
         }
         if (rb_.make_room(1024, kMaxHead) == 0) {
           outcome = Outcome::bad_response;
+          malformed = "header section too large";
           break;
         }
         error_code ec;
@@ -1266,9 +1281,11 @@ Task<bool> Connection::handle_request() {
     if (outcome != Outcome::response) {
       int code = outcome == Outcome::timeout ? 504 : outcome == Outcome::connect_failure ? 503 : 502;
       account(code);
-      const char* msg = code == 504   ? "the service did not answer in time"
-                        : code == 503 ? "could not connect to the service"
-                                      : "the service's answer was malformed or cut short";
+      // A malformed answer says what was wrong with it (the service's owner reads this).
+      std::string msg = code == 504                         ? "the service did not answer in time"
+                        : code == 503                       ? "could not connect to the service"
+                        : outcome == Outcome::bad_response ? "the service's answer was malformed: " + std::string(malformed)
+                                                            : "the service closed the connection before a full answer";
       // Keep the connection only when the request's body was read to its end: the rest of a
       // body would be read as the next request (a smuggling vector behind another proxy).
       bool ok_keep = body_read && client_keep;

@@ -35,6 +35,8 @@ and whether the gateway reused its upstream connection); answers sent through se
   /cut/<N>/<M>        200 announcing Content-Length N, sends M < N bytes, closes (FIN right behind)
   /cut_chunked/<M>    200 chunked, one chunk of M bytes, no last chunk, closes (FIN right behind)
   /unframed_reset/<N> 200 with N bytes and no framing, then a reset (RST), not a close
+  /bad_chunk          200 chunked: a good chunk, then a chunk size "ZZ", in the head's write; closes
+  /fields/<N>         200 "ok" whose head has N fields (Content-Length and N-1 X-F-<i>)
   /_count             JSON {"total": n, "conns": number of distinct client connections, "heads": request
                       heads received (counted before the body is read), "paths": the last 100
                       request targets received}, not counted
@@ -165,6 +167,18 @@ def _serve(port, name):
                         pass
 
                 threading.Thread(target=unasked, daemon=True).start()
+                return
+            if parts[0] == "fields" and len(parts) > 1:
+                self.read_body()
+                head = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n" + b"".join(
+                    b"X-F-%d: v\r\n" % i for i in range(int(parts[1]) - 1))
+                self.connection.sendall(head + b"\r\nok")
+                return
+            if parts[0] == "bad_chunk":
+                self.read_body()
+                self.close_connection = True
+                self.connection.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                        b"5\r\nhello\r\nZZ\r\nbad\r\n")
                 return
             if parts[0] in ("cut", "cut_chunked") and len(parts) > 1:
                 # Head, part of the body and the FIN in one go (one write, then the close at

@@ -1376,6 +1376,38 @@ def test_a_response_the_service_cuts_short_ends_at_once(gw, target):
             assert 0 < len(rest) < 100_000 and not rest.endswith(b"0\r\n\r\n"), (i, len(rest))
 
 
+def test_a_bad_chunk_with_the_answers_head_is_a_502(gw):
+    # The service's chunked answer is malformed in the bytes that came with its head: nothing has
+    # reached the client, so it gets the gateway's 502 (not an empty reply), and the request is
+    # counted and logged as the 502 it got, not as the service's 200.
+    before = parse_metrics(gw.stack.metrics())
+    tag = uuid.uuid4().hex
+    with Client(gw.port, timeout=10) as c:
+        c.send(request("GET", f"/bad_chunk?{tag}"))
+        r = c.read_response()
+    assert r.status == 502, r
+    assert json.loads(r.body) == {"error": "the service's answer was malformed: invalid chunk size", "service": "main"}, r
+    after = parse_metrics(gw.stack.metrics())
+    assert requests_total(after, MAIN_ROUTE, "main", "5xx") - requests_total(before, MAIN_ROUTE, "main", "5xx") == 1
+    assert requests_total(after, MAIN_ROUTE, "main", "2xx") == requests_total(before, MAIN_ROUTE, "main", "2xx")
+    line = wait_for(lambda: next((json.loads(x) for x in open(gw.access_log) if tag in x), None), timeout=5)
+    assert line["status"] == 502, line
+
+
+def test_an_answer_head_over_100_fields_is_a_502_that_says_so(gw):
+    # The request's limits apply to answers too (Envoy and HAProxy: 100 fields as well); the 502
+    # names the cause, so the service's owner is not left guessing at "malformed".
+    with Client(gw.port, timeout=10) as c:
+        c.send(request("GET", "/fields/100"))
+        r = c.read_response()
+        assert (r.status, r.body) == (200, b"ok"), r
+        assert r.header("x-f-98") == "v", r
+        c.send(request("GET", "/fields/101"))
+        r = c.read_response()
+    assert r.status == 502, r
+    assert json.loads(r.body)["error"] == "the service's answer was malformed: too many header fields", r
+
+
 def read_to_end_or_reset(c):
     """(bytes of the body read, whether the connection ended with a reset rather than a FIN)."""
     got = len(c.buf)
