@@ -236,7 +236,9 @@ void build_downstream_head(const http1::ResponseHead& head, const DownstreamResp
   bool has_date = false;
   for (size_t i = 0; i < head.fields.size(); ++i) {
     const auto& f = head.fields[i];
-    if (is_hop_by_hop(f.name)) continue;
+    // Trailer announces the fields after the last chunk, which a chunked answer passed on as it
+    // came keeps (an HTTP/1.0 client gets the body decoded, without them).
+    if (is_hop_by_hop(f.name) && !(r.chunked && f.name.size() == 7 && iequals_name(f.name, "trailer"))) continue;
     if (f.name.size() == 14 && iequals_name(f.name, "content-length")) continue;
     if (marks && head.connection_listed[i]) continue;
     if (f.name.size() == 4 && iequals_name(f.name, "date")) has_date = true;

@@ -36,8 +36,9 @@ bool valid_reg_name(std::string_view s) {
   return true;
 }
 
+// port = *DIGIT (RFC 3986 §3.2.3): "host:" is the default port (RFC 9110 §4.2.3), as nginx takes it.
 bool valid_port(std::string_view s) {
-  if (s.empty() || s.size() > 5) return false;
+  if (s.size() > 5) return false;
   uint32_t n = 0;
   for (char c : s) {
     if (!syntax::is_digit(c)) return false;

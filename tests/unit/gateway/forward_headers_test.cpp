@@ -182,6 +182,24 @@ TEST(ForwardHeaders, DownstreamHeadDropsHopByHopAndSetsFraming) {
   EXPECT_TRUE(has_line(out, "Connection: close"));
 }
 
+TEST(ForwardHeaders, TrailerIsKeptOnlyWithTheChunksThatCarryIt) {
+  http1::ResponseParser p;
+  ASSERT_EQ(p.parse("HTTP/1.1 200 OK\r\nTrailer: X-Checksum\r\nTransfer-Encoding: chunked\r\n\r\n").status,
+            http1::ResponseParser::Status::done);
+  std::string out;
+  DownstreamResponse chunked;
+  chunked.chunked = true;
+  build_downstream_head(p.head(), chunked, out);
+  EXPECT_EQ(field_value(out, "Trailer"), "X-Checksum") << out;
+  // Decoded for an HTTP/1.0 client, ended by the close: the trailer fields are not sent.
+  out.clear();
+  DownstreamResponse decoded;
+  decoded.version_minor = 0;
+  decoded.keep_alive = false;
+  build_downstream_head(p.head(), decoded, out);
+  EXPECT_EQ(field_value(out, "Trailer"), "<absent>") << out;
+}
+
 TEST(ForwardHeaders, DownstreamHeadGetsADateWhenTheServiceSentNone) {
   const std::string now = "Thu, 03 Dec 2026 12:00:00 GMT";
   DownstreamResponse d;

@@ -179,7 +179,6 @@ std::vector<Refusal> refusals() {
       {"Host with space", "GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400},
       {"Host with path", "GET / HTTP/1.1\r\nHost: a/b\r\n\r\n", 400},
       {"Host with userinfo", "GET / HTTP/1.1\r\nHost: u@a\r\n\r\n", 400},
-      {"Host with empty port", "GET / HTTP/1.1\r\nHost: a:\r\n\r\n", 400},
       {"Host port too big", "GET / HTTP/1.1\r\nHost: a:65536\r\n\r\n", 400},
       {"Host port not a number", "GET / HTTP/1.1\r\nHost: a:8o\r\n\r\n", 400},
       {"Host with two ports", "GET / HTTP/1.1\r\nHost: a:1:2\r\n\r\n", 400},
@@ -375,6 +374,12 @@ TEST(RequestParser, KeepAliveRules) {
   r = parse_once(p, "GET / HTTP/1.0\r\n\r\n");
   ASSERT_EQ(r.status, Status::done);
   EXPECT_EQ(p.head().host, "");
+  // An empty port is the default one (RFC 3986 port = *DIGIT), not a malformed Host.
+  r = parse_once(p, "GET / HTTP/1.1\r\nHost: b:\r\n\r\n");
+  ASSERT_EQ(r.status, Status::done);
+  EXPECT_EQ(p.head().authority, "b:");
+  r = parse_once(p, "GET / HTTP/1.1\r\nHost: [::1]:\r\n\r\n");
+  ASSERT_EQ(r.status, Status::done);
 }
 
 TEST(RequestParser, PipelinedRequests) {
