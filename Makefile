@@ -38,7 +38,7 @@ asan-test: deps
 
 FUZZ_SECONDS ?= 60
 # Each libFuzzer target runs FUZZ_SECONDS on its corpus (seeds in tests/fuzz/corpus/NAME).
-FUZZERS = registry_decode gateway_request gateway_response
+FUZZERS = registry_decode gateway_request gateway_response config_file
 fuzz: deps
 	@CXX=clang++ cmake -S . -B $(FUZZ_DIR) $(CMAKE_GEN) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFLOTILLA_FUZZ=ON -DFLOTILLA_TESTS=OFF >/dev/null
 	@cmake --build $(FUZZ_DIR) -j $(JOBS) --target $(addprefix fuzz_,$(FUZZERS))

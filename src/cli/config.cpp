@@ -36,6 +36,7 @@ std::string describe_route(const config::Route& r) {
   if (!m.methods.empty()) what += ", methods " + join_words(m.methods, " ");
   for (const auto& [name, value] : m.headers) what += ", header " + name + ": " + value;
   std::vector<std::string> opts{"timeout " + format_duration(r.timeout)};
+  if (r.idle_timeout) opts.push_back("streams may stall " + format_duration(*r.idle_timeout));
   if (r.strip_prefix) opts.push_back("strip prefix");
   if (r.max_body_bytes) opts.push_back("max body " + std::to_string(r.max_body_bytes) + " bytes");
   if (r.retry) {

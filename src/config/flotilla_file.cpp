@@ -17,7 +17,7 @@
 
 #include "gateway/http1/syntax.h"
 #include "gateway/path.h"
-#include "http/server.h"
+#include "http/address.h"
 
 namespace flotilla::config {
 
@@ -39,7 +39,9 @@ class Reader {
     if (!node.IsMap()) fail(node, what + " must be a mapping (key: value lines)");
     std::set<std::string> seen;
     for (auto it = node.begin(); it != node.end(); ++it) {
-      auto key = it->first.as<std::string>();
+      if (!it->first.IsScalar())
+        fail(it->first, "a key in " + what + " must be a name, not a mapping or a list (a `{` too many?)");
+      auto key = it->first.Scalar();
       if (!seen.insert(key).second) fail(it->first, "duplicate key \"" + key + "\" in " + what);
       if (std::none_of(allowed.begin(), allowed.end(), [&](const char* a) { return key == a; })) {
         std::string list;
@@ -241,7 +243,8 @@ RouteMatch read_match(const Reader& r, const YAML::Node& n) {
   if (n["headers"]) {
     if (!n["headers"].IsMap()) r.fail(n["headers"], "match.headers must be a mapping of header name to value");
     for (auto it = n["headers"].begin(); it != n["headers"].end(); ++it) {
-      auto name = it->first.as<std::string>();
+      if (!it->first.IsScalar()) r.fail(it->first, "match.headers: a header name must be a string");
+      auto name = it->first.Scalar();
       if (!gateway::http1::syntax::is_token(name))
         r.fail(it->first, "match.headers: \"" + name + "\" is not a header name (letters, digits and !#$%&'*+-.^_`|~)");
       std::transform(name.begin(), name.end(), name.begin(), [](unsigned char c) { return std::tolower(c); });
@@ -252,8 +255,8 @@ RouteMatch read_match(const Reader& r, const YAML::Node& n) {
 }
 
 Route read_route(const Reader& r, const YAML::Node& n) {
-  r.mapping(n, "a route", {"match", "service", "strip_prefix", "timeout", "retry", "rate_limit", "max_body",
-                              "on_client_close"});
+  r.mapping(n, "a route", {"match", "service", "strip_prefix", "timeout", "idle_timeout", "retry", "rate_limit",
+                              "max_body", "on_client_close"});
   Route route;
   route.line = n.Mark().line + 1;
   if (!n["service"]) r.fail(n, "a route needs `service:` (the service it sends requests to)");
@@ -272,6 +275,12 @@ Route read_route(const Reader& r, const YAML::Node& n) {
     // has no unbounded wait for an answer): say so here rather than answer 503 to everything.
     if (route.timeout.count() == 0)
       r.fail(n["timeout"], "timeout must be above 0 (for long polls and slow answers use a long one, such as 10m)");
+  }
+  if (n["idle_timeout"]) {
+    route.idle_timeout = r.duration(n["idle_timeout"], "idle_timeout");
+    if (route.idle_timeout->count() == 0)
+      r.fail(n["idle_timeout"], "idle_timeout must be above 0 (it bounds a stalled stream; for streams that are quiet "
+                                "for long, use a long one, such as 1h)");
   }
   if (n["max_body"]) {
     bool ok;
@@ -690,7 +699,8 @@ std::vector<const ServiceSection*> File::start_order() const {
   return order;
 }
 
-File parse(const std::string& text, const std::string& path, Use use) {
+namespace {
+File parse_flotilla_yaml(const std::string& text, const std::string& path, Use use) {
   Reader r(path);
   YAML::Node root;
   try {
@@ -852,6 +862,17 @@ File parse(const std::string& text, const std::string& path, Use use) {
     }
   }
   return f;
+}
+}  // namespace
+
+File parse(const std::string& text, const std::string& path, Use use) {
+  try {
+    return parse_flotilla_yaml(text, path, use);
+  } catch (const YAML::Exception& e) {
+    // A shape the checks above did not foresee: still an error naming the place, never a crash.
+    throw ConfigError(path + ":" + std::to_string(e.mark.line + 1) + ":" + std::to_string(e.mark.column + 1) +
+                      ": unexpected YAML here: " + e.msg);
+  }
 }
 
 namespace {

@@ -58,6 +58,9 @@ struct Route {
   std::string service;
   bool strip_prefix = false;
   Duration timeout = std::chrono::seconds(15);
+  // How long a body or tunnel of this route may stall (no byte either way it flows) before the
+  // connection is closed; empty: gateway.timeouts.idle. For server-sent events, long streams.
+  std::optional<Duration> idle_timeout;
   std::optional<RetryPolicy> retry;
   std::optional<RateLimit> rate_limit;
   uint64_t max_body_bytes = 0;  // 0: no limit

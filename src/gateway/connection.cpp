@@ -402,7 +402,8 @@ Task<bool> Connection::write_rest(Socket& socket, std::string_view a, std::strin
     a.remove_prefix(sent);
   }
   error_code ec;
-  if (wait == Wait::write) set_deadline(Wait::write, ns(worker_.shared().config.timeouts.idle));
+  if (wait == Wait::write)
+    set_deadline(Wait::write, stream_idle_ ? stream_idle_ : ns(worker_.shared().config.timeouts.idle));
   std::array<asio::const_buffer, 2> bufs{asio::buffer(a.data(), a.size()), asio::buffer(b.data(), b.size())};
   co_await asio::async_write(socket, bufs, asio::redirect_error(kAwait, ec));
   if (wait == Wait::write) clear_deadline();
@@ -598,6 +599,7 @@ Task<bool> Connection::handle_request() {
   WorkerShared& shared = worker_.shared();
   const auto& cfg = shared.config;
   const int64_t started = now_ns();
+  stream_idle_ = 0;  // until a route says otherwise
   if (const auto& current = worker_.current_snapshot(); snapshot_ != current) snapshot_ = current;
   const Snapshot& snap = *snapshot_;
   const http1::RequestHead& head = parser_.head();
@@ -700,6 +702,9 @@ Task<bool> Connection::handle_request() {
   }
   const config::Route& route = snap.routes->route(route_index);
   const RouteInfo& info = snap.route_info[static_cast<size_t>(route_index)];
+  // Stalls of this request's bodies (either way) and of its tunnel.
+  const int64_t stream_idle = route.idle_timeout ? ns(*route.idle_timeout) : ns(cfg.timeouts.idle);
+  stream_idle_ = stream_idle;
   log_service = info.service;
   int status = 0;
   uint64_t bytes_down = 0;
@@ -847,7 +852,7 @@ Task<bool> Connection::handle_request() {
   if (content_length && *content_length > 0 && *content_length <= kReplayLimit) {
     while (in_.size() < *content_length) {
       in_.make_room(static_cast<size_t>(*content_length - in_.size()), kMaxHead + kReplayLimit);
-      set_deadline(Wait::body, ns(cfg.timeouts.idle));
+      set_deadline(Wait::body, stream_idle);
       error_code ec;
       // Reads inside a message see a FIN that came with the last bytes (see recv.h).
       size_t n = co_await async_recv_to_eof(reactor_, socket_, asio::buffer(in_.write_ptr(), in_.room()),
@@ -1033,7 +1038,7 @@ Task<bool> Connection::handle_request() {
         while (!done && !up_write_failed && !timed_out_) {
           if (in_.empty()) {
             in_.make_room(kRelay, kMaxHead + kRelay);
-            set_deadline(Wait::body, ns(cfg.timeouts.idle));
+            set_deadline(Wait::body, stream_idle);
             size_t n = co_await async_recv_to_eof(reactor_, socket_, asio::buffer(in_.write_ptr(), in_.room()),
                                                   asio::redirect_error(kAwait, ec));
             clear_deadline();
@@ -1046,7 +1051,7 @@ Task<bool> Connection::handle_request() {
             }
             in_.commit(n);
           }
-          set_deadline(Wait::upstream, ns(cfg.timeouts.idle));
+          set_deadline(Wait::upstream, stream_idle);
           if (!chunked_in) {
             size_t take = static_cast<size_t>(std::min<uint64_t>(left, in_.size()));
             if (route.max_body_bytes && content_length && *content_length > route.max_body_bytes) break;
@@ -1371,7 +1376,7 @@ Task<bool> Connection::handle_request() {
       rb_.clear();
       auto tunnel_up = std::shared_ptr<UpstreamConnection>(up.release());
       current_upstream_ = tunnel_up.get();
-      const int64_t idle = ns(cfg.timeouts.idle);
+      const int64_t idle = stream_idle;
       auto self = shared_from_this();
       // client -> service, on a second coroutine; this one does service -> client. `upload`
       // tells this one when the other has ended (its timer is cancelled then).
@@ -1474,7 +1479,7 @@ Task<bool> Connection::handle_request() {
       if (left == 0 && !rb_.empty()) up_keep = false;
       while (ok && left > 0) {
         rb_.clear();
-        set_deadline(Wait::upstream, ns(cfg.timeouts.idle));
+        set_deadline(Wait::upstream, stream_idle);
         current_upstream_ = up.get();
         error_code ec;
         // A body cut short by the service's close must be seen at once, not at the idle timeout.
@@ -1528,7 +1533,7 @@ Task<bool> Connection::handle_request() {
         if (ok) bytes_down += pass.size();
         rb_.clear();
         if (!ok || end) break;
-        set_deadline(Wait::upstream, ns(cfg.timeouts.idle));
+        set_deadline(Wait::upstream, stream_idle);
         current_upstream_ = up.get();
         rb_.make_room(kRelay, kRelay);
         error_code ec;

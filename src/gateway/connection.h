@@ -82,6 +82,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::string client_ip_;
   std::list<Connection*>::iterator tracked_;
   int64_t deadline_ = INT64_MAX;
+  int64_t stream_idle_ = 0;  // the current route's idle_timeout (ns); 0: gateway.timeouts.idle
   Wait wait_ = Wait::none;
   bool timed_out_ = false;
   bool close_after_ = false;

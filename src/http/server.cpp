@@ -19,36 +19,6 @@ namespace beast = boost::beast;
 namespace bhttp = boost::beast::http;
 using tcp = asio::ip::tcp;
 
-bool split_host_port(const std::string& address, std::string& host, uint16_t& port) {
-  std::string_view a = address;
-  std::string_view h, p;
-  if (!a.empty() && a[0] == '[') {
-    auto close = a.find(']');
-    if (close == std::string_view::npos || close + 1 >= a.size() || a[close + 1] != ':') return false;
-    h = a.substr(1, close - 1);
-    p = a.substr(close + 2);
-  } else {
-    auto colon = a.rfind(':');
-    if (colon == std::string_view::npos) return false;
-    h = a.substr(0, colon);
-    p = a.substr(colon + 1);
-  }
-  if (h.empty() || p.empty()) return false;
-  unsigned v = 0;
-  auto [ptr, ec] = std::from_chars(p.data(), p.data() + p.size(), v);
-  if (ec != std::errc() || ptr != p.data() + p.size() || v > 65535) return false;
-  host = std::string(h);
-  port = static_cast<uint16_t>(v);
-  return true;
-}
-
-bool is_loopback_host(const std::string& host) {
-  if (host == "localhost") return true;
-  boost::system::error_code ec;
-  auto addr = asio::ip::make_address(host, ec);
-  return !ec && addr.is_loopback();
-}
-
 class Session;
 
 struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
@@ -271,13 +241,6 @@ class Session : public std::enable_shared_from_this<Session> {
   std::chrono::steady_clock::time_point linger_until_;
   unsigned version_ = 11;
 };
-
-bool is_ip_or_localhost(const std::string& host) {
-  if (host == "localhost") return true;
-  boost::system::error_code ec;
-  asio::ip::make_address(host, ec);
-  return !ec;
-}
 
 void Server::Impl::accept() {
   acceptor.async_accept([self = shared_from_this()](beast::error_code ec, tcp::socket socket) {

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "common/duration.h"
+#include "http/address.h"  // split_host_port and friends, for the users of the server
 #include "http/message.h"
 
 namespace flotilla {
@@ -44,11 +45,5 @@ class Server {
   std::shared_ptr<Impl> impl_;
 };
 
-// Splits "host:port" / "[v6]:port"; false when malformed.
-bool split_host_port(const std::string& address, std::string& host, uint16_t& port);
-// True for 127.0.0.0/8 and ::1 (and "localhost").
-bool is_loopback_host(const std::string& host);
-// True for an IPv4/IPv6 address or "localhost" (what listen() accepts).
-bool is_ip_or_localhost(const std::string& host);
 
 }  // namespace flotilla::http

@@ -27,14 +27,15 @@ and whether the gateway reused its upstream connection); answers sent through se
   /reject_early_big   answers 413 with Connection: close and a 4 MiB body before reading the request
                       body, waits 1 s (so the answer is taken before the close resets it), closes
   /stall_upload/<secs> reads the head, then neither reads the body nor answers for secs, then closes
-  /quiet_close        200 "ok" without Connection: close, then closes at once (the FIN right behind
-                      the answer's last bytes)
+  /quiet_close        200 "ok" without Connection: close, then closes at once (the FIN in the same
+                      segment as the answer's last bytes)
   /stale_later        200 "ok" (kept alive), then 30 ms later writes an unasked 200 "stale" and closes
   /overlong           200 with Content-Length: 2, and "ok" followed by an unasked 200 "stale" in the
                       same write (kept alive)
   /cut/<N>/<M>        200 announcing Content-Length N, sends M < N bytes, closes (FIN right behind)
   /cut_chunked/<M>    200 chunked, one chunk of M bytes, no last chunk, closes (FIN right behind)
   /unframed_reset/<N> 200 with N bytes and no framing, then a reset (RST), not a close
+  /events/<N>/<gap>   200 chunked text/event-stream: N events, <gap> seconds apart (the first at once)
   /bad_chunk          200 chunked: a good chunk, then a chunk size "ZZ", in the head's write; closes
   /fields/<N>         200 "ok" whose head has N fields (Content-Length and N-1 X-F-<i>)
   /_count             JSON {"total": n, "conns": number of distinct client connections, "heads": request
@@ -167,6 +168,17 @@ def _serve(port, name):
                         pass
 
                 threading.Thread(target=unasked, daemon=True).start()
+                return
+            if parts[0] == "events" and len(parts) > 2:
+                self.read_body()
+                self.connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                                        b"Transfer-Encoding: chunked\r\n\r\n")
+                for i in range(int(parts[1])):
+                    if i:
+                        time.sleep(float(parts[2]))
+                    event = b"data: %d\n\n" % i
+                    self.connection.sendall(b"%x\r\n%s\r\n" % (len(event), event))
+                self.connection.sendall(b"0\r\n\r\n")
                 return
             if parts[0] == "fields" and len(parts) > 1:
                 self.read_body()
@@ -330,6 +342,9 @@ def _serve(port, name):
                 return
             if parts[0] == "quiet_close":
                 self.close_connection = True
+                # Corked: the answer and the FIN leave in one segment (the shutdown sends what
+                # the cork held, FIN set), so no event of the FIN's own follows the answer's.
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
                 self.send(200, b"ok")
                 self.connection.shutdown(socket.SHUT_WR)  # the FIN now, not after the handler's return
                 return

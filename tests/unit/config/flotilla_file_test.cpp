@@ -102,6 +102,7 @@ gateway:
       service: catalog
       strip_prefix: true
       timeout: 5s
+      idle_timeout: 10m
       retry: { attempts: 3, on: [connect-failure, "503"], per_try_timeout: 1s }
       rate_limit: { requests_per_second: 100, burst: 200, key: "header:x-user" }
       max_body: 10MiB
@@ -123,6 +124,7 @@ gateway:
   EXPECT_EQ(r.match.headers[0], (std::pair<std::string, std::string>{"x-env", "prod"}));
   EXPECT_TRUE(r.strip_prefix);
   EXPECT_EQ(r.timeout, 5s);
+  EXPECT_EQ(r.idle_timeout, std::optional<Duration>(10min));
   ASSERT_TRUE(r.retry);
   EXPECT_EQ(r.retry->attempts, 3);
   EXPECT_EQ(r.retry->per_try_timeout, 1s);
@@ -132,6 +134,7 @@ gateway:
   EXPECT_EQ(r.max_body_bytes, 10u * 1024 * 1024);
   EXPECT_FALSE(r.abort_on_client_close);
   EXPECT_EQ(r.line, 10);
+  EXPECT_FALSE(f.gateway->routes[1].idle_timeout) << "gateway.timeouts.idle unless a route says otherwise";
   EXPECT_EQ(f.gateway->routes[1].timeout, 15s) << "the default route timeout";
   EXPECT_TRUE(f.gateway->routes[1].abort_on_client_close) << "a client's close abandons its request by default";
   EXPECT_FALSE(f.gateway->routes[1].retry);
@@ -215,6 +218,15 @@ TEST(FlotillaFile, RejectsRoutesThatCouldNeverMatch) {
   EXPECT_EQ(route("match: {host: \"shop.example:8080\"}"),
             "app/flotilla.yaml:5:21: match.host must not have a port: the port in a request's Host is ignored when "
             "matching");
+  // A mapping where a key should be (doubled braces, as in a Python format string) is an error
+  // at its place, not a crash.
+  EXPECT_EQ(route("match: {{path_prefix: /a}}"),
+            "app/flotilla.yaml:5:15: a key in match must be a name, not a mapping or a list (a `{` too many?)");
+  EXPECT_NE(route("match: {headers: {{a: b}: c}}").find("header name must be a string"), std::string::npos);
+  EXPECT_EQ(route("idle_timeout: 0s"),
+            "app/flotilla.yaml:5:21: idle_timeout must be above 0 (it bounds a stalled stream; for streams that are "
+            "quiet for long, use a long one, such as 1h)");
+  EXPECT_NE(route("idle_timeout: soon").find("idle_timeout"), std::string::npos);
   EXPECT_EQ(route("timeout: 0s"),
             "app/flotilla.yaml:5:16: timeout must be above 0 (for long polls and slow answers use a long one, such as "
             "10m)");
