@@ -324,6 +324,7 @@ int run_agent(const AgentOptions& o, const config::File* file) {
           stop_everything(false);
           return;
         }
+        spdlog::info("received SIGHUP, applying {}", file->path);
         config::File next;
         try {
           next = config::load_file(file->path);
@@ -331,7 +332,6 @@ int run_agent(const AgentOptions& o, const config::File* file) {
           spdlog::error("reload: {}; keeping the running configuration", err.what());
           return;
         }
-        spdlog::info("received SIGHUP, applying {}", file->path);
         try {
           nlohmann::json a = supervisor::apply_file(*sup, supervisor_hooks, next);
           auto list = [](const nlohmann::json& v) {

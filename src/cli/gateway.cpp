@@ -97,8 +97,19 @@ int run_gateway(const GatewayOptions& o) {
       return 1;
     }
   }
-  // Registered before the first sync: a SIGHUP meanwhile waits for the handler below.
+  // Registered before the first sync: a SIGHUP meanwhile waits for the handler below, and a
+  // SIGINT or SIGTERM stops the gateway cleanly even before it serves.
   boost::asio::signal_set hup(loop.io(), SIGHUP);
+  boost::asio::signal_set signals(loop.io(), SIGINT, SIGTERM);
+  bool stopping = false;
+  signals.async_wait([&](const boost::system::error_code& e, int sig) {
+    if (e) return;
+    spdlog::info("received {}, stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    stopping = true;
+    gw.stop();
+    if (admin) admin->stop();
+    loop.stop();
+  });
   feed->start();
   // Route nothing before every service's endpoints are known (or 5 s passed: the registry may be down).
   auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
@@ -107,18 +118,15 @@ int run_gateway(const GatewayOptions& o) {
     if (!feed->synced() && std::chrono::steady_clock::now() < until) tick.arm(std::chrono::milliseconds(10), poll);
   };
   poll();
-  loop.run_until([&] { return feed->synced() || std::chrono::steady_clock::now() >= until; });
+  loop.run_until([&] { return stopping || feed->synced() || std::chrono::steady_clock::now() >= until; });
+  if (stopping) {
+    feed.reset();
+    spdlog::info("stopped");
+    return 0;
+  }
   gw.start();
   spdlog::info("flotilla gateway {} listening on {} with {} worker(s), following {}", kVersion,
                gw.status()["Listen"].dump(), gw.workers(), o.registry);
-  boost::asio::signal_set signals(loop.io(), SIGINT, SIGTERM);
-  signals.async_wait([&](const boost::system::error_code& e, int sig) {
-    if (e) return;
-    spdlog::info("received {}, stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
-    gw.stop();
-    if (admin) admin->stop();
-    loop.stop();
-  });
   // SIGHUP reloads the file (as nginx does): routes and the services' gateway keys change
   // without closing a connection. Newly routed services are followed first, and the new routes
   // take effect once their endpoints are known (or after 5 s, if the registry does not answer).
@@ -142,6 +150,7 @@ int run_gateway(const GatewayOptions& o) {
   std::function<void(const boost::system::error_code&, int)> on_hup = [&](const boost::system::error_code& e, int) {
     if (e) return;
     hup.async_wait(on_hup);
+    spdlog::info("gateway: received SIGHUP, reloading {}", o.file);
     config::File next;
     try {
       next = config::load_file(o.file, config::Use::gateway_alone);
@@ -153,7 +162,6 @@ int run_gateway(const GatewayOptions& o) {
       spdlog::error("gateway: reload: {} has no `gateway:` section; keeping the running configuration", o.file);
       return;
     }
-    spdlog::info("gateway: received SIGHUP, reloading {}", o.file);
     const std::set<std::string> running = gw.services();
     std::set<std::string> both = running;
     pending_new.clear();

@@ -16,6 +16,10 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
 #include <map>
 #include <set>
 
@@ -31,6 +35,25 @@ namespace asio = boost::asio;
 namespace beast = boost::beast;
 using tcp = asio::ip::tcp;
 using namespace std::chrono_literals;
+
+// How long one blocking query may wait at the registry. Short enough that a registry that stops
+// answering (hung, or a connection a middlebox dropped without a word) is noticed within about
+// a minute and a quarter (the wait, the registry's jitter of up to wait/16, and some slack); the
+// TCP keepalive below notices a peer that is gone sooner.
+constexpr auto kFollowWait = 60s;
+constexpr auto kFollowDeadline = kFollowWait + kFollowWait / 16 + 10s;
+
+// Keepalive probes after 10 s of silence, 5 s apart, 3 unanswered: a registry host that went
+// away, or a NAT or firewall that forgot the connection, ends the query in about 25 s instead
+// of at its deadline.
+void keep_alive(tcp::socket& s) {
+  const int fd = s.native_handle();
+  int on = 1, idle = 10, interval = 5, count = 3;
+  ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &interval, sizeof interval);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &count, sizeof count);
+}
 
 
 // /v1/health/service/NAME's answer → usable endpoints. Throws on a malformed answer.
@@ -124,13 +147,15 @@ struct RemoteRegistryFeed::Impl : std::enable_shared_from_this<RemoteRegistryFee
         stream.expires_after(5s);
         co_await stream.async_connect(results, asio::use_awaitable);
         if (f->stopped) break;
-        std::string target = "/v1/health/service/" + service + "?index=" + std::to_string(index) + "&wait=5m";
+        keep_alive(stream.socket());
+        std::string target = "/v1/health/service/" + service + "?index=" + std::to_string(index) +
+                             "&wait=" + std::to_string(kFollowWait.count()) + "s";
         beast::http::request<beast::http::empty_body> req{beast::http::verb::get, target, 11};
         req.set(beast::http::field::host, host + ":" + port);
         req.set(beast::http::field::user_agent, "flotilla-gateway");
         if (!token.empty()) req.set("X-Consul-Token", token);
         co_await beast::http::async_write(stream, req, asio::use_awaitable);
-        stream.expires_after(5min + 30s);  // the server answers within wait + its jitter
+        stream.expires_after(kFollowDeadline);  // the server answers within wait + its jitter
         beast::flat_buffer buffer;
         beast::http::response_parser<beast::http::string_body> parser;
         parser.body_limit(64 * 1024 * 1024);
@@ -176,8 +201,13 @@ struct RemoteRegistryFeed::Impl : std::enable_shared_from_this<RemoteRegistryFee
         continue;
       }
       if (!warned) {
-        spdlog::warn("gateway: following service {} at {}:{} failed ({}); keeping its last known endpoints, retrying",
-                     service, host, port, error);
+        if (f->synced)
+          spdlog::warn("gateway: following service {} at {}:{} failed ({}); keeping its last known endpoints, retrying",
+                       service, host, port, error);
+        else
+          spdlog::warn("gateway: following service {} at {}:{} failed ({}); no endpoints known for it yet (its "
+                       "routes answer 503), retrying",
+                       service, host, port, error);
         warned = true;
       }
       asio::steady_timer t(loop.io(), backoff);

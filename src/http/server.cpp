@@ -1,6 +1,7 @@
 #include "http/server.h"
 
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -22,13 +23,17 @@ using tcp = asio::ip::tcp;
 class Session;
 
 struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
-  Impl(EventLoop& l, Handler h, ServerLimits lim) : loop(l), handler(std::move(h)), limits(lim), acceptor(l.io()) {}
+  Impl(EventLoop& l, Handler h, ServerLimits lim)
+      : loop(l), handler(std::move(h)), limits(lim), acceptor(l.io()), accept_rest(l.io()) {}
   void accept();
 
   EventLoop& loop;
   Handler handler;
   ServerLimits limits;
   tcp::acceptor acceptor;
+  asio::steady_timer accept_rest;  // after an accept error
+  std::chrono::steady_clock::time_point accept_error_logged{};
+  uint64_t accept_errors = 0;
   std::list<std::weak_ptr<Session>> sessions;  // for stop()
   size_t active = 0;
   bool stopped = false;
@@ -247,8 +252,25 @@ void Server::Impl::accept() {
     if (self->stopped) return;
     if (ec) {
       if (ec == asio::error::operation_aborted) return;
-      // EMFILE and friends: log, back off briefly by accepting again on the next turn.
-      spdlog::warn("api accept failed: {}", ec.message());
+      // Out of descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM): the connection stays in
+      // the queue and the next accept fails at once, so rest 100 ms instead of spinning (and
+      // logging) at full speed; logged at most every 10 s, with how often it happened since.
+      // The gateway's workers do the same.
+      constexpr auto kRest = std::chrono::milliseconds(100);
+      ++self->accept_errors;
+      const auto now = std::chrono::steady_clock::now();
+      if (self->accept_error_logged == std::chrono::steady_clock::time_point{} ||
+          now - self->accept_error_logged >= std::chrono::seconds(10)) {
+        spdlog::warn("api accept failed: {} (accepting again in {} ms; {} accept error(s) since the last report)",
+                     ec.message(), kRest.count(), self->accept_errors);
+        self->accept_error_logged = now;
+        self->accept_errors = 0;
+      }
+      self->accept_rest.expires_after(kRest);
+      self->accept_rest.async_wait([self](const boost::system::error_code& e) {
+        if (!e && !self->stopped) self->accept();
+      });
+      return;
     } else if (self->active >= self->limits.max_connections) {
       boost::system::error_code ignore;
       socket.close(ignore);
@@ -299,6 +321,7 @@ void Server::stop() {
   impl_->stopped = true;
   boost::system::error_code ec;
   impl_->acceptor.close(ec);
+  impl_->accept_rest.cancel();
   for (auto& w : impl_->sessions)
     if (auto s = w.lock()) s->close();
   impl_->sessions.clear();

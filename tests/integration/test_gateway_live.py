@@ -520,6 +520,8 @@ def test_standalone_gateway_without_registry_starts_and_catches_up(data_dir, mak
     g = make_gateway(f"http://127.0.0.1:{port}")  # waits for sync up to 5 s: nothing listens yet
     status, _, body = get(g.url + "/")
     assert status == 503 and json.loads(body)["service"] == "web"
+    # It says it has nothing to keep, not that it keeps its last endpoints.
+    assert "no endpoints known for it yet (its routes answer 503)" in g.read_log()
     agent_dir = os.path.join(data_dir, "agent2")
     os.makedirs(agent_dir)
     agent = Agent(agent_dir, port=port).start()
@@ -588,6 +590,68 @@ def test_standalone_gateway_asks_a_registry_that_does_not_block_at_most_once_a_s
         assert 1 <= asked <= 5, f"{asked} questions in 3 s (indexes {reg.indexes[-10:]})"
         assert backends_seen(g.url + "/", 3) == {"polled": 3}
         assert "without X-Consul-Index" in g.read_log()
+    finally:
+        reg.stop()
+
+
+class SilentRegistry:
+    """Takes blocking queries and never answers them (a hung registry, or one behind a connection
+    a middlebox dropped): records each request line, keeps each connection open until stop()."""
+
+    def __init__(self, port):
+        self.lines = []
+        self.conns = []
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port))
+        self.sock.listen(16)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(c)
+            c.settimeout(5)
+            try:
+                self.lines.append(c.recv(65536).split(b"\r\n", 1)[0].decode())
+            except OSError:
+                pass
+
+    def stop(self):
+        self.sock.close()
+        for c in self.conns:
+            c.close()
+
+
+def tcp_timers_to(port):
+    """The timer column ("tr") of each established connection to 127.0.0.1:port (/proc/net/tcp):
+    "02" is a keepalive timer."""
+    timers = []
+    with open("/proc/net/tcp") as f:
+        for line in f.read().splitlines()[1:]:
+            cols = line.split()
+            rem, state, timer = cols[2], cols[3], cols[5].split(":")[0]
+            if int(rem.split(":")[1], 16) == port and state == "01":
+                timers.append(timer)
+    return timers
+
+
+def test_standalone_gateway_notices_a_registry_that_stops_answering(data_dir, make_gateway):
+    # A query parked for 5 minutes on a connection nothing watched kept a gateway on its old
+    # endpoints for 5.5 minutes when the registry hung or a NAT dropped the flow. Queries now wait
+    # 60 s at most, and their connections have TCP keepalive (a peer that is gone: ~25 s).
+    port = free_port()
+    reg = SilentRegistry(port)
+    try:
+        g = make_gateway(f"http://127.0.0.1:{port}")
+        wait_for(lambda: reg.lines, timeout=10, what="a blocking query")
+        assert re.fullmatch(r"GET /v1/health/service/web\?index=0&wait=60s HTTP/1\.1", reg.lines[0]), reg.lines
+        assert wait_for(lambda: tcp_timers_to(port), timeout=5, what="the query's connection") == ["02"], \
+            "the gateway's connection to its registry has no keepalive timer"
     finally:
         reg.stop()
 
