@@ -50,7 +50,7 @@ std::string describe_route(const config::Route& r) {
                    r.rate_limit->key);
   }
   if (!r.abort_on_client_close) opts.push_back("a client's close waits for the answer");
-  return what + " -> " + r.service + " (" + join_words(opts, ", ") + ")";
+  return (r.name.empty() ? "" : r.name + ": ") + what + " -> " + r.service + " (" + join_words(opts, ", ") + ")";
 }
 
 // A service's gateway settings that differ from the defaults ("" when none do).

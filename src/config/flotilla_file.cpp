@@ -255,10 +255,16 @@ RouteMatch read_match(const Reader& r, const YAML::Node& n) {
 }
 
 Route read_route(const Reader& r, const YAML::Node& n) {
-  r.mapping(n, "a route", {"match", "service", "strip_prefix", "timeout", "idle_timeout", "retry", "rate_limit",
-                              "max_body", "on_client_close"});
+  r.mapping(n, "a route", {"name", "match", "service", "strip_prefix", "timeout", "idle_timeout", "retry",
+                              "rate_limit", "max_body", "on_client_close"});
   Route route;
   route.line = n.Mark().line + 1;
+  if (n["name"]) {
+    route.name = r.string(n["name"], "name");
+    // A metric label value and a word in the API: the characters of a service name.
+    if (!valid_service_name(route.name))
+      r.fail(n["name"], "a route's name must be letters, digits, '-', '_' or '.' (at most 63)");
+  }
   if (!n["service"]) r.fail(n, "a route needs `service:` (the service it sends requests to)");
   route.service = r.string(n["service"], "service");
   if (!valid_service_name(route.service))
@@ -813,7 +819,16 @@ File parse_flotilla_yaml(const std::string& text, const std::string& path, Use u
     }
     if (g["routes"]) {
       if (!g["routes"].IsSequence()) r.fail(g["routes"], "gateway.routes must be a list of routes");
-      for (const auto& e : g["routes"]) gw.routes.push_back(read_route(r, e));
+      std::map<std::string, int> named;  // name → line
+      for (const auto& e : g["routes"]) {
+        gw.routes.push_back(read_route(r, e));
+        const auto& route = gw.routes.back();
+        if (route.name.empty()) continue;
+        auto [it, fresh] = named.emplace(route.name, route.line);
+        if (!fresh)
+          r.fail(e["name"], "route name \"" + route.name + "\" is taken by the route on line " +
+                                std::to_string(it->second) + " (names label the routes' metrics: one each)");
+      }
     }
     f.gateway = std::move(gw);
   }

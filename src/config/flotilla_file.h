@@ -54,6 +54,7 @@ struct RateLimit {
 };
 
 struct Route {
+  std::string name;  // optional; names the route in metrics and the API instead of "INDEX:SERVICE"
   RouteMatch match;
   std::string service;
   bool strip_prefix = false;

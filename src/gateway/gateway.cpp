@@ -183,7 +183,7 @@ struct Gateway::Impl {
       const auto& r = routes[i];
       RouteInfo ri;
       ri.service = r.service;
-      ri.label = std::to_string(i) + ":" + r.service;
+      ri.label = r.name.empty() ? std::to_string(i) + ":" + r.service : r.name;
       ri.retry_on = resilience::parse_retry_on(r.retry ? r.retry->on : config::RetryPolicy{}.on);
       metrics::Labels base{{"route", ri.label}, {"service", r.service}};
       for (int cls = 1; cls <= 5; ++cls) {

@@ -166,6 +166,32 @@ def test_rate_limit_buckets_survive_an_unrelated_route_change(make_stack, make_b
     assert statuses == [200, 200, 200, 429], statuses
 
 
+def requests_of(stack, route):
+    """flotilla_gateway_requests_total{route=ROUTE, code="2xx"} (0 when absent)."""
+    for line in stack.metrics().splitlines():
+        if line.startswith("flotilla_gateway_requests_total{") and f'route="{route}"' in line and 'code="2xx"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_a_named_routes_metrics_keep_their_label_when_routes_move(make_stack, make_backend):
+    # Unnamed routes are labelled INDEX:SERVICE, so inserting a route in front shifts what a label
+    # counts. A route's `name:` is its label wherever it moves.
+    checkout = "    - match: { path_prefix: /checkout }\n      name: checkout\n      service: web\n"
+    stack = make_stack(gateway_yaml(checkout + CATCH_ALL))
+    stack.register("web", make_backend("web"))
+    for _ in range(3):
+        assert get(stack.gw + "/checkout/pay")[0] == 200
+    assert get(stack.gw + "/other")[0] == 200
+    assert requests_of(stack, "checkout") == 3 and requests_of(stack, "1:web") == 1
+    rewrite(stack, gateway_yaml("    - match: { path: /new }\n      service: web\n" + checkout + CATCH_ALL))
+    assert "changed" in up_again(stack)
+    assert get(stack.gw + "/checkout/pay")[0] == 200
+    assert requests_of(stack, "checkout") == 4
+    status, _, body = get(f"http://127.0.0.1:{stack.api_port}/v1/flotilla/gateway")
+    assert [r["Route"] for r in json.loads(body)["Routes"]] == ["0:web", "checkout", "2:web"], body
+
+
 def test_standalone_gateway_reloads_on_sighup(data_dir, make_gateway, make_backend):
     agent_dir = os.path.join(data_dir, "agent")
     os.makedirs(agent_dir)

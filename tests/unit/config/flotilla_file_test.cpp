@@ -99,6 +99,7 @@ gateway:
   workers: 2
   routes:
     - match: { path_prefix: /api/catalog, methods: [GET, HEAD], host: "*.Example.com", headers: { X-Env: prod } }
+      name: catalog-api
       service: catalog
       strip_prefix: true
       timeout: 5s
@@ -119,6 +120,8 @@ gateway:
   ASSERT_EQ(f.gateway->routes.size(), 2u);
   const auto& r = f.gateway->routes[0];
   EXPECT_EQ(r.match.path_prefix, "/api/catalog");
+  EXPECT_EQ(r.name, "catalog-api");
+  EXPECT_EQ(f.gateway->routes[1].name, "") << "routes are named INDEX:SERVICE unless they have a name";
   EXPECT_EQ(r.match.host, "*.example.com");
   EXPECT_EQ(r.match.methods, (std::vector<std::string>{"GET", "HEAD"}));
   EXPECT_EQ(r.match.headers[0], (std::pair<std::string, std::string>{"x-env", "prod"}));
@@ -223,6 +226,12 @@ TEST(FlotillaFile, RejectsRoutesThatCouldNeverMatch) {
   EXPECT_EQ(route("match: {{path_prefix: /a}}"),
             "app/flotilla.yaml:5:15: a key in match must be a name, not a mapping or a list (a `{` too many?)");
   EXPECT_NE(route("match: {headers: {{a: b}: c}}").find("header name must be a string"), std::string::npos);
+  EXPECT_EQ(route("name: \"a b\""),
+            "app/flotilla.yaml:5:13: a route's name must be letters, digits, '-', '_' or '.' (at most 63)");
+  EXPECT_EQ(error_of("name: shop\ngateway:\n  routes:\n    - {service: web, name: api}\n"
+                     "    - {service: web, name: api, match: {path: /x}}\n"),
+            "app/flotilla.yaml:5:28: route name \"api\" is taken by the route on line 4 (names label the routes' "
+            "metrics: one each)");
   EXPECT_EQ(route("idle_timeout: 0s"),
             "app/flotilla.yaml:5:21: idle_timeout must be above 0 (it bounds a stalled stream; for streams that are "
             "quiet for long, use a long one, such as 1h)");
