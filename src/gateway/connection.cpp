@@ -949,6 +949,7 @@ Task<bool> Connection::handle_request() {
     bool sent_nothing = false;  // a reset before any byte of the request reached the upstream
     bool heard = false;  // the upstream sent bytes for this try (an interim answer counts)
     std::string_view malformed;  // Outcome::bad_response: what was wrong (a static text)
+    bool upload_stalled = false;  // Outcome::timeout while the service took no more of the body
     bool up_write_failed = false;  // writing a streamed body to the service failed (see below)
     // A streamed request takes a pooled connection only after the peek for a close or unasked
     // bytes, however fresh: whatever the service says once the body stops is its answer. So does
@@ -1101,8 +1102,12 @@ Task<bool> Connection::handle_request() {
       // read next, and passed on when it is a whole answer, as Envoy does (the client's
       // connection then closes; linger_close reads the rest of its body). Nothing there is a
       // reset, as before; a service that neither reads nor closes is a timeout.
-      if (timed_out_) outcome = Outcome::timeout;
-      else if (ec) outcome = Outcome::reset;
+      if (timed_out_) {
+        outcome = Outcome::timeout;
+        upload_stalled = request_streamed && !body_read;
+      } else if (ec) {
+        outcome = Outcome::reset;
+      }
     }
     // The response head.
     if (outcome == Outcome::response) {
@@ -1287,7 +1292,10 @@ Task<bool> Connection::handle_request() {
       int code = outcome == Outcome::timeout ? 504 : outcome == Outcome::connect_failure ? 503 : 502;
       account(code);
       // A malformed answer says what was wrong with it (the service's owner reads this).
-      std::string msg = code == 504                         ? "the service did not answer in time"
+      // A 504 while the body was going up: the service stopped taking it (it may be answering
+      // already, a full-duplex echo: the answer is passed on once the body is through).
+      std::string msg = code == 504 && upload_stalled         ? "the service stopped reading the request body"
+                        : code == 504                       ? "the service did not answer in time"
                         : code == 503                       ? "could not connect to the service"
                         : outcome == Outcome::bad_response ? "the service's answer was malformed: " + std::string(malformed)
                                                             : "the service closed the connection before a full answer";
