@@ -475,6 +475,8 @@ Task<void> Connection::run() {
 
 namespace {
 constexpr int64_t kLingerTime = 30'000'000'000;  // nginx's lingering_time
+// How soon after the send a reused connection's close counts as "it was already closed".
+constexpr int64_t kStaleWindow = 200'000'000;
 constexpr int64_t kLingerQuiet = 5'000'000'000;  // nginx's lingering_timeout
 }  // namespace
 
@@ -522,6 +524,7 @@ void Connection::log_refused(int status, size_t bytes) {
 Task<bool> Connection::read_head() {
   const auto& cfg = worker_.shared().config;
   head_request_ = false;
+  stream_idle_ = 0;  // the gateway's own answers to a bad head: timeouts.idle, not the last route's
   bool first = in_.empty();
   bool head_deadline = false;
   timed_out_ = false;
@@ -950,6 +953,7 @@ Task<bool> Connection::handle_request() {
     bool heard = false;  // the upstream sent bytes for this try (an interim answer counts)
     std::string_view malformed;  // Outcome::bad_response: what was wrong (a static text)
     bool upload_stalled = false;  // Outcome::timeout while the service took no more of the body
+    const char* reset_reason = "the service closed the connection before a full answer";
     bool up_write_failed = false;  // writing a streamed body to the service failed (see below)
     // A streamed request takes a pooled connection only after the peek for a close or unasked
     // bytes, however fresh: whatever the service says once the body stops is its answer. So does
@@ -1203,8 +1207,11 @@ Task<bool> Connection::handle_request() {
         }
         if (queued == Queued::partial) {
           if (ec != asio::error::operation_aborted) {
-            // The upstream spoke before it had the whole request: not an answer to it.
+            // The upstream spoke before it had the whole request: not an answer to it (and maybe
+            // an early refusal, so not a stale connection to send the request over again).
             outcome = Outcome::reset;
+            heard = true;
+            reset_reason = "the service spoke before it had the whole request";
             break;
           }
           // The flush cancelled this read: write the rest here, then wait for the answer again.
@@ -1234,11 +1241,14 @@ Task<bool> Connection::handle_request() {
       co_return false;
     }
 
-    // A reused connection that was closed or spoke before any byte of an answer came: it was
-    // stale, not this try's failure (no outlier failure, no retry or budget spent). Sent again
-    // when sending twice is safe: nothing of the request left, or the method is idempotent.
+    // A reused connection that was closed or spoke before any byte of an answer came, at once:
+    // it was stale, not this try's failure (no outlier failure, no retry or budget spent). Sent
+    // again when sending twice is safe: nothing of the request left, or the method is idempotent
+    // and the close came within kStaleWindow of the send (a closed socket answers the request
+    // with a reset a round trip later; a close after the service worked on it is a failure).
     if (outcome == Outcome::reset && reused && !heard && !stale_resent && !request_streamed && may_resend &&
-        (sent_nothing || resilience::is_idempotent(method)) && now_ns() - request_done_at < route_deadline) {
+        (sent_nothing || (resilience::is_idempotent(method) && now_ns() - try_started < kStaleWindow)) &&
+        now_ns() - request_done_at < route_deadline) {
       stale_resent = true;
       stale_pick = pick;
       if (cs.metrics.stale_connections) cs.metrics.stale_connections->inc();
@@ -1298,7 +1308,7 @@ Task<bool> Connection::handle_request() {
                         : code == 504                       ? "the service did not answer in time"
                         : code == 503                       ? "could not connect to the service"
                         : outcome == Outcome::bad_response ? "the service's answer was malformed: " + std::string(malformed)
-                                                            : "the service closed the connection before a full answer";
+                                                            : reset_reason;
       // Keep the connection only when the request's body was read to its end: the rest of a
       // body would be read as the next request (a smuggling vector behind another proxy).
       bool ok_keep = body_read && client_keep;

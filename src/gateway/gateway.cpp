@@ -567,6 +567,7 @@ nlohmann::json Gateway::status() const {
                   {"TimeoutSeconds", std::chrono::duration<double>(r.timeout).count()}};
     if (r.line > 0) route["Line"] = r.line;
     if (r.strip_prefix) route["StripPrefix"] = true;
+    if (r.idle_timeout) route["IdleTimeoutSeconds"] = std::chrono::duration<double>(*r.idle_timeout).count();
     if (r.rate_limit)
       route["RateLimit"] = {{"RequestsPerSecond", r.rate_limit->requests_per_second},
                             {"Burst", r.rate_limit->burst > 0 ? r.rate_limit->burst : r.rate_limit->requests_per_second},

@@ -43,8 +43,8 @@ and whether the gateway reused its upstream connection); answers sent through se
                       request targets received}, not counted
   /_set_status/<N>    every later counted request (but /_count, /_set_*) answers N (0: normal)
   /_set_delay/<secs>  every later counted request waits secs before it is answered (0: none)
-  /_set_reset/<0|1>   1: every later counted request is read (body too), then the connection is
-                      closed without an answer
+  /_set_reset/<0|1>   1: every later counted request is read (body too), then (after the delay,
+                      when one is set) the connection is closed without an answer
   anything else       200 "ok from NAME"
 
 The body of any request is read fully (Content-Length or chunked) and hashed.
@@ -244,6 +244,8 @@ def _serve(port, name):
                 delay = state["delay"]
                 reset = state["reset"]
             if reset:
+                if delay:
+                    time.sleep(delay)  # a handler that works on the request, then dies
                 self.close_connection = True
                 return
             if delay:
