@@ -64,6 +64,7 @@ int run_gateway(const GatewayOptions& o) {
   std::unique_ptr<gateway::RemoteRegistryFeed> feed;
   try {
     feed = std::make_unique<gateway::RemoteRegistryFeed>(loop, o.registry, o.token, gw);
+    feed->register_metrics(metrics);
   } catch (const std::exception& e) {
     std::cerr << "flotilla gateway: " << e.what() << "\n";
     return 2;

@@ -15,6 +15,9 @@ class EventLoop;
 namespace registry {
 class Registry;
 }
+namespace metrics {
+class Registry;
+}
 }  // namespace flotilla
 
 namespace flotilla::gateway {
@@ -48,6 +51,10 @@ class RemoteRegistryFeed {
   bool synced() const;
   // Whether each of these services (those followed) has had its first answer.
   bool synced(const std::set<std::string>& services) const;
+  // flotilla_gateway_registry_answer_age_seconds: how long ago the registry last answered about
+  // the followed service it answered longest ago (since the start, for one never answered).
+  // Read on the loop's thread (the admin server's).
+  void register_metrics(metrics::Registry& registry);
 
   struct Impl;
 

@@ -26,6 +26,7 @@
 #include "common/event_loop.h"
 #include "gateway/gateway.h"
 #include "gateway/registry_feed.h"
+#include "common/metrics.h"
 #include "http/server.h"
 
 namespace flotilla::gateway {
@@ -91,10 +92,12 @@ struct RemoteRegistryFeed::Impl : std::enable_shared_from_this<RemoteRegistryFee
   EventLoop& loop;
   std::string host, port, token;
   Gateway& gateway;
+  const std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
   // One per service followed. stop() ends its blocking query or backoff at once.
   struct Follower {
     bool stopped = false;
     bool synced = false;  // had its first answer
+    std::chrono::steady_clock::time_point answered{};  // its last answer (none: epoch)
     beast::tcp_stream* stream = nullptr;  // the query in progress
     asio::steady_timer* timer = nullptr;  // the backoff in progress
     void stop() {
@@ -179,6 +182,7 @@ struct RemoteRegistryFeed::Impl : std::enable_shared_from_this<RemoteRegistryFee
           progressed = next > sent_index;
           gateway.set_endpoints(service, std::move(endpoints));
           f->synced = true;
+          f->answered = std::chrono::steady_clock::now();
           backoff = 250ms;
           if (warned) spdlog::info("gateway: registry {}:{} reachable again (service {})", host, port, service);
           warned = false;
@@ -244,6 +248,25 @@ RemoteRegistryFeed::~RemoteRegistryFeed() { impl_->follow({}); }
 void RemoteRegistryFeed::start() { impl_->follow(impl_->gateway.services()); }
 
 void RemoteRegistryFeed::follow(const std::set<std::string>& services) { impl_->follow(services); }
+
+void RemoteRegistryFeed::register_metrics(metrics::Registry& registry) {
+  std::weak_ptr<Impl> weak = impl_;
+  registry.gauge_callback(
+      "flotilla_gateway_registry_answer_age_seconds",
+      "Seconds since the registry last answered about the followed service it answered longest ago "
+      "(blocking queries return within about 64 s; more means routing on endpoints that may be old).",
+      {}, [weak] {
+        auto im = weak.lock();
+        if (!im) return 0.0;
+        const auto now = std::chrono::steady_clock::now();
+        std::chrono::steady_clock::duration oldest{};
+        for (const auto& [service, f] : im->followers) {
+          const auto since = f->answered == std::chrono::steady_clock::time_point{} ? im->started : f->answered;
+          oldest = std::max(oldest, now - since);
+        }
+        return std::chrono::duration<double>(oldest).count();
+      });
+}
 
 bool RemoteRegistryFeed::synced() const {
   for (const auto& [s, f] : impl_->followers)

@@ -522,6 +522,13 @@ def test_standalone_gateway_without_registry_starts_and_catches_up(data_dir, mak
     assert status == 503 and json.loads(body)["service"] == "web"
     # It says it has nothing to keep, not that it keeps its last endpoints.
     assert "no endpoints known for it yet (its routes answer 503)" in g.read_log()
+
+    def answer_age():
+        m = re.search(r"^flotilla_gateway_registry_answer_age_seconds (\S+)$", get(g.admin + "/metrics")[2].decode(), re.M)
+        assert m, "no flotilla_gateway_registry_answer_age_seconds"
+        return float(m.group(1))
+
+    assert answer_age() >= 4.5, "the registry never answered: the age counts from the start (5 s of sync wait)"
     agent_dir = os.path.join(data_dir, "agent2")
     os.makedirs(agent_dir)
     agent = Agent(agent_dir, port=port).start()
@@ -532,6 +539,7 @@ def test_standalone_gateway_without_registry_starts_and_catches_up(data_dir, mak
         assert status == 200, text
         wait_for(lambda: ids(g.endpoints()) == ["web-late"] or None, timeout=8, what="the late registry followed")
         assert backends_seen(g.url + "/", 3) == {"late": 3}
+        assert answer_age() < 4, "the registry answers: its last answer is recent"
     finally:
         assert agent.stop() == 0
 
