@@ -602,7 +602,6 @@ Task<bool> Connection::handle_request() {
   WorkerShared& shared = worker_.shared();
   const auto& cfg = shared.config;
   const int64_t started = now_ns();
-  stream_idle_ = 0;  // until a route says otherwise
   if (const auto& current = worker_.current_snapshot(); snapshot_ != current) snapshot_ = current;
   const Snapshot& snap = *snapshot_;
   const http1::RequestHead& head = parser_.head();
@@ -904,11 +903,9 @@ Task<bool> Connection::handle_request() {
   for (int attempt = 0; attempt < max_attempts; ++attempt) {
     int64_t now = now_ns();
     resilience::Slot retry_slot;
-    const bool resend = stale_pick >= 0;
-    if (resend) {
-      retry_slot = std::move(next_retry);  // the try it repeats held it
-    } else if (attempt > 0) {
-      retry_slot = std::move(next_retry);
+    const bool resend = stale_pick >= 0;  // the same try again (it keeps its budget slot)
+    if (resend || attempt > 0) retry_slot = std::move(next_retry);
+    if (!resend && attempt > 0) {
       SteadyTimer t(worker_.io(), resilience::backoff_delay({}, attempt - 1, worker_.random()));
       error_code ec;
       co_await t.async_wait(asio::redirect_error(kAwait, ec));

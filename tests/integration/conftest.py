@@ -30,6 +30,12 @@ def stop_process(proc, sig=signal.SIGTERM, timeout=10):
             proc.wait()
 
 
+def cpu_ticks(pid):
+    """User + system CPU time of a process so far, in clock ticks (/proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        return sum(int(v) for v in f.read().rsplit(")", 1)[1].split()[11:13])
+
+
 def wait_for(predicate, timeout=8.0, interval=0.05, what="condition"):
     """Polls predicate() until it returns something truthy; returns it, or fails after timeout.
     `what` may be a callable, called only on a timeout (the message then shows that moment's state)."""

@@ -160,10 +160,10 @@ def test_a_pooled_connection_the_service_closed_is_no_failed_try(make_stack, mak
     assert web.counts()["total"] == 40
 
 
-def test_a_reused_connection_closed_after_the_service_worked_is_a_failed_try(make_stack, make_backend):
-    # Only a close that answers the request at once says the connection was stale. A service that
-    # works on a GET and then dies (a crashed handler, a killed worker) failed it: with no retries
-    # on the route the client gets the 502, and the request reached the service once.
+def on_a_reused_connection_that_dies(make_stack, make_backend, method, path, body=None, work=0.0):
+    """A route without retries; one request warms a pooled connection, then the backend reads
+    each request, works `work` seconds and closes without an answer. Returns (stack, backend,
+    the Answer to `method path`)."""
     routes = "    - service: web\n      retry: {attempts: 1}\n"
     stack = make_stack(gateway_yaml(routes, services="  web:\n" + NO_OUTLIER))
     web = make_backend("web")
@@ -171,11 +171,19 @@ def test_a_reused_connection_closed_after_the_service_worked_is_a_failed_try(mak
     conn = http.client.HTTPConnection(GW_HOST, port_of(stack), timeout=10)
     try:
         assert send(conn, "GET", "/echo/warm").status == 200  # a pooled connection to reuse
-        web.set_delay(0.5)
-        web.set_reset(True)  # reads each request, works 0.5 s, closes without an answer
-        a = send(conn, "GET", "/crash")
+        if work:
+            web.set_delay(work)
+        web.set_reset(True)
+        return stack, web, send(conn, method, path, body=body)
     finally:
         conn.close()
+
+
+def test_a_reused_connection_closed_after_the_service_worked_is_a_failed_try(make_stack, make_backend):
+    # Only a close that answers the request at once says the connection was stale. A service that
+    # works on a GET and then dies (a crashed handler, a killed worker) failed it: with no retries
+    # on the route the client gets the 502, and the request reached the service once.
+    stack, web, a = on_a_reused_connection_that_dies(make_stack, make_backend, "GET", "/crash", work=0.5)
     assert a.status == 502, a
     assert a.json()["error"] == "the service closed the connection before a full answer", a
     assert web.counts()["total"] == 2, "the GET was sent again after the service had worked on it"
@@ -187,17 +195,7 @@ def test_a_post_is_not_sent_again_after_a_pooled_connection_reset_it(make_stack,
     # The free second send is for connections found closed before the request's bytes could
     # matter. A POST whose bytes reached a service that then closed without answering is never
     # sent twice (the service may have acted on it), even on a reused connection.
-    routes = "    - service: web\n      retry: {attempts: 1}\n"
-    stack = make_stack(gateway_yaml(routes, services="  web:\n" + NO_OUTLIER))
-    web = make_backend("web")
-    stack.register("web", web)
-    conn = http.client.HTTPConnection(GW_HOST, port_of(stack), timeout=10)
-    try:
-        assert send(conn, "GET", "/echo/warm").status == 200  # a pooled connection to reuse
-        web.set_reset(True)  # reads each request, then closes without an answer
-        a = send(conn, "POST", "/submit", body=b"p" * 100)
-    finally:
-        conn.close()
+    stack, web, a = on_a_reused_connection_that_dies(make_stack, make_backend, "POST", "/submit", body=b"p" * 100)
     assert a.status == 502, a
     assert web.counts()["total"] == 2, "the POST was sent twice"
     assert metric(stack, "flotilla_gateway_upstream_stale_connections_total", service="web") == 0
