@@ -1345,6 +1345,19 @@ Task<bool> Connection::handle_request() {
         co_return false;
       }
       dr.upgrade = true;
+    } else if (rh.other_coding && kind != http1::BodyKind::none) {
+      // A transfer coding other than chunked (gzip, …; alone, so the body runs to the close, or
+      // before a final chunked) is not decoded here, and passing the bytes on without the
+      // hop-by-hop Transfer-Encoding field would hand the client coded bytes: refuse. The
+      // upstream connection, its body unread, closes with `up`.
+      account(502);
+      std::string body = json_error("the service answered with an unsupported transfer coding", "service",
+                                    info.service);
+      co_await send_local(502, body, !client_keep);
+      if (shared.access_log)
+        shared.access_log->write({client_ip_, method, log_host, log_path, 502, body.size(), now_ns() - started,
+                                  upstream_address, tries, info.service, log_request_id});
+      co_return client_keep && !close_after_;
     } else {
       switch (kind) {
         case http1::BodyKind::none:  // HEAD, 1xx, 204, 304: a length describes what GET would get
@@ -1358,18 +1371,6 @@ Task<bool> Connection::handle_request() {
           else client_keep = false;  // an HTTP/1.0 client gets the decoded body up to the close
           break;
         case http1::BodyKind::until_close:
-          if (rh.field("transfer-encoding")) {
-            // A coding other than chunked (gzip, …) runs to the close but cannot be re-framed, and
-            // passing it on without its header would hand the client coded bytes: refuse.
-            account(502);
-            std::string body = json_error("the service answered with an unsupported transfer coding", "service",
-                                          info.service);
-            co_await send_local(502, body, !client_keep);
-            if (shared.access_log)
-              shared.access_log->write({client_ip_, method, log_host, log_path, 502, body.size(),
-                                        now_ns() - started, upstream_address, tries, info.service, log_request_id});
-            co_return client_keep && !close_after_;
-          }
           client_keep = false;
           up_keep = false;
           break;

@@ -16,6 +16,8 @@ and whether the gateway reused its upstream connection); answers sent through se
                       the close, which follows the last byte at once
   /ws_goodbye         WebSocket-style upgrade: answers 101, sends "goodbye" and closes at once
   /coded              200 with Transfer-Encoding: gzip (no chunked) and some bytes, then closes
+  /coded_chunked      200 with Transfer-Encoding: gzip, chunked (a gzip of "hello" in one chunk);
+                      keeps the connection open
   /early              103 Early Hints (Link and Connection: x-hop, X-Hop: 1), then 200 "ok"
   /ws                 WebSocket-style upgrade: answers 101, then echoes every byte back
   /ws_half/<tag>      upgrade: answers 101, sends "last word", shuts down its sending side (a
@@ -49,6 +51,7 @@ and whether the gateway reused its upstream connection); answers sent through se
 
 The body of any request is read fully (Content-Length or chunked) and hashed.
 """
+import gzip
 import hashlib
 import json
 import os
@@ -337,6 +340,11 @@ def _serve(port, name):
                 self.wfile.flush()
                 self.connection.sendall(b"goodbye")
                 self.close_connection = True  # the FIN right behind the last bytes
+                return
+            if parts[0] == "coded_chunked":
+                data = gzip.compress(b"hello")
+                self.connection.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n" +
+                                        b"%x\r\n" % len(data) + data + b"\r\n0\r\n\r\n")
                 return
             if parts[0] == "coded":
                 self.connection.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nnot-really-gzip")

@@ -1655,6 +1655,26 @@ def test_access_log_has_the_gateways_502_for_answers_it_cannot_pass_on(gw):
         assert rec["status"] == 502 and rec["service"] == "main" and rec["tries"] == 1 and rec["upstream"], rec
 
 
+def test_a_transfer_coding_before_chunked_is_refused_not_passed_on_decoded(gw):
+    # `Transfer-Encoding: gzip, chunked`: the chunked framing is the gateway's to remove, the gzip
+    # is not. Passing the chunks on under a plain `Transfer-Encoding: chunked` handed the client
+    # gzip bytes as if they were the body (as `Transfer-Encoding: gzip` alone would: 502 since
+    # long). Both client versions get a 502 naming the coding, their connection stays open, and
+    # the service's connection with its unread body is not used again.
+    for version in ("1.1", "1.0"):
+        headers = [("Connection", "keep-alive")] if version == "1.0" else []
+        with Client(gw.port) as c:
+            c.send(request("GET", "/coded_chunked", version=version, headers=headers))
+            r = c.read_response()
+            assert r.status == 502, r
+            assert "unsupported transfer coding" in json.loads(r.body)["error"], r
+            assert "hello" not in r.body.decode(errors="replace") and b"\x1f\x8b" not in r.body, r
+            for i in range(3):
+                c.send(request("GET", f"/echo/after-coded-{i}", version=version, headers=headers))
+                r = c.read_response()
+                assert r.status == 200 and json.loads(r.body)["path"] == f"/echo/after-coded-{i}", r
+
+
 def test_access_log_reopened_on_sigusr1(gw):
     # logrotate moves the file, then signals (nginx's `-s reopen`): lines go to a new file at the
     # old path. SIGUSR1 used to kill the process.

@@ -261,6 +261,7 @@ ResponseParser::Result ResponseParser::transfer_encoding(std::string_view value)
       chunked_seen_ = chunked_ = true;
     } else {
       chunked_ = false;
+      other_coding_ = true;
     }
   });
   if (!reason.empty()) return fail(reason);
@@ -275,6 +276,7 @@ ResponseParser::Result ResponseParser::finish(std::string_view buffer) {
   head_.version_minor = minor_;
   head_.content_length = content_length_;
   head_.chunked = chunked_;
+  head_.other_coding = other_coding_;
   head_.keep_alive = (minor_ == 1 ? !conn_close_ : conn_keep_alive_ && !conn_close_) && !both_framings;
   mark_connection_listed(buffer);
 

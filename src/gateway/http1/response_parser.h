@@ -63,6 +63,10 @@ struct ResponseHead {
   // present too (it wins), so body_kind() and a plain read of this field agree.
   std::optional<uint64_t> content_length;
   bool chunked = false;  // the final transfer coding is chunked
+  // Transfer-Encoding names a coding other than chunked (gzip, …; possibly before a final
+  // chunked): the body is coded in a way a proxy that does not decode it cannot pass on once it
+  // drops the hop-by-hop Transfer-Encoding field.
+  bool other_coding = false;
   // Whether the response's fields let the upstream connection be reused afterwards: HTTP/1.1
   // unless Connection: close, HTTP/1.0 only with Connection: keep-alive (and not close), never
   // with both Transfer-Encoding and Content-Length. A body that runs until close, or a 101, ends
@@ -165,6 +169,7 @@ class ResponseParser {
   Span reason_;
   std::optional<uint64_t> content_length_;
   bool te_seen_ = false, chunked_ = false, chunked_seen_ = false;  // chunked_: the last coding so far
+  bool other_coding_ = false;
   bool conn_close_ = false, conn_keep_alive_ = false, conn_names_ = false;
   std::vector<FieldSpan> spans_;
   // Scratch for mark_connection_listed(), kept across reset().

@@ -494,11 +494,12 @@ TEST(ResponseParser, TransferEncoding) {
     std::string fields;
     bool chunked;
     BodyKind kind;
+    bool other = true;  // a coding other than chunked is named
   };
   for (const auto& c : std::vector<Case>{
-           {"Transfer-Encoding: chunked\r\n", true, BodyKind::chunked},
-           {"Transfer-Encoding: Chunked\r\n", true, BodyKind::chunked},
-           {"Transfer-Encoding: CHUNKED\r\n", true, BodyKind::chunked},
+           {"Transfer-Encoding: chunked\r\n", true, BodyKind::chunked, false},
+           {"Transfer-Encoding: Chunked\r\n", true, BodyKind::chunked, false},
+           {"Transfer-Encoding: CHUNKED\r\n", true, BodyKind::chunked, false},
            {"Transfer-Encoding: gzip, chunked\r\n", true, BodyKind::chunked},
            {"Transfer-Encoding:gzip ,\tchunked \r\n", true, BodyKind::chunked},
            {"Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n", true, BodyKind::chunked},
@@ -513,6 +514,7 @@ TEST(ResponseParser, TransferEncoding) {
     auto r = parse_once(p, resp(c.fields));
     ASSERT_EQ(r.status, Status::done) << c.fields << r.reason;
     EXPECT_EQ(p.head().chunked, c.chunked) << c.fields;
+    EXPECT_EQ(p.head().other_coding, c.other) << c.fields;
     EXPECT_EQ(body_kind(p.head(), false), c.kind) << c.fields;
     EXPECT_FALSE(p.head().content_length) << c.fields;
   }
