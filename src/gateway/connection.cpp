@@ -896,10 +896,10 @@ Task<bool> Connection::handle_request() {
   resilience::Slot next_retry;  // taken from the budget when a retry is decided, held by that try
   // A pooled connection the service had closed (see take_idle: a close that came with the last
   // answer is not looked for under 200 ms) is no try: the request goes again to the same
-  // endpoint, at once, over a checked or new connection, once per request. nginx likewise does
-  // not count a failure on a cached connection.
+  // endpoint, at once, over a new connection (a checked pooled one may be just as close to the
+  // service's keep-alive timeout). nginx likewise does not count a failure on a cached connection.
   int stale_pick = -1;
-  bool stale_resent = false;
+  bool stale_seen = false;  // since then, every reuse is checked first
   for (int attempt = 0; attempt < max_attempts; ++attempt) {
     int64_t now = now_ns();
     resilience::Slot retry_slot;
@@ -957,9 +957,10 @@ Task<bool> Connection::handle_request() {
     // a request that may not be sent twice (POST, PATCH): a close that came with the last answer's
     // bytes raises no event, so only the peek finds it, and such a request could not be retried
     // after meeting it (an idempotent one is; one syscall per reuse is what it costs). After a
-    // stale connection every reuse is checked.
+    // stale connection every reuse is checked, and the resend itself takes a new connection.
     std::unique_ptr<UpstreamConnection> up =
-        worker_.take_idle(ep.state.get(), stale_resent || !body_buffered || !resilience::is_idempotent(method));
+        resend ? nullptr
+               : worker_.take_idle(ep.state.get(), stale_seen || !body_buffered || !resilience::is_idempotent(method));
     const bool reused = up != nullptr;
     if (!up) {
       // max_connections bounds busy connections; idle pooled ones give way. At the limit this
@@ -1243,10 +1244,11 @@ Task<bool> Connection::handle_request() {
     // again when sending twice is safe: nothing of the request left, or the method is idempotent
     // and the close came within kStaleWindow of the send (a closed socket answers the request
     // with a reset a round trip later; a close after the service worked on it is a failure).
-    if (outcome == Outcome::reset && reused && !heard && !stale_resent && !request_streamed && may_resend &&
+    // At most once per try: the resend's connection is new, so never `reused`.
+    if (outcome == Outcome::reset && reused && !heard && !request_streamed && may_resend &&
         (sent_nothing || (resilience::is_idempotent(method) && now_ns() - try_started < kStaleWindow)) &&
         now_ns() - request_done_at < route_deadline) {
-      stale_resent = true;
+      stale_seen = true;
       stale_pick = pick;
       if (cs.metrics.stale_connections) cs.metrics.stale_connections->inc();
       next_retry = std::move(retry_slot);

@@ -45,8 +45,10 @@ and whether the gateway reused its upstream connection); answers sent through se
                       request targets received}, not counted
   /_set_status/<N>    every later counted request (but /_count, /_set_*) answers N (0: normal)
   /_set_delay/<secs>  every later counted request waits secs before it is answered (0: none)
-  /_set_reset/<0|1>   1: every later counted request is read (body too), then (after the delay,
-                      when one is set) the connection is closed without an answer
+  /_set_reset/<0|1|2> 1: every later counted request is read (body too), then (after the delay,
+                      when one is set) the connection is closed without an answer; 2: the same for
+                      every request but the first on its connection (a keep-alive timeout that
+                      expires as each reused connection's next request arrives)
   anything else       200 "ok from NAME"
 
 The body of any request is read fully (Content-Length or chunked) and hashed.
@@ -72,7 +74,7 @@ def _serve(port, name):
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     lock = threading.Lock()
-    state = {"total": 0, "conns": set(), "force": 0, "delay": 0.0, "reset": False}
+    state = {"total": 0, "conns": set(), "force": 0, "delay": 0.0, "reset": 0}
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -238,14 +240,15 @@ def _serve(port, name):
                     if parts[0] == "_set_delay":
                         state["delay"] = float(parts[1])
                     else:
-                        state["reset"] = parts[1] == "1"
+                        state["reset"] = int(parts[1])
                 return self.send(200, b"set")
             with lock:
                 state["total"] += 1
                 state["conns"].add(self.client_address[1])
                 force = state["force"]
                 delay = state["delay"]
-                reset = state["reset"]
+                reset = state["reset"] == 1 or (state["reset"] == 2 and getattr(self, "served_one", False))
+            self.served_one = True  # one handler object serves every request of its connection
             if reset:
                 if delay:
                     time.sleep(delay)  # a handler that works on the request, then dies
@@ -445,8 +448,9 @@ class GatewayBackend:
         with urllib.request.urlopen(self.url(f"/_set_delay/{seconds}"), timeout=10) as r:
             r.read()
 
-    def set_reset(self, on=True):
-        with urllib.request.urlopen(self.url(f"/_set_reset/{1 if on else 0}"), timeout=10) as r:
+    def set_reset(self, on=True, reused_only=False):
+        mode = (2 if reused_only else 1) if on else 0
+        with urllib.request.urlopen(self.url(f"/_set_reset/{mode}"), timeout=10) as r:
             r.read()
 
 

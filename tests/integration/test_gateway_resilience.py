@@ -1,6 +1,7 @@
 """Gateway resilience through real processes: retries, timeouts, outlier ejection, circuit breaking
 and rate limiting, each seen from the client (status codes, which backend answered, timing) and
 from the agent (GET /v1/flotilla/gateway, /metrics)."""
+import concurrent.futures
 import http.client
 import json
 import re
@@ -8,6 +9,7 @@ import socket
 import struct
 import threading
 import time
+import urllib.request
 from collections import Counter
 
 import pytest
@@ -158,6 +160,36 @@ def test_a_pooled_connection_the_service_closed_is_no_failed_try(make_stack, mak
     ep = endpoint(stack, "web", web_id)
     assert ep["Failures"] == 0 and ep["TimesEjected"] == 0 and ep["Requests"] == 40, ep
     assert web.counts()["total"] == 40
+
+
+def test_a_stale_pooled_connection_is_followed_by_a_new_one_not_another_pooled_one(make_stack, make_backend):
+    # A service whose keep-alive timeout expires as each reused connection's next request comes in
+    # (it closes without an answer; the first request on a connection is answered). Every pooled
+    # connection is stale, and a check before reuse cannot tell: they close only once the request
+    # is there. The free second send went over another pooled connection, met the same close and
+    # failed the request (502 with `attempts: 1`; nginx's answers were all 200). It takes a new
+    # connection now.
+    routes = "    - service: web\n      retry: {attempts: 1}\n"
+    stack = make_stack(gateway_yaml(routes, workers=1, services="  web:\n" + NO_OUTLIER))
+    web = make_backend("web")
+    stack.register("web", web)
+    # Four pooled connections: four requests at once, each held by the service for a moment.
+    web.set_delay(0.3)
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        warm = list(pool.map(lambda i: urllib.request.urlopen(f"http://{GW_HOST}:{port_of(stack)}/echo/warm{i}",
+                                                              timeout=10).status, range(4)))
+    assert warm == [200] * 4
+    web.set_delay(0)
+    assert web.counts()["conns"] == 4, web.counts()
+    web.set_reset(True, reused_only=True)
+    conn = http.client.HTTPConnection(GW_HOST, port_of(stack), timeout=10)
+    try:
+        answers = [send(conn, ("GET", "HEAD", "DELETE")[i % 3], f"/echo/n{i}") for i in range(6)]
+    finally:
+        conn.close()
+    assert all(a.status == 200 for a in answers), [a for a in answers if a.status != 200]
+    assert metric(stack, "flotilla_gateway_upstream_stale_connections_total", service="web") >= 1
+    assert metric(stack, "flotilla_gateway_retries_total", service="web") == 0
 
 
 def on_a_reused_connection_that_dies(make_stack, make_backend, method, path, body=None, work=0.0):
