@@ -67,7 +67,7 @@ std::vector<EndpointSpec> usable_endpoints(const std::vector<InstanceHealth>& in
                      "(register it with an IP address)", i.id, host);
       continue;
     }
-    out.push_back({i.id, host, i.port, static_cast<uint32_t>(weight)});
+    out.push_back({i.id, host, i.port, static_cast<uint32_t>(weight), i.checked});
   }
   std::sort(out.begin(), out.end(), [](const EndpointSpec& a, const EndpointSpec& b) { return a.instance_id < b.instance_id; });
   return out;
@@ -106,7 +106,24 @@ struct Gateway::Impl {
   // Live across snapshots.
   // By service, then address: a backend registered under two services is two endpoints, each
   // with its own in-flight count and outlier state (Envoy's hosts are per cluster too).
-  std::map<std::pair<std::string, std::string>, std::weak_ptr<EndpointState>> endpoint_states;
+  // The instance ID says whether an address is still the same instance: another one there (a
+  // restarted process re-registered under a new ID, on a reused port) starts afresh.
+  struct StateRef {
+    std::weak_ptr<EndpointState> state;
+    std::string instance_id;
+  };
+  std::map<std::pair<std::string, std::string>, StateRef> endpoint_states;
+  // Endpoints that left their service's endpoints (maintenance, a failing check, deregistered)
+  // keep their state for kKeepDeparted, and while still ejected: one that comes back (the same
+  // instance ID at the same address) comes back with its outlier state and counters, so a
+  // flapping instance is neither let in again unjudged nor forgiven its ejections.
+  static constexpr int64_t kKeepDeparted = 600'000'000'000;  // 10 min
+  struct Departed {
+    std::shared_ptr<EndpointState> state;
+    std::string instance_id;
+    int64_t since = 0;
+  };
+  std::map<std::pair<std::string, std::string>, Departed> departed;
   std::map<std::string, std::shared_ptr<ClusterShared>> cluster_shared;  // by service
   std::map<std::string, std::vector<EndpointSpec>> endpoints;            // by service, as last set
   std::map<std::string, std::shared_ptr<const Cluster>> clusters;        // by service
@@ -159,14 +176,45 @@ struct Gateway::Impl {
     c->outlier = s->outlier_detection;
     c->shared = shared_for(service);
     c->shared->connection_limit.store(c->limits.max_connections, std::memory_order_relaxed);
+    const int64_t now = now_ns();
+    for (auto it = departed.begin(); it != departed.end();)
+      it = now - it->second.since > kKeepDeparted && !resilience::OutlierDetector::ejected(*it->second.state, now)
+               ? departed.erase(it)
+               : std::next(it);
+    auto address_of = [](const EndpointSpec& e) {
+      return e.host.find(':') != std::string::npos ? "[" + e.host + "]:" + std::to_string(e.port)
+                                                  : e.host + ":" + std::to_string(e.port);
+    };
+    std::set<std::pair<std::string, std::string>> staying;  // (address, instance ID)
+    for (const auto& e : endpoints[service]) staying.emplace(address_of(e), e.instance_id);
+    if (auto old = clusters.find(service); old != clusters.end())
+      for (const auto& oe : old->second->endpoints)
+        if (!staying.count({oe.state->address, oe.instance_id}))
+          departed[{service, oe.state->address}] = {oe.state, oe.instance_id, now};
     for (const auto& e : endpoints[service]) {
-      std::string address = e.host.find(':') != std::string::npos ? "[" + e.host + "]:" + std::to_string(e.port)
-                                                                  : e.host + ":" + std::to_string(e.port);
-      auto& weak = endpoint_states[{service, address}];
-      auto state = weak.lock();
-      if (!state) {
-        state = std::make_shared<EndpointState>(address);
-        weak = state;
+      std::string address = address_of(e);
+      const std::pair<std::string, std::string> key{service, address};
+      std::shared_ptr<EndpointState> state;
+      bool returned = false;
+      if (auto d = departed.find(key); d != departed.end()) {
+        if (d->second.instance_id == e.instance_id) {
+          state = d->second.state;
+          returned = true;
+        }
+        departed.erase(d);
+      }
+      auto& ref = endpoint_states[key];
+      if (!state && ref.instance_id == e.instance_id) state = ref.state.lock();
+      if (!state) state = std::make_shared<EndpointState>(address);
+      ref = {state, e.instance_id};
+      if (returned && e.checked) {
+        // Back because its checks pass again: the registry's checks are this gateway's active
+        // health checks, and a passing one ends an ejection (times_ejected stays, so a relapse is
+        // ejected for longer; its decay counts from now).
+        int64_t until = state->ejected_until_ns.load();
+        if (until > now && state->ejected_until_ns.compare_exchange_strong(until, now))
+          spdlog::info("gateway: {} ({} of {}) is back with passing checks: its outlier ejection ends", address,
+                       e.instance_id, service);
       }
       c->endpoints.push_back({e.instance_id, e.host, e.port, std::max<uint32_t>(1, e.weight), state});
     }
@@ -229,7 +277,7 @@ struct Gateway::Impl {
     source.publish(std::move(snap));
     // Forget states no snapshot holds.
     for (auto it = endpoint_states.begin(); it != endpoint_states.end();)
-      it = it->second.expired() ? endpoint_states.erase(it) : std::next(it);
+      it = it->second.state.expired() ? endpoint_states.erase(it) : std::next(it);
   }
 };
 
@@ -327,7 +375,8 @@ EndpointLoad Gateway::endpoint_load(const std::string& service, const std::strin
   EndpointLoad out;
   auto it = impl_->endpoint_states.find({service, address});
   if (it == impl_->endpoint_states.end()) return out;
-  auto s = it->second.lock();
+  if (impl_->departed.count({service, address})) return out;  // not routed to now
+  auto s = it->second.state.lock();
   if (!s) return out;
   out.known = true;
   out.active = s->active.load(std::memory_order_relaxed);

@@ -42,6 +42,10 @@ struct EndpointSpec {
   std::string host;  // IP literal
   uint16_t port = 0;
   uint32_t weight = 1;
+  // The instance has health checks of its own (not only maintenance or node checks): its coming
+  // back to the endpoints says its checks pass again, which ends an outlier ejection it left with
+  // (Envoy un-ejects a host on a successful active health check).
+  bool checked = false;
   bool operator==(const EndpointSpec&) const = default;
 };
 
@@ -127,6 +131,7 @@ struct InstanceHealth {
   std::string status;   // the worst of its checks and the node's: passing | warning | critical
   int weight_passing = 1;
   int weight_warning = 1;
+  bool checked = false;  // it has checks of its own (EndpointSpec::checked)
 };
 // Consul's aggregation step: the worse of an instance's status so far and one more check's
 // (passing < warning < critical; anything unknown counts as critical).

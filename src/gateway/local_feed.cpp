@@ -20,8 +20,13 @@ std::vector<EndpointSpec> endpoints_of(const registry::State& st, const std::str
   std::vector<InstanceHealth> list;
   for (const registry::Service* s : st.instances(service)) {
     const char* status = node_status;
-    for (const auto* c : st.checks_of_service(s->id)) status = worse_status(status, c->status);
-    list.push_back({s->id, s->address, static_cast<uint16_t>(s->port), status, s->weight_passing, s->weight_warning});
+    bool checked = false;
+    for (const auto* c : st.checks_of_service(s->id)) {
+      status = worse_status(status, c->status);
+      if (c->id.rfind("_service_maintenance:", 0) != 0) checked = true;
+    }
+    list.push_back(
+        {s->id, s->address, static_cast<uint16_t>(s->port), status, s->weight_passing, s->weight_warning, checked});
   }
   return usable_endpoints(list, st.node().address.empty() ? "127.0.0.1" : st.node().address);
 }
@@ -29,7 +34,8 @@ std::vector<EndpointSpec> endpoints_of(const registry::State& st, const std::str
 std::string fingerprint_body(const std::vector<EndpointSpec>& eps) {
   std::string out;
   for (const auto& e : eps)
-    out += e.instance_id + '\n' + e.host + '\n' + std::to_string(e.port) + '\n' + std::to_string(e.weight) + '\n';
+    out += e.instance_id + '\n' + e.host + '\n' + std::to_string(e.port) + '\n' + std::to_string(e.weight) +
+           (e.checked ? "\nchecked\n" : "\n");
   return out;
 }
 }  // namespace

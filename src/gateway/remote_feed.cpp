@@ -78,7 +78,12 @@ std::vector<EndpointSpec> parse_health(const std::string& body) {
     }
     const char* status = "passing";
     if (e.contains("Checks"))
-      for (const auto& c : e["Checks"]) status = worse_status(status, c.value("Status", "critical"));
+      for (const auto& c : e["Checks"]) {
+        status = worse_status(status, c.value("Status", "critical"));
+        const std::string sid = c.contains("ServiceID") && c["ServiceID"].is_string() ? c["ServiceID"].get<std::string>() : "";
+        const std::string cid = c.contains("CheckID") && c["CheckID"].is_string() ? c["CheckID"].get<std::string>() : "";
+        if (!sid.empty() && cid.rfind("_service_maintenance:", 0) != 0) h.checked = true;
+      }
     h.status = status;
     list.push_back(std::move(h));
   }

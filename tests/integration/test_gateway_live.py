@@ -664,6 +664,44 @@ def test_standalone_gateway_notices_a_registry_that_stops_answering(data_dir, ma
         reg.stop()
 
 
+def test_a_standalone_gateway_lets_an_instance_back_in_when_its_checks_pass(data_dir, make_gateway, make_backend):
+    # The remote feed reads an instance's own checks from /v1/health/service (ServiceID set, not
+    # the maintenance check), as the in-process one does: an ejected instance whose check fails
+    # and passes again comes back un-ejected, its TimesEjected kept (test_gateway_resilience has
+    # the in-process cases, and the one without checks).
+    agent_dir = os.path.join(data_dir, "agent")
+    os.makedirs(agent_dir)
+    agent = Agent(agent_dir).start()
+    try:
+        def put(path, body=None):
+            status, _, text = agent.request("PUT", path, body)
+            assert status == 200, text
+        good = make_backend("good")
+        put("/v1/agent/service/register", {"Name": "web", "ID": "web-good", "Address": "127.0.0.1", "Port": good.port})
+        put("/v1/agent/service/register", {"Name": "web", "ID": "flaky", "Address": "127.0.0.1", "Port": free_port(),
+                                           "Check": {"TTL": "10m"}})
+        put("/v1/agent/check/pass/service:flaky")
+        g = make_gateway(agent.url, workers=1)
+        wait_for(lambda: ids(g.endpoints()) == ["flaky", "web-good"], timeout=10, what="both endpoints")
+
+        def flaky():
+            return next(e for e in g.endpoints() if e["ID"] == "flaky")
+        for _ in range(40):
+            get(g.url + "/")
+            if flaky()["Ejected"]:
+                break
+        assert flaky()["Ejected"] is True and flaky()["TimesEjected"] == 1, flaky()
+        put("/v1/agent/check/fail/service:flaky")
+        wait_for(lambda: ids(g.endpoints()) == ["web-good"], timeout=10, what="flaky gone")
+        assert backends_seen(g.url + "/", 4) == {"good": 4}
+        put("/v1/agent/check/pass/service:flaky")
+        wait_for(lambda: ids(g.endpoints()) == ["flaky", "web-good"], timeout=10, what="flaky back")
+        ep = flaky()
+        assert ep["Ejected"] is False and ep["TimesEjected"] == 1 and ep["Ejections"] == 1, ep
+    finally:
+        assert agent.stop() == 0
+
+
 def test_out_of_file_descriptors_the_workers_rest_and_recover(data_dir, make_gateway, make_backend):
     # Over its open-files limit, accept4() fails with EMFILE while connections stay queued: the
     # worker must rest and try again (not spin, not exit), and serve again once descriptors free

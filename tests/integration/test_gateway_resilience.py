@@ -417,6 +417,86 @@ def test_consecutive_5xx_eject_the_endpoint(make_stack, make_backend):
     assert bad.counts()["total"] == 5
 
 
+def test_an_instance_that_leaves_and_comes_back_keeps_its_outlier_state(make_stack, make_backend):
+    # An ejected instance that left the endpoints for a moment (maintenance, a failing check) and
+    # came back was a new endpoint to the gateway once nothing held its state any more: ejection,
+    # TimesEjected, Ejections, Requests and Failures all back to zero, a dead instance let in again
+    # unjudged (and re-ejected for the base time, not longer). Its state is kept now. Coming back
+    # because its own checks pass again ends the ejection (as Envoy's successful active health
+    # check does) but keeps the count, so a relapse is ejected for longer. Instances at ports
+    # where nothing listens: every try is a connect failure, and no pooled connection holds them.
+    routes = "    - service: web\n      retry: {attempts: 1}\n"
+    services = "  web:\n    outlier_detection: {consecutive_failures: 3, base_ejection_time: 60s}\n"
+    stack = make_stack(gateway_yaml(routes, services, workers=1))
+    for b in (make_backend("a"), make_backend("b")):
+        stack.register("web", b)
+    dead_port = free_port()
+    dead = stack.register("web", dead_port, instance_id="dead")
+
+    def ejected_by_traffic(instance):
+        conn = http.client.HTTPConnection(GW_HOST, port_of(stack), timeout=10)
+        try:
+            for _ in range(60):
+                send(conn)
+                if endpoint(stack, "web", instance)["Ejected"]:
+                    return endpoint(stack, "web", instance)
+        finally:
+            conn.close()
+        raise AssertionError(f"{instance} was never ejected")
+
+    def gone_and_back(instance, leave, come_back):
+        leave()
+        wait_for(lambda: all(e["ID"] != instance for e in stack.endpoints("web")), what=f"{instance} gone")
+        answers = many(stack, 10)  # the worker takes the snapshot without it
+        assert all(a.status == 200 for a in answers), answers
+        come_back()
+        wait_for(lambda: any(e["ID"] == instance for e in stack.endpoints("web")), what=f"{instance} back")
+        return endpoint(stack, "web", instance)
+
+    def maintenance(instance, on):
+        status, text = stack.api_request(
+            "PUT", f"/v1/agent/service/maintenance/{instance}?enable={'true' if on else 'false'}&reason=test")
+        assert status == 200, text
+
+    # No checks of its own: its return says nothing of its health, so it stays ejected.
+    before = ejected_by_traffic(dead)
+    assert before["TimesEjected"] == 1 and before["Ejections"] == 1 and before["Failures"] == 3, before
+    after = gone_and_back(dead, lambda: maintenance(dead, True), lambda: maintenance(dead, False))
+    assert after["Ejected"] is True and after["EjectedForSeconds"] > 40, after
+    assert (after["TimesEjected"], after["Ejections"], after["Requests"], after["Failures"]) == \
+        (1, 1, before["Requests"], 3), after
+    answers = many(stack, 20)
+    assert all(a.status == 200 for a in answers), [a for a in answers if a.status != 200]
+
+    # With a check of its own (a TTL check the test passes and fails): back with its check
+    # passing, it is let in again, and its next ejection is the second (2 x 60 s).
+    flaky_port = free_port()
+    flaky = stack.register("web", flaky_port, instance_id="flaky", check={"TTL": "10m"})
+
+    def ttl(state):
+        status, text = stack.api_request("PUT", f"/v1/agent/check/{state}/service:flaky")
+        assert status == 200, text
+    ttl("pass")
+    wait_for(lambda: any(e["ID"] == flaky for e in stack.endpoints("web")), what="flaky routed")
+    first = ejected_by_traffic(flaky)
+    assert first["TimesEjected"] == 1, first
+    back = gone_and_back(flaky, lambda: ttl("fail"), lambda: ttl("pass"))
+    assert back["Ejected"] is False and back["TimesEjected"] == 1 and back["Ejections"] == 1, back
+    assert back["Requests"] == first["Requests"], back
+    wait_for(lambda: "is back with passing checks" in stack.read_log(), timeout=5, what="the log line")
+    again = ejected_by_traffic(flaky)
+    assert again["TimesEjected"] == 2 and again["Ejections"] == 2 and again["EjectedForSeconds"] > 100, again
+
+    # Another instance at a departed one's address is another instance: it starts afresh.
+    stack.deregister(dead)
+    wait_for(lambda: all(e["ID"] != dead for e in stack.endpoints("web")), what="dead deregistered")
+    many(stack, 5)
+    stack.register("web", dead_port, instance_id="reborn")
+    ep = endpoint(stack, "web", "reborn")
+    assert (ep["Ejected"], ep["TimesEjected"], ep["Ejections"], ep["Requests"], ep["Failures"]) == \
+        (False, 0, 0, 0, 0), ep
+
+
 def test_ejection_is_per_service_even_for_a_shared_address(make_stack, make_backend):
     # The same three backends are instances of two services. Failures seen through one service
     # eject the endpoint there only: the other service keeps sending to it, and its counts and
