@@ -415,7 +415,7 @@ Task<void> Connection::send_local(int status, std::string_view body, bool close,
   const auto& head = parser_.head();
   std::string& h = down_head_;
   h.clear();
-  h.append(head.version_minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ");
+  h.append("HTTP/1.1 ");  // to HTTP/1.0 clients too (build_downstream_head says why)
   h.append(std::to_string(status));
   h.push_back(' ');
   h.append(http::reason_phrase(status));

@@ -223,7 +223,10 @@ std::string_view build_upstream_head(const http1::RequestHead& head, const Upstr
 }
 
 void build_downstream_head(const http1::ResponseHead& head, const DownstreamResponse& r, std::string& out) {
-  out.append(r.version_minor == 0 ? "HTTP/1.0 " : "HTTP/1.1 ");
+  // HTTP/1.1 to HTTP/1.0 clients too (RFC 9110 §6.2: the highest minor version the server
+  // conforms to, as nginx and Envoy answer); what the answer may use (no chunked, no interim
+  // answers, keep-alive only when asked) still follows the client's version.
+  out.append("HTTP/1.1 ");
   char buf[8];
   auto [end, ec] = std::to_chars(buf, buf + sizeof buf, head.status);
   out.append(buf, static_cast<size_t>(end - buf));

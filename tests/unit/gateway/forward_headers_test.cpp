@@ -170,7 +170,7 @@ TEST(ForwardHeaders, DownstreamHeadDropsHopByHopAndSetsFraming) {
   old.version_minor = 0;
   old.content_length = 12;
   build_downstream_head(p.head(), old, out);
-  EXPECT_EQ(out.rfind("HTTP/1.0 200 OK\r\n", 0), 0u);
+  EXPECT_EQ(out.rfind("HTTP/1.1 200 OK\r\n", 0), 0u);  // RFC 9110 §6.2
   EXPECT_TRUE(has_line(out, "Connection: keep-alive"));
   EXPECT_TRUE(has_line(out, "Content-Length: 12"));
   EXPECT_EQ(field_value(out, "Transfer-Encoding"), "<absent>");
