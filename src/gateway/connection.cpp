@@ -684,7 +684,11 @@ Task<bool> Connection::handle_request() {
     co_return true;
   };
 
-  if (head.target_form == http1::TargetForm::asterisk)
+  // OPTIONS for the server as a whole: `OPTIONS *`, or an absolute-form target with an empty
+  // path, which the last proxy must send on as `OPTIONS *` (RFC 9112 §3.2.4), not as `/`.
+  if (head.target_form == http1::TargetForm::asterisk ||
+      (head.target_form == http1::TargetForm::absolute && head.method == "OPTIONS" &&
+       (head.path.empty() || head.path[0] == '?')))
     co_return co_await refuse(400, json_error("asterisk-form requests (OPTIONS *) are not forwarded"));
   std::string_view target = head.path;
   std::string_view path = target, query;

@@ -1676,6 +1676,22 @@ def test_a_transfer_coding_before_chunked_is_refused_not_passed_on_decoded(gw):
                 assert r.status == 200 and json.loads(r.body)["path"] == f"/echo/after-coded-{i}", r
 
 
+def test_options_for_the_whole_server_is_refused_and_the_connection_kept(gw):
+    # `OPTIONS *` asks about the server, not a resource: not forwarded (400), connection kept. An
+    # absolute-form OPTIONS without a path means the same (RFC 9112 §3.2.4: the last proxy sends it
+    # on as `OPTIONS *`); it was forwarded as `OPTIONS /`, a question about another thing.
+    before = gw.main.counts()["total"]
+    with Client(gw.port) as c:
+        for target in ("*", "http://main.test", "http://main.test?x=1"):
+            c.send(f"OPTIONS {target} HTTP/1.1\r\nHost: main.test\r\n\r\n".encode())
+            r = c.read_response()
+            assert r.status == 400 and "OPTIONS *" in json.loads(r.body)["error"], (target, r)
+        assert gw.main.counts()["total"] == before, "refused requests reached the service"
+        c.send(b"OPTIONS http://main.test/echo/opt HTTP/1.1\r\nHost: main.test\r\n\r\n")
+        r = c.read_response()
+        assert r.status == 200 and r.json()["path"] == "/echo/opt" and r.json()["method"] == "OPTIONS", r
+
+
 def test_access_log_reopened_on_sigusr1(gw):
     # logrotate moves the file, then signals (nginx's `-s reopen`): lines go to a new file at the
     # old path. SIGUSR1 used to kill the process.
