@@ -371,11 +371,11 @@ uint16_t Gateway::service_port(const std::string& service) const {
   return it == impl_->service_ports.end() ? 0 : it->second;
 }
 
-EndpointLoad Gateway::endpoint_load(const std::string& service, const std::string& address) const {
+EndpointLoad Gateway::endpoint_load(const std::string& service, const std::string& address,
+                                    const std::string& instance_id) const {
   EndpointLoad out;
   auto it = impl_->endpoint_states.find({service, address});
-  if (it == impl_->endpoint_states.end()) return out;
-  if (impl_->departed.count({service, address})) return out;  // not routed to now
+  if (it == impl_->endpoint_states.end() || it->second.instance_id != instance_id) return out;
   auto s = it->second.state.lock();
   if (!s) return out;
   out.known = true;

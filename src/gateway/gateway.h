@@ -106,8 +106,12 @@ class Gateway {
   // route comes with the next reconfigure() that lists it in service_listeners (until then a
   // request there gets 404). Throws std::runtime_error when the socket cannot be opened.
   uint16_t add_service_listener(const std::string& service);
-  // Live counters of a service's endpoint at "IP:PORT" (control thread).
-  EndpointLoad endpoint_load(const std::string& service, const std::string& address) const;
+  // Live counters of a service's endpoint at "IP:PORT" registered as `instance_id` (control
+  // thread). Known while the gateway keeps its state: routed now, in flight, or departed a
+  // short while ago (a draining instance's requests still count). Another instance's state at
+  // that address is not this one's.
+  EndpointLoad endpoint_load(const std::string& service, const std::string& address,
+                             const std::string& instance_id) const;
   int workers() const;
   size_t connections() const;
   // Clusters, endpoints and their live state (in-flight, ejections), for the agent API.

@@ -320,7 +320,7 @@ void Supervisor::Impl::wait_drained(const std::string& service, const std::strin
   auto now = Clock::now();
   bool idle = true;
   if (gateway) {
-    auto load = gateway->endpoint_load(service, i->address());
+    auto load = gateway->endpoint_load(service, i->address(), i->id);
     idle = !load.known || load.active == 0;
   }
   if ((idle && now - since >= 100ms) || now >= until) {

@@ -48,15 +48,13 @@ void Supervisor::Impl::sample(ServiceRuntime& s, Clock::time_point now) {
   int64_t inflight = 0;
   for (auto& i : s.instances) {
     if (!gateway || !i->port) continue;
-    auto load = gateway->endpoint_load(s.name, i->address());
+    auto load = gateway->endpoint_load(s.name, i->address(), i->id);
     if (!load.known) continue;
-    // The first time the gateway knows an automatic-port instance, its counts are the
-    // instance's own from zero (the gateway's state per service and address is created when it
-    // is first routed, and automatic ports are not handed out again within 60 s): the requests,
-    // failures and ejections before this first tick count. A fixed port may still carry its previous
-    // instance's counts, so there the first sample is only the baseline.
+    // The first time the gateway knows an instance, its counts are the instance's own from zero
+    // (the gateway's state is per service, address and instance ID, created when the instance
+    // is first routed): the requests, failures and ejections before this first tick count.
     gateway::EndpointLoad base = i->last_load;
-    if (!base.known && i->spec->port_mode == config::ServiceSection::PortMode::automatic) base.known = true;
+    base.known = true;
     Load d;
     if (base.known && load.requests >= base.requests) {
       d.requests = load.requests - base.requests;

@@ -110,7 +110,7 @@ TEST(GatewayReconfigureTest, AServicesGatewayKeysChangeLiveAndItsEndpointStateSt
   metrics::Registry m;
   Gateway gw(file_of(kOne), m);
   gw.set_endpoints("web", {{"web-1", "127.0.0.1", 9001, 1}});
-  ASSERT_TRUE(gw.endpoint_load("web", "127.0.0.1:9001").known);
+  ASSERT_TRUE(gw.endpoint_load("web", "127.0.0.1:9001", "web-1").known);
   auto c = gw.reconfigure(file_of(std::string(kOne) +
                                   "services:\n"
                                   "  web:\n"
@@ -120,7 +120,7 @@ TEST(GatewayReconfigureTest, AServicesGatewayKeysChangeLiveAndItsEndpointStateSt
   EXPECT_FALSE(c.routes_changed);
   EXPECT_TRUE(c.changed());
   EXPECT_EQ(gw.status()["Services"]["web"]["LoadBalancer"], "least_request");
-  EXPECT_TRUE(gw.endpoint_load("web", "127.0.0.1:9001").known);
+  EXPECT_TRUE(gw.endpoint_load("web", "127.0.0.1:9001", "web-1").known);
   // A service section that only a supervisor would read is not a gateway change.
   c = gw.reconfigure(file_of(std::string(kOne) +
                              "services:\n"
@@ -129,6 +129,26 @@ TEST(GatewayReconfigureTest, AServicesGatewayKeysChangeLiveAndItsEndpointStateSt
                              "    circuit_breaker: { max_requests: 10 }\n"
                              "    command: [\"/bin/true\"]\n"));
   EXPECT_FALSE(c.changed());
+}
+
+// An instance's state is per service, address and instance ID. One that left the endpoints stays
+// known by its ID for a while (the supervisor waits for a draining instance's in-flight requests
+// through it); another instance at its address is another state.
+TEST(GatewayEndpointStateTest, ADepartedInstanceStaysKnownByItsIdAndAnotherAtItsAddressStartsAfresh) {
+  metrics::Registry m;
+  Gateway gw(file_of(kOne), m);
+  gw.set_endpoints("web", {{"web-1", "127.0.0.1", 9001, 1}});
+  EXPECT_TRUE(gw.endpoint_load("web", "127.0.0.1:9001", "web-1").known);
+  EXPECT_FALSE(gw.endpoint_load("web", "127.0.0.1:9001", "web-2").known);
+
+  gw.set_endpoints("web", {});
+  EXPECT_TRUE(gw.status()["Services"]["web"]["Endpoints"].empty());
+  EXPECT_TRUE(gw.endpoint_load("web", "127.0.0.1:9001", "web-1").known);
+
+  gw.set_endpoints("web", {{"web-2", "127.0.0.1", 9001, 1}});
+  EXPECT_TRUE(gw.endpoint_load("web", "127.0.0.1:9001", "web-2").known);
+  EXPECT_FALSE(gw.endpoint_load("web", "127.0.0.1:9001", "web-1").known);
+  EXPECT_FALSE(gw.endpoint_load("web", "127.0.0.1:9002", "web-2").known);
 }
 
 TEST(GatewayReconfigureTest, KeysOnlyARestartChangesKeepTheirRunningValues) {
