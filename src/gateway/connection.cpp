@@ -330,6 +330,15 @@ void Connection::check_client_now(int64_t now) {
   if (current_upstream_) current_upstream_->socket.close(ec);  // the coroutine's read returns and sees client_gone_
 }
 
+void Connection::check_idle_now() {
+  idle_check_at_ = 0;  // once per idle spell
+  pollfd p{socket_.native_handle(), POLLIN | POLLRDHUP, 0};
+  if (::poll(&p, 1, 0) <= 0 || (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)) == 0) return;
+  // The client is done sending, and has every answer: the wait for its next request ends.
+  error_code ec;
+  socket_.cancel(ec);
+}
+
 void Connection::drain() {
   close_after_ = true;
   if (idle_) {
@@ -474,6 +483,8 @@ Task<void> Connection::run() {
 }
 
 namespace {
+// An idle keep-alive connection is polled for an unannounced FIN this long into its idleness.
+constexpr int64_t kIdleFinCheck = 200'000'000;
 constexpr int64_t kLingerTime = 30'000'000'000;  // nginx's lingering_time
 // How soon after the send a reused connection's close counts as "it was already closed".
 constexpr int64_t kStaleWindow = 200'000'000;
@@ -535,6 +546,7 @@ Task<bool> Connection::read_head() {
         head_length_ = r.head_length;
         clear_deadline();
         idle_ = false;
+        idle_check_at_ = 0;
         co_return true;
       }
       if (r.status == http1::RequestParser::Status::error) {
@@ -556,6 +568,7 @@ Task<bool> Connection::read_head() {
       idle_ = true;
       if (close_after_) co_return false;
       set_deadline(Wait::idle, ns(cfg.timeouts.idle));
+      idle_check_at_ = deadline_ - ns(cfg.timeouts.idle) + kIdleFinCheck;  // no second clock read
     }
     if (in_.make_room(1024, kMaxHead) == 0) {  // the parser's limits fire before this
       std::string body = json_error("request header fields too large");
@@ -587,6 +600,7 @@ Task<bool> Connection::read_head() {
     in_.commit(n);
     if (idle_) {
       idle_ = false;
+      idle_check_at_ = 0;
       clear_deadline();
       first = true;
     }

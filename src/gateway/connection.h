@@ -37,8 +37,16 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // connection ends the wait (its request is abandoned, as nginx and Envoy do). A FIN after more
   // pipelined requests, or on a route with `on_client_close: wait`, is a half-close, and the wait
   // goes on (see docs/gateway.md).
+  // Between requests, a keep-alive connection is polled once, 200 ms into its idleness, for a
+  // FIN that no event announced (one that came with the request's last bytes, recv.h): a client
+  // that half-closed after its request (`nc -N`) has its answer and is closed then, not after
+  // timeouts.idle.
   void check_client(int64_t now) {
-    if (awaiting_answer_ && now >= client_check_at_) check_client_now(now);
+    if (awaiting_answer_) {
+      if (now >= client_check_at_) check_client_now(now);
+    } else if (idle_check_at_ != 0 && now >= idle_check_at_) {
+      check_idle_now();
+    }
   }
   int64_t deadline() const { return deadline_; }
   // The worker's end-of-round flush: sends the upstream request queued by handle_request.
@@ -53,6 +61,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void log_refused(int status, size_t bytes);
   Task<bool> handle_request();
   void check_client_now(int64_t now);
+  void check_idle_now();
   // nginx's lingering close (see the definition).
   Task<void> linger_close();
   Task<void> send_local(int status, std::string_view body_json, bool close,
@@ -93,6 +102,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool client_gone_ = false;     // check_client found the client gone (reset, or closed: abort_on_close_)
   bool abort_on_close_ = true;    // the waiting request's route: a client's FIN abandons it
   int64_t client_check_at_ = 0;
+  int64_t idle_check_at_ = 0;  // when an idle keep-alive connection is polled for a FIN; 0: not due
   bool idle_ = false;
   bool wrote_down_ = false;  // anything written to the client yet
   bool nodelay_ = false;     // TCP_NODELAY set

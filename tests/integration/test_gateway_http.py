@@ -1692,6 +1692,26 @@ def test_options_for_the_whole_server_is_refused_and_the_connection_kept(gw):
         assert r.status == 200 and r.json()["path"] == "/echo/opt" and r.json()["method"] == "OPTIONS", r
 
 
+def test_a_client_that_half_closed_after_its_request_is_closed_after_its_answer(gw):
+    # `printf 'GET / …' | nc -N`: the request and the FIN come together, so no event of the FIN's
+    # own follows (recv.h), and the connection waited for a next request until timeouts.idle
+    # (60 s) after the answer. The idle connection is polled once, 200 ms in, and closed.
+    for _ in range(3):
+        with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as s:
+            s.sendall(request("GET", "/echo/half"))
+            s.shutdown(socket.SHUT_WR)
+            t0 = time.monotonic()
+            data = b""
+            while True:
+                d = s.recv(65536)
+                if not d:
+                    break
+                data += d
+            took = time.monotonic() - t0
+        assert data.startswith(b"HTTP/1.1 200") and b"/echo/half" in data, data[:300]
+        assert took < 5, f"the connection stayed open {took:.1f} s after the answer"
+
+
 def test_access_log_reopened_on_sigusr1(gw):
     # logrotate moves the file, then signals (nginx's `-s reopen`): lines go to a new file at the
     # old path. SIGUSR1 used to kill the process.
