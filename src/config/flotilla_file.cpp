@@ -248,6 +248,12 @@ RouteMatch read_match(const Reader& r, const YAML::Node& n) {
       if (!gateway::http1::syntax::is_token(name))
         r.fail(it->first, "match.headers: \"" + name + "\" is not a header name (letters, digits and !#$%&'*+-.^_`|~)");
       std::transform(name.begin(), name.end(), name.begin(), [](unsigned char c) { return std::tolower(c); });
+      // Names are case-insensitive, so X-Env and x-env are one header: two values for it would
+      // make a route that no request matches.
+      for (const auto& [seen, value] : m.headers)
+        if (seen == name)
+          r.fail(it->first, "match.headers: \"" + it->first.Scalar() + "\" is given twice (header names are "
+                            "case-insensitive; a route can require one value per header)");
       m.headers.emplace_back(name, r.string(it->second, "match.headers values"));
     }
   }
@@ -306,6 +312,11 @@ Route read_route(const Reader& r, const YAML::Node& n) {
     RetryPolicy p;
     if (y["attempts"]) p.attempts = static_cast<int>(r.integer(y["attempts"], "retry.attempts", 1, 10));
     if (y["on"]) {
+      // A single value (`on: 5xx`) or an empty list read as no condition at all: retries off
+      // without a word. `attempts: 1` is how to turn them off.
+      if (!y["on"].IsSequence()) r.fail(y["on"], "retry.on must be a list such as [5xx, reset]");
+      if (y["on"].size() == 0)
+        r.fail(y["on"], "retry.on is empty, so nothing would be retried (to turn retries off, write attempts: 1)");
       p.on.clear();
       static const std::set<std::string> known = {"connect-failure", "reset", "5xx", "gateway-error", "retriable-4xx"};
       for (const auto& e : y["on"]) {

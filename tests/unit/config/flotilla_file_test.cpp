@@ -358,6 +358,15 @@ TEST(FlotillaFile, RetryAndRateLimitValuesThatWouldNotDoWhatTheySay) {
   // Any 4xx or 5xx status may be listed.
   EXPECT_EQ(parse(route("retry: {on: ['409', '599']}"), "f.yaml").gateway->routes[0].retry->on.size(), 2u);
   EXPECT_CONFIG_ERROR(route("retry: {on: ['204']}"), "\"204\" is not an error status");
+  // A single value or an empty list read as no condition at all: retries silently off.
+  EXPECT_CONFIG_ERROR(route("retry: {attempts: 3, on: 5xx}"), "retry.on must be a list such as [5xx, reset]");
+  EXPECT_CONFIG_ERROR(route("retry: {attempts: 3, on: '5xx, 503'}"), "retry.on must be a list");
+  EXPECT_CONFIG_ERROR(route("retry: {attempts: 3, on: []}"), "retry.on is empty, so nothing would be retried");
+  EXPECT_CONFIG_ERROR(route("retry: {attempts: 3, on: }"), "retry.on must be a list");
+  // One value per header name, whatever its case: two would make a route nothing matches.
+  EXPECT_CONFIG_ERROR(route("match: {headers: {X-Env: prod, x-env: dev}}"), "\"x-env\" is given twice");
+  EXPECT_EQ(parse(route("match: {headers: {X-Env: prod, X-Team: a}}"), "f.yaml").gateway->routes[0].match.headers.size(),
+            2u);
   // Under one token nothing passes: the default burst is at least one request.
   auto slow = parse(route("rate_limit: {requests_per_second: 0.5}"), "f.yaml").gateway->routes[0].rate_limit;
   EXPECT_EQ(slow->burst, 1.0);
