@@ -27,6 +27,9 @@ namespace {
 class Reader {
  public:
   explicit Reader(std::string path) : path_(std::move(path)) {}
+  // Whether the supervisor's files on this host are checked (working_dir exists, env_file
+  // readable): not for the standalone gateway, which runs on another host than the services.
+  bool host_files = true;
 
   [[noreturn]] void fail(const YAML::Node& at, const std::string& message) const {
     auto m = at.Mark();
@@ -410,14 +413,15 @@ void read_supervisor_keys(const Reader& r, const YAML::Node& n, const std::strin
                                                             : w;
     // "." or "sub/" normalise to "DIR/", "DIR/sub/": one spelling per directory, as the default.
     if (s.working_dir.size() > 1 && s.working_dir.back() == '/') s.working_dir.pop_back();
-    if (!std::filesystem::is_directory(s.working_dir))
+    if (r.host_files && !std::filesystem::is_directory(s.working_dir))
       r.fail(n["working_dir"], p + "working_dir " + s.working_dir + " is not a directory");
   }
   std::map<std::string, std::string> env;
   if (const auto& e = n["env_file"]) {
     for (const auto& f : r.strings(e, p + "env_file")) {
       auto path = std::filesystem::path(f).is_relative() ? (std::filesystem::path(dir) / f).lexically_normal().string() : f;
-      for (auto& [k, v] : read_env_file(r, e, path)) env[k] = v;
+      if (r.host_files)
+        for (auto& [k, v] : read_env_file(r, e, path)) env[k] = v;
     }
   }
   // Compose users write ${VAR} and ${VAR:-default}; flotilla does not interpolate, and passing
@@ -719,6 +723,7 @@ std::vector<const ServiceSection*> File::start_order() const {
 namespace {
 File parse_flotilla_yaml(const std::string& text, const std::string& path, Use use) {
   Reader r(path);
+  r.host_files = use == Use::agent;
   YAML::Node root;
   try {
     root = YAML::Load(text);

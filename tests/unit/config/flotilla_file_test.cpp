@@ -665,6 +665,23 @@ TEST(FlotillaFile, EnvFile) {
   EXPECT_NE(error.find("badname.env:1: expected KEY=VALUE"), std::string::npos) << error;
 }
 
+// The standalone gateway reads the application's own file on another host: the supervisor's
+// files (working_dir, env_file) are not there, and are not its business.
+TEST(FlotillaFile, TheStandaloneGatewayDoesNotCheckTheSupervisorsFiles) {
+  TempDir d;
+  const std::string text =
+      "name: s\ngateway:\n  routes:\n    - service: web\n"
+      "services:\n  web:\n    command: x\n    working_dir: ./nothere\n    env_file: .env\n";
+  std::string error;
+  d.load(text, &error);
+  EXPECT_NE(error.find("is not a directory"), std::string::npos) << error;
+  d.write("flotilla.yaml", text);
+  auto f = load_file(d.path() + "/flotilla.yaml", Use::gateway_alone);
+  ASSERT_TRUE(f.gateway);
+  EXPECT_EQ(f.gateway->routes[0].service, "web");
+  EXPECT_TRUE(only_service(f).environment.empty());
+}
+
 TEST(FlotillaFile, Ports) {
   EXPECT_EQ(only_service(parse(web("port: auto"), "app/flotilla.yaml")).port_mode, ServiceSection::PortMode::automatic);
   auto fixed = only_service(parse(web("port: 8081"), "app/flotilla.yaml"));
