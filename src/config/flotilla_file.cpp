@@ -202,6 +202,22 @@ void check_route_path(const Reader& r, const YAML::Node& node, const std::string
   if (path.empty() || path[0] != '/') r.fail(node, key + " must start with /");
   if (path.find_first_of("?#") != std::string::npos)
     r.fail(node, key + " \"" + path + "\" has a query or fragment: routes match the path alone");
+  // A space, a non-ASCII letter or a control character never comes raw in a request target (the
+  // gateway refuses such a request): it comes %-escaped, and is matched so.
+  std::string escaped;
+  bool raw = false;
+  for (unsigned char c : path) {
+    if (c > 0x20 && c < 0x7f) {
+      escaped.push_back(static_cast<char>(c));
+      continue;
+    }
+    static constexpr char kHex[] = "0123456789ABCDEF";
+    raw = true;
+    escaped += {'%', kHex[c >> 4], kHex[c & 15]};
+  }
+  if (raw)
+    r.fail(node, key + " \"" + path + "\" has characters that requests carry %-escaped (spaces, non-ASCII letters, "
+                   "controls), so it would never match; write \"" + escaped + "\"");
   auto norm = gateway::normalize_path(path);
   if (!norm) r.fail(node, key + " \"" + path + "\" has a malformed or control-character %-escape");
   if (*norm != path)
@@ -228,6 +244,17 @@ RouteMatch read_match(const Reader& r, const YAML::Node& n) {
       r.fail(n["host"], "match.host must be a host name, or *.domain for any subdomain");
     if (h.front() != '[' && h.find(':') != std::string::npos)
       r.fail(n["host"], "match.host must not have a port: the port in a request's Host is ignored when matching");
+    if (h.front() == '[' && (h.back() != ']' || h.find(']') != h.size() - 1))
+      r.fail(n["host"], "match.host must be an IPv6 address in brackets without a port, such as [::1] (the port in a "
+                        "request's Host is ignored when matching)");
+    if (h.front() == '.')
+      r.fail(n["host"], "match.host \"" + m.host + "\" starts with a dot, which no Host does (nginx reads .example.com "
+                        "as the domain and its subdomains: write two routes, example.com and *.example.com)");
+    if (h.front() != '[')
+      for (unsigned char c : h)
+        if (!std::isalnum(c) && c != '-' && c != '.' && c != '_')
+          r.fail(n["host"], "match.host \"" + m.host + "\" has a character no host name has (letters, digits, '-', "
+                            "'.' and '_'; *.domain for any subdomain)");
     if (h.size() > 1 && h.back() == '.') m.host.pop_back();  // "a.example." is "a.example"
     std::transform(m.host.begin(), m.host.end(), m.host.begin(), [](unsigned char c) { return std::tolower(c); });
   }
@@ -810,7 +837,13 @@ File parse_flotilla_yaml(const std::string& text, const std::string& path, Use u
       gw.max_connections = static_cast<int>(r.integer(g["max_connections"], "gateway.max_connections", 1, 1000000));
     if (g["access_log"]) {
       gw.access_log = r.string(g["access_log"], "gateway.access_log");
-      if (gw.access_log == "off") gw.access_log.clear();
+      std::string word = gw.access_log;
+      std::transform(word.begin(), word.end(), word.begin(), [](unsigned char c) { return std::tolower(c); });
+      if (word == "off") gw.access_log.clear();
+      // YAML's other yes/no words would name a file called "false" in the file's directory.
+      else if (word == "false" || word == "no" || word == "none" || word == "true" || word == "yes" || word == "on" ||
+               word.empty())
+        r.fail(g["access_log"], "gateway.access_log is a file's path, or off (no access log)");
       else if (gw.access_log != "stdout" && gw.access_log != "stderr") {
         if (std::filesystem::path(gw.access_log).is_relative())
           gw.access_log = (std::filesystem::path(f.dir) / gw.access_log).lexically_normal().string();

@@ -221,6 +221,15 @@ TEST(FlotillaFile, RejectsRoutesThatCouldNeverMatch) {
   EXPECT_EQ(route("match: {host: \"shop.example:8080\"}"),
             "app/flotilla.yaml:5:21: match.host must not have a port: the port in a request's Host is ignored when "
             "matching");
+  // Characters requests carry %-escaped; host spellings no Host has.
+  EXPECT_NE(route("match: {path_prefix: \"/a b\"}").find("would never match; write \"/a%20b\""), std::string::npos);
+  EXPECT_NE(route("match: {path: \"/caf\u00e9\"}").find("write \"/caf%C3%A9\""), std::string::npos);
+  EXPECT_NE(route("match: {host: \".example.com\"}").find("write two routes, example.com and *.example.com"),
+            std::string::npos);
+  EXPECT_NE(route("match: {host: \"[::1]:80\"}").find("without a port"), std::string::npos);
+  EXPECT_NE(route("match: {host: \"a b.example\"}").find("has a character no host name has"), std::string::npos);
+  EXPECT_EQ(route("match: {host: \"[::1]\"}"), "");
+  EXPECT_EQ(route("match: {host: \"*.my_svc.example\"}"), "");
   // A mapping where a key should be (doubled braces, as in a Python format string) is an error
   // at its place, not a crash.
   EXPECT_EQ(route("match: {{path_prefix: /a}}"),
@@ -245,6 +254,14 @@ TEST(FlotillaFile, RejectsRoutesThatCouldNeverMatch) {
                  "flotilla.yaml");
   EXPECT_EQ(f.gateway->routes[0].match.host, "shop.example");
   EXPECT_EQ(f.gateway->routes[0].match.path_prefix, "/a/%2F/~x/");
+}
+
+TEST(FlotillaFile, AccessLogIsAPathOrOff) {
+  auto gw = [](const std::string& v) { return "name: s\ngateway:\n  access_log: " + v + "\n"; };
+  EXPECT_TRUE(parse(gw("off"), "f.yaml").gateway->access_log.empty());
+  EXPECT_TRUE(parse(gw("OFF"), "f.yaml").gateway->access_log.empty());
+  for (const char* word : {"false", "no", "None", "true", "yes", "on", "''"})
+    EXPECT_CONFIG_ERROR(gw(word), "gateway.access_log is a file's path, or off");
 }
 
 TEST(FlotillaFile, RejectsBadValues) {
