@@ -47,6 +47,7 @@ int run_gateway(const GatewayOptions& o) {
     std::cerr << "flotilla gateway: " << o.file << " has no `gateway:` section (listen and routes)\n";
     return 2;
   }
+  for (const auto& w : config::warnings(file)) spdlog::warn("{}", w);
   raise_fd_limit();
   EventLoop loop;
   metrics::Registry metrics;
@@ -163,6 +164,7 @@ int run_gateway(const GatewayOptions& o) {
       spdlog::error("gateway: reload: {} has no `gateway:` section; keeping the running configuration", o.file);
       return;
     }
+    for (const auto& w : config::warnings(next)) spdlog::warn("{}", w);
     const std::set<std::string> running = gw.services();
     std::set<std::string> both = running;
     pending_new.clear();

@@ -345,7 +345,15 @@ std::function<int()> add_up(CLI::App& app) {
       std::cerr << "flotilla up: " << e.what() << "\n";
       return 2;
     }
-    if (auto applied = apply_to_running(file, o->token, o->detach, o->wait_seconds)) return *applied;
+    // What loads but is probably a slip, on the terminal: a fresh attached agent logs them there
+    // itself; an application applied again, or started detached, logs them only to its file.
+    auto say_warnings = [&] {
+      for (const auto& w : config::warnings(file)) std::cerr << "warning: " << w << "\n";
+    };
+    if (auto applied = apply_to_running(file, o->token, o->detach, o->wait_seconds)) {
+      say_warnings();
+      return *applied;
+    }
     // Nothing answers at agent.api, but an agent runs on this data dir: the file's agent.api
     // changed since it started. It cannot move; say where it is rather than fail on its lock.
     if (auto running = running_agent_of(file.agent.data_dir)) {
@@ -361,7 +369,10 @@ std::function<int()> add_up(CLI::App& app) {
     a.token = o->token;
     a.node = o->node;
     a.log_level = o->log_level;
-    if (o->detach) return detach_and_wait(*o, file, a);
+    if (o->detach) {
+      say_warnings();
+      return detach_and_wait(*o, file, a);
+    }
     a.attach = !o->no_attach;
     return run_agent(a, &file);
   };

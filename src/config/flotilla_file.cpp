@@ -956,9 +956,58 @@ size_t edit_distance(const std::string& a, const std::string& b) {
 }
 }  // namespace
 
+namespace {
+// Whether every request route `inner` would match is matched by `outer` first (the gateway's
+// matching rules, gateway/route_table.cpp, on patterns instead of requests).
+bool prefix_covers(const std::string& prefix, const std::string& path) {
+  if (path.compare(0, prefix.size(), prefix) != 0) return false;
+  return path.size() == prefix.size() || prefix.back() == '/' || path[prefix.size()] == '/';
+}
+bool host_covers(const std::string& outer, const std::string& inner) {
+  if (outer.empty() || outer == inner) return true;
+  if (inner.empty() || outer.rfind("*.", 0) != 0) return false;
+  const std::string suffix = outer.substr(1);  // ".example.com"
+  return inner.size() > suffix.size() && inner.compare(inner.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+bool route_covers(const Route& outer, const Route& inner) {
+  const auto& o = outer.match;
+  const auto& i = inner.match;
+  if (o.listener_service != i.listener_service || !host_covers(o.host, i.host)) return false;
+  if (!o.path.empty() && i.path != o.path) return false;
+  if (!o.path_prefix.empty() && !(i.path.empty() ? !i.path_prefix.empty() && prefix_covers(o.path_prefix, i.path_prefix)
+                                                 : prefix_covers(o.path_prefix, i.path)))
+    return false;
+  if (!o.methods.empty()) {
+    if (i.methods.empty()) return false;
+    for (const auto& m : i.methods)
+      if (std::find(o.methods.begin(), o.methods.end(), m) == o.methods.end()) return false;
+  }
+  for (const auto& h : o.headers)
+    if (std::find(i.headers.begin(), i.headers.end(), h) == i.headers.end()) return false;
+  return true;
+}
+}  // namespace
+
 std::vector<std::string> warnings(const File& file) {
   std::vector<std::string> out;
   if (!file.gateway) return out;
+  // Routes are tried in order: one that an earlier route covers never gets a request.
+  const auto& routes = file.gateway->routes;
+  for (size_t i = 1; i < routes.size(); ++i)
+    for (size_t j = 0; j < i; ++j)
+      if (route_covers(routes[j], routes[i])) {
+        out.push_back(file.path + ":" + std::to_string(routes[i].line) +
+                      ": this route never gets a request: the route on line " + std::to_string(routes[j].line) +
+                      " matches every request it would, and routes are tried in order (put the more specific one "
+                      "first)");
+        break;
+      }
+  // A hash policy with nothing to hash balances at random.
+  for (const auto& s : file.services)
+    if ((s.load_balancer == "ring_hash" || s.load_balancer == "maglev") && s.hash_on.empty())
+      out.push_back(file.path + ":" + std::to_string(s.line) + ": services." + s.name + ": load_balancer " +
+                    s.load_balancer + " without hash_on has no key to hash, so every request goes to a random "
+                    "instance (set hash_on: header:NAME, cookie:NAME, client_ip or path)");
   // A try limit at or above the request's never ends a try: the request's timeout (504, no
   // retry) always comes first. Harmless, so not refused, but not what it says.
   for (const auto& r : file.gateway->routes)

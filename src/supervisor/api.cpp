@@ -1,6 +1,7 @@
 #include "supervisor/api.h"
 
 #include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
 
 #include <chrono>
 #include <ctime>
@@ -336,6 +337,8 @@ void handle(Supervisor& sup, const ApiHooks& hooks, const ExchangePtr& ex, const
 
 json apply_file(Supervisor& sup, const ApiHooks& hooks, const config::File& file) {
   sup.check_apply(file);  // before the hook opens anything for a file that is refused
+  // What loads but is probably a slip: edits to a running application are where typos happen.
+  for (const auto& w : config::warnings(file)) spdlog::warn("{}", w);
   if (hooks.before_apply) hooks.before_apply(file);
   auto r = sup.apply(file);
   json answer{{"Added", r.added}, {"Changed", r.changed}, {"Reconfigured", r.reconfigured}, {"Removed", r.removed}, {"Unchanged", r.unchanged}, {"Rerun", r.rerun}, {"Deployed", r.deployed}};

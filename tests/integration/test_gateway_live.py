@@ -702,6 +702,23 @@ def test_a_standalone_gateway_lets_an_instance_back_in_when_its_checks_pass(data
         assert agent.stop() == 0
 
 
+def test_a_standalone_gateway_warns_of_a_route_that_never_gets_a_request(data_dir, make_gateway):
+    # At start and on every SIGHUP, as `config check` does: a route an earlier one covers.
+    agent_dir = os.path.join(data_dir, "agent")
+    os.makedirs(agent_dir)
+    agent = Agent(agent_dir).start()
+    try:
+        g = make_gateway(agent.url, workers=1,
+                         routes="    - service: web\n    - service: api\n      match: {path_prefix: /api}\n")
+        line = wait_for(lambda: next((ln for ln in g.read_log().splitlines() if "never gets a request" in ln), None),
+                        timeout=5, what="the warning at start")
+        assert "warn" in line and "the route on line 6" in line, line
+        os.kill(g.proc.pid, signal.SIGHUP)
+        wait_for(lambda: g.read_log().count("never gets a request") == 2, timeout=10, what="the warning on reload")
+    finally:
+        assert agent.stop() == 0
+
+
 def test_out_of_file_descriptors_the_workers_rest_and_recover(data_dir, make_gateway, make_backend):
     # Over its open-files limit, accept4() fails with EMFILE while connections stay queued: the
     # worker must rest and try again (not spin, not exit), and serve again once descriptors free

@@ -1072,8 +1072,51 @@ TEST(FlotillaFile, EverySupervisorErrorIsPositioned) {
   }
 }
 
+TEST(FlotillaFile, WarnsOfARouteAnEarlierRouteCovers) {
+  auto shadowed = [](const std::string& first, const std::string& second) {
+    auto w = warnings(parse("name: s\ngateway:\n  routes:\n    - {service: a, " + first + "}\n    - {service: b, " +
+                                second + "}\n",
+                            "f.yaml"));
+    return !w.empty() && w[0].find("never gets a request: the route on line 4") != std::string::npos;
+  };
+  EXPECT_TRUE(shadowed("name: all", "match: {path_prefix: /api}"));
+  EXPECT_EQ(warnings(parse("name: s\ngateway:\n  routes:\n    - {service: a}\n    - {service: b, match: {path: /x}}\n",
+                           "f.yaml"))[0],
+            "f.yaml:5: this route never gets a request: the route on line 4 matches every request it would, and "
+            "routes are tried in order (put the more specific one first)");
+  EXPECT_TRUE(shadowed("match: {path_prefix: /api}", "match: {path_prefix: /api/v2}"));
+  EXPECT_TRUE(shadowed("match: {path_prefix: /api/}", "match: {path: /api/x}"));
+  EXPECT_TRUE(shadowed("match: {path: /x}", "match: {path: /x, methods: [GET]}"));
+  EXPECT_TRUE(shadowed("match: {host: '*.example.com'}", "match: {host: shop.example.com, path: /x}"));
+  EXPECT_TRUE(shadowed("match: {methods: [GET, POST]}", "match: {methods: [GET]}"));
+  EXPECT_TRUE(shadowed("match: {headers: {x-env: prod}}", "match: {headers: {x-env: prod, x-team: a}}"));
+  // The first is narrower in some way: the second gets what the first does not match.
+  EXPECT_FALSE(shadowed("match: {path_prefix: /api}", "match: {path_prefix: /apix}"));
+  EXPECT_FALSE(shadowed("match: {path_prefix: /api/}", "match: {path_prefix: /api}"));
+  EXPECT_FALSE(shadowed("match: {path: /api}", "match: {path_prefix: /api}"));
+  EXPECT_FALSE(shadowed("match: {host: shop.example.com}", "match: {host: '*.example.com'}"));
+  EXPECT_FALSE(shadowed("match: {host: '*.example.com'}", "match: {host: example.com}"));
+  EXPECT_FALSE(shadowed("match: {methods: [GET]}", "name: other"));
+  EXPECT_FALSE(shadowed("match: {headers: {x-env: prod}}", "name: other"));
+  EXPECT_FALSE(shadowed("match: {headers: {x-env: prod}}", "match: {headers: {x-env: dev}}"));
+}
+
+TEST(FlotillaFile, WarnsOfAHashPolicyWithoutAKey) {
+  auto w = warnings(parse("name: s\ngateway:\n  routes:\n    - service: web\nservices:\n  web:\n"
+                          "    load_balancer: ring_hash\n",
+                          "f.yaml"));
+  ASSERT_EQ(w.size(), 1u);
+  EXPECT_NE(w[0].find("services.web: load_balancer ring_hash without hash_on has no key to hash"), std::string::npos)
+      << w[0];
+  EXPECT_TRUE(warnings(parse("name: s\ngateway:\n  routes:\n    - service: web\nservices:\n  web:\n"
+                             "    {load_balancer: maglev, hash_on: client_ip}\n",
+                             "f.yaml"))
+                  .empty());
+}
+
 TEST(FlotillaFile, WarnsOfARouteToAServiceTheFileDoesNotRun) {
-  const std::string head = "name: shop\ngateway:\n  routes:\n    - service: webb\n    - service: web\n";
+  const std::string head =
+      "name: shop\ngateway:\n  routes:\n    - {service: webb, match: {path_prefix: /b}}\n    - service: web\n";
   auto f = parse(head + "services:\n  web:\n    command: [a]\n", "app/flotilla.yaml");
   auto w = warnings(f);
   ASSERT_EQ(w.size(), 1u);
