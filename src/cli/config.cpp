@@ -81,14 +81,21 @@ std::function<int()> add_config(CLI::App& app) {
   cmd->require_subcommand(1);
   auto* check = cmd->add_subcommand("check", "Validate a flotilla.yaml without starting anything");
   check->add_option("-f,--file", *file, "The file")->capture_default_str();
+  auto gateway_alone = std::make_shared<bool>(false);
+  check->add_flag("--gateway", *gateway_alone,
+                  "Check it as `flotilla gateway` reads it: no agent.api beside the listeners, no supervisor files");
   check->footer("Exit status 0 when the file is valid; otherwise one line FILE:LINE:COL: what is wrong.");
-  return [file, check]() -> int {
+  return [file, check, gateway_alone]() -> int {
     if (!check->parsed()) return 2;
     try {
       if (*file == "flotilla.yaml")  // the default: here or in a parent directory
         if (std::string found = find_app_file(); !found.empty()) *file = found;
-      auto f = config::load_file(*file);
-      std::cout << *file << ": ok\n"
+      auto f = config::load_file(*file, *gateway_alone ? config::Use::gateway_alone : config::Use::agent);
+      if (*gateway_alone && !f.gateway) {
+        std::cerr << *file << ": no `gateway:` section (listen and routes), which `flotilla gateway` needs\n";
+        return 1;
+      }
+      std::cout << *file << ": ok" << (*gateway_alone ? " (as flotilla gateway reads it)" : "") << "\n"
                 << "  name:    " << f.name << "\n"
                 << "  agent:   api " << f.agent.api << ", data dir " << f.agent.data_dir << ", store "
                 << f.agent.store << "\n";

@@ -18,6 +18,7 @@
 #include "gateway/admin.h"
 #include "gateway/gateway.h"
 #include "gateway/registry_feed.h"
+#include "http/address.h"
 #include "http/server.h"
 
 namespace flotilla::cli {
@@ -70,15 +71,24 @@ int run_gateway(const GatewayOptions& o) {
     std::cerr << "flotilla gateway: " << e.what() << "\n";
     return 2;
   }
+  std::string admin_address = o.admin.rfind("http://", 0) == 0 ? o.admin.substr(7) : o.admin;
+  if (!admin_address.empty()) {
+    std::string host;
+    uint16_t port = 0;
+    if (!http::split_host_port(admin_address, host, port) || host.empty()) {
+      std::cerr << "flotilla gateway: --admin must be HOST:PORT, such as 127.0.0.1:9901 (got \"" << o.admin << "\")\n";
+      return 2;
+    }
+  }
   try {
     gw.listen();
   } catch (const std::exception& e) {
-    std::cerr << "flotilla gateway: " << e.what() << "\n";
+    std::cerr << "flotilla gateway: " << e.what() << " (gateway.listen in " << o.file << " picks another address)\n";
     return 1;
   }
   std::unique_ptr<http::Server> admin;
-  if (!o.admin.empty()) {
-    std::string a = o.admin.rfind("http://", 0) == 0 ? o.admin.substr(7) : o.admin;
+  if (!admin_address.empty()) {
+    const std::string& a = admin_address;
     admin = std::make_unique<http::Server>(loop, [&gw, &metrics](const std::shared_ptr<http::Exchange>& ex) {
       if (gateway::serve_admin(gw, ex)) return;
       const auto& req = ex->request();
@@ -127,8 +137,11 @@ int run_gateway(const GatewayOptions& o) {
     return 0;
   }
   gw.start();
-  spdlog::info("flotilla gateway {} listening on {} with {} worker(s), following {}", kVersion,
-               gw.status()["Listen"].dump(), gw.workers(), o.registry);
+  spdlog::info("flotilla gateway {} listening on {} with {} worker(s), following {}{}", kVersion,
+               gw.status()["Listen"].dump(), gw.workers(), o.registry,
+               admin ? "; admin (/metrics, /v1/flotilla/gateway) on " +
+                           admin_address.substr(0, admin_address.rfind(':') + 1) + std::to_string(admin->port())
+                     : std::string());
   // SIGHUP reloads the file (as nginx does): routes and the services' gateway keys change
   // without closing a connection. Newly routed services are followed first, and the new routes
   // take effect once their endpoints are known (or after 5 s, if the registry does not answer).
@@ -157,11 +170,19 @@ int run_gateway(const GatewayOptions& o) {
     try {
       next = config::load_file(o.file, config::Use::gateway_alone);
     } catch (const config::ConfigError& err) {
-      spdlog::error("gateway: reload: {}; keeping the running configuration", err.what());
+      // An earlier reload that waits for the registry still takes effect: say so, not only
+      // "keeping", which the switch a few seconds later would contradict.
+      spdlog::error("gateway: reload: {}; keeping the running configuration{}", err.what(),
+                    pending ? " (the file read at the previous SIGHUP still takes effect once the registry answers "
+                              "for its new services)"
+                            : "");
       return;
     }
     if (!next.gateway) {
-      spdlog::error("gateway: reload: {} has no `gateway:` section; keeping the running configuration", o.file);
+      spdlog::error("gateway: reload: {} has no `gateway:` section; keeping the running configuration{}", o.file,
+                    pending ? " (the file read at the previous SIGHUP still takes effect once the registry answers "
+                              "for its new services)"
+                            : "");
       return;
     }
     for (const auto& w : config::warnings(next)) spdlog::warn("{}", w);

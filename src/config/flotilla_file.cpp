@@ -1037,6 +1037,10 @@ std::vector<std::string> warnings(const File& file) {
 }
 
 File load_file(const std::string& path, Use use) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec))
+    throw ConfigError(path + ": is a directory; name the file (such as " +
+                      (std::filesystem::path(path) / "flotilla.yaml").string() + ")");
   std::ifstream in(path, std::ios::binary);
   if (!in) throw ConfigError(path + ": cannot read the file (" + std::strerror(errno) + ")");
   std::stringstream ss;

@@ -111,6 +111,21 @@ def test_config_check(tmp_path):
     star.write_text("name: shop\ngateway:\n  listen: '*:8080'\n")
     r = run("config", "check", "-f", str(star))
     assert r.returncode == 1 and "is not an IP address" in r.stderr
+    # A directory is named as one (it read as an empty file).
+    r = run("config", "check", "-f", str(tmp_path))
+    assert r.returncode == 1 and "is a directory" in r.stderr, r.stderr
+    # --gateway checks the file as `flotilla gateway` reads it: no agent.api beside the listeners.
+    alone = tmp_path / "alone.yaml"
+    alone.write_text("name: shop\nagent: {api: 127.0.0.1:7700}\ngateway:\n  listen: [127.0.0.1:7700]\n"
+                     "  routes:\n    - service: api\n")
+    assert run("config", "check", "-f", str(alone)).returncode == 1
+    r = run("config", "check", "--gateway", "-f", str(alone))
+    assert r.returncode == 0 and "as flotilla gateway reads it" in r.stdout, r.stderr
+    # Warnings: a route an earlier one covers.
+    shadow = tmp_path / "shadow.yaml"
+    shadow.write_text("name: shop\ngateway:\n  routes:\n    - service: api\n    - {service: web, match: {path: /x}}\n")
+    r = run("config", "check", "-f", str(shadow))
+    assert r.returncode == 0 and f"warning: {shadow}:5: this route never gets a request" in r.stderr, r.stderr
 
 
 def test_up_names_the_access_log_when_it_cannot_open_it(tmp_path):

@@ -835,6 +835,17 @@ def test_standalone_gateway_refuses_a_bad_registry_url(data_dir, registry, why):
         s.bind(("127.0.0.1", g.port))
 
 
+@pytest.mark.parametrize("admin", ["foo", "127.0.0.1", ":9901"])
+def test_standalone_gateway_refuses_a_bad_admin_address(data_dir, admin):
+    # A malformed --admin is a usage error (2, as a bad --registry), said before anything listens.
+    g = StandaloneGateway(data_dir, "http://127.0.0.1:7700", "badadmin")
+    r = subprocess.run([BIN, "gateway", "-f", g.file, "--registry", "http://127.0.0.1:7700", "--admin", admin],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == 2 and "--admin must be HOST:PORT" in r.stderr, (r.returncode, r.stderr)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", g.port))
+
+
 def test_an_upload_the_service_stops_reading_ends_in_a_504_the_client_gets(make_stack, make_backend):
     # The service reads the head, then neither the body nor answers: after timeouts.idle the
     # gateway answers 504, and (lingering) lets a client that sends its whole body first finish
