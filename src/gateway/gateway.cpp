@@ -581,11 +581,21 @@ nlohmann::json Gateway::status() const {
                      {"TimesEjected", s.times_ejected.load(std::memory_order_relaxed)},
                      {"Ejections", s.ejections_total.load(std::memory_order_relaxed)}});
     }
+    const auto& od = c->outlier;
     services[name] = {{"LoadBalancer", std::string(lb::policy_name(c->policy))},
+                      {"CircuitBreaker", {{"MaxConnections", c->limits.max_connections},
+                                          {"MaxPendingRequests", c->limits.max_pending_requests},
+                                          {"MaxRequests", c->limits.max_requests}}},
+                      {"OutlierDetection", {{"ConsecutiveFailures", od.consecutive_failures},
+                                            {"BaseEjectionTimeSeconds", std::chrono::duration<double>(od.base_ejection_time).count()},
+                                            {"MaxEjectionTimeSeconds", std::chrono::duration<double>(od.max_ejection_time).count()},
+                                            {"MaxEjectionPercent", od.max_ejection_percent}}},
                       {"Endpoints", eps},
                       {"ActiveRequests", c->shared->active.load(std::memory_order_relaxed)},
                       {"UpstreamConnections", c->shared->connections.load(std::memory_order_relaxed)},
                       {"IdleUpstreamConnections", c->shared->idle.load(std::memory_order_relaxed)}};
+    if (const config::ServiceSection* sv = im.file.service(name); sv && !sv->hash_on.empty())
+      services[name]["HashOn"] = sv->hash_on;
   }
   json listen = json::array();
   for (size_t i = 0; i < im.ports.size(); ++i) {
@@ -617,6 +627,13 @@ nlohmann::json Gateway::status() const {
     if (r.line > 0) route["Line"] = r.line;
     if (r.strip_prefix) route["StripPrefix"] = true;
     if (r.idle_timeout) route["IdleTimeoutSeconds"] = std::chrono::duration<double>(*r.idle_timeout).count();
+    {
+      const config::RetryPolicy retry = r.retry.value_or(config::RetryPolicy{});  // what the route does
+      route["Retry"] = {{"Attempts", retry.attempts}, {"On", retry.on},
+                        {"PerTryTimeoutSeconds", std::chrono::duration<double>(retry.per_try_timeout).count()}};
+    }
+    route["MaxBodyBytes"] = r.max_body_bytes;
+    route["OnClientClose"] = r.abort_on_client_close ? "abort" : "wait";
     if (r.rate_limit)
       route["RateLimit"] = {{"RequestsPerSecond", r.rate_limit->requests_per_second},
                             {"Burst", r.rate_limit->burst > 0 ? r.rate_limit->burst : r.rate_limit->requests_per_second},

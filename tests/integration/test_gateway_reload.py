@@ -75,10 +75,21 @@ def test_up_again_changes_routes_under_load(make_stack, make_backend):
         time.sleep(0.5)
 
         # A service's keys change live.
-        rewrite(stack, gateway_yaml(API_FIRST, "services:\n  web:\n    load_balancer: least_request\n"))
+        rewrite(stack, gateway_yaml(API_FIRST, "services:\n  web:\n    load_balancer: least_request\n"
+                                               "    circuit_breaker: {max_requests: 77}\n"
+                                               "    outlier_detection: {consecutive_failures: 9}\n"))
         out = up_again(stack)
         assert "2 route(s), unchanged" in out and "settings changed: web" in out, out
-        assert stack.gateway_status()["Services"]["web"]["LoadBalancer"] == "least_request"
+        web_status = stack.gateway_status()["Services"]["web"]
+        assert web_status["LoadBalancer"] == "least_request"
+        # The settings in force show, so an operator can check a reload took.
+        assert web_status["CircuitBreaker"] == {"MaxConnections": 1024, "MaxPendingRequests": 1024,
+                                                "MaxRequests": 77}, web_status
+        assert web_status["OutlierDetection"]["ConsecutiveFailures"] == 9, web_status
+        route = stack.gateway_status()["Routes"][1]
+        assert route["Retry"] == {"Attempts": 2, "On": ["connect-failure", "reset", "503"],
+                                  "PerTryTimeoutSeconds": 0.0}, route
+        assert route["MaxBodyBytes"] == 0 and route["OnClientClose"] == "abort", route
         time.sleep(0.5)
 
         # The route goes: /api falls through to the catch-all, and api is no longer followed.
