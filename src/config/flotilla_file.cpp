@@ -123,7 +123,7 @@ class Reader {
     auto s = string(n, what);
     std::string host;
     uint16_t port;
-    if (!http::split_host_port(s, host, port)) fail(n, what + " must be HOST:PORT, such as 127.0.0.1:8080");
+    if (!http::split_host_port(s, host, port)) fail(n, what + " must be HOST:PORT, such as 127.0.0.1:8080 or [::1]:8080 (IPv6 in brackets)");
     // What the listeners can bind (an address, not a name to look up): found here, not at start.
     if (!http::is_ip_or_localhost(host))
       fail(n, what + ": \"" + host + "\" is not an IP address (use 0.0.0.0:PORT for every IPv4 address, [::]:PORT for IPv6, "
@@ -753,7 +753,12 @@ File parse_flotilla_yaml(const std::string& text, const std::string& path, Use u
   r.host_files = use == Use::agent;
   YAML::Node root;
   try {
-    root = YAML::Load(text);
+    std::vector<YAML::Node> documents = YAML::LoadAll(text);
+    // A second document (after a `---` line) would be ignored without a word.
+    if (documents.size() > 1)
+      r.fail(documents[1], "a second YAML document (after a --- line): flotilla.yaml is one document, and the "
+                           "rest would be ignored");
+    if (!documents.empty()) root = documents[0];
   } catch (const YAML::Exception& e) {
     // YAML forbids tabs in indentation, and yaml-cpp's message for them ("end of map not found")
     // does not say so: point at the first line indented with one.

@@ -22,6 +22,8 @@ bool split_host_port(const std::string& address, std::string& host, uint16_t& po
     if (colon == std::string_view::npos) return false;
     h = a.substr(0, colon);
     p = a.substr(colon + 1);
+    // "::1:8080" could be the address ::1:8080 as well as ::1 and a port: IPv6 goes in brackets.
+    if (h.find(':') != std::string_view::npos) return false;
   }
   if (h.empty() || p.empty()) return false;
   unsigned v = 0;

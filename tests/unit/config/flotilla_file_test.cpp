@@ -149,6 +149,11 @@ TEST(FlotillaFile, ListenAddressesAreWhatTheListenersCanBind) {
   ASSERT_TRUE(f.gateway);
   EXPECT_EQ(f.gateway->listen.size(), 4u);
   EXPECT_NE(error_of("name: s\ngateway:\n  listen: [web.internal:80]\n").find("is not an IP address"), std::string::npos);
+  // "::1:8080" is an IPv6 address too: a port after IPv6 needs brackets.
+  EXPECT_CONFIG_ERROR("name: s\ngateway:\n  listen: ['::1:8080']\n", "(IPv6 in brackets)");
+  // A second document would be ignored; a leading --- is one document.
+  EXPECT_CONFIG_ERROR("name: s\n---\nname: t\ngateway: {listen: ['127.0.0.1:1']}\n", "a second YAML document");
+  EXPECT_EQ(parse("---\nname: s\n", "f.yaml").name, "s");
 }
 
 TEST(FlotillaFile, ListenersThatWouldTakeOnePortAreFoundBeforeStart) {
@@ -194,7 +199,7 @@ TEST(FlotillaFile, ErrorsNameFileLineAndColumn) {
   EXPECT_EQ(error_of("name: shop\ngateway:\n  routes:\n    - service: web\n      timeout: soon\n"),
             "app/flotilla.yaml:5:16: timeout must be a duration such as 250ms, 10s or 5m");
   EXPECT_EQ(error_of("name: shop\nagent:\n  api: localhost\n"),
-            "app/flotilla.yaml:3:8: agent.api must be HOST:PORT, such as 127.0.0.1:8080");
+            "app/flotilla.yaml:3:8: agent.api must be HOST:PORT, such as 127.0.0.1:8080 or [::1]:8080 (IPv6 in brackets)");
   EXPECT_EQ(error_of("name: [unclosed\n").rfind("app/flotilla.yaml:", 0), 0u);
   EXPECT_NE(error_of("name: [unclosed\n").find("not valid YAML"), std::string::npos);
   EXPECT_EQ(error_of("name: [unclosed\n").find("tab"), std::string::npos);
