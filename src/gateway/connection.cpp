@@ -339,6 +339,24 @@ void Connection::check_idle_now() {
   socket_.cancel(ec);
 }
 
+void Connection::cut() {
+  cut_ = true;
+  close_after_ = true;
+  error_code ec;
+  if (idle_) {  // between requests (or lingering): nothing to cut
+    socket_.cancel(ec);
+    return;
+  }
+  // A reset, not a FIN: a body delimited by the close (or decoded for an HTTP/1.0 client) must
+  // not look whole. Closing both sockets ends every wait of the coroutine at once; its end logs
+  // the request with the status it started with and the bytes that got through.
+  reset_down_ = true;
+  ::linger l{1, 0};
+  ::setsockopt(socket_.native_handle(), SOL_SOCKET, SO_LINGER, &l, sizeof l);
+  if (current_upstream_) current_upstream_->socket.close(ec);
+  socket_.close(ec);
+}
+
 void Connection::drain() {
   close_after_ = true;
   if (idle_) {
@@ -919,6 +937,7 @@ Task<bool> Connection::handle_request() {
   int stale_pick = -1;
   bool stale_seen = false;  // since then, every reuse is checked first
   for (int attempt = 0; attempt < max_attempts; ++attempt) {
+    if (cut_) break;  // the gateway stops: no new try
     int64_t now = now_ns();
     resilience::Slot retry_slot;
     const bool resend = stale_pick >= 0;  // the same try again (it keeps its budget slot)

@@ -32,6 +32,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void expire(int64_t now);
   // Gateway draining: close now if idle between requests, else after the current response.
   void drain();
+  // The drain's time is up (Worker::cut): end the request in progress now, as a cut.
+  void cut();
   // The sweep, for a connection whose deadline has not passed: while it waits for a service's
   // answer, the client's socket is checked once a second, and a client that reset or closed its
   // connection ends the wait (its request is abandoned, as nginx and Envoy do). A FIN after more
@@ -95,6 +97,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Wait wait_ = Wait::none;
   bool timed_out_ = false;
   bool close_after_ = false;
+  bool cut_ = false;  // the gateway stops: no new try, no retry
   bool reset_down_ = false;  // close with a reset: the answer was cut short where its framing cannot say so
   bool linger_ = false;      // close by lingering: an answer went out while the client may still be sending
   bool head_request_ = false;  // the current request is a HEAD: the gateway's own answers carry no body

@@ -417,6 +417,14 @@ void Gateway::stop(std::chrono::milliseconds grace) {
   auto until = std::chrono::steady_clock::now() + grace;
   while (connections() > 0 && std::chrono::steady_clock::now() < until)
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  // Time is up: what is still in progress is cut (reset, logged), and given a moment to end on
+  // its own coroutine before the workers stop.
+  if (connections() > 0) {
+    for (auto& w : im.workers) w->cut();
+    auto cut_until = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+    while (connections() > 0 && std::chrono::steady_clock::now() < cut_until)
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
   for (auto& w : im.workers) w->stop_and_join();
 }
 

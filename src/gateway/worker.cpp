@@ -251,6 +251,11 @@ bool Worker::check_requests() {
     return false;
   }
   if (drain_requested_.load(std::memory_order_acquire) && !draining_) start_draining();
+  if (cut_requested_.load(std::memory_order_acquire) && !cut_done_) {
+    cut_done_ = true;
+    // cut() only closes and cancels: completions are posted, so live_ does not change here.
+    for (Connection* c : live_) c->cut();
+  }
   return true;
 }
 
@@ -441,6 +446,11 @@ void Worker::flush_queued() {
 
 void Worker::drain() {
   drain_requested_.store(true, std::memory_order_release);
+  wake();
+}
+
+void Worker::cut() {
+  cut_requested_.store(true, std::memory_order_release);
   wake();
 }
 

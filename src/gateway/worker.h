@@ -127,6 +127,11 @@ class Worker {
   // Takes effect at once: the worker is woken through its eventfd.
   void drain();
   bool draining_requested() const { return drain_requested_.load(std::memory_order_acquire); }
+  // Thread-safe: the drain's time is up. Every request still in progress ends now, as a cut: its
+  // client's connection is reset (never closed with a FIN, which would make a body delimited by
+  // the close look whole), its upstream connection closed, and its access log line written as
+  // its coroutine ends (see Connection::cut). Idle connections close. stop_and_join() follows.
+  void cut();
   void stop_and_join();
   size_t connections() const { return connection_count_.load(std::memory_order_relaxed); }
   // What connection balancing compares: open connections plus those handed to this worker and
@@ -255,6 +260,8 @@ class Worker {
   Random rng_;  // request and trace ids, jitter: 256-bit seed from the kernel
   bool draining_ = false;
   std::atomic<bool> drain_requested_{false};
+  std::atomic<bool> cut_requested_{false};
+  bool cut_done_ = false;
   std::atomic<bool> stop_requested_{false};
 };
 

@@ -941,6 +941,46 @@ def test_sigterm_ends_the_drop_of_a_refused_body(make_stack):
     assert exited < 3.0, f"exited {exited:.1f} s after SIGTERM (the 5 s grace: the drop held the drain)"
 
 
+def test_sigterm_past_the_grace_resets_what_is_still_being_sent_and_logs_it(make_stack, make_backend, data_dir):
+    # A download still going when the 5 s drain is over was closed with a FIN: a body delimited
+    # by the close then looked whole to the client (curl exit 0 with 30 MB of 200), and the cut
+    # request had no access log line. It is reset now, and logged with the bytes that got through.
+    log = os.path.join(data_dir, "cut-access.log")
+    stack = make_stack("gateway:\n  listen: [{gw}]\n  workers: 1\n  access_log: " + log +
+                       "\n  routes:\n    - service: web\n")
+    stack.register("web", make_backend("web"))
+    total = 500_000_000
+    c = socket.socket()
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)  # the gateway soon waits for the client
+    c.settimeout(20)
+    c.connect(("127.0.0.1", stack.gw_port))
+    c.sendall(f"GET /unframed/{total} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    got = c.recv(65536)
+    assert got.startswith(b"HTTP/1.1 200"), got[:200]
+    sent = time.monotonic()
+    stack.proc.send_signal(signal.SIGTERM)
+    time.sleep(6.5)  # past the 5 s grace, without reading
+    ended = None
+    try:
+        while True:
+            d = c.recv(1 << 20)
+            if not d:
+                ended = "a clean end of stream"
+                break
+            got += d
+    except ConnectionResetError:
+        ended = "reset"
+    finally:
+        c.close()
+    assert ended == "reset", f"the cut body ended with {ended} after {len(got)} bytes: it looks whole"
+    assert len(got) < total
+    rc = stack.proc.wait(timeout=10)
+    assert rc == 0, stack.read_log()
+    assert time.monotonic() - sent < 10
+    lines = [json.loads(ln) for ln in open(log) if f"/unframed/{total}" in ln]
+    assert len(lines) == 1 and lines[0]["status"] == 200 and 0 < lines[0]["bytes"] < total, lines
+
+
 # ---- configuration errors ----
 
 def run_up(stack, timeout=5):
