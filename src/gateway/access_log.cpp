@@ -109,6 +109,10 @@ void AccessLog::write(const AccessRecord& r) {
   line.append(",\"tries\":" + std::to_string(r.tries));
   line.append(",\"request_id\":");
   append_json_string(line, r.request_id);
+  if (!r.cut.empty()) {
+    line.append(",\"cut\":");
+    append_json_string(line, r.cut);
+  }
   line.append("}\n");
   bool wake = false;
   {

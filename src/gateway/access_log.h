@@ -32,6 +32,9 @@ struct AccessRecord {
   int tries = 0;
   std::string_view service;
   std::string_view request_id;  // the X-Request-Id sent upstream; empty when nothing was forwarded
+  // Why the answer's body was cut short ("service closed", "service stalled", "malformed body",
+  // "gateway stopped"); empty when it was whole (or the client went away). Written only when set.
+  std::string_view cut;
 };
 
 // Appends s as a JSON string (quotes included); control bytes and bytes >= 0x7f are escaped as

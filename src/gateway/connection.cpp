@@ -1424,6 +1424,9 @@ Task<bool> Connection::handle_request() {
     account(code);
 
     bool ok = true;
+    // Why the service's body did not reach its end (its fault, not the client's).
+    enum class BodyCut : uint8_t { none, closed, timeout, malformed };
+    BodyCut body_cut = BodyCut::none;
     if (code == 101) {
       // Tunnel: bytes both ways until either side closes or the idle timeout passes.
       if (!co_await write_down(down_head_, rb_.view())) co_return false;
@@ -1545,6 +1548,7 @@ Task<bool> Connection::handle_request() {
         current_upstream_ = nullptr;
         if (ec || n == 0 || timed_out_) {
           ok = false;
+          body_cut = timed_out_ ? BodyCut::timeout : BodyCut::closed;
           break;
         }
         rb_.commit(n);
@@ -1575,6 +1579,7 @@ Task<bool> Connection::handle_request() {
           }
           if (step.status == http1::ChunkedDecoder::Status::error) {
             ok = false;
+            body_cut = BodyCut::malformed;
             break;
           }
           end = step.status == http1::ChunkedDecoder::Status::done;
@@ -1600,11 +1605,16 @@ Task<bool> Connection::handle_request() {
         current_upstream_ = nullptr;
         if (timed_out_) {
           ok = false;
+          body_cut = BodyCut::timeout;
           break;
         }
         if (ec || n == 0) {
-          if (kind == http1::BodyKind::until_close && (!ec || ec == asio::error::eof)) end = true;  // the close is the end
-          else ok = false;  // a reset is not the end
+          if (kind == http1::BodyKind::until_close && (!ec || ec == asio::error::eof)) {
+            end = true;  // the close is the end
+          } else {
+            ok = false;  // a reset is not the end
+            body_cut = BodyCut::closed;
+          }
           break;
         }
         rb_.commit(n);
@@ -1619,9 +1629,29 @@ Task<bool> Connection::handle_request() {
     timed_out_ = false;
     if (up && up_keep && ok && body_read)
       worker_.put_idle(std::move(up));
+    // A body the service cut short (closed, reset, stalled, malformed) is its failure, though its
+    // head was a success: counted as a reset or timeout, in its failures and by outlier detection,
+    // as Envoy counts an upstream reset after the headers. A body the stopping gateway cut is not.
+    std::string_view cut_note;
+    if (cut_ && !ok) {
+      cut_note = "gateway stopped";
+    } else if (body_cut != BodyCut::none) {
+      const bool timeout = body_cut == BodyCut::timeout;
+      cut_note = timeout ? "service stalled" : body_cut == BodyCut::malformed ? "malformed body" : "service closed";
+      if (timeout && shared.metrics.upstream_timeouts) shared.metrics.upstream_timeouts->inc();
+      if (!timeout && shared.metrics.upstream_resets) shared.metrics.upstream_resets->inc();
+      const resilience::Outcome cut_outcome =
+          timeout ? resilience::Outcome::timeout(true) : resilience::Outcome::reset(true);
+      if (outlier.is_failure(cut_outcome)) ep.state->failures_total.fetch_add(1, std::memory_order_relaxed);
+      if (outlier.report(*ep.state, cluster->endpoints, cut_outcome, now_ns())) {
+        if (cs.metrics.ejections) cs.metrics.ejections->inc();
+        spdlog::warn("gateway: ejected {} of service {} after {} consecutive failures", ep.state->address,
+                     info.service, cluster->outlier.consecutive_failures);
+      }
+    }
     if (shared.access_log)
       shared.access_log->write({client_ip_, method, log_host, log_path, code, bytes_down, now_ns() - started,
-                                upstream_address, tries, info.service, log_request_id});
+                                upstream_address, tries, info.service, log_request_id, cut_note});
     co_return ok && client_keep;
   }
 

@@ -1337,6 +1337,34 @@ def test_a_response_the_service_cuts_short_ends_at_once(gw, target):
             assert 0 < len(rest) < 100_000 and not rest.endswith(b"0\r\n\r\n"), (i, len(rest))
 
 
+def test_a_body_the_service_cuts_short_is_its_failure_and_says_so_in_the_log(gw):
+    # The head was a 200, but the body stopped short: that is the service's failure (Envoy counts
+    # an upstream reset after the headers). It counted as a success everywhere: no reset in the
+    # metrics, no failure for outlier detection, and a log line like any whole answer's.
+    def resets():
+        return parse_metrics(gw.stack.metrics()).get(("flotilla_gateway_upstream_resets_total", ()), 0.0)
+
+    def failures():
+        return sum(e["Failures"] for e in gw.stack.endpoints("main"))
+    r0, f0 = resets(), failures()
+    tags = [uuid.uuid4().hex, uuid.uuid4().hex]
+    for target in (f"/cut/100000/1000?{tags[0]}", f"/cut_chunked/1000?{tags[1]}"):
+        with Client(gw.port, timeout=10) as c:
+            c.send(request("GET", target))
+            assert c.read_head().status == 200
+            c.read_to_close()
+    for tag in tags:
+        line = wait_for(lambda: next((json.loads(x) for x in open(gw.access_log) if tag in x), None), timeout=5)
+        assert line["status"] == 200 and line["cut"] == "service closed", line
+    assert resets() - r0 == 2
+    assert failures() - f0 == 2
+    # A whole answer has no "cut".
+    tag = uuid.uuid4().hex
+    assert one(gw, request("GET", f"/echo/whole?{tag}")).status == 200
+    line = wait_for(lambda: next((json.loads(x) for x in open(gw.access_log) if tag in x), None), timeout=5)
+    assert "cut" not in line, line
+
+
 def test_a_bad_chunk_with_the_answers_head_is_a_502(gw):
     # The service's chunked answer is malformed in the bytes that came with its head: nothing has
     # reached the client, so it gets the gateway's 502 (not an empty reply), and the request is
