@@ -289,7 +289,32 @@ void Connection::set_deadline(Wait what, int64_t from_now) {
   deadline_ = now_ns() + from_now;
 }
 
-void Connection::expire(int64_t) {
+namespace {
+// Bytes of what this socket sent that its peer acknowledged (the kernel's tcpi_bytes_acked, which
+// glibc's struct tcp_info stops short of; the kernel's layout only ever grows). -1 if unknown.
+int64_t tcp_bytes_acked(int fd) {
+  struct WithAcked {
+    tcp_info base;
+    uint64_t pacing_rate, max_pacing_rate, bytes_acked;
+  } info{};
+  socklen_t len = sizeof info;
+  if (::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) != 0 || len < sizeof info) return -1;
+  return static_cast<int64_t>(info.bytes_acked);
+}
+}  // namespace
+
+void Connection::expire(int64_t now) {
+  // A write that waited this long for room: a client that reads slowly but steadily (its
+  // acknowledgements advance) has not stalled, so its answer goes on. Only no progress at all
+  // for the whole time ends it, as the docs say ("no byte in the direction it flows").
+  if (wait_ == Wait::write && write_acked_ >= 0) {
+    const int64_t acked = tcp_bytes_acked(socket_.native_handle());
+    if (acked > write_acked_) {
+      write_acked_ = acked;
+      deadline_ = now + write_idle_;
+      return;
+    }
+  }
   Wait w = wait_;
   clear_deadline();
   timed_out_ = true;
@@ -429,8 +454,11 @@ Task<bool> Connection::write_rest(Socket& socket, std::string_view a, std::strin
     a.remove_prefix(sent);
   }
   error_code ec;
-  if (wait == Wait::write)
-    set_deadline(Wait::write, stream_idle_ ? stream_idle_ : ns(worker_.shared().config.timeouts.idle));
+  if (wait == Wait::write) {
+    write_idle_ = stream_idle_ ? stream_idle_ : ns(worker_.shared().config.timeouts.idle);
+    set_deadline(Wait::write, write_idle_);
+    write_acked_ = tcp_bytes_acked(socket.native_handle());  // progress is judged from here (expire)
+  }
   std::array<asio::const_buffer, 2> bufs{asio::buffer(a.data(), a.size()), asio::buffer(b.data(), b.size())};
   co_await asio::async_write(socket, bufs, asio::redirect_error(kAwait, ec));
   if (wait == Wait::write) clear_deadline();

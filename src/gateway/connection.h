@@ -98,6 +98,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool timed_out_ = false;
   bool close_after_ = false;
   bool cut_ = false;  // the gateway stops: no new try, no retry
+  int64_t write_acked_ = -1;  // a blocked write to the client: its acknowledged bytes when last judged
+  int64_t write_idle_ = 0;    // and how long it may go without progress
   bool reset_down_ = false;  // close with a reset: the answer was cut short where its framing cannot say so
   bool linger_ = false;      // close by lingering: an answer went out while the client may still be sending
   bool head_request_ = false;  // the current request is a HEAD: the gateway's own answers carry no body

@@ -4,6 +4,7 @@ from the agent (GET /v1/flotilla/gateway, /metrics)."""
 import concurrent.futures
 import http.client
 import json
+import os
 import re
 import socket
 import struct
@@ -231,6 +232,37 @@ def test_a_post_is_not_sent_again_after_a_pooled_connection_reset_it(make_stack,
     assert a.status == 502, a
     assert web.counts()["total"] == 2, "the POST was sent twice"
     assert metric(stack, "flotilla_gateway_upstream_stale_connections_total", service="web") == 0
+
+
+def test_a_client_that_reads_slowly_but_steadily_is_not_cut_by_the_idle_timeout(make_stack, make_backend, data_dir):
+    # The idle timeout is for a stall: "no byte in the direction it flows". A download read at
+    # ~200 KiB/s waits for room in a socket buffer of a few MiB for seconds at a time; it was cut
+    # once one such wait passed the route's idle_timeout (2 s here), bytes flowing all along. The
+    # gateway now judges progress by what the client acknowledged.
+    log = os.path.join(data_dir, "slow-access.log")
+    stack = make_stack("gateway:\n  listen: [{gw}]\n  workers: 1\n  access_log: " + log + "\n  routes:\n"
+                       "    - service: web\n      idle_timeout: 2s\n")
+    stack.register("web", make_backend("web"))
+    s = socket.create_connection((GW_HOST, port_of(stack)), timeout=10)
+    try:
+        s.sendall(b"GET /bytes/200000000 HTTP/1.1\r\nHost: x\r\n\r\n")
+        got = 0
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 6:
+            got += len(s.recv(20000))
+            time.sleep(0.1)
+        assert got > 600_000, got
+        time.sleep(0.2)
+        lines = [ln for ln in open(log) if "/bytes/200000000" in ln] if os.path.exists(log) else []
+        assert not lines, f"the download was ended while the client read it: {lines}"
+        # A client that stops reading has stalled: ended one idle_timeout later (2 s, plus the
+        # sweep's 50 ms), as before.
+        stopped = time.monotonic()
+        wait_for(lambda: os.path.exists(log) and any("/bytes/200000000" in ln for ln in open(log)), timeout=8,
+                 what="the stalled download ended")
+        assert time.monotonic() - stopped < 5
+    finally:
+        s.close()
 
 
 def test_a_routes_idle_timeout_lets_its_streams_be_quiet_longer(make_stack, make_backend):
