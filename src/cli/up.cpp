@@ -351,7 +351,7 @@ std::function<int()> add_up(CLI::App& app) {
       for (const auto& w : config::warnings(file)) std::cerr << "warning: " << w << "\n";
     };
     if (auto applied = apply_to_running(file, o->token, o->detach, o->wait_seconds)) {
-      say_warnings();
+      if (*applied == 0) say_warnings();  // not for a file the running agent refused
       return *applied;
     }
     // Nothing answers at agent.api, but an agent runs on this data dir: the file's agent.api

@@ -754,10 +754,12 @@ File parse_flotilla_yaml(const std::string& text, const std::string& path, Use u
   YAML::Node root;
   try {
     std::vector<YAML::Node> documents = YAML::LoadAll(text);
-    // A second document (after a `---` line) would be ignored without a word.
-    if (documents.size() > 1)
-      r.fail(documents[1], "a second YAML document (after a --- line): flotilla.yaml is one document, and the "
-                           "rest would be ignored");
+    // A second document (after a `---` line) would be ignored without a word; an empty one (a
+    // trailing `---`) says nothing.
+    for (size_t i = 1; i < documents.size(); ++i)
+      if (documents[i] && !documents[i].IsNull())
+        r.fail(documents[i], "a second YAML document (after a --- line): flotilla.yaml is one document, and the "
+                             "rest would be ignored");
     if (!documents.empty()) root = documents[0];
   } catch (const YAML::Exception& e) {
     // YAML forbids tabs in indentation, and yaml-cpp's message for them ("end of map not found")

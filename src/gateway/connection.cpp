@@ -290,28 +290,34 @@ void Connection::set_deadline(Wait what, int64_t from_now) {
 }
 
 namespace {
-// Bytes of what this socket sent that its peer acknowledged (the kernel's tcpi_bytes_acked, which
-// glibc's struct tcp_info stops short of; the kernel's layout only ever grows). -1 if unknown.
-int64_t tcp_bytes_acked(int fd) {
+// What the peer acknowledged of what this socket sent: bytes in all (the kernel's
+// tcpi_bytes_acked, which glibc's struct tcp_info stops short of; the kernel's layout only ever
+// grows) and how long ago the last acknowledgement came. bytes -1 if unknown.
+struct Acked {
+  int64_t bytes = -1;
+  int64_t ago_ns = 0;
+};
+static_assert(sizeof(tcp_info) == 104, "glibc's struct tcp_info is the kernel's first 104 bytes");
+Acked tcp_acked(int fd) {
   struct WithAcked {
     tcp_info base;
     uint64_t pacing_rate, max_pacing_rate, bytes_acked;
   } info{};
   socklen_t len = sizeof info;
-  if (::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) != 0 || len < sizeof info) return -1;
-  return static_cast<int64_t>(info.bytes_acked);
+  if (::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) != 0 || len < sizeof info) return {};
+  return {static_cast<int64_t>(info.bytes_acked), static_cast<int64_t>(info.base.tcpi_last_ack_recv) * 1'000'000};
 }
 }  // namespace
 
 void Connection::expire(int64_t now) {
   // A write that waited this long for room: a client that reads slowly but steadily (its
-  // acknowledgements advance) has not stalled, so its answer goes on. Only no progress at all
-  // for the whole time ends it, as the docs say ("no byte in the direction it flows").
+  // acknowledgements advance) has not stalled, so its answer goes on, until it has acknowledged
+  // nothing for the whole time, as the docs say ("no byte in the direction it flows").
   if (wait_ == Wait::write && write_acked_ >= 0) {
-    const int64_t acked = tcp_bytes_acked(socket_.native_handle());
-    if (acked > write_acked_) {
-      write_acked_ = acked;
-      deadline_ = now + write_idle_;
+    const Acked a = tcp_acked(socket_.native_handle());
+    if (a.bytes > write_acked_ && a.ago_ns < write_idle_) {
+      write_acked_ = a.bytes;
+      deadline_ = now - a.ago_ns + write_idle_;  // from the last acknowledgement
       return;
     }
   }
@@ -457,7 +463,7 @@ Task<bool> Connection::write_rest(Socket& socket, std::string_view a, std::strin
   if (wait == Wait::write) {
     write_idle_ = stream_idle_ ? stream_idle_ : ns(worker_.shared().config.timeouts.idle);
     set_deadline(Wait::write, write_idle_);
-    write_acked_ = tcp_bytes_acked(socket.native_handle());  // progress is judged from here (expire)
+    write_acked_ = tcp_acked(socket.native_handle()).bytes;  // progress is judged from here (expire)
   }
   std::array<asio::const_buffer, 2> bufs{asio::buffer(a.data(), a.size()), asio::buffer(b.data(), b.size())};
   co_await asio::async_write(socket, bufs, asio::redirect_error(kAwait, ec));
@@ -975,6 +981,7 @@ Task<bool> Connection::handle_request() {
       error_code ec;
       co_await t.async_wait(asio::redirect_error(kAwait, ec));
       now = now_ns();
+      if (cut_) break;  // the gateway stopped during the backoff: no retry
     }
     if (now - request_done_at >= route_deadline) break;
     // Counted once made: a retry whose backoff ran past the route's deadline is none.
@@ -1303,6 +1310,7 @@ Task<bool> Connection::handle_request() {
       client_gone();
       co_return false;
     }
+    if (cut_) break;  // the stopping gateway closed this try's connection: not the service's failure
 
     // A reused connection that was closed or spoke before any byte of an answer came, at once:
     // it was stale, not this try's failure (no outlier failure, no retry or budget spent). Sent
@@ -1529,7 +1537,8 @@ Task<bool> Connection::handle_request() {
       // Logged when the tunnel ends: its duration is the session's, its bytes the service's.
       if (shared.access_log)
         shared.access_log->write({client_ip_, method, log_host, log_path, code, bytes_down, now_ns() - started,
-                                  upstream_address, tries, info.service, log_request_id});
+                                  upstream_address, tries, info.service, log_request_id,
+                                  cut_ ? std::string_view("gateway stopped") : std::string_view()});
       co_return false;
     }
 
@@ -1668,13 +1677,17 @@ Task<bool> Connection::handle_request() {
       cut_note = timeout ? "service stalled" : body_cut == BodyCut::malformed ? "malformed body" : "service closed";
       if (timeout && shared.metrics.upstream_timeouts) shared.metrics.upstream_timeouts->inc();
       if (!timeout && shared.metrics.upstream_resets) shared.metrics.upstream_resets->inc();
-      const resilience::Outcome cut_outcome =
-          timeout ? resilience::Outcome::timeout(true) : resilience::Outcome::reset(true);
-      if (outlier.is_failure(cut_outcome)) ep.state->failures_total.fetch_add(1, std::memory_order_relaxed);
-      if (outlier.report(*ep.state, cluster->endpoints, cut_outcome, now_ns())) {
-        if (cs.metrics.ejections) cs.metrics.ejections->inc();
-        spdlog::warn("gateway: ejected {} of service {} after {} consecutive failures", ep.state->address,
-                     info.service, cluster->outlier.consecutive_failures);
+      // A stall is counted but judges no one: a stream quiet past a short idle_timeout is the
+      // route's setting as much as the service's fault. A head that was a failure already (a
+      // 5xx) was counted once, with its try.
+      const resilience::Outcome cut_outcome = resilience::Outcome::reset(true);
+      if (!timeout && !outlier.is_failure(last_outcome) && outlier.is_failure(cut_outcome)) {
+        ep.state->failures_total.fetch_add(1, std::memory_order_relaxed);
+        if (outlier.report(*ep.state, cluster->endpoints, cut_outcome, now_ns())) {
+          if (cs.metrics.ejections) cs.metrics.ejections->inc();
+          spdlog::warn("gateway: ejected {} of service {} after {} consecutive failures", ep.state->address,
+                       info.service, cluster->outlier.consecutive_failures);
+        }
       }
     }
     if (shared.access_log)
@@ -1683,6 +1696,15 @@ Task<bool> Connection::handle_request() {
     co_return ok && client_keep;
   }
 
+  if (cut_) {
+    // The stopping gateway cut the request before any answer (Connection::cut reset the client):
+    // logged as what the client got, a 503 with nothing sent, and no failure of the service's.
+    account(503);
+    if (shared.access_log)
+      shared.access_log->write({client_ip_, method, log_host, log_path, 503, 0, now_ns() - started, upstream_address,
+                                tries, info.service, log_request_id, "gateway stopped"});
+    co_return false;
+  }
   // A retry's backoff ran past the route's deadline (504), or no try could be made (no endpoint: 503).
   const bool late = tries > 0 && now_ns() - request_done_at >= route_deadline;
   const int code = late ? 504 : 503;

@@ -13,6 +13,7 @@
 #include <mutex>
 #include <set>
 #include <thread>
+#include <tuple>
 
 #include "common/metrics.h"
 #include "gateway/access_log.h"
@@ -104,15 +105,12 @@ struct Gateway::Impl {
   std::map<std::string, uint16_t> service_ports;
   uint64_t next_version = 0;
   // Live across snapshots.
-  // By service, then address: a backend registered under two services is two endpoints, each
-  // with its own in-flight count and outlier state (Envoy's hosts are per cluster too).
-  // The instance ID says whether an address is still the same instance: another one there (a
-  // restarted process re-registered under a new ID, on a reused port) starts afresh.
-  struct StateRef {
-    std::weak_ptr<EndpointState> state;
-    std::string instance_id;
-  };
-  std::map<std::pair<std::string, std::string>, StateRef> endpoint_states;
+  // By service, address and instance ID: a backend registered under two services is two
+  // endpoints, each with its own in-flight count and outlier state (Envoy's hosts are per cluster
+  // too); another instance at an address (a restarted process registered again under a new ID, on
+  // a reused port) starts afresh, and two registrations sharing one address keep one state each.
+  using StateKey = std::tuple<std::string, std::string, std::string>;  // service, address, instance ID
+  std::map<StateKey, std::weak_ptr<EndpointState>> endpoint_states;
   // Endpoints that left their service's endpoints (maintenance, a failing check, deregistered)
   // keep their state for kKeepDeparted, and while still ejected: one that comes back (the same
   // instance ID at the same address) comes back with its outlier state and counters, so a
@@ -120,10 +118,9 @@ struct Gateway::Impl {
   static constexpr int64_t kKeepDeparted = 600'000'000'000;  // 10 min
   struct Departed {
     std::shared_ptr<EndpointState> state;
-    std::string instance_id;
     int64_t since = 0;
   };
-  std::map<std::pair<std::string, std::string>, Departed> departed;
+  std::map<StateKey, Departed> departed;
   std::map<std::string, std::shared_ptr<ClusterShared>> cluster_shared;  // by service
   std::map<std::string, std::vector<EndpointSpec>> endpoints;            // by service, as last set
   std::map<std::string, std::shared_ptr<const Cluster>> clusters;        // by service
@@ -185,28 +182,25 @@ struct Gateway::Impl {
       return e.host.find(':') != std::string::npos ? "[" + e.host + "]:" + std::to_string(e.port)
                                                   : e.host + ":" + std::to_string(e.port);
     };
-    std::set<std::pair<std::string, std::string>> staying;  // (address, instance ID)
-    for (const auto& e : endpoints[service]) staying.emplace(address_of(e), e.instance_id);
+    std::set<StateKey> staying;
+    for (const auto& e : endpoints[service]) staying.emplace(service, address_of(e), e.instance_id);
     if (auto old = clusters.find(service); old != clusters.end())
       for (const auto& oe : old->second->endpoints)
-        if (!staying.count({oe.state->address, oe.instance_id}))
-          departed[{service, oe.state->address}] = {oe.state, oe.instance_id, now};
+        if (StateKey k{service, oe.state->address, oe.instance_id}; !staying.count(k)) departed[k] = {oe.state, now};
     for (const auto& e : endpoints[service]) {
       std::string address = address_of(e);
-      const std::pair<std::string, std::string> key{service, address};
+      const StateKey key{service, address, e.instance_id};
       std::shared_ptr<EndpointState> state;
       bool returned = false;
       if (auto d = departed.find(key); d != departed.end()) {
-        if (d->second.instance_id == e.instance_id) {
-          state = d->second.state;
-          returned = true;
-        }
+        state = d->second.state;
+        returned = true;
         departed.erase(d);
       }
-      auto& ref = endpoint_states[key];
-      if (!state && ref.instance_id == e.instance_id) state = ref.state.lock();
+      auto& weak = endpoint_states[key];
+      if (!state) state = weak.lock();
       if (!state) state = std::make_shared<EndpointState>(address);
-      ref = {state, e.instance_id};
+      weak = state;
       if (returned && e.checked) {
         // Back because its checks pass again: the registry's checks are this gateway's active
         // health checks, and a passing one ends an ejection (times_ejected stays, so a relapse is
@@ -277,7 +271,7 @@ struct Gateway::Impl {
     source.publish(std::move(snap));
     // Forget states no snapshot holds.
     for (auto it = endpoint_states.begin(); it != endpoint_states.end();)
-      it = it->second.state.expired() ? endpoint_states.erase(it) : std::next(it);
+      it = it->second.expired() ? endpoint_states.erase(it) : std::next(it);
   }
 };
 
@@ -374,9 +368,9 @@ uint16_t Gateway::service_port(const std::string& service) const {
 EndpointLoad Gateway::endpoint_load(const std::string& service, const std::string& address,
                                     const std::string& instance_id) const {
   EndpointLoad out;
-  auto it = impl_->endpoint_states.find({service, address});
-  if (it == impl_->endpoint_states.end() || it->second.instance_id != instance_id) return out;
-  auto s = it->second.state.lock();
+  auto it = impl_->endpoint_states.find({service, address, instance_id});
+  if (it == impl_->endpoint_states.end()) return out;
+  auto s = it->second.lock();
   if (!s) return out;
   out.known = true;
   out.active = s->active.load(std::memory_order_relaxed);

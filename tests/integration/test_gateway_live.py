@@ -957,6 +957,11 @@ def test_sigterm_past_the_grace_resets_what_is_still_being_sent_and_logs_it(make
     c.sendall(f"GET /unframed/{total} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
     got = c.recv(65536)
     assert got.startswith(b"HTTP/1.1 200"), got[:200]
+    # And a request still waiting for its answer (a long poll): cut too, and not the service's
+    # failure; logged as the 503 the client never got, with the same note.
+    waiting = socket.create_connection(("127.0.0.1", stack.gw_port), timeout=20)
+    waiting.sendall(b"GET /sleep/30 HTTP/1.1\r\nHost: x\r\n\r\n")
+    time.sleep(0.3)
     sent = time.monotonic()
     stack.proc.send_signal(signal.SIGTERM)
     time.sleep(6.5)  # past the 5 s grace, without reading
@@ -979,6 +984,14 @@ def test_sigterm_past_the_grace_resets_what_is_still_being_sent_and_logs_it(make
     assert time.monotonic() - sent < 10
     lines = [json.loads(ln) for ln in open(log) if f"/unframed/{total}" in ln]
     assert len(lines) == 1 and lines[0]["status"] == 200 and 0 < lines[0]["bytes"] < total, lines
+    assert lines[0]["cut"] == "gateway stopped", lines
+    try:
+        assert waiting.recv(65536) == b"", "the waiting request got an answer"
+    except ConnectionResetError:
+        pass
+    waiting.close()
+    lines = [json.loads(ln) for ln in open(log) if "/sleep/30" in ln]
+    assert len(lines) == 1 and lines[0]["status"] == 503 and lines[0]["cut"] == "gateway stopped", lines
 
 
 # ---- configuration errors ----

@@ -154,6 +154,7 @@ TEST(FlotillaFile, ListenAddressesAreWhatTheListenersCanBind) {
   // A second document would be ignored; a leading --- is one document.
   EXPECT_CONFIG_ERROR("name: s\n---\nname: t\ngateway: {listen: ['127.0.0.1:1']}\n", "a second YAML document");
   EXPECT_EQ(parse("---\nname: s\n", "f.yaml").name, "s");
+  EXPECT_EQ(parse("name: s\n---\n", "f.yaml").name, "s");
 }
 
 TEST(FlotillaFile, ListenersThatWouldTakeOnePortAreFoundBeforeStart) {

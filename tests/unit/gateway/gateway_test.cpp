@@ -147,8 +147,14 @@ TEST(GatewayEndpointStateTest, ADepartedInstanceStaysKnownByItsIdAndAnotherAtIts
 
   gw.set_endpoints("web", {{"web-2", "127.0.0.1", 9001, 1}});
   EXPECT_TRUE(gw.endpoint_load("web", "127.0.0.1:9001", "web-2").known);
-  EXPECT_FALSE(gw.endpoint_load("web", "127.0.0.1:9001", "web-1").known);
+  EXPECT_TRUE(gw.endpoint_load("web", "127.0.0.1:9001", "web-1").known);  // its own, departed
   EXPECT_FALSE(gw.endpoint_load("web", "127.0.0.1:9002", "web-2").known);
+  // Two registrations sharing an address are two endpoints, each with its state.
+  gw.set_endpoints("web", {{"web-1", "127.0.0.1", 9001, 1}, {"web-2", "127.0.0.1", 9001, 1}});
+  auto eps = gw.status()["Services"]["web"]["Endpoints"];
+  ASSERT_EQ(eps.size(), 2u);
+  EXPECT_TRUE(gw.endpoint_load("web", "127.0.0.1:9001", "web-1").known);
+  EXPECT_TRUE(gw.endpoint_load("web", "127.0.0.1:9001", "web-2").known);
 }
 
 TEST(GatewayReconfigureTest, KeysOnlyARestartChangesKeepTheirRunningValues) {
