@@ -753,14 +753,7 @@ File parse_flotilla_yaml(const std::string& text, const std::string& path, Use u
   r.host_files = use == Use::agent;
   YAML::Node root;
   try {
-    std::vector<YAML::Node> documents = YAML::LoadAll(text);
-    // A second document (after a `---` line) would be ignored without a word; an empty one (a
-    // trailing `---`) says nothing.
-    for (size_t i = 1; i < documents.size(); ++i)
-      if (documents[i] && !documents[i].IsNull())
-        r.fail(documents[i], "a second YAML document (after a --- line): flotilla.yaml is one document, and the "
-                             "rest would be ignored");
-    if (!documents.empty()) root = documents[0];
+    root = YAML::Load(text);
   } catch (const YAML::Exception& e) {
     // YAML forbids tabs in indentation, and yaml-cpp's message for them ("end of map not found")
     // does not say so: point at the first line indented with one.
@@ -778,6 +771,36 @@ File parse_flotilla_yaml(const std::string& text, const std::string& path, Use u
     }
     throw ConfigError(path + ":" + std::to_string(e.mark.line + 1) + ":" + std::to_string(e.mark.column + 1) +
                       ": not valid YAML: " + e.msg + hint);
+  }
+  // A second document (content after a `---` line that follows content) would be ignored
+  // without a word; a trailing `---` says nothing. Found in the text: yaml-cpp's LoadAll leaks the
+  // nodes of some malformed later documents, which the fuzzer's memory limit caught.
+  {
+    bool content = false;
+    size_t marker_line = 0;
+    size_t line_no = 1;
+    for (size_t start = 0; start < text.size(); ++line_no) {
+      size_t end = text.find('\n', start);
+      if (end == std::string::npos) end = text.size();
+      std::string_view line(text.data() + start, end - start);
+      if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+      const bool marker = line.substr(0, 3) == "---" && (line.size() == 3 || line[3] == ' ' || line[3] == '\t');
+      const size_t first = line.find_first_not_of(" \t");
+      const bool blank = first == std::string_view::npos || line[first] == '#';
+      if (marker) {
+        if (content && marker_line == 0) marker_line = line_no;
+        if (line.find_first_not_of(" \t", 3) != std::string_view::npos && marker_line == line_no &&
+            line[line.find_first_not_of(" \t", 3)] != '#')
+          throw ConfigError(path + ":" + std::to_string(line_no) + ":1: a second YAML document (after a --- line): "
+                            "flotilla.yaml is one document, and the rest would be ignored");
+      } else if (!blank && line[0] != '%') {
+        if (marker_line != 0)
+          throw ConfigError(path + ":" + std::to_string(marker_line) + ":1: a second YAML document (after a --- "
+                            "line): flotilla.yaml is one document, and the rest would be ignored");
+        content = true;
+      }
+      start = end + 1;
+    }
   }
   File f;
   f.path = path;

@@ -21,20 +21,20 @@ class Counter;
 namespace flotilla::gateway {
 
 struct AccessRecord {
-  std::string_view client;
-  std::string_view method;
-  std::string_view host;
-  std::string_view path;  // as received, query included
+  std::string_view client{};
+  std::string_view method{};
+  std::string_view host{};
+  std::string_view path{};  // as received, query included
   int status = 0;
   uint64_t bytes = 0;     // response body bytes sent
   int64_t duration_ns = 0;
-  std::string_view upstream;  // "IP:PORT" of the last try, or empty
+  std::string_view upstream{};  // "IP:PORT" of the last try, or empty
   int tries = 0;
-  std::string_view service;
-  std::string_view request_id;  // the X-Request-Id sent upstream; empty when nothing was forwarded
+  std::string_view service{};
+  std::string_view request_id{};  // the X-Request-Id sent upstream; empty when nothing was forwarded
   // Why the answer's body was cut short ("service closed", "service stalled", "malformed body",
   // "gateway stopped"); empty when it was whole (or the client went away). Written only when set.
-  std::string_view cut;
+  std::string_view cut{};
 };
 
 // Appends s as a JSON string (quotes included); control bytes and bytes >= 0x7f are escaped as

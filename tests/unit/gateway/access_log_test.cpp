@@ -29,12 +29,18 @@ TEST(AccessLog, AMissingDirectoryIsMadeAndLinesReachTheFile) {
   auto file = dir / "logs" / "gateway" / "access.jsonl";
   {
     AccessLog log(file.string());
-    log.write({"127.0.0.1", "GET", "shop.test", "/a?b=\"c\"", 200, 12, 1500000, "127.0.0.1:9000", 1, "web", "abc"});
+    log.write({"127.0.0.1", "GET", "shop.test", "/a?b=\"c\"", 200, 12, 1500000, "127.0.0.1:9000", 1, "web", "abc", {}});
+    log.write({"127.0.0.1", "GET", "shop.test", "/cut", 200, 5, 1500000, "127.0.0.1:9000", 1, "web", "abd",
+               "service closed"});
   }  // the writer flushes on destruction
   auto text = slurp(file);
   EXPECT_NE(text.find("\"path\":\"/a?b=\\\"c\\\"\""), std::string::npos) << text;
   EXPECT_NE(text.find("\"status\":200"), std::string::npos) << text;
   EXPECT_EQ(text.back(), '\n');
+  // "cut" only on the line of an answer cut short, last.
+  auto first = text.substr(0, text.find('\n'));
+  EXPECT_EQ(first.find("\"cut\""), std::string::npos) << first;
+  EXPECT_NE(text.find("\"request_id\":\"abd\",\"cut\":\"service closed\"}\n"), std::string::npos) << text;
   std::filesystem::remove_all(dir);
 }
 
