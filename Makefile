@@ -45,10 +45,11 @@ fuzz: deps
 	@for f in $(FUZZERS); do \
 	   mkdir -p $(FUZZ_DIR)/corpus-$$f && cp -n tests/fuzz/corpus/$$f/* $(FUZZ_DIR)/corpus-$$f/ 2>/dev/null; \
 	   dict=""; [ -f tests/fuzz/$$f.dict ] && dict="-dict=tests/fuzz/$$f.dict"; \
-	   if $(FUZZ_DIR)/fuzz_$$f -max_total_time=$(FUZZ_SECONDS) -max_len=4096 $$dict -print_final_stats=1 \
+	   if timeout -k 10 $$(( $(FUZZ_SECONDS) + 120 )) $(FUZZ_DIR)/fuzz_$$f -max_total_time=$(FUZZ_SECONDS) \
+	        -max_len=4096 $$dict -print_final_stats=1 -rss_limit_mb=2048 -malloc_limit_mb=2048 \
 	        -artifact_prefix=$(FUZZ_DIR)/ $(FUZZ_DIR)/corpus-$$f > $(FUZZ_DIR)/fuzz-$$f.log 2>&1; then \
 	     echo "fuzz_$$f: no crash in $(FUZZ_SECONDS)s ($$(ls $(FUZZ_DIR)/corpus-$$f | wc -l) corpus inputs)"; \
-	   else tail -n 60 $(FUZZ_DIR)/fuzz-$$f.log; echo "fuzz_$$f FAILED (crash input saved as $(FUZZ_DIR)/crash-*)"; exit 1; fi; \
+	   else tail -n 60 $(FUZZ_DIR)/fuzz-$$f.log; echo "fuzz_$$f FAILED (input saved as $(FUZZ_DIR)/crash-*, oom-* or leak-*; killed if it ran 120 s past its time)"; exit 1; fi; \
 	 done
 
 bench: build
