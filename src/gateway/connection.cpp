@@ -309,15 +309,20 @@ Acked tcp_acked(int fd) {
 }
 }  // namespace
 
+int64_t Connection::write_idle() const {
+  return stream_idle_ ? stream_idle_ : ns(worker_.shared().config.timeouts.idle);
+}
+
 void Connection::expire(int64_t now) {
   // A write that waited this long for room: a client that reads slowly but steadily (its
   // acknowledgements advance) has not stalled, so its answer goes on, until it has acknowledged
   // nothing for the whole time, as the docs say ("no byte in the direction it flows").
   if (wait_ == Wait::write && write_acked_ >= 0) {
     const Acked a = tcp_acked(socket_.native_handle());
-    if (a.bytes > write_acked_ && a.ago_ns < write_idle_) {
+    const int64_t allowed = write_idle();
+    if (a.bytes > write_acked_ && a.ago_ns < allowed) {
       write_acked_ = a.bytes;
-      deadline_ = now - a.ago_ns + write_idle_;  // from the last acknowledgement
+      deadline_ = now - a.ago_ns + allowed;  // from the last acknowledgement
       return;
     }
   }
@@ -461,8 +466,7 @@ Task<bool> Connection::write_rest(Socket& socket, std::string_view a, std::strin
   }
   error_code ec;
   if (wait == Wait::write) {
-    write_idle_ = stream_idle_ ? stream_idle_ : ns(worker_.shared().config.timeouts.idle);
-    set_deadline(Wait::write, write_idle_);
+    set_deadline(Wait::write, write_idle());
     write_acked_ = tcp_acked(socket.native_handle()).bytes;  // progress is judged from here (expire)
   }
   std::array<asio::const_buffer, 2> bufs{asio::buffer(a.data(), a.size()), asio::buffer(b.data(), b.size())};

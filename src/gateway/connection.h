@@ -64,6 +64,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Task<bool> handle_request();
   void check_client_now(int64_t now);
   void check_idle_now();
+  // How long a write to the client may go without progress: the route's idle_timeout, or
+  // gateway.timeouts.idle.
+  int64_t write_idle() const;
   // nginx's lingering close (see the definition).
   Task<void> linger_close();
   Task<void> send_local(int status, std::string_view body_json, bool close,
@@ -99,7 +102,6 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool close_after_ = false;
   bool cut_ = false;  // the gateway stops: no new try, no retry
   int64_t write_acked_ = -1;  // a blocked write to the client: its acknowledged bytes when last judged
-  int64_t write_idle_ = 0;    // and how long it may go without progress
   bool reset_down_ = false;  // close with a reset: the answer was cut short where its framing cannot say so
   bool linger_ = false;      // close by lingering: an answer went out while the client may still be sending
   bool head_request_ = false;  // the current request is a HEAD: the gateway's own answers carry no body

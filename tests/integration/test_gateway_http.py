@@ -1725,16 +1725,11 @@ def test_a_client_that_half_closed_after_its_request_is_closed_after_its_answer(
     # own follows (recv.h), and the connection waited for a next request until timeouts.idle
     # (60 s) after the answer. The idle connection is polled once, 200 ms in, and closed.
     for _ in range(3):
-        with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as s:
-            s.sendall(request("GET", "/echo/half"))
-            s.shutdown(socket.SHUT_WR)
+        with Client(gw.port, timeout=10) as c:
+            c.send(request("GET", "/echo/half"))
+            c.sock.shutdown(socket.SHUT_WR)
             t0 = time.monotonic()
-            data = b""
-            while True:
-                d = s.recv(65536)
-                if not d:
-                    break
-                data += d
+            data = c.read_to_close()
             took = time.monotonic() - t0
         assert data.startswith(b"HTTP/1.1 200") and b"/echo/half" in data, data[:300]
         assert took < 5, f"the connection stayed open {took:.1f} s after the answer"
