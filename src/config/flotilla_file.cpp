@@ -81,9 +81,35 @@ class Reader {
     fail(n, what + " must be a whole number from " + std::to_string(min) + " to " + std::to_string(max));
   }
 
-  // A scalar that is wholly a finite number.
+  // [-+]? (digits [. digits?] | . digits) ([eE] [-+]? digits)?
+  static bool is_decimal(std::string_view s) {
+    size_t i = 0;
+    auto digits = [&] {
+      size_t from = i;
+      while (i < s.size() && s[i] >= '0' && s[i] <= '9') ++i;
+      return i > from;
+    };
+    if (i < s.size() && (s[i] == '-' || s[i] == '+')) ++i;
+    bool whole = digits();
+    bool fraction = false;
+    if (i < s.size() && s[i] == '.') {
+      ++i;
+      fraction = digits();
+    }
+    if (!whole && !fraction) return false;
+    if (i < s.size() && (s[i] == 'e' || s[i] == 'E')) {
+      ++i;
+      if (i < s.size() && (s[i] == '-' || s[i] == '+')) ++i;
+      if (!digits()) return false;
+    }
+    return i == s.size();
+  }
+
+  // A scalar that is wholly a finite number written in decimal (YAML's float syntax: 2, 0.5,
+  // 1e3), not what strtod also takes (0x10, " 5", "1e-x" prefixes, "infinity").
   static std::optional<double> finite_number(const YAML::Node& n) {
     if (!n.IsScalar()) return std::nullopt;
+    if (!is_decimal(n.Scalar())) return std::nullopt;
     try {
       size_t used = 0;
       double v = std::stod(n.Scalar(), &used);

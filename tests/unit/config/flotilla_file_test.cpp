@@ -306,6 +306,10 @@ TEST(FlotillaFile, RejectsBadValues) {
       "name: s\ngateway:\n  routes:\n    - {service: w, rate_limit: {requests_per_second: -1}}\n",
       "name: s\ngateway:\n  routes:\n    - {service: w, rate_limit: {requests_per_second: inf}}\n",
       "name: s\ngateway:\n  routes:\n    - {service: w, rate_limit: {requests_per_second: 5, burst: inf}}\n",
+      "name: s\ngateway:\n  routes:\n    - {service: w, rate_limit: {requests_per_second: 0x10}}\n",  // hex
+      "name: s\ngateway:\n  routes:\n    - {service: w, rate_limit: {requests_per_second: ' 5'}}\n",
+      "name: s\ngateway:\n  routes:\n    - {service: w, rate_limit: {requests_per_second: 5e}}\n",
+      "name: s\ngateway:\n  routes:\n    - {service: w, rate_limit: {requests_per_second: .}}\n",
       "name: s\ngateway:\n  routes:\n    - {service: w}\nservices:\n  ww: {load_balancer: random}\n",  // typo
       "name: s\nservices:\n  w: {load_balancer: random}\n",                    // no gateway, no command
       "name: s\ngateway:\n  routes:\n    - {service: w}\nservices:\n  w: {load_balancer: maglev, hash_on: 'header:a b'}\n",
@@ -394,6 +398,9 @@ TEST(FlotillaFile, RetryAndRateLimitValuesThatWouldNotDoWhatTheySay) {
   auto slow = parse(route("rate_limit: {requests_per_second: 0.5}"), "f.yaml").gateway->routes[0].rate_limit;
   EXPECT_EQ(slow->burst, 1.0);
   EXPECT_EQ(parse(route("rate_limit: {requests_per_second: 50}"), "f.yaml").gateway->routes[0].rate_limit->burst, 50.0);
+  EXPECT_EQ(parse(route("rate_limit: {requests_per_second: 2.5e1}"), "f.yaml").gateway->routes[0].rate_limit->requests_per_second, 25.0);
+  EXPECT_EQ(parse(route("rate_limit: {requests_per_second: .5}"), "f.yaml").gateway->routes[0].rate_limit->requests_per_second, 0.5);
+  EXPECT_EQ(parse(route("rate_limit: {requests_per_second: +3.}"), "f.yaml").gateway->routes[0].rate_limit->requests_per_second, 3.0);
   EXPECT_CONFIG_ERROR(route("rate_limit: {requests_per_second: 5, burst: 0.5}"), "rate_limit.burst");
 }
 
