@@ -1196,8 +1196,10 @@ Task<bool> Connection::handle_request() {
       set_deadline(Wait::upstream, std::min(try_deadline, route_deadline - (now_ns() - request_done_at)));
       awaiting_answer_ = true;
       abort_on_close_ = route.abort_on_client_close;
+      bool heard_answer = false;  // bytes of this try's answer read (an interim answer's, too)
       for (;;) {
         if (!rb_.empty()) {
+          heard_answer = true;
           auto r = response_parser_->parse(rb_.view());
           if (r.status == http1::ResponseParser::Status::done) {
             int code = response_parser_->head().status;
@@ -1246,8 +1248,9 @@ Task<bool> Connection::handle_request() {
         }
         error_code ec;
         // The first read waits for the answer (drained-socket aware); a read for the rest of a
-        // head cut in parts must see a FIN that came with its last bytes (see recv.h).
-        size_t n = rb_.empty() ? co_await async_recv(reactor_, up->socket, asio::buffer(rb_.write_ptr(), rb_.room()),
+        // head cut in parts, or for the final head after an interim one, must see a FIN that came
+        // with the bytes read before (see recv.h).
+        size_t n = rb_.empty() && !heard_answer ? co_await async_recv(reactor_, up->socket, asio::buffer(rb_.write_ptr(), rb_.room()),
                                                      asio::redirect_error(kAwait, ec))
                                : co_await async_recv_to_eof(reactor_, up->socket,
                                                             asio::buffer(rb_.write_ptr(), rb_.room()),

@@ -19,6 +19,7 @@ and whether the gateway reused its upstream connection); answers sent through se
   /coded_chunked      200 with Transfer-Encoding: gzip, chunked (a gzip of "hello" in one chunk);
                       keeps the connection open
   /early              103 Early Hints (Link and Connection: x-hop, X-Hop: 1), then 200 "ok"
+  /early_crash        103 Early Hints, then closes at once (no final answer)
   /ws                 WebSocket-style upgrade: answers 101, then echoes every byte back
   /ws_half/<tag>      upgrade: answers 101, sends "last word", shuts down its sending side (a
                       half-close), then reads to the client's close; /_half/<tag> then answers
@@ -314,6 +315,13 @@ def _serve(port, name):
                 self.wfile.flush()
                 time.sleep(0.05)  # the service "works" after its hints
                 return self.send(200, b"ok")
+            if parts[0] == "early_crash":
+                self.send_response_only(103)
+                self.send_header("Link", "</style.css>; rel=preload; as=style")
+                self.end_headers()
+                self.wfile.flush()
+                self.close_connection = True  # the FIN right behind the hints: the service died
+                return
             if parts[0] == "ws_half":
                 self.send_response(101)
                 self.send_header("Upgrade", self.headers.get("Upgrade", "websocket"))

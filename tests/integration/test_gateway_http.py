@@ -808,6 +808,19 @@ def test_early_hints_reach_an_http11_client(gw):
         assert r.status == 200 and r.body == b"ok", r
 
 
+def test_service_closing_after_early_hints_is_a_502_at_once(gw):
+    # The service sends 103 and dies, its FIN right behind the hints: the gateway must see the
+    # close at once (502, "closed the connection"), not wait for the route's 15 s timeout (504).
+    with Client(gw.port, timeout=5) as c:
+        started = time.monotonic()
+        c.send(request("GET", "/early_crash"))
+        r = c.read_response()
+        while r.status == 103:  # one per try: a GET is tried again after a reset
+            r = c.read_response()
+        assert r.status == 502, r
+        assert time.monotonic() - started < 5, r
+
+
 def test_websocket_tunnel_ends_when_the_service_closes(gw):
     # The service's last bytes and its FIN arrive together: the client must get both at once,
     # not the bytes and then the close only when the idle timeout (60 s here) ends the tunnel.
