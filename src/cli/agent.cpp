@@ -96,6 +96,13 @@ int run_agent(const AgentOptions& o, const config::File* file) {
                  "Pass --token SECRET (or FLOTILLA_TOKEN), or bind to 127.0.0.1.\n";
     return 2;
   }
+  if (!o.advertise.empty() && !http::is_ip_or_localhost(o.advertise)) {
+    std::cerr << "flotilla agent: --advertise \"" << o.advertise
+              << "\" must be an IP address, the one other hosts reach this one at, such as 10.0.0.5\n";
+    return 2;
+  }
+  // The node's address: an instance registered without one is at this address (as in Consul).
+  const std::string node_address = http::advertise_address(o.advertise.empty() ? host : o.advertise);
   EventLoop loop;
   metrics::Registry metrics;
   // Caught from the start (its default action ends the process): logrotate's postrotate may send
@@ -169,7 +176,7 @@ int run_agent(const AgentOptions& o, const config::File* file) {
   try {
     store::SqliteStore store({(std::filesystem::path(o.data_dir) / "registry.db").string(), 1024, &metrics}, loop);
     registry::Registry registry(loop, store,
-                                registry::Identity{o.node.empty() ? hostname() : o.node, o.datacenter, "127.0.0.1"},
+                                registry::Identity{o.node.empty() ? hostname() : o.node, o.datacenter, node_address},
                                 metrics);
     registry.start();
     health::Runner health(loop, registry, metrics);
@@ -400,6 +407,9 @@ std::function<int()> add_agent(CLI::App& app) {
       ->envname("FLOTILLA_TOKEN");
   cmd->add_flag("--protect-reads", o->protect_reads, "With --token: reads need the token too");
   cmd->add_option("--node", o->node, "Node name (default: the host name)");
+  cmd->add_option("--advertise", o->advertise,
+                  "The node's address, for instances registered without one (default: the --api host; "
+                  "for 0.0.0.0, this host's first private address)");
   cmd->add_option("--datacenter", o->datacenter, "Datacenter name")->capture_default_str();
   cmd->add_option("--log-level", o->log_level, "trace, debug, info, warn or error")->capture_default_str();
   return [o] { return run_agent(*o, nullptr); };

@@ -44,6 +44,7 @@ struct AgentOptions {
   std::string token;
   bool protect_reads = false;
   std::string node;
+  std::string advertise;  // the node's address (empty: advertise_address of the API's host)
   std::string datacenter = "dc1";
   std::string log_level = "info";
   // `flotilla up` in the foreground: the services' output on stdout, prefixed by instance.

@@ -33,6 +33,7 @@ struct UpOptions {
   std::string log_level = "info";
   std::string token;
   std::string node;
+  std::string advertise;
   bool detach = false;
   bool no_attach = false;
   int wait_seconds = 120;
@@ -333,6 +334,9 @@ std::function<int()> add_up(CLI::App& app) {
   cmd->add_option("--token", o->token, "Secret that API writes must present; required off loopback")
       ->envname("FLOTILLA_TOKEN");
   cmd->add_option("--node", o->node, "Node name (default: the host name)");
+  cmd->add_option("--advertise", o->advertise,
+                  "The node's address, for instances registered without one (default: agent.api's host; "
+                  "for 0.0.0.0, this host's first private address)");
   cmd->add_option("--log-level", o->log_level, "trace, debug, info, warn or error")->capture_default_str();
   return [o] {
     config::File file;
@@ -368,6 +372,7 @@ std::function<int()> add_up(CLI::App& app) {
     a.data_dir = file.agent.data_dir;
     a.token = o->token;
     a.node = o->node;
+    a.advertise = o->advertise;
     a.log_level = o->log_level;
     if (o->detach) {
       say_warnings();

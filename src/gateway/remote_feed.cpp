@@ -27,6 +27,7 @@
 #include "gateway/gateway.h"
 #include "gateway/registry_feed.h"
 #include "common/metrics.h"
+#include "http/address.h"
 #include "http/server.h"
 
 namespace flotilla::gateway {
@@ -93,16 +94,24 @@ std::vector<EndpointSpec> parse_health(const std::string& body) {
 
 struct RemoteRegistryFeed::Impl : std::enable_shared_from_this<RemoteRegistryFeed::Impl> {
   Impl(EventLoop& l, std::string h, std::string p, std::string t, Gateway& g)
-      : loop(l), host(std::move(h)), port(std::move(p)), token(std::move(t)), gateway(g) {}
+      : loop(l),
+        host(std::move(h)),
+        port(std::move(p)),
+        token(std::move(t)),
+        where(host.find(':') != std::string::npos ? "[" + host + "]:" + port : host + ":" + port),
+        gateway(g) {}
   EventLoop& loop;
   std::string host, port, token;
+  const std::string where;  // host:port for messages ([v6]:port)
   Gateway& gateway;
-  const std::chrono::steady_clock::time_point started = std::chrono::steady_clock::now();
   // One per service followed. stop() ends its blocking query or backoff at once.
   struct Follower {
     bool stopped = false;
     bool synced = false;  // had its first answer
+    // Followed since (a service a reload added: its answer age counts from then, not the start).
+    const std::chrono::steady_clock::time_point since = std::chrono::steady_clock::now();
     std::chrono::steady_clock::time_point answered{};  // its last answer (none: epoch)
+    std::set<std::string> warned_loopback;  // instances warned about (see check_loopback)
     beast::tcp_stream* stream = nullptr;  // the query in progress
     asio::steady_timer* timer = nullptr;  // the backoff in progress
     void stop() {
@@ -130,12 +139,27 @@ struct RemoteRegistryFeed::Impl : std::enable_shared_from_this<RemoteRegistryFee
     }
   }
 
+  // An instance registered at a loopback address (or with none, on a registry whose node address
+  // is loopback) reached through a registry on another host: this gateway would send its
+  // requests to its own host. Said once per instance; the endpoint stays (a host may run the
+  // same service locally on purpose).
+  void check_loopback(const std::string& service, Follower& f, const std::vector<EndpointSpec>& endpoints) {
+    for (const auto& e : endpoints) {
+      if (!http::is_loopback_host(e.host) || !f.warned_loopback.insert(e.instance_id).second) continue;
+      spdlog::warn("gateway: instance {} of service {} is registered at {}:{}, a loopback address, but the registry "
+                   "at {} is on another host: this gateway sends its requests to its own host (register the "
+                   "instance with an address other hosts reach, or start that agent with --advertise)",
+                   e.instance_id, service, e.host, e.port, where);
+    }
+  }
+
   asio::awaitable<void> run(std::string service, std::shared_ptr<Follower> f) {
     auto self = shared_from_this();
     uint64_t index = 0;
     auto backoff = 250ms;
     bool warned = false;
     bool warned_index = false;
+    bool registry_here = true;  // the registry is on this host (loopback, or one of its addresses)
     while (!f->stopped) {
       const auto sent_at = std::chrono::steady_clock::now();
       const uint64_t sent_index = index;
@@ -156,6 +180,13 @@ struct RemoteRegistryFeed::Impl : std::enable_shared_from_this<RemoteRegistryFee
         co_await stream.async_connect(results, asio::use_awaitable);
         if (f->stopped) break;
         keep_alive(stream.socket());
+        {
+          // To one of its own addresses, the kernel picks that address as the source.
+          boost::system::error_code e1, e2;
+          auto remote = stream.socket().remote_endpoint(e1).address();
+          auto local = stream.socket().local_endpoint(e2).address();
+          registry_here = e1 || e2 || remote.is_loopback() || remote == local;
+        }
         std::string target = "/v1/health/service/" + service + "?index=" + std::to_string(index) +
                              "&wait=" + std::to_string(kFollowWait.count()) + "s";
         beast::http::request<beast::http::empty_body> req{beast::http::verb::get, target, 11};
@@ -171,15 +202,21 @@ struct RemoteRegistryFeed::Impl : std::enable_shared_from_this<RemoteRegistryFee
         if (f->stopped) break;
         auto& res = parser.get();
         if (res.result_int() != 200) {
-          error = "HTTP " + std::to_string(res.result_int()) + ": " + res.body().substr(0, 200);
+          // One log line: the body's line ends and control bytes become spaces.
+          std::string said = res.body().substr(0, 200);
+          for (char& c : said)
+            if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = ' ';
+          while (!said.empty() && said.back() == ' ') said.pop_back();
+          error = "HTTP " + std::to_string(res.result_int()) + ": " + said;
         } else {
           auto endpoints = parse_health(res.body());
+          if (!registry_here) check_loopback(service, *f, endpoints);
           uint64_t next = 0;
           auto h = res.find("X-Consul-Index");
           if (h != res.end()) next = std::strtoull(std::string(h->value()).c_str(), nullptr, 10);
           if (h == res.end() && !warned_index) {
-            spdlog::warn("gateway: {}:{} answers service {} without X-Consul-Index: polling it once a second", host,
-                         port, service);
+            spdlog::warn("gateway: {} answers service {} without X-Consul-Index: polling it once a second", where,
+                         service);
             warned_index = true;
           }
           // Consul's rules for following an index: reset when it goes backwards, never 0.
@@ -189,7 +226,7 @@ struct RemoteRegistryFeed::Impl : std::enable_shared_from_this<RemoteRegistryFee
           f->synced = true;
           f->answered = std::chrono::steady_clock::now();
           backoff = 250ms;
-          if (warned) spdlog::info("gateway: registry {}:{} reachable again (service {})", host, port, service);
+          if (warned) spdlog::info("gateway: registry {} reachable again (service {})", where, service);
           warned = false;
         }
       } catch (const std::exception& e) {
@@ -201,8 +238,12 @@ struct RemoteRegistryFeed::Impl : std::enable_shared_from_this<RemoteRegistryFee
         // the registry is not blocking (no index, an index gone backwards, a proxy in between).
         // Ask again no more than once a second, as Consul asks of its clients.
         auto since = std::chrono::steady_clock::now() - sent_at;
-        if (!progressed && since < 1s) {
-          asio::steady_timer t(loop.io(), 1s - since);
+        // An index that moves on every answer at once (a registry or proxy that never blocks
+        // while its index runs on) is asked no more than 20 times a second: a change still
+        // arrives within 50 ms.
+        const auto pause = !progressed ? 1000ms : 50ms;
+        if (since < pause) {
+          asio::steady_timer t(loop.io(), pause - since);
           f->timer = &t;
           co_await t.async_wait(asio::redirect_error(asio::use_awaitable, ec));
           f->timer = nullptr;
@@ -211,12 +252,12 @@ struct RemoteRegistryFeed::Impl : std::enable_shared_from_this<RemoteRegistryFee
       }
       if (!warned) {
         if (f->synced)
-          spdlog::warn("gateway: following service {} at {}:{} failed ({}); keeping its last known endpoints, retrying",
-                       service, host, port, error);
+          spdlog::warn("gateway: following service {} at {} failed ({}); keeping its last known endpoints, retrying",
+                       service, where, error);
         else
-          spdlog::warn("gateway: following service {} at {}:{} failed ({}); no endpoints known for it yet (its "
+          spdlog::warn("gateway: following service {} at {} failed ({}); no endpoints known for it yet (its "
                        "routes answer 503), retrying",
-                       service, host, port, error);
+                       service, where, error);
         warned = true;
       }
       asio::steady_timer t(loop.io(), backoff);
@@ -266,7 +307,7 @@ void RemoteRegistryFeed::register_metrics(metrics::Registry& registry) {
         const auto now = std::chrono::steady_clock::now();
         std::chrono::steady_clock::duration oldest{};
         for (const auto& [service, f] : im->followers) {
-          const auto since = f->answered == std::chrono::steady_clock::time_point{} ? im->started : f->answered;
+          const auto since = f->answered == std::chrono::steady_clock::time_point{} ? f->since : f->answered;
           oldest = std::max(oldest, now - since);
         }
         return std::chrono::duration<double>(oldest).count();

@@ -2,7 +2,11 @@
 
 #include <boost/asio/ip/address.hpp>
 
+#include <ifaddrs.h>
+#include <netinet/in.h>
+
 #include <charconv>
+#include <cstring>
 #include <string_view>
 
 namespace flotilla::http {
@@ -46,6 +50,41 @@ bool is_ip_or_localhost(const std::string& host) {
   boost::system::error_code ec;
   asio::ip::make_address(host, ec);
   return !ec;
+}
+
+std::string advertise_address(const std::string& listen_host) {
+  if (listen_host == "localhost") return "127.0.0.1";
+  boost::system::error_code ec;
+  auto listen = asio::ip::make_address(listen_host, ec);
+  if (ec) return listen_host;
+  if (!listen.is_unspecified()) return listen.to_string();
+  std::string best, other;
+  ifaddrs* list = nullptr;
+  if (::getifaddrs(&list) != 0) return "127.0.0.1";
+  for (ifaddrs* i = list; i != nullptr; i = i->ifa_next) {
+    if (i->ifa_addr == nullptr) continue;
+    asio::ip::address a;
+    if (i->ifa_addr->sa_family == AF_INET) {
+      a = asio::ip::address_v4(ntohl(reinterpret_cast<const sockaddr_in*>(i->ifa_addr)->sin_addr.s_addr));
+    } else if (i->ifa_addr->sa_family == AF_INET6 && listen.is_v6()) {
+      asio::ip::address_v6::bytes_type b;
+      std::memcpy(b.data(), reinterpret_cast<const sockaddr_in6*>(i->ifa_addr)->sin6_addr.s6_addr, b.size());
+      a = asio::ip::address_v6(b);
+      if (a.to_v6().is_link_local() || a.to_v6().is_v4_mapped()) continue;
+    } else {
+      continue;
+    }
+    if (a.is_loopback() || a.is_unspecified()) continue;
+    if (a.is_v4()) {
+      const uint32_t v = a.to_v4().to_uint();
+      if ((v >> 16) == 0xa9fe) continue;  // 169.254/16, link-local
+      const bool rfc1918 = (v >> 24) == 10 || (v >> 20) == 0xac1 || (v >> 16) == 0xc0a8;
+      if (rfc1918 && best.empty()) best = a.to_string();
+    }
+    if (other.empty() || (a.is_v4() && other.find(':') != std::string::npos)) other = a.to_string();
+  }
+  ::freeifaddrs(list);
+  return !best.empty() ? best : !other.empty() ? other : "127.0.0.1";
 }
 
 }  // namespace flotilla::http

@@ -13,5 +13,10 @@ bool split_host_port(const std::string& address, std::string& host, uint16_t& po
 bool is_loopback_host(const std::string& host);
 // True for an IPv4/IPv6 address or "localhost" (what listen() accepts).
 bool is_ip_or_localhost(const std::string& host);
+// The address other hosts reach this one at, for an agent whose API listens on `listen_host`
+// (its node address, as Consul's advertise address): that address itself when it is one
+// ("localhost": 127.0.0.1); for 0.0.0.0 or :: the host's first private IPv4 address (RFC 1918),
+// else its first other non-loopback, non-link-local one (IPv6 too for ::), else 127.0.0.1.
+std::string advertise_address(const std::string& listen_host);
 
 }  // namespace flotilla::http

@@ -546,13 +546,16 @@ def test_standalone_gateway_without_registry_starts_and_catches_up(data_dir, mak
 
 class NonBlockingRegistry:
     """A registry that answers /v1/health/service/* at once, without X-Consul-Index, and counts
-    the questions: what a misconfigured proxy in front of Consul looks like to a gateway."""
+    the questions: what a misconfigured proxy in front of Consul looks like to a gateway.
+    `index_moves`: a new X-Consul-Index with every answer. `status`/`said`: that answer instead.
+    `hang`: services whose queries are never answered (until stop())."""
 
-    def __init__(self, port, endpoint_port):
+    def __init__(self, port, endpoint_port, index_moves=False, status=200, said=None, hang=()):
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
         outer = self
         self.count = 0
         self.indexes = []
+        self.stopped = threading.Event()
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -561,13 +564,18 @@ class NonBlockingRegistry:
                 pass
 
             def do_GET(self):
+                if urllib.parse.urlsplit(self.path).path.rsplit("/", 1)[-1] in hang:
+                    outer.stopped.wait(60)
+                    return
                 outer.count += 1
                 q = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
                 outer.indexes.append(q.get("index", ["?"])[0])
                 body = json.dumps([{"Node": {"Address": "127.0.0.1"},
                                     "Service": {"ID": "web-1", "Address": "127.0.0.1", "Port": endpoint_port},
-                                    "Checks": []}]).encode()
-                self.send_response(200)
+                                    "Checks": []}]).encode() if said is None else said
+                self.send_response(status)
+                if index_moves:
+                    self.send_header("X-Consul-Index", str(outer.count + 10))
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -578,6 +586,7 @@ class NonBlockingRegistry:
         self.thread.start()
 
     def stop(self):
+        self.stopped.set()
         self.server.shutdown()
         self.server.server_close()
 
@@ -600,6 +609,92 @@ def test_standalone_gateway_asks_a_registry_that_does_not_block_at_most_once_a_s
         assert "without X-Consul-Index" in g.read_log()
     finally:
         reg.stop()
+
+
+def test_standalone_gateway_paces_a_registry_whose_index_moves_with_every_answer(data_dir, make_gateway,
+                                                                               make_backend):
+    # An index that moves on every immediate answer (a registry that never blocks while writes
+    # go on, or a proxy in between) made the gateway ask again at once: ~1 500 questions a second
+    # per service. At most 20 a second now, so a change still arrives within 50 ms.
+    b = make_backend("paced")
+    port = free_port()
+    reg = NonBlockingRegistry(port, b.port, index_moves=True)
+    try:
+        g = make_gateway(f"http://127.0.0.1:{port}")
+        wait_for(lambda: ids(g.endpoints()) == ["web-1"] or None, timeout=8, what="the endpoint followed")
+        start = reg.count
+        time.sleep(3)
+        asked = reg.count - start
+        assert 30 <= asked <= 70, f"{asked} questions in 3 s"
+        assert backends_seen(g.url + "/", 3) == {"paced": 3}
+    finally:
+        reg.stop()
+
+
+def test_standalone_gateway_logs_a_registry_refusal_on_one_line(data_dir, make_gateway):
+    port = free_port()
+    reg = NonBlockingRegistry(port, 1, status=403, said=b"Permission denied:\r\nno token\n")
+    try:
+        g = make_gateway(f"http://127.0.0.1:{port}")
+        wait_for(lambda: "HTTP 403" in g.read_log(), timeout=8, what="the refusal logged")
+        line = next(l for l in g.read_log().splitlines() if "HTTP 403" in l)
+        assert "(HTTP 403: Permission denied:  no token); no endpoints known" in line, line
+    finally:
+        reg.stop()
+
+
+def test_standalone_gateway_answer_age_counts_from_when_a_service_is_followed(data_dir, make_gateway, make_backend):
+    # A route added by a reload to a service the registry does not answer about: the age is how
+    # long the gateway has waited for that answer, not how long the process has run.
+    b = make_backend("aged")
+    port = free_port()
+    reg = NonBlockingRegistry(port, b.port, hang=("late",))
+    try:
+        g = make_gateway(f"http://127.0.0.1:{port}")
+        wait_for(lambda: ids(g.endpoints()) == ["web-1"] or None, timeout=8, what="the endpoint followed")
+
+        def answer_age():
+            m = re.search(r"^flotilla_gateway_registry_answer_age_seconds (\S+)$", get(g.admin + "/metrics")[2].decode(),
+                          re.M)
+            return float(m.group(1))
+
+        time.sleep(8)
+        assert answer_age() < 3, "web is answered (polled once a second)"
+        with open(g.file, "a") as f:
+            f.write("    - {service: late, match: {path_prefix: /late}}\n")
+        reloaded = time.monotonic()
+        os.kill(g.proc.pid, signal.SIGHUP)
+        # The reload waits up to 5 s for the new service's first answer, then switches anyway.
+        wait_for(lambda: "late" in g.status()["Services"] or None, timeout=10, what="the reload switched")
+        age, waited = answer_age(), time.monotonic() - reloaded
+        assert age <= waited + 0.5, f"answer age {age:.1f} s, {waited:.1f} s after the reload (uptime: > 8 s)"
+        assert age >= 4, age
+    finally:
+        reg.stop()
+
+
+def test_agent_advertise_is_the_address_of_instances_registered_without_one(data_dir, make_gateway):
+    # An instance registered without an Address is at its node's address (Consul's rule), which
+    # was always 127.0.0.1: a gateway on another host sent its requests to itself. The node's
+    # address is now --advertise (default: the API's host; 0.0.0.0: the host's first private one).
+    agent_dir = os.path.join(data_dir, "agent")
+    os.makedirs(agent_dir)
+    agent = Agent(agent_dir, extra_args=["--advertise", "10.1.2.3"]).start()
+    try:
+        status, _, text = agent.request("PUT", "/v1/agent/service/register", {"Name": "web", "ID": "web-n", "Port": 9})
+        assert status == 200, text
+        status, _, text = agent.request("GET", "/v1/health/service/web")
+        entry = json.loads(text)[0]
+        assert entry["Node"]["Address"] == "10.1.2.3" and entry["Service"]["Address"] == "", entry
+        g = make_gateway(agent.url)
+        eps = wait_for(lambda: g.endpoints() or None, timeout=8, what="the endpoint followed")
+        assert [e["Address"] for e in eps] == ["10.1.2.3:9"], eps
+    finally:
+        assert agent.stop() == 0
+    # Without --advertise, an agent on loopback says 127.0.0.1; a malformed one is refused.
+    r = subprocess.run([BIN, "agent", "--api", f"127.0.0.1:{free_port()}", "--data-dir", agent_dir, "--advertise",
+                        "host.example"], capture_output=True, text=True, timeout=10)
+    assert r.returncode == 2 and "--advertise \"host.example\" must be an IP address" in r.stderr, r.stderr
 
 
 class SilentRegistry:
