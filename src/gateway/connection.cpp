@@ -980,7 +980,16 @@ Task<bool> Connection::handle_request() {
     resilience::Slot retry_slot;
     const bool resend = stale_pick >= 0;  // the same try again (it keeps its budget slot)
     if (resend || attempt > 0) retry_slot = std::move(next_retry);
-    if (!resend && attempt > 0) {
+    // After a connect failure another instance is tried at once, as nginx does: nothing reached
+    // the first one, and its refusal says nothing of the others. The backoff is for answers,
+    // resets and timeouts, which may mean the service as a whole struggles (or for trying the
+    // same instance again).
+    bool at_once = false;
+    if (!resend && attempt > 0 && last_outcome.kind == resilience::Outcome::Kind::connect_failure) {
+      UsableContext fresh{cluster, &tried, true, now};
+      for (size_t i = 0; i < cluster->endpoints.size() && !at_once; ++i) at_once = usable_endpoint(&fresh, i);
+    }
+    if (!resend && attempt > 0 && !at_once) {
       SteadyTimer t(worker_.io(), resilience::backoff_delay({}, attempt - 1, worker_.random()));
       error_code ec;
       co_await t.async_wait(asio::redirect_error(kAwait, ec));
@@ -1373,6 +1382,10 @@ Task<bool> Connection::handle_request() {
     if (attempt + 1 < max_attempts && can_resend && resilience::should_retry(retry_on, method, ro) &&
         now_ns() - request_done_at < route_deadline) {
       retry_slot.release();  // this try is over: a request's retries hold one budget slot at a time
+      // A retry after a connect failure takes no slot: the budget keeps retries from
+      // multiplying the work a struggling service is given, and a try that never connected gave
+      // it none (one request still reaches an instance at most once, as without the failure).
+      if (outcome == Outcome::connect_failure) continue;
       next_retry = budget.try_acquire(cs.active.load(std::memory_order_relaxed));
       if (next_retry) continue;  // `up` is dropped: its connection is closed
       if (cs.metrics.retry_budget_exhausted) cs.metrics.retry_budget_exhausted->inc();

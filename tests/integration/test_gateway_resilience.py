@@ -325,6 +325,24 @@ def test_retry_budget_caps_retries_in_flight(make_stack, make_backend):
     assert all(a.backend == "bad" for a in answers if a.status == 503), answers
 
 
+def test_retries_after_connect_failures_are_not_held_to_the_budget(make_stack, make_backend):
+    # An instance that crashed and is not ejected (outlier detection off here; in real life the
+    # 50 % cap, or a restart in place): about half of ten requests at once are first sent there
+    # and refused. A refused try gave the service no work, so retrying it elsewhere multiplies
+    # nothing: such retries are outside the budget (which let 3 of them through, the rest 503).
+    stack = make_stack(gateway_yaml(services="  web:\n" + NO_OUTLIER))
+    slow = make_backend("slow")
+    stack.register("web", slow)
+    stack.register("web", free_port(), instance_id="web-dead")  # nothing listens there
+    exhausted0 = metric(stack, "flotilla_gateway_retry_budget_exhausted_total", service="web")
+    answers = at_once(stack, 10, "/sleep/2")
+    refused = endpoint(stack, "web", "web-dead")["Failures"]
+    assert refused >= 4, refused  # round robin: about half of ten
+    assert [a.status for a in answers] == [200] * 10, answers
+    assert metric(stack, "flotilla_gateway_retry_budget_exhausted_total", service="web") == exhausted0
+    assert metric(stack, "flotilla_gateway_retries_total", service="web") == refused
+
+
 def test_connect_failure_to_dead_endpoint_is_retried(make_stack, make_backend):
     stack = make_stack(gateway_yaml())
     live = make_backend("live")
