@@ -1259,11 +1259,11 @@ Task<bool> Connection::handle_request() {
         // The first read waits for the answer (drained-socket aware); a read for the rest of a
         // head cut in parts, or for the final head after an interim one, must see a FIN that came
         // with the bytes read before (see recv.h).
-        size_t n = rb_.empty() && !heard_answer ? co_await async_recv(reactor_, up->socket, asio::buffer(rb_.write_ptr(), rb_.room()),
-                                                     asio::redirect_error(kAwait, ec))
-                               : co_await async_recv_to_eof(reactor_, up->socket,
-                                                            asio::buffer(rb_.write_ptr(), rb_.room()),
-                                                            asio::redirect_error(kAwait, ec));
+        size_t n = rb_.empty() && !heard_answer
+                       ? co_await async_recv(reactor_, up->socket, asio::buffer(rb_.write_ptr(), rb_.room()),
+                                             asio::redirect_error(kAwait, ec))
+                       : co_await async_recv_to_eof(reactor_, up->socket, asio::buffer(rb_.write_ptr(), rb_.room()),
+                                                    asio::redirect_error(kAwait, ec));
         if (client_gone_) {
           // The sweep found the client gone (check_client): nobody waits for this answer.
           awaiting_answer_ = false;
