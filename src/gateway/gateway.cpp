@@ -212,6 +212,7 @@ struct Gateway::Impl {
       }
       c->endpoints.push_back({e.instance_id, e.host, e.port, std::max<uint32_t>(1, e.weight), state});
     }
+    c->lb_table = lb::build_table(c->policy, c->endpoints);
     return c;
   }
 

@@ -70,6 +70,9 @@ struct Cluster {
   std::vector<Endpoint> endpoints;  // passing (and warning) instances, not in maintenance
   uint64_t version = 0;             // new whenever endpoints change: workers rebuild their balancer
   lb::Policy policy = lb::Policy::round_robin;
+  // The policy's ring or table for these endpoints (null for policies without one): built with
+  // the cluster, off the workers, and shared by their balancers.
+  std::shared_ptr<const lb::Table> lb_table;
   HashOn hash_on;
   config::CircuitBreaker limits;
   config::OutlierDetection outlier;

@@ -352,7 +352,7 @@ lb::LoadBalancer& Worker::balancer(const std::shared_ptr<const Cluster>& cluster
   auto& b = balancers_[cluster->name];
   last_balancer_ = &b;
   if (!b.lb || b.version != cluster->version) {  // versions are unique per endpoint set and policy
-    b.lb = lb::make_load_balancer(cluster->policy, cluster->endpoints, rng_());
+    b.lb = lb::make_load_balancer(cluster->policy, cluster->endpoints, rng_(), cluster->lb_table);
     b.version = cluster->version;
     b.cluster = cluster;  // the balancer points into this cluster's endpoint vector
   }

@@ -14,11 +14,10 @@ bool constant_time_equal(const std::string& a, const std::string& b) {
 }
 }  // namespace
 
-bool token_allows(const Request& req, const std::string& token, bool protect_reads, bool write) {
-  if (token.empty()) return true;
-  if (!write && !protect_reads) return true;
+namespace {
+// The token the request presents (X-Consul-Token, Authorization: Bearer, ?token=), or null.
+const std::string* presented(const Request& req, std::string& bearer) {
   const std::string* t = req.header("x-consul-token");
-  std::string bearer;
   if (!t) {
     // "<scheme> <value>", the scheme case-insensitive (RFC 9110 §11.1), the value trimmed: as
     // Consul reads it.
@@ -30,7 +29,25 @@ bool token_allows(const Request& req, const std::string& token, bool protect_rea
     }
   }
   if (!t) t = req.param("token");
-  return t && constant_time_equal(*t, token);
+  return t;
+}
+}  // namespace
+
+bool token_allows(const Request& req, const std::string& token, bool protect_reads, bool write) {
+  if (token.empty()) return true;
+  std::string bearer;
+  // A wrong token is refused even for an open read, as Consul refuses an unknown one ("ACL not
+  // found"): a client (a gateway, a script) set up with a stale token learns it now, not the day
+  // reads are protected.
+  if (const std::string* t = presented(req, bearer)) return constant_time_equal(*t, token);
+  return !write && !protect_reads;
+}
+
+std::string token_refusal(const Request& req, bool write) {
+  std::string bearer;
+  if (presented(req, bearer)) return "Permission denied: the token presented is not this agent's";
+  return write ? "Permission denied: writes to this agent need its token (X-Consul-Token)"
+               : "Permission denied: this agent needs a token for reads";
 }
 
 }  // namespace flotilla::http

@@ -152,9 +152,7 @@ void handle(Supervisor& sup, const ApiHooks& hooks, const ExchangePtr& ex, const
       return false;
     }
     if (!authorized(hooks, req, !is_get)) {
-      ex->respond(http::Response::error(403, is_get ? "Permission denied: this agent needs a token for reads"
-                                                    : "Permission denied: writes to this agent need its token (X-Consul-Token)",
-                                        "token"));
+      ex->respond(http::Response::error(403, http::token_refusal(req, !is_get), "token"));
       return false;
     }
     return true;

@@ -700,10 +700,17 @@ def test_token_protects_writes(make_agent):
     assert a.json("GET", "/v1/agent/services")[2] == {}
     assert a.request("GET", "/v1/kv/k")[0] == 404
 
-    # Reads are open.
+    # Reads are open, but a wrong token is refused (as Consul refuses an unknown one), and says so.
     assert a.request("GET", "/v1/agent/services")[0] == 200
     assert a.request("GET", "/v1/health/service/web")[0] == 200
     assert a.request("GET", "/metrics")[0] == 200
+    for path in ("/v1/agent/services", "/v1/health/service/web", "/metrics", "/v1/kv/k"):
+        status, _, body = a.json("GET", path, headers={"X-Consul-Token": "old"})
+        assert status == 403 and body["error"] == "Permission denied: the token presented is not this agent's", \
+            (path, status, body)
+    assert a.json("PUT", "/v1/kv/k", "v", headers={"X-Consul-Token": "wrong"})[2]["error"] == \
+        "Permission denied: the token presented is not this agent's"
+    assert "need its token" in a.json("PUT", "/v1/kv/k", "v")[2]["error"]
 
     assert a.request("PUT", "/v1/agent/service/register", {"Name": "web"}, headers={"X-Consul-Token": "s3cret"})[0] == 200
     assert a.request("PUT", "/v1/kv/k?token=s3cret", "v")[0] == 200

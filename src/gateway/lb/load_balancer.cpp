@@ -36,7 +36,19 @@ std::string_view policy_name(Policy policy) {
   return "unknown";
 }
 
-std::unique_ptr<LoadBalancer> make_load_balancer(Policy policy, const std::vector<Endpoint>& endpoints, uint64_t seed) {
+std::shared_ptr<const Table> build_table(Policy policy, const std::vector<Endpoint>& endpoints) {
+  switch (policy) {
+    case Policy::ring_hash:
+      return RingTable::build(endpoints);
+    case Policy::maglev:
+      return MaglevTable::build(endpoints);
+    default:
+      return nullptr;
+  }
+}
+
+std::unique_ptr<LoadBalancer> make_load_balancer(Policy policy, const std::vector<Endpoint>& endpoints, uint64_t seed,
+                                                 std::shared_ptr<const Table> table) {
   switch (policy) {
     case Policy::round_robin:
       return std::make_unique<RoundRobinBalancer>(endpoints, seed);
@@ -45,9 +57,9 @@ std::unique_ptr<LoadBalancer> make_load_balancer(Policy policy, const std::vecto
     case Policy::random:
       return std::make_unique<RandomBalancer>(endpoints, seed);
     case Policy::ring_hash:
-      return std::make_unique<RingHashBalancer>(endpoints, seed);
+      return std::make_unique<RingHashBalancer>(endpoints, seed, std::dynamic_pointer_cast<const RingTable>(table));
     case Policy::maglev:
-      return std::make_unique<MaglevBalancer>(endpoints, seed);
+      return std::make_unique<MaglevBalancer>(endpoints, seed, std::dynamic_pointer_cast<const MaglevTable>(table));
   }
   return nullptr;
 }

@@ -44,14 +44,25 @@ class LoadBalancer {
   virtual int pick(const PickContext& context) = 0;
 };
 
+// The part of a policy that depends only on the endpoint set: the hash policies' ring and
+// table (up to 2^18 points, milliseconds to build). Built once per endpoint set off the request
+// path (Gateway, with the cluster) and read by every worker's balancer; immutable.
+class Table {
+ public:
+  virtual ~Table() = default;
+};
+// Null for policies without one.
+std::shared_ptr<const Table> build_table(Policy policy, const std::vector<Endpoint>& endpoints);
+
 // `endpoints` must outlive the balancer (the snapshot holds both). `seed` seeds the policy's
-// random source (each worker passes its own).
+// random source (each worker passes its own). `table`: build_table(policy, endpoints), shared;
+// null: the balancer builds its own.
 // Every endpoint has a `state`: its address is the endpoint's identity on the hash policies'
 // rings, and least_request reads its in-flight count. A weight below 1 counts as 1 (callers
 // leave weight-0 instances out of a cluster). pick() advances the balancer's own state (round
 // robin positions, the random source) without locks: a balancer belongs to one worker.
 std::unique_ptr<LoadBalancer> make_load_balancer(Policy policy, const std::vector<Endpoint>& endpoints,
-                                                 uint64_t seed);
+                                                 uint64_t seed, std::shared_ptr<const Table> table = nullptr);
 
 // Stable 64-bit hash of a hash_on value (xxHash64, seed 0), the same in every process.
 uint64_t hash_key(std::string_view value);

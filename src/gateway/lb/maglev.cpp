@@ -12,9 +12,10 @@ constexpr uint32_t kEmpty = UINT32_MAX;
 // Entries walked past unusable endpoints before checking that any endpoint is usable at all.
 }  // namespace
 
-MaglevBalancer::MaglevBalancer(const std::vector<Endpoint>& endpoints, uint64_t seed)
-    : endpoints_(endpoints.size()), rng_(seed) {
-  if (endpoints.empty()) return;
+std::shared_ptr<const MaglevTable> MaglevTable::build(const std::vector<Endpoint>& endpoints) {
+  auto t = std::make_shared<MaglevTable>();
+  if (endpoints.empty()) return t;
+  auto& table = t->entries;
   struct Builder {
     uint32_t index;
     uint64_t weight;
@@ -33,8 +34,8 @@ MaglevBalancer::MaglevBalancer(const std::vector<Endpoint>& endpoints, uint64_t 
   uint64_t heaviest = 0;
   for (uint32_t i : order) {
     const auto& address = endpoints[i].state->address;
-    uint64_t offset = XXH64(address.data(), address.size(), 0) % kTableSize;
-    uint64_t skip = XXH64(address.data(), address.size(), 1) % (kTableSize - 1) + 1;
+    uint64_t offset = XXH64(address.data(), address.size(), 0) % kSize;
+    uint64_t skip = XXH64(address.data(), address.size(), 1) % (kSize - 1) + 1;
     builders.push_back(Builder{i, effective_weight(endpoints[i]), offset, skip});
     heaviest = std::max(heaviest, effective_weight(endpoints[i]));
   }
@@ -42,24 +43,29 @@ MaglevBalancer::MaglevBalancer(const std::vector<Endpoint>& endpoints, uint64_t 
   // Weighted population (Envoy): in round r an endpoint claims an entry only while
   // claimed × heaviest <= r × weight, so the heaviest claims every round and one of a third of
   // its weight every third round. Integers, so no float drift; r × weight < 2^49.
-  table_.assign(kTableSize, kEmpty);
+  table.assign(kSize, kEmpty);
   uint32_t filled = 0;
-  for (uint64_t round = 0; filled < kTableSize; ++round) {
+  for (uint64_t round = 0; filled < kSize; ++round) {
     for (auto& b : builders) {
       if (b.claimed * heaviest > round * b.weight) continue;
-      while (table_[b.position] != kEmpty) b.position = (b.position + b.skip) % kTableSize;
-      table_[b.position] = b.index;
-      b.position = (b.position + b.skip) % kTableSize;
+      while (table[b.position] != kEmpty) b.position = (b.position + b.skip) % kSize;
+      table[b.position] = b.index;
+      b.position = (b.position + b.skip) % kSize;
       ++b.claimed;
-      if (++filled == kTableSize) break;
+      if (++filled == kSize) break;
     }
   }
+  return t;
 }
 
+MaglevBalancer::MaglevBalancer(const std::vector<Endpoint>& endpoints, uint64_t seed,
+                               std::shared_ptr<const MaglevTable> table)
+    : table_(table ? std::move(table) : MaglevTable::build(endpoints)), endpoints_(endpoints.size()), rng_(seed) {}
+
 int MaglevBalancer::pick(const PickContext& context) {
-  if (table_.empty()) return -1;
+  if (table_->entries.empty()) return -1;
   const uint64_t hash = context.hash ? *context.hash : rng_.next();
-  return first_usable_owner(table_, hash % kTableSize, endpoints_, context.usable);
+  return first_usable_owner(table_->entries, hash % kTableSize, endpoints_, context.usable);
 }
 
 }  // namespace flotilla::gateway::lb

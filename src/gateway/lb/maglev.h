@@ -14,19 +14,27 @@
 
 namespace flotilla::gateway::lb {
 
+// The lookup table of an endpoint set (shared by every worker's balancer).
+struct MaglevTable final : Table {
+  static constexpr uint32_t kSize = 65537;
+  // Building is O(table size × log table size): a few milliseconds.
+  static std::shared_ptr<const MaglevTable> build(const std::vector<Endpoint>& endpoints);
+  std::vector<uint32_t> entries;  // endpoint indexes (256 KiB); empty when there are no endpoints
+};
+
 class MaglevBalancer final : public LoadBalancer {
  public:
-  static constexpr uint32_t kTableSize = 65537;
+  static constexpr uint32_t kTableSize = MaglevTable::kSize;
 
-  // Building is O(table size × log table size): a few milliseconds.
-  MaglevBalancer(const std::vector<Endpoint>& endpoints, uint64_t seed);
+  // `table`: MaglevTable::build(endpoints) (null: built here).
+  MaglevBalancer(const std::vector<Endpoint>& endpoints, uint64_t seed, std::shared_ptr<const MaglevTable> table = nullptr);
   // With a hash: table[hash % 65537], or when that endpoint is not usable the next usable entry
   // after it (the same one every time for the same hash and the same usable set).
   // Without one: a random entry, so traffic still follows the weights.
   int pick(const PickContext& context) override;
 
  private:
-  std::vector<uint32_t> table_;  // endpoint indexes (256 KiB); empty when there are no endpoints
+  std::shared_ptr<const MaglevTable> table_;
   size_t endpoints_;
   Rng rng_;
 };

@@ -142,7 +142,7 @@ struct Api::Impl {
       const std::string* format = req.param("format");
       if (req.path != "/metrics" && (!format || *format != "prometheus"))
         throw bad_request("only ?format=prometheus is supported here (or GET /metrics)", "format");
-      if (!authorized(req, false)) throw ApiError(403, "Permission denied: this agent needs a token for reads");
+      if (!authorized(req, false)) throw ApiError(403, http::token_refusal(req, false));
       http::Response r;
       r.content_type = "text/plain; version=0.0.4; charset=utf-8";
       r.body = ctx.metrics.render();
@@ -169,8 +169,7 @@ struct Api::Impl {
       }
       bool write = std::string_view(route.method) != "GET" || route.get_is_write;
       if (!authorized(req, write))
-        throw ApiError(403, write ? "Permission denied: writes to this agent need its token (X-Consul-Token)"
-                                  : "Permission denied: this agent needs a token for reads");
+        throw ApiError(403, http::token_refusal(req, write));
       route.endpoint(ctx, ex, rest);
       return;
     }

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -230,6 +231,38 @@ TEST(LoadBalancer, HashPoliciesAreConsistent) {
                 reversed[static_cast<size_t>(r->pick(with_hash(key(i))))].state->address);
     }
   }
+}
+
+TEST(LoadBalancer, HashPoliciesShareOneTableBetweenWorkers) {
+  // The gateway builds a hash policy's ring or table once per endpoint set, off the workers
+  // (build_table), and every worker's balancer reads it: the same answers as a balancer that
+  // built its own, and no table at all for the other policies.
+  auto endpoints = cluster({1, 2, 3, 1, 2, 3, 5});
+  for (Policy p : kHashed) {
+    SCOPED_TRACE(policy_name(p));
+    auto table = build_table(p, endpoints);
+    ASSERT_NE(table, nullptr);
+    auto own = make_load_balancer(p, endpoints, 1);
+    auto w1 = make_load_balancer(p, endpoints, 2, table), w2 = make_load_balancer(p, endpoints, 3, table);
+    for (int i = 0; i < 10000; ++i) {
+      ASSERT_EQ(w1->pick(with_hash(key(i))), own->pick(with_hash(key(i))));
+      ASSERT_EQ(w2->pick(with_hash(key(i))), own->pick(with_hash(key(i))));
+    }
+    EXPECT_EQ(table.use_count(), 3);  // held by both balancers, not copied
+  }
+  for (Policy p : {Policy::round_robin, Policy::least_request, Policy::random})
+    EXPECT_EQ(build_table(p, endpoints), nullptr) << policy_name(p);
+}
+
+TEST(LoadBalancer, RingIsSortedWithEveryEndpointsPoints) {
+  // The ring's radix sort: ascending hashes, each endpoint's share of points by its weight.
+  auto endpoints = cluster({1, 4, 2});
+  auto ring = RingTable::build(endpoints);
+  ASSERT_EQ(ring->hashes.size(), ring->owners.size());
+  EXPECT_TRUE(std::is_sorted(ring->hashes.begin(), ring->hashes.end()));
+  std::vector<size_t> per(3);
+  for (uint32_t o : ring->owners) ++per.at(o);
+  EXPECT_EQ(per, (std::vector<size_t>{1024, 4096, 2048}));
 }
 
 TEST(LoadBalancer, HashPoliciesWithoutAHashPickAtRandom) {
