@@ -357,9 +357,17 @@ int run_agent(const AgentOptions& o, const config::File* file) {
       };
       hup.async_wait(on_hup);
     }
-    spdlog::info("flotilla agent {} serving http://{}:{} (node {}, store {}, index {})", kVersion,
+    spdlog::info("flotilla agent {} serving http://{}:{} (node {} at {}{}, store {}, index {})", kVersion,
                  host.find(':') != std::string::npos ? "[" + host + "]" : host, server.port(),
-                 registry.state().node().name, store.describe(), registry.state().revision());
+                 registry.state().node().name, node_address,
+                 !o.advertise.empty()               ? " (--advertise)"
+                 : host == "0.0.0.0" || host == "::" ? ", this host's address on its default route (--advertise sets another)"
+                                                     : "",
+                 store.describe(), registry.state().revision());
+    if (http::is_loopback_host(node_address) && !http::is_loopback_host(host))
+      spdlog::warn("the node's address is {}, a loopback address, while the API listens on {}: gateways on other "
+                   "hosts cannot reach instances registered without an Address (--advertise IP sets it)",
+                   node_address, host);
     if (gw)
       spdlog::info("gateway listening on {} with {} worker(s), {} route(s)", gw->status()["Listen"].dump(),
                    gw->workers(), file->gateway ? file->gateway->routes.size() : 0);
@@ -409,7 +417,7 @@ std::function<int()> add_agent(CLI::App& app) {
   cmd->add_option("--node", o->node, "Node name (default: the host name)");
   cmd->add_option("--advertise", o->advertise,
                   "The node's address, for instances registered without one (default: the --api host; "
-                  "for 0.0.0.0, this host's first private address)");
+                  "for 0.0.0.0, this host's address on its default route)");
   cmd->add_option("--datacenter", o->datacenter, "Datacenter name")->capture_default_str();
   cmd->add_option("--log-level", o->log_level, "trace, debug, info, warn or error")->capture_default_str();
   return [o] { return run_agent(*o, nullptr); };

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
+#include <cstdlib>
 #include <iostream>
 #include <optional>
 #include <set>
@@ -26,7 +27,7 @@ namespace flotilla::cli {
 namespace {
 struct GatewayOptions {
   std::string file = "flotilla.yaml";
-  std::string registry = "http://127.0.0.1:7700";
+  std::string registry;  // empty: agent.api of the file, $FLOTILLA_API, http://127.0.0.1:7700
   std::string admin;
   std::string token;
   std::string log_level = "info";
@@ -49,6 +50,23 @@ int run_gateway(const GatewayOptions& o) {
     return 2;
   }
   for (const auto& w : config::warnings(file)) spdlog::warn("{}", w);
+  std::string registry = o.registry, registry_from;
+  if (registry.empty()) {
+    if (file.agent.api_set) {
+      // The agent the file names; one listening on every address is reached on this host.
+      std::string api = file.agent.api, host;
+      uint16_t port = 0;
+      if (http::split_host_port(api, host, port) && (host == "0.0.0.0" || host == "::"))
+        api = (host == "::" ? "[::1]:" : "127.0.0.1:") + std::to_string(port);
+      registry = "http://" + api;
+      registry_from = " (agent.api of " + o.file + ")";
+    } else if (const char* env = std::getenv("FLOTILLA_API"); env && *env) {
+      registry = std::string(env).rfind("http://", 0) == 0 ? env : "http://" + std::string(env);
+      registry_from = " ($FLOTILLA_API)";
+    } else {
+      registry = "http://127.0.0.1:7700";
+    }
+  }
   raise_fd_limit();
   EventLoop loop;
   metrics::Registry metrics;
@@ -65,7 +83,7 @@ int run_gateway(const GatewayOptions& o) {
   gateway::Gateway& gw = *gw_owner;
   std::unique_ptr<gateway::RemoteRegistryFeed> feed;
   try {
-    feed = std::make_unique<gateway::RemoteRegistryFeed>(loop, o.registry, o.token, gw);
+    feed = std::make_unique<gateway::RemoteRegistryFeed>(loop, registry, o.token, gw);
     feed->register_metrics(metrics);
   } catch (const std::exception& e) {
     std::cerr << "flotilla gateway: " << e.what() << "\n";
@@ -137,8 +155,15 @@ int run_gateway(const GatewayOptions& o) {
     return 0;
   }
   gw.start();
+  if (auto waiting = feed->unsynced(); !waiting.empty()) {
+    std::string list;
+    for (const auto& s : waiting) list += (list.empty() ? "" : ", ") + s;
+    spdlog::warn("gateway: the registry at {} has not answered about {} within 5 s; serving anyway: their routes "
+                 "answer 503 until it does",
+                 registry, list);
+  }
   spdlog::info("flotilla gateway {} listening on {} with {} worker(s), following {}{}", kVersion,
-               gw.status()["Listen"].dump(), gw.workers(), o.registry,
+               gw.status()["Listen"].dump(), gw.workers(), registry + registry_from,
                admin ? "; admin (/metrics, /v1/flotilla/gateway) on " +
                            admin_address.substr(0, admin_address.rfind(':') + 1) + std::to_string(admin->port())
                      : std::string());
@@ -221,7 +246,9 @@ std::function<int()> add_gateway(CLI::App& app) {
       "services change without closing connections). Stops cleanly on SIGINT or SIGTERM.\n\n"
       "Example: flotilla gateway -f flotilla.yaml --registry http://10.0.0.5:7700 --admin 127.0.0.1:9901");
   cmd->add_option("-f,--file", o->file, "The application's file")->capture_default_str();
-  cmd->add_option("--registry", o->registry, "The agent to follow (http://HOST:PORT)")->capture_default_str();
+  cmd->add_option("--registry", o->registry,
+                  "The agent to follow, http://HOST:PORT (default: agent.api of the file when it sets one, "
+                  "$FLOTILLA_API, http://127.0.0.1:7700)");
   cmd->add_option("--admin", o->admin, "Serve /metrics and /v1/flotilla/gateway on HOST:PORT");
   cmd->add_option("--token", o->token, "Token for the registry's API (X-Consul-Token)")->envname("FLOTILLA_TOKEN");
   cmd->add_option("--log-level", o->log_level, "trace, debug, info, warn or error")->capture_default_str();

@@ -336,7 +336,7 @@ std::function<int()> add_up(CLI::App& app) {
   cmd->add_option("--node", o->node, "Node name (default: the host name)");
   cmd->add_option("--advertise", o->advertise,
                   "The node's address, for instances registered without one (default: agent.api's host; "
-                  "for 0.0.0.0, this host's first private address)");
+                  "for 0.0.0.0, this host's address on its default route)");
   cmd->add_option("--log-level", o->log_level, "trace, debug, info, warn or error")->capture_default_str();
   return [o] {
     config::File file;

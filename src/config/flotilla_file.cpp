@@ -839,7 +839,10 @@ File parse_flotilla_yaml(const std::string& text, const std::string& path, Use u
   if (!valid_service_name(f.name)) r.fail(root["name"], "name must be letters, digits, '-', '_' or '.' (at most 63)");
   if (const auto& a = root["agent"]) {
     r.mapping(a, "agent", {"api", "data_dir", "store"});
-    if (a["api"]) f.agent.api = r.address(a["api"], "agent.api");
+    if (a["api"]) {
+      f.agent.api = r.address(a["api"], "agent.api");
+      f.agent.api_set = true;
+    }
     if (a["data_dir"]) f.agent.data_dir = r.string(a["data_dir"], "agent.data_dir");
     if (a["store"]) {
       f.agent.store = r.string(a["store"], "agent.store");

@@ -23,6 +23,7 @@ class ConfigError : public std::runtime_error {
 
 struct AgentSection {
   std::string api = "127.0.0.1:7700";
+  bool api_set = false;  // written in the file (a standalone gateway follows it)
   std::string data_dir = ".flotilla";  // resolved against the file's directory when loaded
   std::string store = "sqlite";        // sqlite | etcd://HOST:PORT[,HOST:PORT...]
 };

@@ -6,6 +6,7 @@
 
 #include <memory>
 #include <set>
+#include <vector>
 #include <string>
 
 #include "common/duration.h"
@@ -51,8 +52,11 @@ class RemoteRegistryFeed {
   bool synced() const;
   // Whether each of these services (those followed) has had its first answer.
   bool synced(const std::set<std::string>& services) const;
+  // The followed services the registry has not answered about yet.
+  std::vector<std::string> unsynced() const;
   // flotilla_gateway_registry_answer_age_seconds: how long ago the registry last answered about
-  // the followed service it answered longest ago (since the start, for one never answered).
+  // the followed service it answered longest ago (since it was first followed, for one never
+  // answered).
   // Read on the loop's thread (the admin server's).
   void register_metrics(metrics::Registry& registry);
 

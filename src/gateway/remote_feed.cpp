@@ -111,7 +111,7 @@ struct RemoteRegistryFeed::Impl : std::enable_shared_from_this<RemoteRegistryFee
     // Followed since (a service a reload added: its answer age counts from then, not the start).
     const std::chrono::steady_clock::time_point since = std::chrono::steady_clock::now();
     std::chrono::steady_clock::time_point answered{};  // its last answer (none: epoch)
-    std::set<std::string> warned_loopback;  // instances warned about (see check_loopback)
+    std::set<std::string> warned_own_host;  // instances warned about (see check_own_host)
     beast::tcp_stream* stream = nullptr;  // the query in progress
     asio::steady_timer* timer = nullptr;  // the backoff in progress
     void stop() {
@@ -139,16 +139,18 @@ struct RemoteRegistryFeed::Impl : std::enable_shared_from_this<RemoteRegistryFee
     }
   }
 
-  // An instance registered at a loopback address (or with none, on a registry whose node address
-  // is loopback) reached through a registry on another host: this gateway would send its
-  // requests to its own host. Said once per instance; the endpoint stays (a host may run the
-  // same service locally on purpose).
-  void check_loopback(const std::string& service, Follower& f, const std::vector<EndpointSpec>& endpoints) {
+  // An instance at one of this host's own addresses (loopback, or an interface's: a container
+  // bridge such as docker0's 172.17.0.1 exists on many hosts) reached through a registry on
+  // another host: this gateway sends its requests to itself, not to the instance. Said once per
+  // instance; the endpoint stays (a host may run the same service locally on purpose).
+  void check_own_host(const std::string& service, Follower& f, const std::vector<EndpointSpec>& endpoints) {
     for (const auto& e : endpoints) {
-      if (!http::is_loopback_host(e.host) || !f.warned_loopback.insert(e.instance_id).second) continue;
-      spdlog::warn("gateway: instance {} of service {} is registered at {}:{}, a loopback address, but the registry "
-                   "at {} is on another host: this gateway sends its requests to its own host (register the "
-                   "instance with an address other hosts reach, or start that agent with --advertise)",
+      if (f.warned_own_host.count(e.instance_id) || !http::is_own_address(e.host)) continue;
+      f.warned_own_host.insert(e.instance_id);
+      spdlog::warn("gateway: instance {} of service {} is at {}:{} (its Address, or its node's when it has none), "
+                   "an address of this host, but the registry at {} is on another host: this gateway sends its "
+                   "requests to itself (register the instance with an address other hosts reach it at, or start "
+                   "its agent with --advertise IP)",
                    e.instance_id, service, e.host, e.port, where);
     }
   }
@@ -166,6 +168,7 @@ struct RemoteRegistryFeed::Impl : std::enable_shared_from_this<RemoteRegistryFee
       bool progressed = true;
       beast::error_code ec;
       std::string error;
+      bool connected = false;  // a timeout before it: no connection; after it: no answer
       try {
         beast::tcp_stream stream(loop.io());
         f->stream = &stream;
@@ -179,6 +182,7 @@ struct RemoteRegistryFeed::Impl : std::enable_shared_from_this<RemoteRegistryFee
         stream.expires_after(5s);
         co_await stream.async_connect(results, asio::use_awaitable);
         if (f->stopped) break;
+        connected = true;
         keep_alive(stream.socket());
         {
           // To one of its own addresses, the kernel picks that address as the source.
@@ -210,7 +214,7 @@ struct RemoteRegistryFeed::Impl : std::enable_shared_from_this<RemoteRegistryFee
           error = "HTTP " + std::to_string(res.result_int()) + ": " + said;
         } else {
           auto endpoints = parse_health(res.body());
-          if (!registry_here) check_loopback(service, *f, endpoints);
+          if (!registry_here) check_own_host(service, *f, endpoints);
           uint64_t next = 0;
           auto h = res.find("X-Consul-Index");
           if (h != res.end()) next = std::strtoull(std::string(h->value()).c_str(), nullptr, 10);
@@ -229,6 +233,12 @@ struct RemoteRegistryFeed::Impl : std::enable_shared_from_this<RemoteRegistryFee
           if (warned) spdlog::info("gateway: registry {} reachable again (service {})", where, service);
           warned = false;
         }
+      } catch (const boost::system::system_error& e) {
+        // Beast's "The socket was closed due to a timeout" says neither which wait ran out.
+        const auto deadline_s = std::chrono::duration_cast<std::chrono::seconds>(kFollowDeadline).count();
+        error = e.code() != beast::error::timeout ? e.what()
+                : connected ? "no answer within " + std::to_string(deadline_s) + " s"
+                            : "no connection within 5 s";
       } catch (const std::exception& e) {
         error = e.what();
       }
@@ -318,6 +328,13 @@ bool RemoteRegistryFeed::synced() const {
   for (const auto& [s, f] : impl_->followers)
     if (!f->synced) return false;
   return true;
+}
+
+std::vector<std::string> RemoteRegistryFeed::unsynced() const {
+  std::vector<std::string> out;
+  for (const auto& [s, f] : impl_->followers)
+    if (!f->synced) out.push_back(s);
+  return out;
 }
 
 bool RemoteRegistryFeed::synced(const std::set<std::string>& services) const {

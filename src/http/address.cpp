@@ -4,6 +4,8 @@
 
 #include <ifaddrs.h>
 #include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <charconv>
 #include <cstring>
@@ -52,12 +54,53 @@ bool is_ip_or_localhost(const std::string& host) {
   return !ec;
 }
 
+bool is_own_address(const std::string& host) {
+  if (is_loopback_host(host)) return true;
+  boost::system::error_code ec;
+  auto want = asio::ip::make_address(host, ec);
+  if (ec) return false;
+  ifaddrs* list = nullptr;
+  if (::getifaddrs(&list) != 0) return false;
+  bool own = false;
+  for (ifaddrs* i = list; i != nullptr && !own; i = i->ifa_next) {
+    if (i->ifa_addr == nullptr) continue;
+    if (i->ifa_addr->sa_family == AF_INET && want.is_v4()) {
+      own = want.to_v4().to_uint() == ntohl(reinterpret_cast<const sockaddr_in*>(i->ifa_addr)->sin_addr.s_addr);
+    } else if (i->ifa_addr->sa_family == AF_INET6 && want.is_v6()) {
+      own = std::memcmp(want.to_v6().to_bytes().data(),
+                        reinterpret_cast<const sockaddr_in6*>(i->ifa_addr)->sin6_addr.s6_addr, 16) == 0;
+    }
+  }
+  ::freeifaddrs(list);
+  return own;
+}
+
 std::string advertise_address(const std::string& listen_host) {
   if (listen_host == "localhost") return "127.0.0.1";
   boost::system::error_code ec;
   auto listen = asio::ip::make_address(listen_host, ec);
   if (ec) return listen_host;
   if (!listen.is_unspecified()) return listen.to_string();
+  // The address this host sends from towards the rest of the network: the source the kernel
+  // picks for its default route (a UDP connect() sends nothing). Not the first private address
+  // of the interface list, which may be a container bridge (docker0's 172.17.0.1 exists on many
+  // hosts, so other hosts would send this node's traffic to themselves).
+  if (int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0); fd >= 0) {
+    sockaddr_in to{};
+    to.sin_family = AF_INET;
+    to.sin_port = htons(53);
+    to.sin_addr.s_addr = htonl(0x08080808);  // any address off this host's networks will do
+    sockaddr_in from{};
+    socklen_t len = sizeof from;
+    const bool routed = ::connect(fd, reinterpret_cast<const sockaddr*>(&to), sizeof to) == 0 &&
+                        ::getsockname(fd, reinterpret_cast<sockaddr*>(&from), &len) == 0;
+    ::close(fd);
+    if (routed) {
+      auto a = asio::ip::address_v4(ntohl(from.sin_addr.s_addr));
+      if (!a.is_loopback() && !a.is_unspecified()) return a.to_string();
+    }
+  }
+  // No default route: the first private IPv4 address, else any other non-loopback one.
   std::string best, other;
   ifaddrs* list = nullptr;
   if (::getifaddrs(&list) != 0) return "127.0.0.1";

@@ -15,8 +15,12 @@ bool is_loopback_host(const std::string& host);
 bool is_ip_or_localhost(const std::string& host);
 // The address other hosts reach this one at, for an agent whose API listens on `listen_host`
 // (its node address, as Consul's advertise address): that address itself when it is one
-// ("localhost": 127.0.0.1); for 0.0.0.0 or :: the host's first private IPv4 address (RFC 1918),
-// else its first other non-loopback, non-link-local one (IPv6 too for ::), else 127.0.0.1.
+// ("localhost": 127.0.0.1); for 0.0.0.0 or :: the IPv4 address the host sends from on its
+// default route; without one, its first private IPv4 address (RFC 1918), else its first other
+// non-loopback, non-link-local one (IPv6 too for ::), else 127.0.0.1.
 std::string advertise_address(const std::string& listen_host);
+// True when `host` (an IP literal, or "localhost") is one of this host's own addresses: loopback,
+// or an address of one of its interfaces.
+bool is_own_address(const std::string& host);
 
 }  // namespace flotilla::http

@@ -380,7 +380,8 @@ class StandaloneGateway:
 
     def start(self):
         self.log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([BIN, "gateway", "-f", self.file, "--registry", self.registry_url,
+        registry = ["--registry", self.registry_url] if self.registry_url else []
+        self.proc = subprocess.Popen([BIN, "gateway", "-f", self.file, *registry,
                                       "--admin", f"127.0.0.1:{self.admin_port}"],
                                      stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 10
@@ -520,8 +521,10 @@ def test_standalone_gateway_without_registry_starts_and_catches_up(data_dir, mak
     g = make_gateway(f"http://127.0.0.1:{port}")  # waits for sync up to 5 s: nothing listens yet
     status, _, body = get(g.url + "/")
     assert status == 503 and json.loads(body)["service"] == "web"
-    # It says it has nothing to keep, not that it keeps its last endpoints.
+    # It says it has nothing to keep, not that it keeps its last endpoints, and that it serves
+    # without an answer.
     assert "no endpoints known for it yet (its routes answer 503)" in g.read_log()
+    assert "has not answered about web within 5 s; serving anyway" in g.read_log()
 
     def answer_age():
         m = re.search(r"^flotilla_gateway_registry_answer_age_seconds (\S+)$", get(g.admin + "/metrics")[2].decode(), re.M)
@@ -689,12 +692,40 @@ def test_agent_advertise_is_the_address_of_instances_registered_without_one(data
         g = make_gateway(agent.url)
         eps = wait_for(lambda: g.endpoints() or None, timeout=8, what="the endpoint followed")
         assert [e["Address"] for e in eps] == ["10.1.2.3:9"], eps
+        assert "(node test-node at 10.1.2.3 (--advertise)" in agent.read_log()
     finally:
         assert agent.stop() == 0
     # Without --advertise, an agent on loopback says 127.0.0.1; a malformed one is refused.
     r = subprocess.run([BIN, "agent", "--api", f"127.0.0.1:{free_port()}", "--data-dir", agent_dir, "--advertise",
                         "host.example"], capture_output=True, text=True, timeout=10)
     assert r.returncode == 2 and "--advertise \"host.example\" must be an IP address" in r.stderr, r.stderr
+
+
+def test_standalone_gateway_follows_the_agent_its_file_names(data_dir, make_backend):
+    # Without --registry, the agent of the file's agent.api (it followed 127.0.0.1:7700 whatever
+    # the file said, while `config check --gateway` showed agent.api as if it applied).
+    agent_dir = os.path.join(data_dir, "agent")
+    os.makedirs(agent_dir)
+    agent = Agent(agent_dir).start()
+    g = None
+    try:
+        b = make_backend("named")
+        status, _, text = agent.request("PUT", "/v1/agent/service/register",
+                                        {"Name": "web", "ID": "web-n", "Address": "127.0.0.1", "Port": b.port})
+        assert status == 200, text
+        g = StandaloneGateway(data_dir, None, "named")
+        with open(g.file, "a") as f:
+            f.write(f"agent:\n  api: {agent.addr}\n")
+        r = subprocess.run([BIN, "config", "check", "--gateway", "-f", g.file], capture_output=True, text=True, timeout=10)
+        assert r.returncode == 0 and f"registry: http://{agent.addr} (agent.api)" in r.stdout, r.stdout + r.stderr
+        g.start()
+        wait_for(lambda: ids(g.endpoints()) == ["web-n"] or None, timeout=8, what="the file's agent followed")
+        assert backends_seen(g.url + "/", 3) == {"named": 3}
+        assert f"following http://{agent.addr} (agent.api of {g.file})" in g.read_log()
+    finally:
+        if g:
+            assert g.stop() in (0, None)
+        assert agent.stop() == 0
 
 
 class SilentRegistry:
