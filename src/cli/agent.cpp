@@ -96,9 +96,11 @@ int run_agent(const AgentOptions& o, const config::File* file) {
                  "Pass --token SECRET (or FLOTILLA_TOKEN), or bind to 127.0.0.1.\n";
     return 2;
   }
-  if (!o.advertise.empty() && !http::is_ip_or_localhost(o.advertise)) {
+  if (!o.advertise.empty() && (!http::is_ip_or_localhost(o.advertise) || o.advertise == "0.0.0.0" ||
+                               o.advertise == "::" || o.advertise == "[::]")) {
     std::cerr << "flotilla agent: --advertise \"" << o.advertise
-              << "\" must be an IP address, the one other hosts reach this one at, such as 10.0.0.5\n";
+              << "\" must be an IP address, the one other hosts reach this one at, such as 10.0.0.5 (not "
+                 "0.0.0.0 or ::)\n";
     return 2;
   }
   // The node's address: an instance registered without one is at this address (as in Consul).

@@ -53,6 +53,8 @@ struct AgentOptions {
 // The agent (registry, health checks, API); with `file`, also the gateway of its `gateway:`
 // section, fed from the registry in-process (`flotilla up`).
 int run_agent(const AgentOptions& options, const config::File* file);
+// The registry URL `flotilla gateway` follows for a file's agent.api (a wildcard: this host).
+std::string registry_of_api(const std::string& api);
 // Raises the open-files soft limit to the hard limit.
 void raise_fd_limit();
 

@@ -99,7 +99,7 @@ std::function<int()> add_config(CLI::App& app) {
                 << "  name:    " << f.name << "\n";
       if (*gateway_alone)
         std::cout << "  registry: "
-                  << (f.agent.api_set ? "http://" + f.agent.api + " (agent.api) unless --registry says another"
+                  << (f.agent.api_set ? registry_of_api(f.agent.api) + " (agent.api) unless --registry says another"
                                       : std::string("--registry, else $FLOTILLA_API, else http://127.0.0.1:7700"))
                   << "\n";
       else

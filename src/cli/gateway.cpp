@@ -24,10 +24,20 @@
 
 namespace flotilla::cli {
 
+std::string registry_of_api(const std::string& api) {
+  // An agent listening on every address is reached on this host.
+  std::string host, out = api;
+  uint16_t port = 0;
+  if (http::split_host_port(api, host, port) && (host == "0.0.0.0" || host == "::"))
+    out = (host == "::" ? "[::1]:" : "127.0.0.1:") + std::to_string(port);
+  return "http://" + out;
+}
+
 namespace {
 struct GatewayOptions {
   std::string file = "flotilla.yaml";
-  std::string registry;  // empty: agent.api of the file, $FLOTILLA_API, http://127.0.0.1:7700
+  std::string registry;  // empty: see registry_default()
+  bool file_given = false;  // -f on the command line (not the default flotilla.yaml)
   std::string admin;
   std::string token;
   std::string log_level = "info";
@@ -50,22 +60,19 @@ int run_gateway(const GatewayOptions& o) {
     return 2;
   }
   for (const auto& w : config::warnings(file)) spdlog::warn("{}", w);
+  // --registry; else the agent.api of a file named with -f; else $FLOTILLA_API; else the
+  // agent.api of the default file; else the default agent (the CLI's order for --api).
   std::string registry = o.registry, registry_from;
-  if (registry.empty()) {
-    if (file.agent.api_set) {
-      // The agent the file names; one listening on every address is reached on this host.
-      std::string api = file.agent.api, host;
-      uint16_t port = 0;
-      if (http::split_host_port(api, host, port) && (host == "0.0.0.0" || host == "::"))
-        api = (host == "::" ? "[::1]:" : "127.0.0.1:") + std::to_string(port);
-      registry = "http://" + api;
-      registry_from = " (agent.api of " + o.file + ")";
-    } else if (const char* env = std::getenv("FLOTILLA_API"); env && *env) {
-      registry = std::string(env).rfind("http://", 0) == 0 ? env : "http://" + std::string(env);
-      registry_from = " ($FLOTILLA_API)";
-    } else {
-      registry = "http://127.0.0.1:7700";
-    }
+  const char* env = std::getenv("FLOTILLA_API");
+  const bool env_set = env && *env;
+  if (registry.empty() && file.agent.api_set && (o.file_given || !env_set)) {
+    registry = registry_of_api(file.agent.api);
+    registry_from = " (agent.api of " + o.file + ")";
+  } else if (registry.empty() && env_set) {
+    registry = std::string(env).find("://") != std::string::npos ? env : "http://" + std::string(env);
+    registry_from = " ($FLOTILLA_API)";
+  } else if (registry.empty()) {
+    registry = "http://127.0.0.1:7700";
   }
   raise_fd_limit();
   EventLoop loop;
@@ -245,14 +252,17 @@ std::function<int()> add_gateway(CLI::App& app) {
       "routed services at --registry with blocking queries. SIGHUP reloads the file (routes and\n"
       "services change without closing connections). Stops cleanly on SIGINT or SIGTERM.\n\n"
       "Example: flotilla gateway -f flotilla.yaml --registry http://10.0.0.5:7700 --admin 127.0.0.1:9901");
-  cmd->add_option("-f,--file", o->file, "The application's file")->capture_default_str();
+  auto* file_option = cmd->add_option("-f,--file", o->file, "The application's file")->capture_default_str();
   cmd->add_option("--registry", o->registry,
-                  "The agent to follow, http://HOST:PORT (default: agent.api of the file when it sets one, "
-                  "$FLOTILLA_API, http://127.0.0.1:7700)");
+                  "The agent to follow, http://HOST:PORT (default: agent.api of the -f file, $FLOTILLA_API, "
+                  "agent.api of ./flotilla.yaml, http://127.0.0.1:7700)");
   cmd->add_option("--admin", o->admin, "Serve /metrics and /v1/flotilla/gateway on HOST:PORT");
   cmd->add_option("--token", o->token, "Token for the registry's API (X-Consul-Token)")->envname("FLOTILLA_TOKEN");
   cmd->add_option("--log-level", o->log_level, "trace, debug, info, warn or error")->capture_default_str();
-  return [o] { return run_gateway(*o); };
+  return [o, file_option] {
+    o->file_given = file_option->count() > 0;
+    return run_gateway(*o);
+  };
 }
 
 }  // namespace flotilla::cli

@@ -69,7 +69,12 @@ class Reader {
   }
 
   int64_t integer(const YAML::Node& n, const std::string& what, int64_t min, int64_t max) const {
-    if (n.IsScalar()) {
+    // Digits with an optional minus, as YAML writes an integer (stoll also takes " 80", "+5").
+    const auto whole = [](const std::string& s) {
+      size_t i = !s.empty() && s[0] == '-' ? 1 : 0;
+      return i < s.size() && s.find_first_not_of("0123456789", i) == std::string::npos;
+    };
+    if (n.IsScalar() && whole(n.Scalar())) {
       const auto& s = n.Scalar();
       try {
         size_t used = 0;

@@ -974,18 +974,19 @@ Task<bool> Connection::handle_request() {
   // service's keep-alive timeout). nginx likewise does not count a failure on a cached connection.
   int stale_pick = -1;
   bool stale_seen = false;  // since then, every reuse is checked first
+  bool last_refused = false;  // the last try's connection was refused or unreachable (see below)
   for (int attempt = 0; attempt < max_attempts; ++attempt) {
     if (cut_) break;  // the gateway stops: no new try
     int64_t now = now_ns();
     resilience::Slot retry_slot;
     const bool resend = stale_pick >= 0;  // the same try again (it keeps its budget slot)
     if (resend || attempt > 0) retry_slot = std::move(next_retry);
-    // After a connect failure another instance is tried at once, as nginx does: nothing reached
-    // the first one, and its refusal says nothing of the others. The backoff is for answers,
-    // resets and timeouts, which may mean the service as a whole struggles (or for trying the
-    // same instance again).
+    // After a refused (or unreachable) connection another instance is tried at once, as nginx
+    // does: nothing listens where the first one was, which says nothing of the others. The
+    // backoff is for answers, resets and timeouts, connect timeouts included, which may mean the
+    // service as a whole struggles (or for trying the same instance again).
     bool at_once = false;
-    if (!resend && attempt > 0 && last_outcome.kind == resilience::Outcome::Kind::connect_failure) {
+    if (!resend && attempt > 0 && last_refused) {
       UsableContext fresh{cluster, &tried, true, now};
       for (size_t i = 0; i < cluster->endpoints.size() && !at_once; ++i) at_once = usable_endpoint(&fresh, i);
     }
@@ -1030,6 +1031,7 @@ Task<bool> Connection::handle_request() {
     int64_t try_deadline = std::min(per_try, route_deadline - (now - request_done_at));
 
     Outcome outcome = Outcome::response;
+    bool refused = false;  // the connection was refused or unreachable at once
     size_t rhead_len = 0;  // the response head's length, once parsed
     bool sent_nothing = false;  // a reset before any byte of the request reached the upstream
     bool heard = false;  // the upstream sent bytes for this try (an interim answer counts)
@@ -1088,6 +1090,10 @@ Task<bool> Connection::handle_request() {
       pending.release();
       clear_deadline();
       if (ec || timed_out_) {
+        // Refused or unreachable at once: nothing listens there (a crashed instance). A connect
+        // timeout is not that: a full accept queue drops SYNs too, so it may be an overload.
+        refused = !timed_out_ && (ec == asio::error::connection_refused || ec == asio::error::host_unreachable ||
+                                  ec == asio::error::network_unreachable);
         timed_out_ = false;
         outcome = Outcome::connect_failure;
         if (cs.metrics.connect_failures) cs.metrics.connect_failures->inc();
@@ -1366,6 +1372,7 @@ Task<bool> Connection::handle_request() {
         break;
     }
     last_outcome = ro;
+    last_refused = refused;
     // Per try, retried or not.
     if (outcome == Outcome::timeout && shared.metrics.upstream_timeouts) shared.metrics.upstream_timeouts->inc();
     if (outcome == Outcome::reset && shared.metrics.upstream_resets) shared.metrics.upstream_resets->inc();
@@ -1382,10 +1389,10 @@ Task<bool> Connection::handle_request() {
     if (attempt + 1 < max_attempts && can_resend && resilience::should_retry(retry_on, method, ro) &&
         now_ns() - request_done_at < route_deadline) {
       retry_slot.release();  // this try is over: a request's retries hold one budget slot at a time
-      // A retry after a connect failure takes no slot: the budget keeps retries from
-      // multiplying the work a struggling service is given, and a try that never connected gave
-      // it none (one request still reaches an instance at most once, as without the failure).
-      if (outcome == Outcome::connect_failure) continue;
+      // A retry after a refused connection takes no slot: the budget keeps retries from
+      // multiplying the work a struggling service is given, and nothing listened there to be
+      // given any. A connect timeout may be an overloaded instance dropping SYNs: budgeted.
+      if (refused) continue;
       next_retry = budget.try_acquire(cs.active.load(std::memory_order_relaxed));
       if (next_retry) continue;  // `up` is dropped: its connection is closed
       if (cs.metrics.retry_budget_exhausted) cs.metrics.retry_budget_exhausted->inc();

@@ -28,7 +28,10 @@ std::vector<EndpointSpec> endpoints_of(const registry::State& st, const std::str
     list.push_back(
         {s->id, s->address, static_cast<uint16_t>(s->port), status, s->weight_passing, s->weight_warning, checked});
   }
-  return usable_endpoints(list, st.node().address.empty() ? "127.0.0.1" : st.node().address);
+  // An instance registered without an Address is on this node, and this gateway runs on this
+  // node: loopback reaches it (the node's advertised address is for other hosts, and a service
+  // may listen on 127.0.0.1 only).
+  return usable_endpoints(list, "127.0.0.1");
 }
 
 std::string fingerprint_body(const std::vector<EndpointSpec>& eps) {

@@ -111,7 +111,7 @@ struct RemoteRegistryFeed::Impl : std::enable_shared_from_this<RemoteRegistryFee
     // Followed since (a service a reload added: its answer age counts from then, not the start).
     const std::chrono::steady_clock::time_point since = std::chrono::steady_clock::now();
     std::chrono::steady_clock::time_point answered{};  // its last answer (none: epoch)
-    std::set<std::string> warned_own_host;  // instances warned about (see check_own_host)
+    std::set<std::string> checked_host;  // "instance@address" looked at by check_own_host
     beast::tcp_stream* stream = nullptr;  // the query in progress
     asio::steady_timer* timer = nullptr;  // the backoff in progress
     void stop() {
@@ -143,15 +143,24 @@ struct RemoteRegistryFeed::Impl : std::enable_shared_from_this<RemoteRegistryFee
   // bridge such as docker0's 172.17.0.1 exists on many hosts) reached through a registry on
   // another host: this gateway sends its requests to itself, not to the instance. Said once per
   // instance; the endpoint stays (a host may run the same service locally on purpose).
+  // Each (instance, address) is looked at once: the host's addresses are read (getifaddrs, a
+  // netlink dump) only when an answer brings one not seen before.
   void check_own_host(const std::string& service, Follower& f, const std::vector<EndpointSpec>& endpoints) {
-    for (const auto& e : endpoints) {
-      if (f.warned_own_host.count(e.instance_id) || !http::is_own_address(e.host)) continue;
-      f.warned_own_host.insert(e.instance_id);
+    std::vector<const EndpointSpec*> fresh;
+    for (const auto& e : endpoints)
+      if (f.checked_host.insert(e.instance_id + "@" + e.host).second) fresh.push_back(&e);
+    if (fresh.empty()) return;
+    if (f.checked_host.size() > 100000) f.checked_host.clear();  // churn of instance IDs: start over
+    const auto own = http::own_addresses();
+    for (const auto* e : fresh) {
+      boost::system::error_code ec;
+      const auto address = asio::ip::make_address(e->host, ec);
+      if (ec || (!address.is_loopback() && !own.count(address.to_string()))) continue;
       spdlog::warn("gateway: instance {} of service {} is at {}:{} (its Address, or its node's when it has none), "
                    "an address of this host, but the registry at {} is on another host: this gateway sends its "
-                   "requests to itself (register the instance with an address other hosts reach it at, or start "
-                   "its agent with --advertise IP)",
-                   e.instance_id, service, e.host, e.port, where);
+                   "requests to itself (register the instance with an address other hosts reach it at; for one "
+                   "registered without an Address, start its agent with --advertise IP)",
+                   e->instance_id, service, e->host, e->port, where);
     }
   }
 
@@ -194,7 +203,7 @@ struct RemoteRegistryFeed::Impl : std::enable_shared_from_this<RemoteRegistryFee
         std::string target = "/v1/health/service/" + service + "?index=" + std::to_string(index) +
                              "&wait=" + std::to_string(kFollowWait.count()) + "s";
         beast::http::request<beast::http::empty_body> req{beast::http::verb::get, target, 11};
-        req.set(beast::http::field::host, host + ":" + port);
+        req.set(beast::http::field::host, where);
         req.set(beast::http::field::user_agent, "flotilla-gateway");
         if (!token.empty()) req.set("X-Consul-Token", token);
         co_await beast::http::async_write(stream, req, asio::use_awaitable);

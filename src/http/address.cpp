@@ -3,6 +3,7 @@
 #include <boost/asio/ip/address.hpp>
 
 #include <ifaddrs.h>
+#include <net/if.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -54,25 +55,30 @@ bool is_ip_or_localhost(const std::string& host) {
   return !ec;
 }
 
+std::set<std::string> own_addresses() {
+  std::set<std::string> out;
+  ifaddrs* list = nullptr;
+  if (::getifaddrs(&list) != 0) return out;
+  for (ifaddrs* i = list; i != nullptr; i = i->ifa_next) {
+    if (i->ifa_addr == nullptr) continue;
+    if (i->ifa_addr->sa_family == AF_INET) {
+      out.insert(asio::ip::address_v4(ntohl(reinterpret_cast<const sockaddr_in*>(i->ifa_addr)->sin_addr.s_addr))
+                     .to_string());
+    } else if (i->ifa_addr->sa_family == AF_INET6) {
+      asio::ip::address_v6::bytes_type b;
+      std::memcpy(b.data(), reinterpret_cast<const sockaddr_in6*>(i->ifa_addr)->sin6_addr.s6_addr, b.size());
+      out.insert(asio::ip::address_v6(b).to_string());
+    }
+  }
+  ::freeifaddrs(list);
+  return out;
+}
+
 bool is_own_address(const std::string& host) {
   if (is_loopback_host(host)) return true;
   boost::system::error_code ec;
   auto want = asio::ip::make_address(host, ec);
-  if (ec) return false;
-  ifaddrs* list = nullptr;
-  if (::getifaddrs(&list) != 0) return false;
-  bool own = false;
-  for (ifaddrs* i = list; i != nullptr && !own; i = i->ifa_next) {
-    if (i->ifa_addr == nullptr) continue;
-    if (i->ifa_addr->sa_family == AF_INET && want.is_v4()) {
-      own = want.to_v4().to_uint() == ntohl(reinterpret_cast<const sockaddr_in*>(i->ifa_addr)->sin_addr.s_addr);
-    } else if (i->ifa_addr->sa_family == AF_INET6 && want.is_v6()) {
-      own = std::memcmp(want.to_v6().to_bytes().data(),
-                        reinterpret_cast<const sockaddr_in6*>(i->ifa_addr)->sin6_addr.s6_addr, 16) == 0;
-    }
-  }
-  ::freeifaddrs(list);
-  return own;
+  return !ec && own_addresses().count(want.to_string()) > 0;
 }
 
 std::string advertise_address(const std::string& listen_host) {
@@ -100,12 +106,34 @@ std::string advertise_address(const std::string& listen_host) {
       if (!a.is_loopback() && !a.is_unspecified()) return a.to_string();
     }
   }
-  // No default route: the first private IPv4 address, else any other non-loopback one.
+  // An IPv6 listener on a host whose only default route is IPv6's.
+  if (listen.is_v6()) {
+    if (int fd = ::socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0); fd >= 0) {
+      sockaddr_in6 to{};
+      to.sin6_family = AF_INET6;
+      to.sin6_port = htons(53);
+      const uint8_t off_host[16] = {0x20, 0x01, 0x48, 0x60, 0x48, 0x60, 0, 0, 0, 0, 0, 0, 0, 0, 0x88, 0x88};
+      std::memcpy(to.sin6_addr.s6_addr, off_host, 16);
+      sockaddr_in6 from{};
+      socklen_t len = sizeof from;
+      const bool routed = ::connect(fd, reinterpret_cast<const sockaddr*>(&to), sizeof to) == 0 &&
+                          ::getsockname(fd, reinterpret_cast<sockaddr*>(&from), &len) == 0;
+      ::close(fd);
+      if (routed) {
+        asio::ip::address_v6::bytes_type b;
+        std::memcpy(b.data(), from.sin6_addr.s6_addr, b.size());
+        auto a = asio::ip::address_v6(b);
+        if (!a.is_loopback() && !a.is_unspecified() && !a.is_link_local()) return a.to_string();
+      }
+    }
+  }
+  // No default route: the first private IPv4 address of an interface that is up and running
+  // (a container bridge without containers has no carrier), else any other non-loopback one.
   std::string best, other;
   ifaddrs* list = nullptr;
   if (::getifaddrs(&list) != 0) return "127.0.0.1";
   for (ifaddrs* i = list; i != nullptr; i = i->ifa_next) {
-    if (i->ifa_addr == nullptr) continue;
+    if (i->ifa_addr == nullptr || (i->ifa_flags & (IFF_UP | IFF_RUNNING)) != (IFF_UP | IFF_RUNNING)) continue;
     asio::ip::address a;
     if (i->ifa_addr->sa_family == AF_INET) {
       a = asio::ip::address_v4(ntohl(reinterpret_cast<const sockaddr_in*>(i->ifa_addr)->sin_addr.s_addr));

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <set>
 #include <string>
 
 namespace flotilla::http {
@@ -22,5 +23,7 @@ std::string advertise_address(const std::string& listen_host);
 // True when `host` (an IP literal, or "localhost") is one of this host's own addresses: loopback,
 // or an address of one of its interfaces.
 bool is_own_address(const std::string& host);
+// This host's interface addresses (loopback included), as text (IPv6 without brackets).
+std::set<std::string> own_addresses();
 
 }  // namespace flotilla::http

@@ -29,7 +29,8 @@ const std::string* presented(const Request& req, std::string& bearer) {
     }
   }
   if (!t) t = req.param("token");
-  return t;
+  // An empty token is none (Consul: anonymous), as `X-Consul-Token: $UNSET_VARIABLE` sends.
+  return t && !t->empty() ? t : nullptr;
 }
 }  // namespace
 

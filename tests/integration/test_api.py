@@ -711,6 +711,9 @@ def test_token_protects_writes(make_agent):
     assert a.json("PUT", "/v1/kv/k", "v", headers={"X-Consul-Token": "wrong"})[2]["error"] == \
         "Permission denied: the token presented is not this agent's"
     assert "need its token" in a.json("PUT", "/v1/kv/k", "v")[2]["error"]
+    # An empty token is none (Consul: anonymous): `X-Consul-Token: $UNSET` still reads.
+    assert a.request("GET", "/v1/agent/services", headers={"X-Consul-Token": ""})[0] == 200
+    assert a.request("GET", "/v1/agent/services?token=")[0] == 200
 
     assert a.request("PUT", "/v1/agent/service/register", {"Name": "web"}, headers={"X-Consul-Token": "s3cret"})[0] == 200
     assert a.request("PUT", "/v1/kv/k?token=s3cret", "v")[0] == 200

@@ -679,7 +679,7 @@ def test_standalone_gateway_answer_age_counts_from_when_a_service_is_followed(da
 def test_agent_advertise_is_the_address_of_instances_registered_without_one(data_dir, make_gateway):
     # An instance registered without an Address is at its node's address (Consul's rule), which
     # was always 127.0.0.1: a gateway on another host sent its requests to itself. The node's
-    # address is now --advertise (default: the API's host; 0.0.0.0: the host's first private one).
+    # address is now --advertise (default: the API's host; 0.0.0.0: its address on the default route).
     agent_dir = os.path.join(data_dir, "agent")
     os.makedirs(agent_dir)
     agent = Agent(agent_dir, extra_args=["--advertise", "10.1.2.3"]).start()
@@ -699,6 +699,18 @@ def test_agent_advertise_is_the_address_of_instances_registered_without_one(data
     r = subprocess.run([BIN, "agent", "--api", f"127.0.0.1:{free_port()}", "--data-dir", agent_dir, "--advertise",
                         "host.example"], capture_output=True, text=True, timeout=10)
     assert r.returncode == 2 and "--advertise \"host.example\" must be an IP address" in r.stderr, r.stderr
+
+
+def test_in_process_gateway_reaches_address_less_instances_on_loopback(make_stack, make_backend):
+    # The node's advertised address is for gateways on other hosts; the one inside the agent runs
+    # on the node itself, where a service may listen on 127.0.0.1 only.
+    stack = make_stack("gateway:\n  listen: [{gw}]\n  routes:\n    - service: web\n",
+                       extra_args=["--advertise", "10.1.2.3"])
+    b = make_backend("local")
+    stack.register("web", b, address="")
+    assert [e["Address"] for e in stack.endpoints("web")] == [f"127.0.0.1:{b.port}"]
+    status, _, body = get(stack.gw + "/")
+    assert status == 200, body
 
 
 def test_standalone_gateway_follows_the_agent_its_file_names(data_dir, make_backend):

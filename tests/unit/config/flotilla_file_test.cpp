@@ -307,6 +307,8 @@ TEST(FlotillaFile, RejectsBadValues) {
       "name: s\ngateway:\n  routes:\n    - {service: w, rate_limit: {requests_per_second: inf}}\n",
       "name: s\ngateway:\n  routes:\n    - {service: w, rate_limit: {requests_per_second: 5, burst: inf}}\n",
       "name: s\ngateway:\n  routes:\n    - {service: w, rate_limit: {requests_per_second: 0x10}}\n",  // hex
+      "name: s\ngateway:\n  workers: '+2'\n  routes:\n    - {service: w}\n",  // integers: digits, optional minus
+      "name: s\ngateway:\n  workers: ' 2'\n  routes:\n    - {service: w}\n",
       "name: s\ngateway:\n  routes:\n    - {service: w, rate_limit: {requests_per_second: ' 5'}}\n",
       "name: s\ngateway:\n  routes:\n    - {service: w, rate_limit: {requests_per_second: 5e}}\n",
       "name: s\ngateway:\n  routes:\n    - {service: w, rate_limit: {requests_per_second: .}}\n",
