@@ -55,21 +55,51 @@ bool is_ip_or_localhost(const std::string& host) {
   return !ec;
 }
 
+namespace {
+// An IPv4 or IPv6 socket address's IP; unspecified for other families.
+asio::ip::address ip_of(const sockaddr* sa) {
+  if (sa->sa_family == AF_INET) return asio::ip::address_v4(ntohl(reinterpret_cast<const sockaddr_in*>(sa)->sin_addr.s_addr));
+  if (sa->sa_family != AF_INET6) return {};
+  asio::ip::address_v6::bytes_type b;
+  std::memcpy(b.data(), reinterpret_cast<const sockaddr_in6*>(sa)->sin6_addr.s6_addr, b.size());
+  return asio::ip::address_v6(b);
+}
+
+// The source address the kernel picks for sending to `to` (a UDP connect() sends nothing);
+// unspecified when there is no route.
+asio::ip::address route_source(const asio::ip::address& to) {
+  sockaddr_storage dst{}, src{};
+  socklen_t dst_len = 0;
+  if (to.is_v4()) {
+    auto* d = reinterpret_cast<sockaddr_in*>(&dst);
+    d->sin_family = AF_INET;
+    d->sin_port = htons(53);
+    d->sin_addr.s_addr = htonl(to.to_v4().to_uint());
+    dst_len = sizeof(sockaddr_in);
+  } else {
+    auto* d = reinterpret_cast<sockaddr_in6*>(&dst);
+    d->sin6_family = AF_INET6;
+    d->sin6_port = htons(53);
+    std::memcpy(d->sin6_addr.s6_addr, to.to_v6().to_bytes().data(), 16);
+    dst_len = sizeof(sockaddr_in6);
+  }
+  int fd = ::socket(dst.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return {};
+  socklen_t src_len = sizeof src;
+  const bool routed = ::connect(fd, reinterpret_cast<const sockaddr*>(&dst), dst_len) == 0 &&
+                      ::getsockname(fd, reinterpret_cast<sockaddr*>(&src), &src_len) == 0;
+  ::close(fd);
+  return routed ? ip_of(reinterpret_cast<const sockaddr*>(&src)) : asio::ip::address();
+}
+}  // namespace
+
 std::set<std::string> own_addresses() {
   std::set<std::string> out;
   ifaddrs* list = nullptr;
   if (::getifaddrs(&list) != 0) return out;
-  for (ifaddrs* i = list; i != nullptr; i = i->ifa_next) {
-    if (i->ifa_addr == nullptr) continue;
-    if (i->ifa_addr->sa_family == AF_INET) {
-      out.insert(asio::ip::address_v4(ntohl(reinterpret_cast<const sockaddr_in*>(i->ifa_addr)->sin_addr.s_addr))
-                     .to_string());
-    } else if (i->ifa_addr->sa_family == AF_INET6) {
-      asio::ip::address_v6::bytes_type b;
-      std::memcpy(b.data(), reinterpret_cast<const sockaddr_in6*>(i->ifa_addr)->sin6_addr.s6_addr, b.size());
-      out.insert(asio::ip::address_v6(b).to_string());
-    }
-  }
+  for (ifaddrs* i = list; i != nullptr; i = i->ifa_next)
+    if (i->ifa_addr && (i->ifa_addr->sa_family == AF_INET || i->ifa_addr->sa_family == AF_INET6))
+      out.insert(ip_of(i->ifa_addr).to_string());
   ::freeifaddrs(list);
   return out;
 }
@@ -88,44 +118,14 @@ std::string advertise_address(const std::string& listen_host) {
   if (ec) return listen_host;
   if (!listen.is_unspecified()) return listen.to_string();
   // The address this host sends from towards the rest of the network: the source the kernel
-  // picks for its default route (a UDP connect() sends nothing). Not the first private address
-  // of the interface list, which may be a container bridge (docker0's 172.17.0.1 exists on many
-  // hosts, so other hosts would send this node's traffic to themselves).
-  if (int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0); fd >= 0) {
-    sockaddr_in to{};
-    to.sin_family = AF_INET;
-    to.sin_port = htons(53);
-    to.sin_addr.s_addr = htonl(0x08080808);  // any address off this host's networks will do
-    sockaddr_in from{};
-    socklen_t len = sizeof from;
-    const bool routed = ::connect(fd, reinterpret_cast<const sockaddr*>(&to), sizeof to) == 0 &&
-                        ::getsockname(fd, reinterpret_cast<sockaddr*>(&from), &len) == 0;
-    ::close(fd);
-    if (routed) {
-      auto a = asio::ip::address_v4(ntohl(from.sin_addr.s_addr));
-      if (!a.is_loopback() && !a.is_unspecified()) return a.to_string();
-    }
-  }
-  // An IPv6 listener on a host whose only default route is IPv6's.
-  if (listen.is_v6()) {
-    if (int fd = ::socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0); fd >= 0) {
-      sockaddr_in6 to{};
-      to.sin6_family = AF_INET6;
-      to.sin6_port = htons(53);
-      const uint8_t off_host[16] = {0x20, 0x01, 0x48, 0x60, 0x48, 0x60, 0, 0, 0, 0, 0, 0, 0, 0, 0x88, 0x88};
-      std::memcpy(to.sin6_addr.s6_addr, off_host, 16);
-      sockaddr_in6 from{};
-      socklen_t len = sizeof from;
-      const bool routed = ::connect(fd, reinterpret_cast<const sockaddr*>(&to), sizeof to) == 0 &&
-                          ::getsockname(fd, reinterpret_cast<sockaddr*>(&from), &len) == 0;
-      ::close(fd);
-      if (routed) {
-        asio::ip::address_v6::bytes_type b;
-        std::memcpy(b.data(), from.sin6_addr.s6_addr, b.size());
-        auto a = asio::ip::address_v6(b);
-        if (!a.is_loopback() && !a.is_unspecified() && !a.is_link_local()) return a.to_string();
-      }
-    }
+  // picks for its default route. Not the first private address of the interface list, which
+  // may be a container bridge (docker0's 172.17.0.1 exists on many hosts, so other hosts would
+  // send this node's traffic to themselves). Any address off this host's networks will do.
+  if (auto a = route_source(asio::ip::make_address_v4("8.8.8.8")); !a.is_unspecified() && !a.is_loopback())
+    return a.to_string();
+  if (listen.is_v6()) {  // a host whose only default route is IPv6's
+    auto a = route_source(asio::ip::make_address_v6("2001:4860:4860::8888"));
+    if (!a.is_unspecified() && !a.is_loopback() && !a.to_v6().is_link_local()) return a.to_string();
   }
   // No default route: the first private IPv4 address of an interface that is up and running
   // (a container bridge without containers has no carrier), else any other non-loopback one.
@@ -134,18 +134,10 @@ std::string advertise_address(const std::string& listen_host) {
   if (::getifaddrs(&list) != 0) return "127.0.0.1";
   for (ifaddrs* i = list; i != nullptr; i = i->ifa_next) {
     if (i->ifa_addr == nullptr || (i->ifa_flags & (IFF_UP | IFF_RUNNING)) != (IFF_UP | IFF_RUNNING)) continue;
-    asio::ip::address a;
-    if (i->ifa_addr->sa_family == AF_INET) {
-      a = asio::ip::address_v4(ntohl(reinterpret_cast<const sockaddr_in*>(i->ifa_addr)->sin_addr.s_addr));
-    } else if (i->ifa_addr->sa_family == AF_INET6 && listen.is_v6()) {
-      asio::ip::address_v6::bytes_type b;
-      std::memcpy(b.data(), reinterpret_cast<const sockaddr_in6*>(i->ifa_addr)->sin6_addr.s6_addr, b.size());
-      a = asio::ip::address_v6(b);
-      if (a.to_v6().is_link_local() || a.to_v6().is_v4_mapped()) continue;
-    } else {
-      continue;
-    }
+    if (i->ifa_addr->sa_family != AF_INET && !(i->ifa_addr->sa_family == AF_INET6 && listen.is_v6())) continue;
+    const asio::ip::address a = ip_of(i->ifa_addr);
     if (a.is_loopback() || a.is_unspecified()) continue;
+    if (a.is_v6() && (a.to_v6().is_link_local() || a.to_v6().is_v4_mapped())) continue;
     if (a.is_v4()) {
       const uint32_t v = a.to_v4().to_uint();
       if ((v >> 16) == 0xa9fe) continue;  // 169.254/16, link-local
