@@ -36,7 +36,7 @@ std::string registry_of_api(const std::string& api) {
 namespace {
 struct GatewayOptions {
   std::string file = "flotilla.yaml";
-  std::string registry;  // empty: see registry_default()
+  std::string registry;  // empty: chosen in run_gateway, in the CLI's order for --api
   bool file_given = false;  // -f on the command line (not the default flotilla.yaml)
   std::string admin;
   std::string token;

@@ -146,11 +146,11 @@ struct RemoteRegistryFeed::Impl : std::enable_shared_from_this<RemoteRegistryFee
   // Each (instance, address) is looked at once: the host's addresses are read (getifaddrs, a
   // netlink dump) only when an answer brings one not seen before.
   void check_own_host(const std::string& service, Follower& f, const std::vector<EndpointSpec>& endpoints) {
+    if (f.checked_host.size() > 100000) f.checked_host.clear();  // churn of instance IDs: start over
     std::vector<const EndpointSpec*> fresh;
     for (const auto& e : endpoints)
       if (f.checked_host.insert(e.instance_id + "@" + e.host).second) fresh.push_back(&e);
     if (fresh.empty()) return;
-    if (f.checked_host.size() > 100000) f.checked_host.clear();  // churn of instance IDs: start over
     const auto own = http::own_addresses();
     for (const auto* e : fresh) {
       boost::system::error_code ec;
