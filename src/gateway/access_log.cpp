@@ -7,7 +7,9 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <charconv>
 #include <chrono>
+#include <climits>
 #include <cstring>
 #include <ctime>
 #include <filesystem>
@@ -24,21 +26,62 @@ constexpr size_t kDropAt = 16 << 20;
 
 void append_json_string(std::string& out, std::string_view s) {
   out.push_back('"');
-  for (char c : s) {
-    unsigned char u = static_cast<unsigned char>(c);
-    if (c == '"' || c == '\\') {
+  // Runs of bytes that need no escape (all of them, in most paths and hosts) are copied at once.
+  size_t run = 0;
+  for (size_t i = 0; i < s.size(); ++i) {
+    const unsigned char u = static_cast<unsigned char>(s[i]);
+    if (u >= 0x20 && u < 0x7f && u != '"' && u != '\\') continue;
+    out.append(s.data() + run, i - run);
+    run = i + 1;
+    if (u == '"' || u == '\\') {
       out.push_back('\\');
-      out.push_back(c);
-    } else if (u < 0x20 || u >= 0x7f) {  // escape control and non-ASCII bytes: the line stays valid JSON
-      char b[8];
-      std::snprintf(b, sizeof b, "\\u%04x", u);
-      out.append(b);
-    } else {
-      out.push_back(c);
+      out.push_back(static_cast<char>(u));
+    } else {  // control and non-ASCII bytes: the line stays valid JSON
+      static constexpr char kHex[] = "0123456789abcdef";
+      const char b[6] = {'\\', 'u', '0', '0', kHex[u >> 4], kHex[u & 15]};
+      out.append(b, sizeof b);
     }
   }
+  out.append(s.data() + run, s.size() - run);
   out.push_back('"');
 }
+
+namespace {
+void append_number(std::string& out, uint64_t v) {
+  char b[20];
+  out.append(b, std::to_chars(b, b + sizeof b, v).ptr);
+}
+
+// `digits` decimal digits of v, zero-padded.
+void append_padded(std::string& out, uint64_t v, int digits) {
+  char b[20];
+  for (int i = digits - 1; i >= 0; --i, v /= 10) b[i] = static_cast<char>('0' + v % 10);
+  out.append(b, static_cast<size_t>(digits));
+}
+
+// "{"time":"2026-12-04T23:05:46." for the current second: formatted once per second per thread.
+struct LinePrefix {
+  int64_t second = INT64_MIN;
+  std::string text;
+};
+thread_local LinePrefix line_prefix;
+
+const std::string& prefix_for(int64_t second) {
+  if (line_prefix.second != second) {
+    const auto secs = static_cast<std::time_t>(second);
+    std::tm tm{};
+    gmtime_r(&secs, &tm);
+    char ts[96];  // room for any int the compiler can imagine (no -Wformat-truncation)
+    std::snprintf(ts, sizeof ts, "{\"time\":\"%04d-%02d-%02dT%02d:%02d:%02d.", tm.tm_year + 1900, tm.tm_mon + 1,
+                  tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+    line_prefix.text.assign(ts);
+    line_prefix.second = second;
+  }
+  return line_prefix.text;
+}
+
+thread_local std::string line_scratch;  // each worker formats its lines here: no allocation per line
+}  // namespace
 
 AccessLog::AccessLog(const std::string& target, metrics::Counter* lost) : lost_(lost) {
   if (target == "stdout") {
@@ -74,19 +117,16 @@ AccessLog::~AccessLog() {
 }
 
 void AccessLog::write(const AccessRecord& r) {
-  std::string line;
-  line.reserve(256);
-  auto now = std::chrono::system_clock::now();
-  auto secs = std::chrono::system_clock::to_time_t(now);
-  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
-  char ts[96];  // room for any int the compiler can imagine (no -Wformat-truncation)
-  std::snprintf(ts, sizeof ts, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
-                tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms));
-  line.append("{\"time\":\"");
-  line.append(ts);
-  line.append("\",\"client\":");
+  std::string& line = line_scratch;
+  line.clear();
+  const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                             std::chrono::system_clock::now().time_since_epoch())
+                             .count();
+  // Floor division: a clock before 1970 still gives a valid time of day.
+  const int64_t second = now_ms >= 0 ? now_ms / 1000 : (now_ms - 999) / 1000;
+  line.append(prefix_for(second));
+  append_padded(line, static_cast<uint64_t>(now_ms - second * 1000), 3);
+  line.append("Z\",\"client\":");
   append_json_string(line, r.client);
   line.append(",\"method\":");
   append_json_string(line, r.method);
@@ -94,19 +134,24 @@ void AccessLog::write(const AccessRecord& r) {
   append_json_string(line, r.host);
   line.append(",\"path\":");
   append_json_string(line, r.path);
-  line.append(",\"status\":" + std::to_string(r.status));
+  line.append(",\"status\":");
+  append_number(line, static_cast<uint64_t>(std::max(r.status, 0)));
   // An answer to HEAD has no body, whatever length its head gives: 0 here, also for the gateway's
   // own answers, whose call sites pass the size of the JSON they would have sent.
-  line.append(",\"bytes\":" + std::to_string(r.method == "HEAD" ? 0 : r.bytes));
-  char dur[32];
-  std::snprintf(dur, sizeof dur, "%.6f", static_cast<double>(r.duration_ns) / 1e9);
+  line.append(",\"bytes\":");
+  append_number(line, r.method == "HEAD" ? 0 : r.bytes);
+  // Seconds with 6 decimals, as "%.6f" would print them (rounded to the microsecond).
+  const uint64_t us = (static_cast<uint64_t>(std::max<int64_t>(r.duration_ns, 0)) + 500) / 1000;
   line.append(",\"duration\":");
-  line.append(dur);
+  append_number(line, us / 1000000);
+  line.push_back('.');
+  append_padded(line, us % 1000000, 6);
   line.append(",\"service\":");
   append_json_string(line, r.service);
   line.append(",\"upstream\":");
   append_json_string(line, r.upstream);
-  line.append(",\"tries\":" + std::to_string(r.tries));
+  line.append(",\"tries\":");
+  append_number(line, static_cast<uint64_t>(std::max(r.tries, 0)));
   line.append(",\"request_id\":");
   append_json_string(line, r.request_id);
   if (!r.cut.empty()) {

@@ -690,7 +690,8 @@ Task<bool> Connection::handle_request() {
   const bool upgrade = head.upgrade && !names_h2c(head.upgrade_protocols);
   const std::string method(head.method);
   // What the access log says of the request, kept past the head's consumption.
-  std::string log_path, log_host;
+  std::string& log_path = log_path_;
+  std::string& log_host = log_host_;
   std::string_view log_service;
   if (shared.access_log) {
     log_path.assign(head.path);
@@ -769,7 +770,7 @@ Task<bool> Connection::handle_request() {
   std::optional<std::string> normalized = normalize_path(path.empty() ? std::string_view("/") : path);
   if (!normalized) co_return co_await refuse(400, json_error("malformed request path"));
 
-  HeaderLookup lookup{&head, {}};
+  HeaderLookup lookup{&head, {}, {}};
   RouteRequest rr{head.method, head.authority, *normalized, &HeaderLookup::get, &lookup, listener_service_};
   int route_index = snap.routes ? snap.routes->match(rr) : -1;
   if (route_index < 0) {
@@ -873,7 +874,7 @@ Task<bool> Connection::handle_request() {
   ur.random[2] = worker_.random();
   out_.clear();
   std::string_view request_id = build_upstream_head(head, ur, out_);
-  std::string log_request_id;  // out_ changes: keep a copy for the log
+  std::string& log_request_id = log_request_id_;  // out_ changes: keep a copy for the log
   if (shared.access_log) log_request_id.assign(request_id);
   in_.consume(head_length);  // from here on, `head` must not be used
   head_consumed = true;

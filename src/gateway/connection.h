@@ -138,6 +138,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::string down_head_;  // downstream response head
   std::string body_;       // a small request body, kept for retries
   std::string chunk_out_;  // re-framed chunks
+  // What the access log says of the current request, kept past the head's consumption (only
+  // filled when there is a log; kept across requests so that their memory is reused).
+  std::string log_path_, log_host_, log_request_id_;
 };
 
 }  // namespace flotilla::gateway
