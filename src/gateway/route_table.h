@@ -1,8 +1,17 @@
 // The gateway's route table: the `gateway.routes` of flotilla.yaml, compiled once into an immutable
 // table that workers consult per request. Routes are tried in order; the first match wins.
 // Matching is on the normalised path (gateway/path.h), so what is routed is what is forwarded.
+//
+// A table of more than kIndexFrom routes is indexed, so that thousands of routes cost about what
+// a few do: routes are grouped by listener and host (exact names in a hash table, `*.suffix` by
+// suffix, routes for any host apart), and within a group by exact path and by path prefix (looked
+// up for each of the request path's segment boundaries). A request's candidates come out of the
+// few groups and prefixes that can match it, in route order, and each is checked in full; the
+// first that matches wins, as in a scan of the whole list (which the index must always agree with).
 #pragma once
 
+#include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -25,10 +34,19 @@ struct RouteRequest {
 
 class RouteTable {
  public:
+  // Routes up to this many are scanned in order; more are indexed.
+  static constexpr size_t kIndexFrom = 8;
+
   explicit RouteTable(std::vector<config::Route> routes);
+  ~RouteTable();
+  RouteTable(RouteTable&&) noexcept;
+  RouteTable& operator=(RouteTable&&) noexcept;
 
   // The index of the first matching route, or -1.
   int match(const RouteRequest& request) const;
+  // The same answer, by scanning every route in order (what the index is checked against).
+  int match_by_scan(const RouteRequest& request) const;
+  bool indexed() const { return index_ != nullptr; }
   const config::Route& route(int index) const { return routes_[static_cast<size_t>(index)]; }
   size_t size() const { return routes_.size(); }
 
@@ -37,7 +55,10 @@ class RouteTable {
   std::string upstream_path(int index, std::string_view normalized_path) const;
 
  private:
+  struct Index;
+  bool matches(size_t i, const RouteRequest& request) const;
   std::vector<config::Route> routes_;
+  std::unique_ptr<const Index> index_;
 };
 
 // Path prefix matching is segment-aware: "/api" matches "/api", "/api/" and "/api/x", never

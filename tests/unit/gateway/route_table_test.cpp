@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <map>
+#include <random>
 
 #include "gateway/path.h"
 
@@ -87,4 +88,99 @@ TEST(RouteTable, HostMatching) {
   EXPECT_TRUE(host_matches("shop.example.com", "shop.example.com.:8080"));
   EXPECT_TRUE(host_matches("*.example.com", "a.example.com."));
   EXPECT_FALSE(host_matches("shop.example.com", "shop.example.com.."));
+}
+
+namespace {
+config::Route route(config::RouteMatch m) {
+  config::Route r;
+  r.match = std::move(m);
+  r.service = "s";
+  return r;
+}
+
+// `n` routes that cannot match the requests below, then the ones given.
+RouteTable many_then(size_t n, std::vector<config::Route> last) {
+  std::vector<config::Route> routes;
+  for (size_t i = 0; i < n; ++i) routes.push_back(route({.path_prefix = "/filler/" + std::to_string(i)}));
+  for (auto& r : last) routes.push_back(std::move(r));
+  return RouteTable(std::move(routes));
+}
+}  // namespace
+
+TEST(RouteTable, ALargeTableIsIndexedAndKeepsRouteOrder) {
+  EXPECT_FALSE(many_then(RouteTable::kIndexFrom - 1, {route({})}).indexed());
+  auto t = many_then(100, {
+                              route({.path_prefix = "/api", .host = "*.example.com"}),    // 100
+                              route({.path = "/api/x", .host = "shop.example.com"}),      // 101
+                              route({.path_prefix = "/api/", .methods = {"POST"}}),       // 102
+                              route({.host = "shop.example.com"}),                        // 103
+                              route({.path_prefix = "/", .headers = {{"x-canary", "1"}}}),  // 104
+                              route({.path_prefix = "/"}),                                // 105
+                          });
+  ASSERT_TRUE(t.indexed());
+  // An earlier wildcard route wins over a later exact-host one, as in the list.
+  EXPECT_EQ(match(t, {.host = "shop.example.com", .path = "/api/x"}), 100);
+  EXPECT_EQ(match(t, {.host = "SHOP.Example.com.:8443", .path = "/other"}), 103);
+  EXPECT_EQ(match(t, {.method = "POST", .host = "other.test", .path = "/api/y"}), 102);
+  EXPECT_EQ(match(t, {.host = "other.test", .path = "/api/y", .headers = {{"x-canary", "1"}}}), 104);
+  EXPECT_EQ(match(t, {.host = "other.test", .path = "/apix"}), 105);
+  EXPECT_EQ(match(t, {.host = "example.com", .path = "/api"}), 105) << "*.example.com is not example.com";
+  EXPECT_EQ(match(t, {.host = "a.b.example.com", .path = "/api/z"}), 100);
+  EXPECT_EQ(match(t, {.host = "", .path = "/filler/7/x"}), 7);
+  EXPECT_EQ(match(t, {.host = std::string(300, 'a') + ".example.com", .path = "/api"}), 100)
+      << "a name too long for the index is scanned";
+  // A listener's routes match only on that listener.
+  auto l = many_then(30, {route({.path_prefix = "/", .listener_service = "web"})});
+  Req r{.path = "/x"};
+  RouteRequest on_web = r.view();
+  on_web.listener_service = "web";
+  EXPECT_EQ(l.match(on_web), 30);
+  EXPECT_EQ(l.match(r.view()), -1);
+}
+
+// The index must answer what a scan of the list answers, for any table and request: random
+// tables over a small vocabulary (so that routes overlap a lot), random requests.
+TEST(RouteTable, TheIndexAgreesWithAScanOfTheList) {
+  std::mt19937 rng(20261204);
+  auto pick = [&](const std::vector<std::string>& v) { return v[rng() % v.size()]; };
+  const std::vector<std::string> hosts = {"", "", "shop.example.com", "*.example.com", "*.b.example.com",
+                                          "api.test", "*.test", "[::1]", "*."};
+  const std::vector<std::string> paths = {"/", "/api", "/api/", "/api/v1", "/api/v1/", "/api/v1/items", "/a",
+                                          "/a/b/c", "/static/", "/x.y"};
+  const std::vector<std::string> request_hosts = {"shop.example.com", "SHOP.example.COM:80", "a.b.example.com",
+                                                  "example.com", "api.test.", "x.api.test", "test", "[::1]:8080",
+                                                  "", "a..", "b.example.com", std::string(260, 'h') + ".test"};
+  const std::vector<std::string> request_paths = {"/", "/api", "/api/", "/api/v1", "/api/v1/items", "/api/v1/items/9",
+                                                  "/apix", "/a/b/c/d", "/a/b", "/static/app.js", "/x.y", "/x.yz"};
+  int found = 0;
+  for (int table_no = 0; table_no < 300; ++table_no) {
+    std::vector<config::Route> routes;
+    const size_t size = RouteTable::kIndexFrom + 1 + rng() % 80;
+    for (size_t i = 0; i < size; ++i) {
+      config::RouteMatch m;
+      m.host = pick(hosts);
+      switch (rng() % 4) {
+        case 0: m.path = pick(paths); break;
+        case 1:
+        case 2: m.path_prefix = pick(paths); break;
+        default: break;
+      }
+      if (rng() % 6 == 0) m.methods = {rng() % 2 ? "GET" : "POST"};
+      if (rng() % 6 == 0) m.headers = {{"x-v", rng() % 2 ? "1" : "2"}};
+      if (rng() % 10 == 0) m.listener_service = "web";
+      routes.push_back(route(std::move(m)));
+    }
+    RouteTable t(std::move(routes));
+    ASSERT_TRUE(t.indexed());
+    for (int q = 0; q < 200; ++q) {
+      Req r{.method = rng() % 3 ? "GET" : "POST", .host = pick(request_hosts), .path = pick(request_paths)};
+      if (rng() % 3 == 0) r.headers["x-v"] = rng() % 2 ? "1" : "2";
+      RouteRequest view = r.view();
+      if (rng() % 8 == 0) view.listener_service = "web";
+      const int scanned = t.match_by_scan(view);
+      ASSERT_EQ(t.match(view), scanned) << "host " << r.host << " path " << r.path << " table " << table_no;
+      found += scanned >= 0;
+    }
+  }
+  EXPECT_GT(found, 20000) << "the requests must mostly match something, or the test checks little";
 }
