@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <regex>
 #include <sstream>
 #include <stdexcept>
 
@@ -36,6 +37,8 @@ TEST(AccessLog, AMissingDirectoryIsMadeAndLinesReachTheFile) {
   auto text = slurp(file);
   EXPECT_NE(text.find("\"path\":\"/a?b=\\\"c\\\"\""), std::string::npos) << text;
   EXPECT_NE(text.find("\"status\":200"), std::string::npos) << text;
+  EXPECT_NE(text.find(",\"bytes\":12,\"duration\":0.001500,"), std::string::npos) << text;
+  EXPECT_TRUE(std::regex_search(text, std::regex(R"(^\{"time":"20\d\d-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z",)"))) << text;
   EXPECT_EQ(text.back(), '\n');
   // "cut" only on the line of an answer cut short, last.
   auto first = text.substr(0, text.find('\n'));
@@ -56,6 +59,20 @@ TEST(AccessLog, APathThatCannotBeOpenedSaysWhy) {
     EXPECT_NE(std::string(e.what()).find("Not a directory"), std::string::npos) << e.what();
   }
   std::filesystem::remove_all(dir);
+}
+
+TEST(AccessLog, StringsAreEscapedIntoValidJson) {
+  auto json = [](std::string_view s) {
+    std::string out;
+    append_json_string(out, s);
+    return out;
+  };
+  EXPECT_EQ(json(""), "\"\"");
+  EXPECT_EQ(json("/plain/path?a=1"), "\"/plain/path?a=1\"");
+  EXPECT_EQ(json("a\"b\\c"), "\"a\\\"b\\\\c\"");
+  EXPECT_EQ(json(std::string_view("x\0y\r\n\x7f\xc3\xa9z", 9)), "\"x\\u0000y\\u000d\\u000a\\u007f\\u00c3\\u00a9z\"");
+  EXPECT_EQ(json("\x1f"), "\"\\u001f\"");
+  EXPECT_EQ(json("\""), "\"\\\"\"");
 }
 
 }  // namespace
