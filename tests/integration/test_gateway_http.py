@@ -592,6 +592,19 @@ def test_http10_client_gets_chunked_response_decoded(gw):
     assert body == b"y" * n
 
 
+def test_a_higher_http1_minor_version_is_served_as_http11(gw):
+    # RFC 9110 §2.5: HTTP/1.2 is processed as HTTP/1.1 (kept alive, forwarded as 1.1); HTTP/2.0
+    # in an HTTP/1 request line is not HTTP/1: 505.
+    with Client(gw.port) as c:
+        for i in range(2):
+            c.send(request("GET", f"/echo/v12-{i}", version="1.2"))
+            r = c.read_response()
+            assert r.status == 200 and r.version == "HTTP/1.1", r
+            assert r.json()["path"] == f"/echo/v12-{i}"
+        assert not c.closed_by_peer(0.3)
+    assert one(gw, request("GET", "/echo/v2", version="2.0")).status == 505
+
+
 def test_connection_close_honoured(gw):
     with Client(gw.port) as c:
         c.send(request("GET", "/echo", headers=[("Connection", "close")]))

@@ -236,8 +236,10 @@ RequestParser::Result RequestParser::request_line(std::string_view buffer, size_
   if (version.size() != 8 || version.substr(0, 5) != "HTTP/" || !syntax::is_digit(version[5]) || version[6] != '.' ||
       !syntax::is_digit(version[7]))
     return fail(400, "malformed HTTP version");
-  if (version[5] != '1' || version[7] > '1') return fail(505, "HTTP version not supported");
-  minor_ = version[7] - '0';
+  if (version[5] != '1') return fail(505, "HTTP version not supported");
+  // A higher minor version is processed as the highest this recipient implements (RFC 9110 §2.5):
+  // HTTP/1.2 is answered, and forwarded, as HTTP/1.1.
+  minor_ = std::min(version[7] - '0', 1);
 
   if (method == "CONNECT") return fail(501, "CONNECT is not supported");
 

@@ -75,7 +75,7 @@ std::vector<Refusal> refusals() {
       // The request line.
       {"lower-case version", "GET / http/1.1\r\nHost: a\r\n\r\n", 400},
       {"HTTP/2.0", "GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505},
-      {"HTTP/1.2", "GET / HTTP/1.2\r\nHost: a\r\n\r\n", 505},
+      {"HTTP/3.1", "GET / HTTP/3.1\r\nHost: a\r\n\r\n", 505},
       {"HTTP/0.9 version", "GET / HTTP/0.9\r\n\r\n", 505},
       {"version with three digits", "GET / HTTP/1.10\r\nHost: a\r\n\r\n", 400},
       {"no version", "GET /\r\n\r\n", 400},
@@ -285,6 +285,18 @@ TEST(RequestParser, SimpleGet) {
   EXPECT_EQ(h.method.data(), in.data());
   // The result stays until reset().
   EXPECT_EQ(p.parse(in), r);
+}
+
+TEST(RequestParser, AHigherMinorVersionIsHttp11) {
+  // RFC 9110 §2.5: processed as the highest minor version implemented; the major must be 1.
+  for (const char* v : {"HTTP/1.2", "HTTP/1.9"}) {
+    RequestParser p;
+    std::string in = std::string("GET / ") + v + "\r\nHost: a\r\n\r\n";
+    auto r = p.parse(in);
+    ASSERT_EQ(r.status, Status::done) << v << ": " << r.reason;
+    EXPECT_EQ(p.head().version_minor, 1) << v;
+    EXPECT_TRUE(p.head().keep_alive) << v;
+  }
 }
 
 TEST(RequestParser, TrimsOptionalWhitespaceAndKeepsObsText) {
