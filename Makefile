@@ -5,7 +5,7 @@ FUZZ_DIR  ?= build-fuzz
 JOBS      ?= $(shell nproc)
 CMAKE_GEN  = -G Ninja
 
-.PHONY: all deps build test unit-test asan-test fuzz bench bench-gateway bench-supervisor demo clean
+.PHONY: all deps build test unit-test asan-test fuzz bench bench-gateway bench-gateway-features bench-supervisor demo clean
 
 all: build
 
@@ -60,6 +60,12 @@ bench: build
 # flotilla's gateway against nginx and HAProxy as proxies (bench/gateway/run.sh; knobs in its header).
 bench-gateway: build
 	@bash bench/gateway/run.sh
+
+# What each gateway feature costs against a one-route baseline: access log, rate limit, 1000s of
+# routes, load balancers over 200 instances, big heads and bodies, 2 workers
+# (bench/gateway/features.sh, about 10 minutes; knobs in its header, e.g. ONLY=access_log,maglev_200).
+bench-gateway-features: build
+	@bash bench/gateway/features.sh
 
 # The supervisor's numbers: up -> all healthy, death -> out of routing, failed requests during
 # rolling deploys, load step -> autoscaled instances serving (bench/supervisor/run.sh).
