@@ -140,7 +140,7 @@ void AccessLog::write(const AccessRecord& r) {
   // own answers, whose call sites pass the size of the JSON they would have sent.
   line.append(",\"bytes\":");
   append_number(line, r.method == "HEAD" ? 0 : r.bytes);
-  // Seconds with 6 decimals, as "%.6f" would print them (rounded to the microsecond).
+  // Seconds with 6 decimals, rounded half up to the microsecond.
   const uint64_t us = (static_cast<uint64_t>(std::max<int64_t>(r.duration_ns, 0)) + 500) / 1000;
   line.append(",\"duration\":");
   append_number(line, us / 1000000);

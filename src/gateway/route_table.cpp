@@ -137,15 +137,21 @@ int RouteTable::match(const RouteRequest& r) const {
   const RouteHostGroups& hosts = listener->second;
 
   // Host patterns are lower-case, so the host is looked up lower-cased (host_matches() compares
-  // case-insensitively); a name longer than DNS allows is left to the scan.
+  // case-insensitively); a name longer than DNS allows is lower-cased on the heap (rather than
+  // scanned: a client must not be able to make every request cost a scan of the table).
   const std::string_view host = comparable_host(r.host);
-  char lower_host[256];
-  if (host.size() > sizeof lower_host) return match_by_scan(r);
+  char short_host[256];
+  std::string long_host;
+  char* lower = short_host;
+  if (host.size() > sizeof short_host) {
+    long_host.resize(host.size());
+    lower = long_host.data();
+  }
   for (size_t i = 0; i < host.size(); ++i) {
     const char c = host[i];
-    lower_host[i] = c >= 'A' && c <= 'Z' ? static_cast<char>(c + ('a' - 'A')) : c;
+    lower[i] = c >= 'A' && c <= 'Z' ? static_cast<char>(c + ('a' - 'A')) : c;
   }
-  const std::string_view h(lower_host, host.size());
+  const std::string_view h(lower, host.size());
 
   // The candidate lists: each ascending, each route in exactly one list of the whole index.
   constexpr size_t kMaxLists = 64;

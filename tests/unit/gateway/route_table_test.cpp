@@ -144,14 +144,16 @@ TEST(RouteTable, TheIndexAgreesWithAScanOfTheList) {
   std::mt19937 rng(20261204);
   auto pick = [&](const std::vector<std::string>& v) { return v[rng() % v.size()]; };
   const std::vector<std::string> hosts = {"", "", "shop.example.com", "*.example.com", "*.b.example.com",
-                                          "api.test", "*.test", "[::1]", "*."};
+                                          "api.test", "*.test", "[::1]", "*.", "*", "*..", "a."};
   const std::vector<std::string> paths = {"/", "/api", "/api/", "/api/v1", "/api/v1/", "/api/v1/items", "/a",
-                                          "/a/b/c", "/static/", "/x.y"};
-  const std::vector<std::string> request_hosts = {"shop.example.com", "SHOP.example.COM:80", "a.b.example.com",
-                                                  "example.com", "api.test.", "x.api.test", "test", "[::1]:8080",
-                                                  "", "a..", "b.example.com", std::string(260, 'h') + ".test"};
+                                          "/a/b/c", "/static/", "/x.y", "a", ""};
+  const std::vector<std::string> request_hosts = {
+      "shop.example.com", "SHOP.example.COM:80", "a.b.example.com", "example.com", "api.test.", "x.api.test", "test",
+      "[::1]:8080", "[::1]", "[::1", "", ".", "a.", "a..", "x.a.:443", "b.example.com",
+      std::string(251, 'h') + ".test", std::string(252, 'h') + ".test", std::string(260, 'h') + ".test",
+      std::string(260, 'H') + ".example.com"};
   const std::vector<std::string> request_paths = {"/", "/api", "/api/", "/api/v1", "/api/v1/items", "/api/v1/items/9",
-                                                  "/apix", "/a/b/c/d", "/a/b", "/static/app.js", "/x.y", "/x.yz"};
+                                                  "/apix", "/a/b/c/d", "/a/b", "/static/app.js", "/x.y", "/x.yz", "a"};
   int found = 0;
   for (int table_no = 0; table_no < 300; ++table_no) {
     std::vector<config::Route> routes;
@@ -159,8 +161,12 @@ TEST(RouteTable, TheIndexAgreesWithAScanOfTheList) {
     for (size_t i = 0; i < size; ++i) {
       config::RouteMatch m;
       m.host = pick(hosts);
-      switch (rng() % 4) {
+      switch (rng() % 5) {
         case 0: m.path = pick(paths); break;
+        case 3:  // both: the exact path decides, the prefix must hold too
+          m.path = pick(paths);
+          m.path_prefix = pick(paths);
+          break;
         case 1:
         case 2: m.path_prefix = pick(paths); break;
         default: break;
@@ -183,4 +189,24 @@ TEST(RouteTable, TheIndexAgreesWithAScanOfTheList) {
     }
   }
   EXPECT_GT(found, 20000) << "the requests must mostly match something, or the test checks little";
+}
+
+TEST(RouteTable, ARequestWithMoreCandidateListsThanTheIndexMergesIsStillRoutedRight) {
+  // 12 nested wildcard levels with 8 prefixes each: a request under all of them has more
+  // candidate lists than the merge takes at once; the answer must still be the first match.
+  std::vector<config::Route> routes;
+  std::string suffix = ".example.com";
+  for (int level = 0; level < 12; ++level) {
+    for (const char* prefix : {"/a", "/a/b", "/a/b/c", "/a/b/c/d", "/a/", "/a/b/", "/a/b/c/", "/a/b/c/d/"})
+      routes.push_back(route({.path_prefix = prefix, .host = "*" + suffix, .methods = {"PUT"}}));
+    suffix = ".l" + std::to_string(level) + suffix;
+  }
+  routes.push_back(route({.path_prefix = "/a/b", .host = "*.l3.l2.l1.l0.example.com"}));
+  const int expected = static_cast<int>(routes.size()) - 1;
+  RouteTable t(std::move(routes));
+  Req r{.host = "x" + suffix, .path = "/a/b/c/d/e"};
+  EXPECT_EQ(t.match(r.view()), expected);
+  EXPECT_EQ(t.match_by_scan(r.view()), expected);
+  r.method = "PUT";
+  EXPECT_EQ(t.match(r.view()), t.match_by_scan(r.view()));
 }
