@@ -33,6 +33,8 @@ using http1::syntax::iequals;
 constexpr auto kAwait = asio::use_awaitable_t<Executor>{};
 
 constexpr size_t kInitialIn = 2 * 1024;  // a browser GET fits; bigger heads grow it
+// Per-request strings above this are given back between requests (typical heads stay well under).
+constexpr size_t kKeptStringCapacity = 2 * 1024;
 constexpr size_t kRelay = 16 * 1024;
 constexpr size_t kMaxHead = 8 * 1024 + 60 * 1024 + 1024;  // request line + header section (+ slack)
 constexpr uint64_t kReplayLimit = 64 * 1024;  // bodies up to this are kept so a retry can resend them
@@ -522,6 +524,10 @@ Task<void> Connection::run() {
     if (in_.empty()) in_.shrink(kInitialIn);
     worker_.give_response_parser(std::move(response_parser_));
     worker_.give_relay(std::move(rb_));  // an idle connection holds no relay buffer
+    // Nor the copies of a large request (its head forwarded, its body kept for retries, what the
+    // access log says of it): a 50 KiB head would otherwise stay pinned to the connection.
+    for (std::string* s : {&out_, &down_head_, &body_, &chunk_out_, &log_path_, &log_host_, &log_request_id_})
+      if (s->capacity() > kKeptStringCapacity) std::string().swap(*s);
   }
   // close() alone sends the FIN after whatever is still queued, as a shutdown(SHUT_WR) first
   // would (and either way the kernel resets the connection if the client sent bytes never read):
