@@ -43,12 +43,22 @@ void mark_length(std::vector<bool>& lengths, size_t n) {
   lengths[n] = true;
 }
 
+// A header name that at least this many routes without a path key match on first: those routes
+// are indexed by its value (tenant routing: `headers: {x-tenant: t1}`, ...).
+constexpr size_t kHeaderIndexFrom = 4;
+
 // The routes of one listener and host group, by what they require of the path.
 struct RoutePathGroup {
   RouteKeyMap<RouteList> exact;   // `path`
   RouteKeyMap<RouteList> prefix;  // `path_prefix`, as written
   std::vector<bool> prefix_lengths;
-  RouteList any;  // neither
+  struct ByHeader {
+    std::string name;                 // lower-case, as the config loader leaves it
+    RouteKeyMap<RouteList> by_value;  // the exact value the route wants
+  };
+  std::vector<ByHeader> by_header;  // routes with neither path key, by their first header
+  RouteList any;                    // the others with neither path key
+
   void add(uint32_t i, const config::RouteMatch& m) {
     if (!m.path.empty()) {
       exact[m.path].push_back(i);
@@ -58,6 +68,27 @@ struct RoutePathGroup {
     } else {
       any.push_back(i);
     }
+  }
+
+  // Once every route is added: moves the routes of `any` whose first header name is shared by
+  // enough of them into by_header (in order, so every list stays ascending).
+  void index_headers(const std::vector<config::Route>& routes) {
+    RouteKeyMap<size_t> count;
+    for (uint32_t i : any)
+      if (const auto& h = routes[i].match.headers; !h.empty()) ++count[h.front().first];
+    RouteKeyMap<size_t> slot;
+    RouteList rest;
+    for (uint32_t i : any) {
+      const auto& h = routes[i].match.headers;
+      if (h.empty() || count[h.front().first] < kHeaderIndexFrom) {
+        rest.push_back(i);
+        continue;
+      }
+      auto [at, added] = slot.try_emplace(h.front().first, by_header.size());
+      if (added) by_header.push_back({h.front().first, {}});
+      by_header[at->second].by_value[h.front().second].push_back(i);
+    }
+    any = std::move(rest);
   }
 };
 
@@ -102,6 +133,11 @@ RouteTable::RouteTable(std::vector<config::Route> routes) : routes_(std::move(ro
       group = &hosts.exact[m.host];
     }
     group->add(static_cast<uint32_t>(i), m);
+  }
+  for (auto& [listener, hosts] : index->by_listener) {
+    hosts.any.index_headers(routes_);
+    for (auto& [name, group] : hosts.exact) group.index_headers(routes_);
+    for (auto& [suffix, group] : hosts.wildcard) group.index_headers(routes_);
   }
   index_ = std::move(index);
 }
@@ -179,6 +215,11 @@ int RouteTable::match(const RouteRequest& r) const {
       if (!g.prefix_lengths[len]) continue;
       if (len != path.size() && path[len - 1] != '/' && path[len] != '/') continue;
       if (auto it = g.prefix.find(path.substr(0, len)); it != g.prefix.end()) add_list(it->second);
+    }
+    for (const auto& indexed : g.by_header) {
+      const std::string_view* value = r.header ? r.header(r.context, indexed.name) : nullptr;
+      if (!value) continue;
+      if (auto it = indexed.by_value.find(*value); it != indexed.by_value.end()) add_list(it->second);
     }
     add_list(g.any);
   };

@@ -5,9 +5,11 @@
 // A table of more than kIndexFrom routes is indexed, so that thousands of routes cost about what
 // a few do: routes are grouped by listener and host (exact names in a hash table, `*.suffix` by
 // suffix, routes for any host apart), and within a group by exact path and by path prefix (looked
-// up for each of the request path's segment boundaries). A request's candidates come out of the
-// few groups and prefixes that can match it, in route order, and each is checked in full; the
-// first that matches wins, as in a scan of the whole list (which the index must always agree with).
+// up for each of the request path's segment boundaries); routes without a path key that match
+// first on a header name several of them share are indexed by that header's value. A request's
+// candidates come out of the few lists that can match it, in route order, and each is checked in
+// full; the first that matches wins, as in a scan of the whole list (which the index must always
+// agree with).
 #pragma once
 
 #include <cstdint>

@@ -158,10 +158,12 @@ TEST(RouteTable, TheIndexAgreesWithAScanOfTheList) {
   for (int table_no = 0; table_no < 300; ++table_no) {
     std::vector<config::Route> routes;
     const size_t size = RouteTable::kIndexFrom + 1 + rng() % 80;
+    // Every other table is mostly header routes for few hosts and no path: the header index's case.
+    const bool header_heavy = table_no % 2;
     for (size_t i = 0; i < size; ++i) {
       config::RouteMatch m;
-      m.host = pick(hosts);
-      switch (rng() % 5) {
+      m.host = header_heavy && rng() % 4 ? (rng() % 2 ? "" : "*.test") : pick(hosts);
+      switch (header_heavy && rng() % 4 ? 4 : rng() % 5) {
         case 0: m.path = pick(paths); break;
         case 3:  // both: the exact path decides, the prefix must hold too
           m.path = pick(paths);
@@ -172,7 +174,12 @@ TEST(RouteTable, TheIndexAgreesWithAScanOfTheList) {
         default: break;
       }
       if (rng() % 6 == 0) m.methods = {rng() % 2 ? "GET" : "POST"};
-      if (rng() % 6 == 0) m.headers = {{"x-v", rng() % 2 ? "1" : "2"}};
+      const std::vector<std::string> values = {"1", "2", "3", ""};
+      switch (header_heavy ? rng() % 2 : rng() % 4) {  // indexed by the first header when enough share its name
+        case 0: m.headers = {{"x-v", pick(values)}}; break;
+        case 1: m.headers = {{"x-t", pick(values)}, {"x-v", pick(values)}}; break;
+        default: break;
+      }
       if (rng() % 10 == 0) m.listener_service = "web";
       routes.push_back(route(std::move(m)));
     }
@@ -180,7 +187,9 @@ TEST(RouteTable, TheIndexAgreesWithAScanOfTheList) {
     ASSERT_TRUE(t.indexed());
     for (int q = 0; q < 200; ++q) {
       Req r{.method = rng() % 3 ? "GET" : "POST", .host = pick(request_hosts), .path = pick(request_paths)};
-      if (rng() % 3 == 0) r.headers["x-v"] = rng() % 2 ? "1" : "2";
+      static const std::vector<std::string> sent = {"1", "2", "3", "", "4"};
+      if (rng() % 3) r.headers["x-v"] = pick(sent);
+      if (rng() % 3) r.headers["x-t"] = pick(sent);
       RouteRequest view = r.view();
       if (rng() % 8 == 0) view.listener_service = "web";
       const int scanned = t.match_by_scan(view);
@@ -189,6 +198,30 @@ TEST(RouteTable, TheIndexAgreesWithAScanOfTheList) {
     }
   }
   EXPECT_GT(found, 20000) << "the requests must mostly match something, or the test checks little";
+}
+
+TEST(RouteTable, HeaderRoutesSharingAHeaderNameAreFoundByItsValue) {
+  std::vector<config::Route> routes;
+  routes.push_back(route({.path_prefix = "/admin"}));
+  for (int i = 0; i < 20; ++i) {
+    std::string tenant = std::to_string(i);
+    tenant.insert(0, 1, 't');  // (GCC 12 warns, wrongly, of "t" + to_string here: -Wrestrict)
+    routes.push_back(route({.headers = {{"x-tenant", tenant}}}));
+  }
+  routes.push_back(route({.methods = {"DELETE"}}));                                       // 21
+  routes.push_back(route({.headers = {{"x-tenant", "t3"}, {"x-env", "canary"}}}));          // 22: after t3's
+  routes.push_back(route({.headers = {{"x-env", "canary"}}}));                              // 23
+  routes.push_back(route({}));                                                              // 24
+  RouteTable t(std::move(routes));
+  ASSERT_TRUE(t.indexed());
+  EXPECT_EQ(match(t, {.path = "/x", .headers = {{"x-tenant", "t7"}}}), 8);
+  EXPECT_EQ(match(t, {.path = "/admin/x", .headers = {{"x-tenant", "t7"}}}), 0);
+  EXPECT_EQ(match(t, {.method = "DELETE", .path = "/x", .headers = {{"x-tenant", "t19"}}}), 20);
+  EXPECT_EQ(match(t, {.method = "DELETE", .path = "/x", .headers = {{"x-tenant", "t20"}}}), 21);
+  EXPECT_EQ(match(t, {.path = "/x", .headers = {{"x-tenant", "t3"}, {"x-env", "canary"}}}), 4);
+  EXPECT_EQ(match(t, {.path = "/x", .headers = {{"x-tenant", "T3"}, {"x-env", "canary"}}}), 23) << "values are exact";
+  EXPECT_EQ(match(t, {.path = "/x", .headers = {{"x-tenant", "t1,t2"}}}), 24) << "a repeated field is its values joined";
+  EXPECT_EQ(match(t, {.path = "/x"}), 24);
 }
 
 TEST(RouteTable, ARequestWithMoreCandidateListsThanTheIndexMergesIsStillRoutedRight) {
