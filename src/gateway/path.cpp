@@ -13,6 +13,14 @@ bool unreserved(unsigned char c) {
   return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.' ||
          c == '_' || c == '~';
 }
+
+// Visible characters a URI cannot hold raw (RFC 3986 §2: neither unreserved, reserved nor '%').
+// Browsers send them %-escaped, curl -g and others raw: escaped here, both spellings are one path.
+bool never_raw_in_a_uri(unsigned char c) {
+  return c == '"' || c == '<' || c == '>' || c == '\\' || c == '^' || c == '`' || c == '{' || c == '|' || c == '}';
+}
+
+constexpr char kPathHex[] = "0123456789ABCDEF";
 }  // namespace
 
 std::optional<std::string> normalize_path(std::string_view in) {
@@ -22,6 +30,10 @@ std::optional<std::string> normalize_path(std::string_view in) {
   decoded.reserve(in.size());
   for (size_t i = 0; i < in.size(); ++i) {
     char c = in[i];
+    if (never_raw_in_a_uri(static_cast<unsigned char>(c))) {
+      decoded += {'%', kPathHex[static_cast<unsigned char>(c) >> 4], kPathHex[c & 15]};
+      continue;
+    }
     if (c != '%') {
       decoded += c;
       continue;
@@ -34,10 +46,7 @@ std::optional<std::string> normalize_path(std::string_view in) {
     if (unreserved(byte)) {
       decoded += static_cast<char>(byte);
     } else {
-      static const char* kHex = "0123456789ABCDEF";
-      decoded += '%';
-      decoded += kHex[byte >> 4];
-      decoded += kHex[byte & 15];
+      decoded += {'%', kPathHex[byte >> 4], kPathHex[byte & 15]};
     }
     i += 2;
   }

@@ -429,6 +429,9 @@ def test_strip_prefix(gw):
     ("/%61dmin/x", "admin", "/admin/x"),
     ("/admin/../api/v1", "api", "/api/v1"),
     ("/a/b/../../api", "api", "/api"),
+    # Raw characters a URI cannot hold (curl -g sends them so) are escaped as browsers send them.
+    ("/admin/{id}/a|b", "admin", "/admin/%7Bid%7D/a%7Cb"),
+    ("/admin/%7bid%7d", "admin", "/admin/%7Bid%7D"),
 ])
 def test_path_normalised_before_matching(gw, target, backend, upstream_path):
     assert routed(gw, target) == (200, backend, upstream_path)

@@ -24,6 +24,11 @@ TEST(GatewayPath, Normalizes) {
       {"/.", "/"},
       {"/..", "/"},
       {"/a/..", "/"},
+      // Characters a URI cannot hold raw are escaped as browsers send them: one path either way.
+      {"/users/{id}", "/users/%7Bid%7D"},
+      {"/users/%7bid%7D", "/users/%7Bid%7D"},
+      {"/a|b^c`d\\e\"f<g>", "/a%7Cb%5Ec%60d%5Ce%22f%3Cg%3E"},
+      {"/keep!$&'()*+,;=:@-._~", "/keep!$&'()*+,;=:@-._~"},  // sub-delims and the rest stay raw
   };
   for (auto [in, want] : cases) {
     auto got = normalize_path(in);
@@ -39,7 +44,7 @@ TEST(GatewayPath, Refuses) {
 }
 
 TEST(GatewayPath, IdempotentAndNoDotSegmentsLeft) {
-  for (const char* in : {"/a/../b/./c//d/", "/%2e/x/%2E%2E/y", "/x/y/z/../../..", "/q%2Fr/../s"}) {
+  for (const char* in : {"/a/../b/./c//d/", "/%2e/x/%2E%2E/y", "/x/y/z/../../..", "/q%2Fr/../s", "/{x}/|"}) {
     auto once = normalize_path(in);
     ASSERT_TRUE(once);
     EXPECT_EQ(normalize_path(*once), once) << in;
