@@ -73,6 +73,7 @@ int run_gateway(const GatewayOptions& o) {
     registry_from = " ($FLOTILLA_API)";
   } else if (registry.empty()) {
     registry = "http://127.0.0.1:7700";
+    registry_from = " (default)";
   }
   raise_fd_limit();
   EventLoop loop;
@@ -100,8 +101,10 @@ int run_gateway(const GatewayOptions& o) {
   if (!admin_address.empty()) {
     std::string host;
     uint16_t port = 0;
-    if (!http::split_host_port(admin_address, host, port) || host.empty()) {
-      std::cerr << "flotilla gateway: --admin must be HOST:PORT, such as 127.0.0.1:9901 (got \"" << o.admin << "\")\n";
+    if (!http::split_host_port(admin_address, host, port) || !http::is_ip_or_localhost(host)) {
+      std::cerr << "flotilla gateway: --admin must be an IP address (or localhost) and a port, such as 127.0.0.1:9901 "
+                   "(got \""
+                << o.admin << "\")\n";
       return 2;
     }
   }
@@ -254,8 +257,8 @@ std::function<int()> add_gateway(CLI::App& app) {
       "Example: flotilla gateway -f flotilla.yaml --registry http://10.0.0.5:7700 --admin 127.0.0.1:9901");
   auto* file_option = cmd->add_option("-f,--file", o->file, "The application's file")->capture_default_str();
   cmd->add_option("--registry", o->registry,
-                  "The agent to follow, http://HOST:PORT (default: agent.api of the -f file, $FLOTILLA_API, "
-                  "agent.api of ./flotilla.yaml, http://127.0.0.1:7700)");
+                  "The agent to follow, http://HOST:PORT (default: agent.api of the -f file, else $FLOTILLA_API, "
+                  "else agent.api of ./flotilla.yaml when there is no -f, else http://127.0.0.1:7700)");
   cmd->add_option("--admin", o->admin, "Serve /metrics and /v1/flotilla/gateway on HOST:PORT");
   cmd->add_option("--token", o->token, "Token for the registry's API (X-Consul-Token)")->envname("FLOTILLA_TOKEN");
   cmd->add_option("--log-level", o->log_level, "trace, debug, info, warn or error")->capture_default_str();

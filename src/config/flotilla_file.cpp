@@ -62,8 +62,12 @@ class Reader {
   bool boolean(const YAML::Node& n, const std::string& what) const {
     if (n.IsScalar()) {
       const auto& s = n.Scalar();
-      if (s == "true" || s == "yes" || s == "on") return true;
-      if (s == "false" || s == "no" || s == "off") return false;
+      // YAML's booleans: 1.2's true/false and 1.1's yes/no/on/off, each lower-case, capitalised
+      // or upper-case (not 1.1's y/n, which read as letters to most people).
+      for (const char* t : {"true", "True", "TRUE", "yes", "Yes", "YES", "on", "On", "ON"})
+        if (s == t) return true;
+      for (const char* f : {"false", "False", "FALSE", "no", "No", "NO", "off", "Off", "OFF"})
+        if (s == f) return false;
     }
     fail(n, what + " must be true or false");
   }
@@ -154,7 +158,13 @@ class Reader {
     auto s = string(n, what);
     std::string host;
     uint16_t port;
-    if (!http::split_host_port(s, host, port)) fail(n, what + " must be HOST:PORT, such as 127.0.0.1:8080 or [::1]:8080 (IPv6 in brackets)");
+    if (!http::split_host_port(s, host, port)) {
+      const auto colon = s.rfind(':');
+      const std::string p = colon == std::string::npos ? "" : s.substr(colon + 1);
+      if (!p.empty() && p.size() <= 9 && p.find_first_not_of("0123456789") == std::string::npos && std::stol(p) > 65535)
+        fail(n, what + ": port " + p + " is above 65535");
+      fail(n, what + " must be HOST:PORT, such as 127.0.0.1:8080 or [::1]:8080 (IPv6 in brackets)");
+    }
     // What the listeners can bind (an address, not a name to look up): found here, not at start.
     if (!http::is_ip_or_localhost(host))
       fail(n, what + ": \"" + host + "\" is not an IP address (use 0.0.0.0:PORT for every IPv4 address, [::]:PORT for IPv6, "
@@ -253,7 +263,8 @@ void check_route_path(const Reader& r, const YAML::Node& node, const std::string
   if (!norm) r.fail(node, key + " \"" + path + "\" has a malformed or control-character %-escape");
   if (*norm != path)
     r.fail(node, key + " \"" + path + "\" would never match: requests are matched after normalisation (escapes of "
-                   "letters and digits decoded, dot segments and repeated slashes removed); write \"" + *norm + "\"");
+                   "letters and digits decoded, characters a URI cannot hold raw such as { } | escaped, dot segments and "
+                   "repeated slashes removed); write \"" + *norm + "\"");
 }
 
 RouteMatch read_match(const Reader& r, const YAML::Node& n) {
@@ -273,6 +284,9 @@ RouteMatch read_match(const Reader& r, const YAML::Node& n) {
     auto h = m.host.rfind("*.", 0) == 0 ? m.host.substr(2) : m.host;
     if (h.empty() || h.find('*') != std::string::npos || h.find('/') != std::string::npos)
       r.fail(n["host"], "match.host must be a host name, or *.domain for any subdomain");
+    if (h.front() != '[' && h.find(':') != h.rfind(':'))
+      r.fail(n["host"], "match.host \"" + m.host + "\" is an IPv6 address: write it in brackets, as a Host has it ([" +
+                            h + "])");
     if (h.front() != '[' && h.find(':') != std::string::npos)
       r.fail(n["host"], "match.host must not have a port: the port in a request's Host is ignored when matching");
     if (h.front() == '[' && (h.back() != ']' || h.find(']') != h.size() - 1))

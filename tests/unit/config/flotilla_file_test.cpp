@@ -187,6 +187,23 @@ TEST(FlotillaFile, ListenersThatWouldTakeOnePortAreFoundBeforeStart) {
   }
 }
 
+TEST(FlotillaFile, BooleansAreYamlsInAnyOfItsCasings) {
+  auto strip = [](const std::string& word) {
+    return parse("name: t\ngateway:\n  routes:\n    - {match: {path_prefix: /a}, service: s, strip_prefix: " + word +
+                     "}\n",
+                 "f.yaml")
+        .gateway->routes[0]
+        .strip_prefix;
+  };
+  for (const char* word : {"true", "True", "TRUE", "yes", "Yes", "YES", "on", "On", "ON"}) EXPECT_TRUE(strip(word)) << word;
+  for (const char* word : {"false", "False", "FALSE", "no", "No", "NO", "off", "Off", "OFF"})
+    EXPECT_FALSE(strip(word)) << word;
+  for (const char* word : {"tRUE", "y", "n", "1", "0", "maybe"})
+    EXPECT_CONFIG_ERROR("name: t\ngateway:\n  routes:\n    - {match: {path_prefix: /a}, service: s, strip_prefix: " +
+                            std::string(word) + "}\n",
+                        "strip_prefix must be true or false");
+}
+
 TEST(FlotillaFile, DefaultsWithOnlyAName) {
   auto f = parse("name: tiny\n", "flotilla.yaml");
   EXPECT_EQ(f.agent.api, "127.0.0.1:7700");
@@ -201,6 +218,8 @@ TEST(FlotillaFile, ErrorsNameFileLineAndColumn) {
             "app/flotilla.yaml:5:16: timeout must be a duration such as 250ms, 10s or 5m");
   EXPECT_EQ(error_of("name: shop\nagent:\n  api: localhost\n"),
             "app/flotilla.yaml:3:8: agent.api must be HOST:PORT, such as 127.0.0.1:8080 or [::1]:8080 (IPv6 in brackets)");
+  EXPECT_EQ(error_of("name: shop\nagent:\n  api: 127.0.0.1:70000\n"),
+            "app/flotilla.yaml:3:8: agent.api: port 70000 is above 65535");
   EXPECT_EQ(error_of("name: [unclosed\n").rfind("app/flotilla.yaml:", 0), 0u);
   EXPECT_NE(error_of("name: [unclosed\n").find("not valid YAML"), std::string::npos);
   EXPECT_EQ(error_of("name: [unclosed\n").find("tab"), std::string::npos);
@@ -216,7 +235,8 @@ TEST(FlotillaFile, RejectsRoutesThatCouldNeverMatch) {
   };
   EXPECT_EQ(route("match: {path_prefix: /dots/../x}"),
             "app/flotilla.yaml:5:28: match.path_prefix \"/dots/../x\" would never match: requests are matched after "
-            "normalisation (escapes of letters and digits decoded, dot segments and repeated slashes removed); "
+            "normalisation (escapes of letters and digits decoded, characters a URI cannot hold raw such as { } | "
+            "escaped, dot segments and repeated slashes removed); "
             "write \"/x\"");
   EXPECT_NE(route("match: {path: /%7Euser}").find("write \"/~user\""), std::string::npos);
   EXPECT_NE(route("match: {path: /a//b}").find("write \"/a/b\""), std::string::npos);
@@ -224,6 +244,9 @@ TEST(FlotillaFile, RejectsRoutesThatCouldNeverMatch) {
   EXPECT_NE(route("match: {path: /a%zz}").find("malformed"), std::string::npos);
   EXPECT_NE(route("match: {path: /a%00}").find("malformed or control-character"), std::string::npos);
   EXPECT_NE(route("match: {path: \"/search?q=1\"}").find("query"), std::string::npos);
+  EXPECT_NE(route("match: {path: \"/users/{id}\"}").find("write \"/users/%7Bid%7D\""), std::string::npos);
+  EXPECT_NE(route("match: {host: \"::1\"}").find("is an IPv6 address: write it in brackets, as a Host has it ([::1])"),
+            std::string::npos);
   EXPECT_EQ(route("match: {host: \"shop.example:8080\"}"),
             "app/flotilla.yaml:5:21: match.host must not have a port: the port in a request's Host is ignored when "
             "matching");
