@@ -168,8 +168,8 @@ int run_gateway(const GatewayOptions& o) {
   if (auto waiting = feed->unsynced(); !waiting.empty()) {
     std::string list;
     for (const auto& s : waiting) list += (list.empty() ? "" : ", ") + s;
-    spdlog::warn("gateway: the registry at {} has not answered about {} within 5 s; serving anyway: their routes "
-                 "answer 503 until it does",
+    spdlog::warn("gateway: the registry at {} gave no endpoints for {} within 5 s (no answer yet, or an error "
+                 "logged above); serving anyway: their routes answer 503 until it does",
                  registry, list);
   }
   spdlog::info("flotilla gateway {} listening on {} with {} worker(s), following {}{}", kVersion,

@@ -31,6 +31,8 @@ constexpr std::array<bool, 256> kRegName = make_reg_name();
 
 bool valid_reg_name(std::string_view s) {
   if (s.empty() || s.size() > 255) return false;
+  // No name has an empty label ("a..example.com"); refused, as nginx does.
+  if (s.find("..") != std::string_view::npos) return false;
   for (char c : s)
     if (!kRegName[static_cast<unsigned char>(c)]) return false;
   return true;

@@ -76,6 +76,8 @@ std::vector<Refusal> refusals() {
       {"lower-case version", "GET / http/1.1\r\nHost: a\r\n\r\n", 400},
       {"HTTP/2.0", "GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505},
       {"HTTP/3.1", "GET / HTTP/3.1\r\nHost: a\r\n\r\n", 505},
+      {"empty label in Host", "GET / HTTP/1.1\r\nHost: a..example.com\r\n\r\n", 400},
+      {"empty label in the target's authority", "GET http://a..example.com/ HTTP/1.1\r\nHost: a\r\n\r\n", 400},
       {"HTTP/0.9 version", "GET / HTTP/0.9\r\n\r\n", 505},
       {"version with three digits", "GET / HTTP/1.10\r\nHost: a\r\n\r\n", 400},
       {"no version", "GET /\r\n\r\n", 400},
