@@ -793,6 +793,7 @@ Task<bool> Connection::handle_request() {
   uint64_t bytes_down = 0;
   std::string upstream_address;
   int tries = 0;
+  int interim_try = 0;  // the try whose interim answers reached the client (0: none yet)
   auto account = [&](int code) {
     status = code;
     int cls = std::clamp(code / 100, 1, 5);
@@ -1229,9 +1230,13 @@ Task<bool> Connection::handle_request() {
               // An interim answer. 100 is the gateway's own business (it answers Expect itself);
               // any other (103 Early Hints: a browser preloads while the service works) reaches
               // an HTTP/1.1 client as it came, end-to-end fields only (RFC 9110 §15.2). An
-              // HTTP/1.0 client gets none. A failed write is left to the final answer's.
+              // HTTP/1.0 client gets none. Those of one try only: a retry's would repeat them
+              // (three 103s before a 502). A failed write is left to the final answer's.
               std::string interim;
-              if (code != 100 && minor == 1) build_downstream_head(response_parser_->head(), DownstreamResponse{}, interim);
+              if (code != 100 && minor == 1 && (interim_try == 0 || interim_try == tries)) {
+                build_downstream_head(response_parser_->head(), DownstreamResponse{}, interim);
+                interim_try = tries;
+              }
               rb_.consume(r.head_length);
               response_parser_->reset();
               if (!interim.empty()) {
