@@ -115,7 +115,7 @@ int run_agent(const AgentOptions& o, const config::File* file) {
   registry::api::Api* api_handler = nullptr;
   gateway::Gateway* gateway_ptr = nullptr;
   supervisor::Supervisor* supervisor_ptr = nullptr;
-  supervisor::ApiHooks supervisor_hooks{o.token, o.protect_reads, {}};
+  supervisor::ApiHooks supervisor_hooks{o.token, o.protect_reads, {}, {}, {}};
   const std::string read_token = o.protect_reads ? o.token : std::string();
   http::Server server(loop, [&](const std::shared_ptr<http::Exchange>& ex) {
     if (gateway_ptr && gateway::serve_admin(*gateway_ptr, ex, read_token)) return;

@@ -55,6 +55,14 @@ struct AgentOptions {
 int run_agent(const AgentOptions& options, const config::File* file);
 // The registry URL `flotilla gateway` follows for a file's agent.api (a wildcard: this host).
 std::string registry_of_api(const std::string& api);
+// The registry `flotilla gateway` follows without --registry, and why ("agent.api of FILE",
+// "$FLOTILLA_API" or "default"): the agent.api of a file named with -f; else $FLOTILLA_API; else
+// the agent.api of the default file; else http://127.0.0.1:7700 (the CLI's order for --api).
+struct RegistryChoice {
+  std::string url;
+  std::string from;
+};
+RegistryChoice gateway_registry(const config::File& file, const std::string& file_name, bool file_given);
 // Raises the open-files soft limit to the hard limit.
 void raise_fd_limit();
 

@@ -97,14 +97,13 @@ std::function<int()> add_config(CLI::App& app) {
       }
       std::cout << *file << ": ok" << (*gateway_alone ? " (as flotilla gateway reads it)" : "") << "\n"
                 << "  name:    " << f.name << "\n";
-      if (*gateway_alone)
-        std::cout << "  registry: "
-                  << (f.agent.api_set ? registry_of_api(f.agent.api) + " (agent.api) unless --registry says another"
-                                      : std::string("--registry, else $FLOTILLA_API, else http://127.0.0.1:7700"))
-                  << "\n";
-      else
+      if (*gateway_alone) {
+        const auto choice = gateway_registry(f, *file, check->get_option("--file")->count() > 0);
+        std::cout << "  registry: " << choice.url << " (" << choice.from << ") unless --registry says another\n";
+      } else {
         std::cout << "  agent:   api " << f.agent.api << ", data dir " << f.agent.data_dir << ", store " << f.agent.store
                   << "\n";
+      }
       if (f.gateway) {
         std::cout << "  gateway: listen";
         for (const auto& l : f.gateway->listen) std::cout << " " << l;

@@ -33,6 +33,15 @@ std::string registry_of_api(const std::string& api) {
   return "http://" + out;
 }
 
+RegistryChoice gateway_registry(const config::File& file, const std::string& file_name, bool file_given) {
+  const char* env = std::getenv("FLOTILLA_API");
+  const bool env_set = env && *env;
+  if (file.agent.api_set && (file_given || !env_set)) return {registry_of_api(file.agent.api), "agent.api of " + file_name};
+  if (env_set)
+    return {std::string(env).find("://") != std::string::npos ? env : "http://" + std::string(env), "$FLOTILLA_API"};
+  return {"http://127.0.0.1:7700", "default"};
+}
+
 namespace {
 struct GatewayOptions {
   std::string file = "flotilla.yaml";
@@ -60,20 +69,23 @@ int run_gateway(const GatewayOptions& o) {
     return 2;
   }
   for (const auto& w : config::warnings(file)) spdlog::warn("{}", w);
-  // --registry; else the agent.api of a file named with -f; else $FLOTILLA_API; else the
-  // agent.api of the default file; else the default agent (the CLI's order for --api).
   std::string registry = o.registry, registry_from;
-  const char* env = std::getenv("FLOTILLA_API");
-  const bool env_set = env && *env;
-  if (registry.empty() && file.agent.api_set && (o.file_given || !env_set)) {
-    registry = registry_of_api(file.agent.api);
-    registry_from = " (agent.api of " + o.file + ")";
-  } else if (registry.empty() && env_set) {
-    registry = std::string(env).find("://") != std::string::npos ? env : "http://" + std::string(env);
-    registry_from = " ($FLOTILLA_API)";
-  } else if (registry.empty()) {
-    registry = "http://127.0.0.1:7700";
-    registry_from = " (default)";
+  if (registry.empty()) {
+    auto choice = gateway_registry(file, o.file, o.file_given);
+    registry = choice.url;
+    registry_from = " (" + choice.from + ")";
+  }
+  // Said before anything is opened (the access log, its directory).
+  std::string admin_address = o.admin.rfind("http://", 0) == 0 ? o.admin.substr(7) : o.admin;
+  if (!admin_address.empty()) {
+    std::string host;
+    uint16_t port = 0;
+    if (!http::split_host_port(admin_address, host, port) || !http::is_ip_or_localhost(host)) {
+      std::cerr << "flotilla gateway: --admin must be an IP address (or localhost) and a port, such as 127.0.0.1:9901 "
+                   "(got \""
+                << o.admin << "\")\n";
+      return 2;
+    }
   }
   raise_fd_limit();
   EventLoop loop;
@@ -96,17 +108,6 @@ int run_gateway(const GatewayOptions& o) {
   } catch (const std::exception& e) {
     std::cerr << "flotilla gateway: " << e.what() << "\n";
     return 2;
-  }
-  std::string admin_address = o.admin.rfind("http://", 0) == 0 ? o.admin.substr(7) : o.admin;
-  if (!admin_address.empty()) {
-    std::string host;
-    uint16_t port = 0;
-    if (!http::split_host_port(admin_address, host, port) || !http::is_ip_or_localhost(host)) {
-      std::cerr << "flotilla gateway: --admin must be an IP address (or localhost) and a port, such as 127.0.0.1:9901 "
-                   "(got \""
-                << o.admin << "\")\n";
-      return 2;
-    }
   }
   try {
     gw.listen();

@@ -159,9 +159,11 @@ class Reader {
     std::string host;
     uint16_t port;
     if (!http::split_host_port(s, host, port)) {
+      // Only the port wrong (all digits, too big): said so, rather than the address's shape.
       const auto colon = s.rfind(':');
       const std::string p = colon == std::string::npos ? "" : s.substr(colon + 1);
-      if (!p.empty() && p.size() <= 9 && p.find_first_not_of("0123456789") == std::string::npos && std::stol(p) > 65535)
+      if (!p.empty() && p.find_first_not_of("0123456789") == std::string::npos &&
+          http::split_host_port(s.substr(0, colon + 1) + "1", host, port))
         fail(n, what + ": port " + p + " is above 65535");
       fail(n, what + " must be HOST:PORT, such as 127.0.0.1:8080 or [::1]:8080 (IPv6 in brackets)");
     }

@@ -34,7 +34,7 @@ constexpr auto kAwait = asio::use_awaitable_t<Executor>{};
 
 constexpr size_t kInitialIn = 2 * 1024;  // a browser GET fits; bigger heads grow it
 // Per-request strings above this are given back between requests (typical heads stay well under).
-constexpr size_t kKeptStringCapacity = 2 * 1024;
+constexpr size_t kKeptStringCapacity = 8 * 1024;
 constexpr size_t kRelay = 16 * 1024;
 constexpr size_t kMaxHead = 8 * 1024 + 60 * 1024 + 1024;  // request line + header section (+ slack)
 constexpr uint64_t kReplayLimit = 64 * 1024;  // bodies up to this are kept so a retry can resend them

@@ -15,7 +15,8 @@ bool unreserved(unsigned char c) {
 }
 
 // Visible characters a URI cannot hold raw (RFC 3986 §2: neither unreserved, reserved nor '%').
-// Browsers send them %-escaped, curl -g and others raw: escaped here, both spellings are one path.
+// Some clients send them %-escaped (browsers: " < > ` { }), others raw (curl -g): escaped here,
+// both spellings are one path.
 bool never_raw_in_a_uri(unsigned char c) {
   return c == '"' || c == '<' || c == '>' || c == '\\' || c == '^' || c == '`' || c == '{' || c == '|' || c == '}';
 }

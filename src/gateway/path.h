@@ -12,8 +12,8 @@ namespace flotilla::gateway {
 // Normalises the path part of an origin-form target (no query):
 // - percent-escapes of unreserved characters (A-Z a-z 0-9 - . _ ~) are decoded; other escapes keep
 //   their meaning and are upper-cased (%2f -> %2F), so an encoded '/' never becomes a separator;
-// - visible characters a URI cannot hold raw (" < > \ ^ ` { | }) are %-escaped, as browsers send
-//   them, so that "/{id}" and "/%7Bid%7D" are one path;
+// - visible characters a URI cannot hold raw (" < > \ ^ ` { | }) are %-escaped, so that "/{id}"
+//   (curl -g) and "/%7Bid%7D" (a browser) are one path;
 // - runs of '/' become one;
 // - "." and ".." segments are removed (RFC 3986 §5.2.4); ".." above the root stays at the root.
 // Returns nullopt for a path that does not start with '/', a malformed escape, or an escape of a

@@ -713,7 +713,7 @@ def test_standalone_gateway_follows_the_agent_its_file_names(data_dir, make_back
         with open(g.file, "a") as f:
             f.write(f"agent:\n  api: {agent.addr}\n")
         r = subprocess.run([BIN, "config", "check", "--gateway", "-f", g.file], capture_output=True, text=True, timeout=10)
-        assert r.returncode == 0 and f"registry: http://{agent.addr} (agent.api)" in r.stdout, r.stdout + r.stderr
+        assert r.returncode == 0 and f"registry: http://{agent.addr} (agent.api of {g.file})" in r.stdout, r.stdout + r.stderr
         g.start()
         wait_for(lambda: ids(g.endpoints()) == ["web-n"] or None, timeout=8, what="the file's agent followed")
         assert backends_seen(g.url + "/", 3) == {"named": 3}

@@ -220,6 +220,12 @@ TEST(FlotillaFile, ErrorsNameFileLineAndColumn) {
             "app/flotilla.yaml:3:8: agent.api must be HOST:PORT, such as 127.0.0.1:8080 or [::1]:8080 (IPv6 in brackets)");
   EXPECT_EQ(error_of("name: shop\nagent:\n  api: 127.0.0.1:70000\n"),
             "app/flotilla.yaml:3:8: agent.api: port 70000 is above 65535");
+  for (const char* shape : {"\"::1:99999\"", "\"[::1:70000\"", "\":70000\""})
+    EXPECT_EQ(error_of("name: shop\nagent:\n  api: " + std::string(shape) + "\n"),
+              "app/flotilla.yaml:3:8: agent.api must be HOST:PORT, such as 127.0.0.1:8080 or [::1]:8080 (IPv6 in brackets)")
+        << shape;
+  EXPECT_EQ(error_of("name: shop\nagent:\n  api: 127.0.0.1:99999999999\n"),
+            "app/flotilla.yaml:3:8: agent.api: port 99999999999 is above 65535");
   EXPECT_EQ(error_of("name: [unclosed\n").rfind("app/flotilla.yaml:", 0), 0u);
   EXPECT_NE(error_of("name: [unclosed\n").find("not valid YAML"), std::string::npos);
   EXPECT_EQ(error_of("name: [unclosed\n").find("tab"), std::string::npos);
