@@ -792,7 +792,10 @@ def test_idle_connections_keep_no_memory_of_a_large_request(gw):
             r = c.read_response()
             assert r.status == 200, r
         growth = vm_kib(gw.pid, "VmRSS") - before
-        assert growth < 4 * 1024, f"RSS grew by {growth} KiB for {n} idle connections"
+        # AddressSanitizer keeps freed memory in quarantine (hundreds of MiB): RSS says nothing
+        # there; the Release run checks it.
+        if not os.environ.get("FLOTILLA_SANITIZED"):
+            assert growth < 4 * 1024, f"RSS grew by {growth} KiB for {n} idle connections"
         for c in clients[:3]:  # still usable
             c.send(request("GET", "/echo/again"))
             assert c.read_response().status == 200
