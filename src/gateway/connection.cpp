@@ -33,6 +33,7 @@ using http1::syntax::iequals;
 constexpr auto kAwait = asio::use_awaitable_t<Executor>{};
 
 constexpr size_t kInitialIn = 2 * 1024;  // a browser GET fits; bigger heads grow it
+constexpr size_t kBigHeadRoom = 8 * 1024;  // what a head that filled kInitialIn gets room for next
 // Per-request strings above this are given back between requests (typical heads stay well under).
 constexpr size_t kKeptStringCapacity = 8 * 1024;
 constexpr size_t kRelay = 16 * 1024;
@@ -632,7 +633,10 @@ Task<bool> Connection::read_head() {
       set_deadline(Wait::idle, ns(cfg.timeouts.idle));
       idle_check_at_ = deadline_ - ns(cfg.timeouts.idle) + kIdleFinCheck;  // no second clock read
     }
-    if (in_.make_room(1024, kMaxHead) == 0) {  // the parser's limits fire before this
+    // A head that filled the first buffer is a big one (cookies): room for the rest in one read,
+    // not doubling per read (a 5 KiB head took three recv() and two copies).
+    const size_t want = in_.capacity() >= kInitialIn && in_.room() == 0 ? kBigHeadRoom : 1024;
+    if (in_.make_room(want, kMaxHead) == 0) {  // the parser's limits fire before this
       std::string body = json_error("request header fields too large");
       log_refused(431, body.size());
       co_await send_local(431, body, true);
