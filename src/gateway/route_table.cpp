@@ -173,8 +173,8 @@ int RouteTable::match(const RouteRequest& r) const {
   const RouteHostGroups& hosts = listener->second;
 
   // Host patterns are lower-case, so the host is looked up lower-cased (host_matches() compares
-  // case-insensitively); a name longer than DNS allows is lower-cased on the heap (rather than
-  // scanned: a client must not be able to make every request cost a scan of the table).
+  // case-insensitively). The request parser refuses names over 255 bytes; a longer one given to
+  // the table some other way is lower-cased on the heap, still looked up, not scanned.
   const std::string_view host = comparable_host(r.host);
   char short_host[256];
   std::string long_host;
