@@ -32,10 +32,8 @@ using boost::system::error_code;
 using http1::syntax::iequals;
 constexpr auto kAwait = asio::use_awaitable_t<Executor>{};
 
-constexpr size_t kInitialIn = 2 * 1024;  // a browser GET fits; bigger heads grow it
-constexpr size_t kBigHeadRoom = 8 * 1024;  // what a head that filled kInitialIn gets room for next
-// Per-request strings above this are given back between requests (typical heads stay well under).
-constexpr size_t kKeptStringCapacity = 8 * 1024;
+constexpr size_t kInitialIn = 2 * 1024;  // the read buffer of a lingering close or a dropped body
+constexpr size_t kBigHeadRoom = 8 * 1024;  // what a head that filled its buffer gets room for next
 constexpr size_t kRelay = 16 * 1024;
 constexpr size_t kMaxHead = 8 * 1024 + 60 * 1024 + 1024;  // request line + header section (+ slack)
 constexpr uint64_t kReplayLimit = 64 * 1024;  // bodies up to this are kept so a retry can resend them
@@ -276,8 +274,7 @@ Connection::Connection(Worker& worker, Socket socket, const std::string& listene
       reactor_(reactor_of(worker.io())),
       socket_(std::move(socket)),
       listener_service_(listener_service),
-      client_ip_(std::move(client_ip)),
-      in_(kInitialIn) {
+      client_ip_(std::move(client_ip)) {
   tracked_ = worker_.track(this);
 }
 
@@ -419,7 +416,7 @@ size_t flush_max() {
 
 void Connection::flush_queued() {
   if (up_queued_state_ != Queued::queued || !up_queued_) return;  // the coroutine moved on
-  std::string_view a = out_, b = body_;
+  std::string_view a = rs_->out, b = rs_->body;
   if (const size_t max = flush_max(); a.size() + b.size() > max) {
     if (a.size() >= max) {
       a = a.substr(0, max);
@@ -429,7 +426,7 @@ void Connection::flush_queued() {
     }
   }
   ssize_t n = send_now(up_queued_->socket.native_handle(), a, b);
-  if (n >= 0 && static_cast<size_t>(n) == out_.size() + body_.size()) {
+  if (n >= 0 && static_cast<size_t>(n) == rs_->out.size() + rs_->body.size()) {
     up_queued_state_ = Queued::none;
     up_queued_ = nullptr;
     return;
@@ -480,8 +477,9 @@ Task<bool> Connection::write_rest(Socket& socket, std::string_view a, std::strin
 
 Task<void> Connection::send_local(int status, std::string_view body, bool close,
                                              std::string_view extra_header) {
-  const auto& head = parser_.head();
-  std::string& h = down_head_;
+  if (!rs_) rs_ = worker_.take_scratch();  // a refusal comes with a head's first bytes: held already
+  const auto& head = rs_->parser.head();
+  std::string& h = rs_->down_head;
   h.clear();
   h.append("HTTP/1.1 ");  // to HTTP/1.0 clients too (build_downstream_head says why)
   h.append(std::to_string(status));
@@ -521,14 +519,11 @@ Task<void> Connection::run() {
     current_upstream_ = nullptr;
     if (!keep) break;
     if (close_after_ || worker_.shared().draining.load(std::memory_order_relaxed)) break;
-    parser_.reset();
-    if (in_.empty()) in_.shrink(kInitialIn);
-    worker_.give_response_parser(std::move(response_parser_));
-    worker_.give_relay(std::move(rb_));  // an idle connection holds no relay buffer
-    // Nor the copies of a large request (its head forwarded, its body kept for retries, what the
-    // access log says of it): a 50 KiB head would otherwise stay pinned to the connection.
-    for (std::string* s : {&out_, &down_head_, &body_, &chunk_out_, &log_path_, &log_host_, &log_request_id_})
-      if (s->capacity() > kKeptStringCapacity) std::string().swap(*s);
+    // A connection between requests holds no buffer, parser or string: the read buffer goes
+    // back unless it holds the start of a pipelined request (read_head lends a new one when the
+    // next request arrives), and the rest is lent per request.
+    if (in_.empty()) worker_.give_relay(std::move(in_));
+    give_back();
   }
   // close() alone sends the FIN after whatever is still queued, as a shutdown(SHUT_WR) first
   // would (and either way the kernel resets the connection if the client sent bytes never read):
@@ -541,8 +536,23 @@ Task<void> Connection::run() {
     co_await linger_close();
   }
   socket_.close(ec);
+  worker_.give_relay(std::move(in_));
+  give_back();
+}
+
+void Connection::give_back() {
+  worker_.give_scratch(std::move(rs_));
   worker_.give_relay(std::move(rb_));
   worker_.give_response_parser(std::move(response_parser_));
+}
+
+asio::mutable_buffer Connection::lend() {
+  if (in_.capacity() == 0) in_ = worker_.take_relay();
+  return {in_.write_ptr(), in_.room()};
+}
+
+void Connection::take_back() {
+  if (in_.empty()) worker_.give_relay(std::move(in_));
 }
 
 namespace {
@@ -570,10 +580,8 @@ Task<void> Connection::linger_close() {
   timed_out_ = false;  // a timeout that ended the request (a 504) must not end this wait
   if (worker_.shared().draining.load(std::memory_order_relaxed)) co_return;
   // Only a small read buffer is held meanwhile.
-  worker_.give_relay(std::move(rb_));
-  worker_.give_response_parser(std::move(response_parser_));
-  in_.clear();
-  in_.shrink(kInitialIn);
+  give_back();
+  worker_.give_relay(std::move(in_));
   const int64_t until = now_ns() + kLingerTime;
   for (;;) {
     const int64_t left = until - now_ns();
@@ -604,7 +612,8 @@ Task<bool> Connection::read_head() {
   timed_out_ = false;
   for (;;) {
     if (!in_.empty()) {
-      auto r = parser_.parse(in_.view());
+      if (!rs_) rs_ = worker_.take_scratch();
+      auto r = rs_->parser.parse(in_.view());
       if (r.status == http1::RequestParser::Status::done) {
         head_length_ = r.head_length;
         clear_deadline();
@@ -633,22 +642,28 @@ Task<bool> Connection::read_head() {
       set_deadline(Wait::idle, ns(cfg.timeouts.idle));
       idle_check_at_ = deadline_ - ns(cfg.timeouts.idle) + kIdleFinCheck;  // no second clock read
     }
-    // A head that filled the first buffer is a big one (cookies): room for the rest in one read,
-    // not doubling per read (a 5 KiB head took three recv() and two copies).
-    const size_t want = in_.capacity() >= kInitialIn && in_.room() == 0 ? kBigHeadRoom : 1024;
-    if (in_.make_room(want, kMaxHead) == 0) {  // the parser's limits fire before this
-      std::string body = json_error("request header fields too large");
-      log_refused(431, body.size());
-      co_await send_local(431, body, true);
-      linger_ = true;
-      co_return false;
-    }
     error_code ec;
-    // The rest of a head cut in parts must see a FIN that came with its last bytes (recv.h).
-    size_t n = in_.empty() ? co_await async_recv(reactor_, socket_, asio::buffer(in_.write_ptr(), in_.room()),
-                                                 asio::redirect_error(kAwait, ec))
-                           : co_await async_recv_to_eof(reactor_, socket_, asio::buffer(in_.write_ptr(), in_.room()),
-                                                        asio::redirect_error(kAwait, ec));
+    size_t n;
+    if (in_.empty()) {
+      // The first bytes of a head: a 16 KiB buffer from the worker's pool is lent when they
+      // arrive (lend()), so a head of up to 16 KiB takes one recv() and no allocation, and a
+      // connection waiting for its request holds no buffer at all.
+      if (in_.capacity() != 0) worker_.give_relay(std::move(in_));
+      n = co_await async_recv_lent(reactor_, socket_, *this, asio::redirect_error(kAwait, ec));
+    } else {
+      // A head bigger than its buffer gets room for 8 KiB more at once, not doubling per read.
+      const size_t want = in_.room() == 0 ? kBigHeadRoom : 1024;
+      if (in_.make_room(want, kMaxHead) == 0) {  // the parser's limits fire before this
+        std::string body = json_error("request header fields too large");
+        log_refused(431, body.size());
+        co_await send_local(431, body, true);
+        linger_ = true;
+        co_return false;
+      }
+      // The rest of a head cut in parts must see a FIN that came with its last bytes (recv.h).
+      n = co_await async_recv_to_eof(reactor_, socket_, asio::buffer(in_.write_ptr(), in_.room()),
+                                     asio::redirect_error(kAwait, ec));
+    }
     if (timed_out_) {
       if (wait_ == Wait::none && !in_.empty() && !idle_) {
         // The head did not arrive in time.
@@ -684,7 +699,7 @@ Task<bool> Connection::handle_request() {
   const int64_t started = now_ns();
   if (const auto& current = worker_.current_snapshot(); snapshot_ != current) snapshot_ = current;
   const Snapshot& snap = *snapshot_;
-  const http1::RequestHead& head = parser_.head();
+  const http1::RequestHead& head = rs_->parser.head();
   const size_t head_length = head_length_;
   const int minor = head.version_minor;
   const bool is_head = head.method == "HEAD";
@@ -700,8 +715,8 @@ Task<bool> Connection::handle_request() {
   const bool upgrade = head.upgrade && !names_h2c(head.upgrade_protocols);
   const std::string method(head.method);
   // What the access log says of the request, kept past the head's consumption.
-  std::string& log_path = log_path_;
-  std::string& log_host = log_host_;
+  std::string& log_path = rs_->log_path;
+  std::string& log_host = rs_->log_host;
   std::string_view log_service;
   if (shared.access_log) {
     log_path.assign(head.path);
@@ -883,9 +898,9 @@ Task<bool> Connection::handle_request() {
   ur.random[0] = worker_.random();
   ur.random[1] = worker_.random();
   ur.random[2] = worker_.random();
-  out_.clear();
-  std::string_view request_id = build_upstream_head(head, ur, out_);
-  std::string& log_request_id = log_request_id_;  // out_ changes: keep a copy for the log
+  rs_->out.clear();
+  std::string_view request_id = build_upstream_head(head, ur, rs_->out);
+  std::string& log_request_id = rs_->log_request_id;  // rs_->out is rebuilt per try: keep a copy for the log
   if (shared.access_log) log_request_id.assign(request_id);
   in_.consume(head_length);  // from here on, `head` must not be used
   head_consumed = true;
@@ -935,7 +950,7 @@ Task<bool> Connection::handle_request() {
     continue_sent = true;
   }
   // A small sized body is read whole first: one write upstream, and a retry can resend it.
-  body_.clear();
+  rs_->body.clear();
   bool body_buffered = !has_body;
   if (content_length && *content_length > 0 && *content_length <= kReplayLimit) {
     while (in_.size() < *content_length) {
@@ -956,7 +971,7 @@ Task<bool> Connection::handle_request() {
       }
       in_.commit(n);
     }
-    body_.assign(in_.view().substr(0, static_cast<size_t>(*content_length)));
+    rs_->body.assign(in_.view().substr(0, static_cast<size_t>(*content_length)));
     in_.consume(static_cast<size_t>(*content_length));
     body_buffered = true;
     body_in_memory = true;
@@ -1127,11 +1142,11 @@ Task<bool> Connection::handle_request() {
         up_queued_sent_ = 0;
         worker_.queue_flush(shared_from_this());
       } else {
-        ssize_t sent = send_now(up->socket.native_handle(), out_, body_);
+        ssize_t sent = send_now(up->socket.native_handle(), rs_->out, rs_->body);
         if (sent < 0) {
           ec = asio::error::connection_reset;
-        } else if (static_cast<size_t>(sent) < out_.size() + body_.size()) {
-          bool wrote = co_await write_rest(up->socket, out_, body_, static_cast<size_t>(sent), Wait::upstream);
+        } else if (static_cast<size_t>(sent) < rs_->out.size() + rs_->body.size()) {
+          bool wrote = co_await write_rest(up->socket, rs_->out, rs_->body, static_cast<size_t>(sent), Wait::upstream);
           if (!wrote) ec = asio::error::connection_reset;
         }
       }
@@ -1166,14 +1181,14 @@ Task<bool> Connection::handle_request() {
             left -= take;
             done = left == 0;
           } else {
-            chunk_out_.clear();
+            rs_->chunk_out.clear();
             auto step = chunked_.feed(in_.view(), [&](std::string_view data) {
               char size[20];
               auto [e, c] = std::to_chars(size, size + sizeof size, data.size(), 16);
-              chunk_out_.append(size, static_cast<size_t>(e - size));
-              chunk_out_.append("\r\n");
-              chunk_out_.append(data);
-              chunk_out_.append("\r\n");
+              rs_->chunk_out.append(size, static_cast<size_t>(e - size));
+              rs_->chunk_out.append("\r\n");
+              rs_->chunk_out.append(data);
+              rs_->chunk_out.append("\r\n");
             });
             if (step.status == http1::ChunkedDecoder::Status::error ||
                 (route.max_body_bytes && chunked_.announced_size() > route.max_body_bytes)) {
@@ -1191,11 +1206,11 @@ Task<bool> Connection::handle_request() {
             }
             in_.consume(step.consumed);
             if (step.status == http1::ChunkedDecoder::Status::done) {
-              chunk_out_.append("0\r\n\r\n");
+              rs_->chunk_out.append("0\r\n\r\n");
               done = true;
             }
-            if (!chunk_out_.empty())
-              up_write_failed = co_await write_streamed(up->socket, chunk_out_, watch_up) != UpWrite::done;
+            if (!rs_->chunk_out.empty())
+              up_write_failed = co_await write_streamed(up->socket, rs_->chunk_out, watch_up) != UpWrite::done;
           }
           clear_deadline();
         }
@@ -1323,7 +1338,7 @@ Task<bool> Connection::handle_request() {
             break;
           }
           // The flush cancelled this read: write the rest here, then wait for the answer again.
-          if (!co_await write_rest(up->socket, out_, body_, up_queued_sent_, Wait::upstream)) {
+          if (!co_await write_rest(up->socket, rs_->out, rs_->body, up_queued_sent_, Wait::upstream)) {
             outcome = timed_out_ ? Outcome::timeout : Outcome::reset;
             break;
           }
@@ -1496,8 +1511,8 @@ Task<bool> Connection::handle_request() {
     }
     if (upgrade && code != 101) client_keep = false;  // the client may still send its new protocol
     dr.keep_alive = client_keep;
-    down_head_.clear();
-    build_downstream_head(rh, dr, down_head_);
+    rs_->down_head.clear();
+    build_downstream_head(rh, dr, rs_->down_head);
     rb_.consume(rhead_len);  // `rh` must not be used past this
     down_chunked_.reset();
     account(code);
@@ -1508,7 +1523,7 @@ Task<bool> Connection::handle_request() {
     BodyCut body_cut = BodyCut::none;
     if (code == 101) {
       // Tunnel: bytes both ways until either side closes or the idle timeout passes.
-      if (!co_await write_down(down_head_, rb_.view())) co_return false;
+      if (!co_await write_down(rs_->down_head, rb_.view())) co_return false;
       bytes_down += rb_.size();
       rb_.clear();
       auto tunnel_up = std::shared_ptr<UpstreamConnection>(up.release());
@@ -1588,7 +1603,7 @@ Task<bool> Connection::handle_request() {
     // The body: what came with the head, then the rest as it arrives (never more than the relay
     // buffer held at once; the downstream write's pace is the back-pressure).
     if (kind == http1::BodyKind::none) {
-      ok = co_await write_down(down_head_);
+      ok = co_await write_down(rs_->down_head);
       up_keep = up_keep && rb_.empty();
     } else if (kind == http1::BodyKind::content_length) {
       uint64_t left = *dr.content_length;
@@ -1604,10 +1619,10 @@ Task<bool> Connection::handle_request() {
         // The usual whole small answer: written here without entering a coroutine.
         std::string_view body = rb_.view().substr(0, first);
         before_write_down();
-        ssize_t n = send_now(socket_.native_handle(), down_head_, body);
+        ssize_t n = send_now(socket_.native_handle(), rs_->down_head, body);
         ok = n >= 0;
-        if (ok && static_cast<size_t>(n) < down_head_.size() + body.size())
-          ok = co_await write_rest(socket_, down_head_, body, static_cast<size_t>(n), Wait::write);
+        if (ok && static_cast<size_t>(n) < rs_->down_head.size() + body.size())
+          ok = co_await write_rest(socket_, rs_->down_head, body, static_cast<size_t>(n), Wait::write);
       }
       rb_.consume(first);
       left -= first;
@@ -1668,7 +1683,7 @@ Task<bool> Connection::handle_request() {
           // it (as for a sized answer).
           if (end && up_keep && ok && body_read && up) worker_.put_idle(std::move(up));
         }
-        ok = co_await write_down(head_sent ? std::string_view() : std::string_view(down_head_), pass);
+        ok = co_await write_down(head_sent ? std::string_view() : std::string_view(rs_->down_head), pass);
         head_sent = true;
         if (ok) bytes_down += pass.size();
         rb_.clear();

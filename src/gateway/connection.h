@@ -21,7 +21,7 @@
 
 namespace flotilla::gateway {
 
-class Connection : public std::enable_shared_from_this<Connection> {
+class Connection : public std::enable_shared_from_this<Connection>, private ReadLender {
  public:
   // listener_service: see Worker::listen (empty for gateway.listen's addresses). client_ip: the
   // peer's address as accept4() gave it.
@@ -58,6 +58,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
   enum class Wait : uint8_t { none, idle, head, body, upstream, write, tunnel };
 
   Task<void> run();
+  // The request's lent parts go back to the worker (the read buffer apart: see run()).
+  void give_back();
+  // ReadLender: the read buffer of a head's first bytes (read_head).
+  asio::mutable_buffer lend() override;
+  void take_back() override;
   // Reads until a full head is parsed; false when the connection should just close.
   Task<bool> read_head();
   void log_refused(int status, size_t bytes);
@@ -115,7 +120,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool nodelay_ = false;     // TCP_NODELAY set
   size_t head_length_ = 0;  // the parsed request head's bytes in in_
   UpstreamConnection* current_upstream_ = nullptr;  // the socket a timeout closes
-  // An upstream request (out_ + body_, all in memory) queued for the worker's flush while the
+  // An upstream request (rs_->out + rs_->body, all in memory) queued for the worker's flush while the
   // coroutine already waits for the response on up_queued_. The flush sends it; when the socket
   // took only part of it (partial) or refused it (failed), the flush cancels that wait and the
   // coroutine finishes the write itself or gives up. The coroutine clears the queue entry as soon
@@ -128,19 +133,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // registry change made while it is in flight. Replaced (one pointer compare) when it moved.
   std::shared_ptr<const Snapshot> snapshot_;
 
-  Buffer in_;
+  Buffer in_;  // downstream → upstream; lent per request (lend(), run())
   Buffer rb_;  // upstream → downstream
-  http1::RequestParser parser_;
+  std::unique_ptr<RequestScratch> rs_;  // lent by the worker per request
   std::unique_ptr<http1::ResponseParser> response_parser_;  // lent by the worker per request
   http1::ChunkedDecoder chunked_;       // the request body, when chunked
   http1::ChunkedDecoder down_chunked_;  // the response body, when chunked
-  std::string out_;       // upstream request head
-  std::string down_head_;  // downstream response head
-  std::string body_;       // a small request body, kept for retries
-  std::string chunk_out_;  // re-framed chunks
-  // What the access log says of the current request, kept past the head's consumption (only
-  // filled when there is a log; kept across requests so that their memory is reused).
-  std::string log_path_, log_host_, log_request_id_;
 };
 
 }  // namespace flotilla::gateway

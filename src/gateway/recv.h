@@ -62,6 +62,22 @@
 
 namespace flotilla::gateway {
 
+// Lends a read its buffer only once there is something to read (async_recv_lent): a connection
+// waiting for its next request then holds no read buffer at all, and the one it gets can be a
+// large pooled one (a 5 KiB head in one recv, no allocation). Called on the socket's reactor
+// thread while the read is pending.
+class ReadLender {
+ public:
+  // Room to read into; never empty.
+  virtual asio::mutable_buffer lend() = 0;
+  // The read found nothing after all (EAGAIN; it waits for the next readiness event): what
+  // lend() handed out may go back.
+  virtual void take_back() = 0;
+
+ protected:
+  ~ReadLender() = default;
+};
+
 // What async_accept4 hands over: the new descriptor (non-blocking, close-on-exec; invalid on
 // error) and the peer's address. Whoever holds it owns the descriptor: dropping it closes it.
 struct Accepted {
@@ -93,15 +109,25 @@ void complete_op(void* owner, Ptr& p, Work& w, Binder& handler) {
 
 class RecvOpBase : public ad::reactor_op {
  public:
-  RecvOpBase(int fd, void* data, size_t size, bool to_eof, func_type complete)
+  RecvOpBase(int fd, void* data, size_t size, bool to_eof, ReadLender* lender, func_type complete)
       : reactor_op(boost::system::error_code(), &RecvOpBase::do_perform, complete),
         fd_(fd),
         data_(data),
         size_(size),
-        to_eof_(to_eof) {}
+        to_eof_(to_eof),
+        lender_(lender) {}
 
   static status do_perform(reactor_op* base) {
     auto* o = static_cast<RecvOpBase*>(base);
+    if (o->lender_) {
+      asio::mutable_buffer b = o->lender_->lend();
+      o->data_ = b.data();
+      o->size_ = b.size();
+      if (o->size_ == 0) {  // recv() into nothing would return 0, read as the end of the stream
+        o->ec_ = asio::error::no_buffer_space;
+        return done;
+      }
+    }
     for (;;) {
       ssize_t n = ::recv(o->fd_, o->data_, o->size_, 0);
       if (n > 0) {
@@ -115,7 +141,10 @@ class RecvOpBase : public ad::reactor_op {
         return done_and_exhausted;
       }
       if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) return not_done;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        if (o->lender_) o->lender_->take_back();
+        return not_done;
+      }
       o->ec_ = boost::system::error_code(errno, boost::system::system_category());
       return done;
     }
@@ -126,6 +155,7 @@ class RecvOpBase : public ad::reactor_op {
   void* data_;
   size_t size_;
   bool to_eof_;
+  ReadLender* lender_;  // when set, data_ and size_ come from it at each attempt
 };
 
 template <typename Handler>
@@ -133,8 +163,10 @@ class RecvOp : public RecvOpBase {
  public:
   BOOST_ASIO_DEFINE_HANDLER_PTR(RecvOp);
 
-  RecvOp(int fd, void* data, size_t size, bool to_eof, Handler& handler, const Executor& io_ex)
-      : RecvOpBase(fd, data, size, to_eof, &RecvOp::do_complete), handler_(std::move(handler)), work_(handler_, io_ex) {}
+  RecvOp(int fd, void* data, size_t size, bool to_eof, ReadLender* lender, Handler& handler, const Executor& io_ex)
+      : RecvOpBase(fd, data, size, to_eof, lender, &RecvOp::do_complete),
+        handler_(std::move(handler)),
+        work_(handler_, io_ex) {}
 
   // As reactive_socket_recv_op::do_complete: free the operation before the upcall.
   static void do_complete(void* owner, ad::operation* base, const boost::system::error_code&, std::size_t) {
@@ -235,16 +267,16 @@ struct InitiateAccept {
 struct InitiateRecv {
   template <typename Handler>
   void operator()(Handler&& handler, ad::epoll_reactor* reactor, Socket* socket, asio::mutable_buffer buffer,
-                  bool to_eof) const {
+                  bool to_eof, ReadLender* lender) const {
     using Op = RecvOp<std::decay_t<Handler>>;
     auto& impl = SocketAccess::impl(*socket);
     bool is_continuation = boost_asio_handler_cont_helpers::is_continuation(handler);
     typename Op::ptr p = {std::addressof(handler), Op::ptr::allocate(handler), nullptr};
-    p.p = new (p.v) Op(impl.socket_, buffer.data(), buffer.size(), to_eof, handler, socket->get_executor());
+    p.p = new (p.v) Op(impl.socket_, buffer.data(), buffer.size(), to_eof, lender, handler, socket->get_executor());
     // A read to the end of the stream tries recv() first even after an earlier short read on this
     // socket (a tunnel's first read, after the 101's head took the service's bytes and its FIN).
     if (to_eof) mark_readable(*socket);
-    if (buffer.size() == 0) {
+    if (buffer.size() == 0 && !lender) {
       reactor->post_immediate_completion(p.p, is_continuation);  // as Asio: an empty read completes at once
     } else if ((impl.state_ & ad::socket_ops::non_blocking) ||
                ad::socket_ops::set_internal_non_blocking(impl.socket_, impl.state_, true, p.p->ec_)) {
@@ -291,7 +323,14 @@ inline RecvReactor& reactor_of(asio::io_context& io) { return asio::use_service<
 template <typename Token>
 auto async_recv(RecvReactor& reactor, Socket& socket, asio::mutable_buffer buffer, Token&& token) {
   return asio::async_initiate<Token, void(boost::system::error_code, std::size_t)>(
-      recv_detail::InitiateRecv{}, token, &reactor, &socket, buffer, false);
+      recv_detail::InitiateRecv{}, token, &reactor, &socket, buffer, false, nullptr);
+}
+// async_recv into whatever `lender` lends when the socket has bytes (or an end) to read; the
+// bytes read are at the start of the room lend() returned last.
+template <typename Token>
+auto async_recv_lent(RecvReactor& reactor, Socket& socket, ReadLender& lender, Token&& token) {
+  return asio::async_initiate<Token, void(boost::system::error_code, std::size_t)>(
+      recv_detail::InitiateRecv{}, token, &reactor, &socket, asio::mutable_buffer(), false, &lender);
 }
 // The same for a stream whose end matters (a body delimited by the close, a tunnel): a short read
 // does not stop the next read from trying recv() first, so a FIN that came with the last bytes is
@@ -299,7 +338,7 @@ auto async_recv(RecvReactor& reactor, Socket& socket, asio::mutable_buffer buffe
 template <typename Token>
 auto async_recv_to_eof(RecvReactor& reactor, Socket& socket, asio::mutable_buffer buffer, Token&& token) {
   return asio::async_initiate<Token, void(boost::system::error_code, std::size_t)>(
-      recv_detail::InitiateRecv{}, token, &reactor, &socket, buffer, true);
+      recv_detail::InitiateRecv{}, token, &reactor, &socket, buffer, true, nullptr);
 }
 #else
 struct RecvReactor {};
@@ -314,6 +353,11 @@ auto async_recv(RecvReactor&, Socket& socket, asio::mutable_buffer buffer, Token
 template <typename Token>
 auto async_recv_to_eof(RecvReactor&, Socket& socket, asio::mutable_buffer buffer, Token&& token) {
   return socket.async_read_some(buffer, std::forward<Token>(token));
+}
+// Without the reactor's operation the buffer is lent before the wait.
+template <typename Token>
+auto async_recv_lent(RecvReactor&, Socket& socket, ReadLender& lender, Token&& token) {
+  return socket.async_read_some(lender.lend(), std::forward<Token>(token));
 }
 // Asio's accept, then the descriptor taken out of the reactor again (an epoll_ctl pair).
 template <typename Token>

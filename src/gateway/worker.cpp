@@ -20,6 +20,8 @@ namespace flotilla::gateway {
 
 namespace {
 constexpr auto kSweep = std::chrono::milliseconds(50);
+// Pooled request strings above this are given back (typical heads stay well under).
+constexpr size_t kKeptStringCapacity = 8 * 1024;
 // After an accept error (out of descriptors or memory): how long a listener rests.
 constexpr auto kAcceptBackoff = std::chrono::milliseconds(100);
 }  // namespace
@@ -397,6 +399,24 @@ void Worker::give_relay(Buffer&& b) {
     spare_relays_.push_back(std::move(b));
   }
   b = Buffer();
+}
+
+std::unique_ptr<RequestScratch> Worker::take_scratch() {
+  if (spare_scratch_.empty()) return std::make_unique<RequestScratch>();
+  auto s = std::move(spare_scratch_.back());
+  spare_scratch_.pop_back();
+  return s;
+}
+
+void Worker::give_scratch(std::unique_ptr<RequestScratch> s) {
+  if (!s || spare_scratch_.size() >= 256) return;
+  s->parser.reset();
+  // A large request's copies (its head forwarded, its body kept for retries) are not kept for
+  // the next one: a 50 KiB head would otherwise stay pinned in the pool.
+  for (std::string* str : {&s->out, &s->down_head, &s->body, &s->chunk_out, &s->log_path, &s->log_host,
+                           &s->log_request_id})
+    if (str->capacity() > kKeptStringCapacity) std::string().swap(*str);
+  spare_scratch_.push_back(std::move(s));
 }
 
 std::unique_ptr<http1::ResponseParser> Worker::take_response_parser() {

@@ -243,6 +243,110 @@ TEST_F(RecvTest, ManyRoundTripsInALoop) {
   }
 }
 
+// ---- async_recv_lent ----
+
+// A lender that counts what it lends, as the connection does with the worker's relay buffers.
+class CountingLender : public ReadLender {
+ public:
+  asio::mutable_buffer lend() override {
+    ++lent;
+    out = true;
+    return asio::buffer(buf, size);
+  }
+  void take_back() override {
+    ++taken_back;
+    out = false;
+  }
+  char buf[64];
+  size_t size = sizeof buf;
+  int lent = 0, taken_back = 0;
+  bool out = false;  // lent and not taken back
+};
+
+class LentRecvTest : public RecvTest {
+ protected:
+  void start_lent() {
+    result_.reset();
+    async_recv_lent(reactor_of(io_), socket_, lender_, [this](error_code ec, size_t n) { result_ = Result{ec, n}; });
+  }
+  std::string lent_got() const { return std::string(lender_.buf, result_ ? result_->n : 0); }
+  CountingLender lender_;
+};
+
+TEST_F(LentRecvTest, AWaitingReadHoldsNoBufferUntilBytesArrive) {
+  send("abc");
+  start(16);
+  ASSERT_TRUE(finish());
+  start_lent();  // drained: waits for epoll without lending
+  spin_reactor();
+  EXPECT_FALSE(result_.has_value());
+  EXPECT_EQ(lender_.lent, 0);
+  send("GET / HTTP/1.1\r\n");
+  ASSERT_TRUE(finish());
+  EXPECT_FALSE(result_->ec);
+  EXPECT_EQ(lent_got(), "GET / HTTP/1.1\r\n");
+  EXPECT_EQ(lender_.lent, 1);
+  EXPECT_EQ(lender_.taken_back, 0);
+}
+
+TEST_F(LentRecvTest, ASpeculativeTryThatFindsNothingGivesTheBufferBack) {
+  // A socket Asio accepted itself tries recv() first: EAGAIN, so the buffer goes back while the
+  // read waits, and is lent again when the bytes come.
+  ASSERT_TRUE(reads_speculatively(socket_));
+  start_lent();
+  spin_reactor();
+  EXPECT_FALSE(result_.has_value());
+  EXPECT_EQ(lender_.lent, 1);
+  EXPECT_EQ(lender_.taken_back, 1);
+  EXPECT_FALSE(lender_.out);
+  send("xyz");
+  ASSERT_TRUE(finish());
+  EXPECT_EQ(lent_got(), "xyz");
+  EXPECT_EQ(lender_.lent, 2);
+  EXPECT_TRUE(lender_.out);
+}
+
+TEST_F(LentRecvTest, BytesAlreadyThereAreReadAtOnce) {
+  send("uvw");
+  std::this_thread::sleep_for(20ms);
+  start_lent();
+  ASSERT_TRUE(finish());
+  EXPECT_EQ(lent_got(), "uvw");
+  EXPECT_EQ(lender_.lent, 1);
+  EXPECT_EQ(lender_.taken_back, 0);
+}
+
+TEST_F(LentRecvTest, EndOfStreamAndCancelLeaveNothingLentButTheEndingRead) {
+  start_lent();
+  spin_reactor();
+  error_code ignored;
+  socket_.cancel(ignored);
+  ASSERT_TRUE(finish());
+  EXPECT_EQ(result_->ec, asio::error::operation_aborted);
+  EXPECT_FALSE(lender_.out);
+  start_lent();
+  spin_reactor();
+  peer_.close();
+  ASSERT_TRUE(finish());
+  EXPECT_EQ(result_->ec, asio::error::eof);
+  EXPECT_EQ(result_->n, 0u);
+}
+
+// recv() into no room would return 0, which reads as the end of the stream: an error instead.
+TEST_F(LentRecvTest, ALenderWithNoRoomIsAnErrorNotAnEnd) {
+  lender_.size = 0;
+  send("abc");
+  std::this_thread::sleep_for(20ms);
+  start_lent();
+  ASSERT_TRUE(finish());
+#ifdef FLOTILLA_DRAIN_AWARE_RECV
+  EXPECT_EQ(result_->ec, asio::error::no_buffer_space);
+#else
+  EXPECT_FALSE(result_->ec);  // Asio's empty read completes at once with nothing
+#endif
+  EXPECT_EQ(result_->n, 0u);
+}
+
 // ---- async_accept4 and adopt_accepted ----
 
 class AcceptTest : public ::testing::Test {
