@@ -368,6 +368,11 @@ void Connection::check_client_now(int64_t now) {
 
 void Connection::check_idle_now() {
   idle_check_at_ = 0;  // once per idle spell
+  // Nor does an idle connection pin the snapshot of its last request: after registry changes, a
+  // few thousand idle clients would otherwise keep as many old generations (each with its own
+  // per-route and per-cluster state) alive. The next request takes the current one (an atomic
+  // increment, once per idle spell).
+  snapshot_.reset();
   pollfd p{socket_.native_handle(), POLLIN | POLLRDHUP, 0};
   if (::poll(&p, 1, 0) <= 0 || (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL)) == 0) return;
   // The client is done sending, and has every answer: the wait for its next request ends.

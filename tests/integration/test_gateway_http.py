@@ -1199,6 +1199,47 @@ def test_connection_flood_keeps_process_alive(make_stack, make_backend):
     wait_for(lambda: serves(stack, "/echo/after-flood"), timeout=10, what="a request served after the flood")
 
 
+def test_an_idle_connection_past_its_idle_check_serves_what_comes_and_still_times_out(make_stack, make_backend):
+    # 200 ms into its idleness a keep-alive connection is checked for a FIN and lets go of its
+    # routing snapshot; it holds no read buffer while it waits (the buffer is lent when bytes
+    # come). From there it must serve pipelined and split requests as before, and timeouts.idle
+    # and the client's close must still end it.
+    stack = make_stack("gateway:\n  listen: [{gw}]\n  workers: 1\n  timeouts: {idle: 1s, header: 2s}\n"
+                       "  routes:\n    - service: web\n")
+    stack.register("web", make_backend("idle"))
+
+    def open_gauge():
+        m = re.search(r"^flotilla_gateway_downstream_connections (\S+)$", stack.metrics(), re.M)
+        return float(m.group(1)) if m else -1.0
+
+    with Client(stack.gw_port, timeout=5) as c:
+        c.send(request("GET", "/echo/first", host="x.test"))
+        assert c.read_response().status == 200
+        time.sleep(0.5)  # past the idle check
+        c.send(request("GET", "/echo/p1", host="x.test") + request("GET", "/echo/p2", host="x.test"))
+        assert [c.read_response().header("x-path") for _ in range(2)] == ["/echo/p1", "/echo/p2"]
+        time.sleep(0.5)  # past it again; then a head in three parts
+        data = request("GET", "/echo/split", host="x.test")
+        for part in (data[:5], data[5:20], data[20:]):
+            c.send(part)
+            time.sleep(0.15)
+        r = c.read_response()
+        assert (r.status, r.header("x-path")) == (200, "/echo/split")
+        # Now quiet: closed by timeouts.idle (1 s), not held.
+        started = time.monotonic()
+        c.sock.settimeout(5)
+        assert c.sock.recv(1) == b""
+        took = time.monotonic() - started
+        assert 0.7 < took < 3.0, f"closed {took:.2f} s into its idleness, not after timeouts.idle (1 s)"
+    # A client that closes an idle connection: the gateway closes its end too.
+    with Client(stack.gw_port, timeout=5) as c:
+        c.send(request("GET", "/echo/then-leave", host="x.test"))
+        assert c.read_response().status == 200
+        time.sleep(0.5)
+        assert open_gauge() >= 1
+    wait_for(lambda: open_gauge() == 0, timeout=5, what="the idle connection closed after its client left")
+
+
 def serves(stack, path):
     """One GET through the gateway answered 200 (False on any connection failure)."""
     try:
