@@ -551,14 +551,6 @@ void Connection::give_back() {
   worker_.give_response_parser(std::move(response_parser_));
 }
 
-asio::mutable_buffer Connection::lend() {
-  if (in_.capacity() == 0) in_ = worker_.take_relay();
-  return {in_.write_ptr(), in_.room()};
-}
-
-void Connection::take_back() {
-  if (in_.empty()) worker_.give_relay(std::move(in_));
-}
 
 namespace {
 // An idle keep-alive connection is polled for an unannounced FIN this long into its idleness.
@@ -651,10 +643,11 @@ Task<bool> Connection::read_head() {
     size_t n;
     if (in_.empty()) {
       // The first bytes of a head: a 16 KiB buffer from the worker's pool is lent when they
-      // arrive (lend()), so a head of up to 16 KiB takes one recv() and no allocation, and a
-      // connection waiting for its request holds no buffer at all.
+      // arrive, so a head of up to 16 KiB takes one recv() and no allocation, and a connection
+      // waiting for its request holds no buffer at all.
       if (in_.capacity() != 0) worker_.give_relay(std::move(in_));
-      n = co_await async_recv_lent(reactor_, socket_, *this, asio::redirect_error(kAwait, ec));
+      RelayLender lender(worker_, in_);
+      n = co_await async_recv_lent(reactor_, socket_, lender, asio::redirect_error(kAwait, ec));
     } else {
       // A head bigger than its buffer gets room for 8 KiB more at once, not doubling per read.
       const size_t want = in_.room() == 0 ? kBigHeadRoom : 1024;
@@ -1238,8 +1231,10 @@ Task<bool> Connection::handle_request() {
     if (outcome == Outcome::response) {
       if (!response_parser_) response_parser_ = worker_.take_response_parser();
       response_parser_->reset();
-      if (rb_.capacity() == 0) rb_ = worker_.take_relay();
       rb_.clear();
+      // Nothing more comes from the client for this request: its read buffer goes back unless it
+      // holds the start of a pipelined one (a long poll waits holding neither relay buffer).
+      if (body_read && in_.empty()) worker_.give_relay(std::move(in_));
       set_deadline(Wait::upstream, std::min(try_deadline, route_deadline - (now_ns() - request_done_at)));
       awaiting_answer_ = true;
       abort_on_close_ = route.abort_on_client_close;
@@ -1292,20 +1287,25 @@ Task<bool> Connection::handle_request() {
             break;
           }
         }
-        if (rb_.make_room(1024, kMaxHead) == 0) {
-          outcome = Outcome::bad_response;
-          malformed = "header section too large";
-          break;
-        }
         error_code ec;
-        // The first read waits for the answer (drained-socket aware); a read for the rest of a
-        // head cut in parts, or for the final head after an interim one, must see a FIN that came
-        // with the bytes read before (see recv.h).
-        size_t n = rb_.empty() && !heard_answer
-                       ? co_await async_recv(reactor_, up->socket, asio::buffer(rb_.write_ptr(), rb_.room()),
-                                             asio::redirect_error(kAwait, ec))
-                       : co_await async_recv_to_eof(reactor_, up->socket, asio::buffer(rb_.write_ptr(), rb_.room()),
-                                                    asio::redirect_error(kAwait, ec));
+        size_t n;
+        if (rb_.empty() && !heard_answer) {
+          // The first read waits for the answer (drained-socket aware), with the relay buffer
+          // lent only when the answer's first bytes come.
+          if (rb_.capacity() != 0) worker_.give_relay(std::move(rb_));
+          RelayLender lender(worker_, rb_);
+          n = co_await async_recv_lent(reactor_, up->socket, lender, asio::redirect_error(kAwait, ec));
+        } else {
+          if (rb_.make_room(1024, kMaxHead) == 0) {
+            outcome = Outcome::bad_response;
+            malformed = "header section too large";
+            break;
+          }
+          // The rest of a head cut in parts, or the final head after an interim one, must see a
+          // FIN that came with the bytes read before (see recv.h).
+          n = co_await async_recv_to_eof(reactor_, up->socket, asio::buffer(rb_.write_ptr(), rb_.room()),
+                                         asio::redirect_error(kAwait, ec));
+        }
         if (client_gone_) {
           // The sweep found the client gone (check_client): nobody waits for this answer.
           awaiting_answer_ = false;
@@ -1565,13 +1565,15 @@ Task<bool> Connection::handle_request() {
             upload->ended.cancel();
           },
           asio::detached);
-      std::array<char, 16384> buf;
+      // The relay buffer (empty now) carries service -> client: a buffer declared here would be
+      // part of this coroutine's frame, allocated for every request, tunnel or not.
+      const asio::mutable_buffer buf(rb_.write_ptr(), rb_.room());
       error_code ec;
       if (!nodelay_) set_nodelay();  // a tunnel's small messages must not wait for ACKs
       set_deadline(Wait::tunnel, idle);
       bool service_finished = false;  // the service's FIN, not an error
       for (;;) {
-        size_t n = co_await async_recv_to_eof(reactor_, tunnel_up->socket, asio::buffer(buf), asio::redirect_error(kAwait, ec));
+        size_t n = co_await async_recv_to_eof(reactor_, tunnel_up->socket, buf, asio::redirect_error(kAwait, ec));
         if (ec || n == 0) {
           service_finished = !ec || ec == asio::error::eof;
           break;

@@ -21,7 +21,25 @@
 
 namespace flotilla::gateway {
 
-class Connection : public std::enable_shared_from_this<Connection>, private ReadLender {
+// Lends `buffer` a 16 KiB relay buffer from the worker's pool when a read has bytes for it
+// (async_recv_lent), and gives it back when the read found nothing after all.
+class RelayLender final : public ReadLender {
+ public:
+  RelayLender(Worker& worker, Buffer& buffer) : worker_(worker), buffer_(buffer) {}
+  asio::mutable_buffer lend() override {
+    if (buffer_.capacity() == 0) buffer_ = worker_.take_relay();
+    return {buffer_.write_ptr(), buffer_.room()};
+  }
+  void take_back() override {
+    if (buffer_.empty()) worker_.give_relay(std::move(buffer_));
+  }
+
+ private:
+  Worker& worker_;
+  Buffer& buffer_;
+};
+
+class Connection : public std::enable_shared_from_this<Connection> {
  public:
   // listener_service: see Worker::listen (empty for gateway.listen's addresses). client_ip: the
   // peer's address as accept4() gave it.
@@ -60,9 +78,6 @@ class Connection : public std::enable_shared_from_this<Connection>, private Read
   Task<void> run();
   // The request's lent parts go back to the worker (the read buffer apart: see run()).
   void give_back();
-  // ReadLender: the read buffer of a head's first bytes (read_head).
-  asio::mutable_buffer lend() override;
-  void take_back() override;
   // Reads until a full head is parsed; false when the connection should just close.
   Task<bool> read_head();
   void log_refused(int status, size_t bytes);
@@ -133,7 +148,9 @@ class Connection : public std::enable_shared_from_this<Connection>, private Read
   // registry change made while it is in flight. Replaced (one pointer compare) when it moved.
   std::shared_ptr<const Snapshot> snapshot_;
 
-  Buffer in_;  // downstream → upstream; lent per request (lend(), run())
+  // Both lent by the worker when a message's first bytes arrive (RelayLender), so neither a
+  // connection waiting for its next request nor a request waiting for its answer holds one.
+  Buffer in_;  // downstream → upstream
   Buffer rb_;  // upstream → downstream
   std::unique_ptr<RequestScratch> rs_;  // lent by the worker per request
   std::unique_ptr<http1::ResponseParser> response_parser_;  // lent by the worker per request
