@@ -985,7 +985,7 @@ Task<bool> Connection::handle_request() {
   // (tries shorter than a second must not escape it), then once a second (check_client).
   client_check_at_ = request_done_at + 1'000'000'000;
   Tried tried;
-  chunked_.reset();
+  rs_->chunked.reset();
   bool request_streamed = false;  // bytes of a streamed body were consumed: no second try
   bool body_read = body_buffered;  // the request's body was read to its end
 
@@ -1180,7 +1180,7 @@ Task<bool> Connection::handle_request() {
             done = left == 0;
           } else {
             rs_->chunk_out.clear();
-            auto step = chunked_.feed(in_.view(), [&](std::string_view data) {
+            auto step = rs_->chunked.feed(in_.view(), [&](std::string_view data) {
               char size[20];
               auto [e, c] = std::to_chars(size, size + sizeof size, data.size(), 16);
               rs_->chunk_out.append(size, static_cast<size_t>(e - size));
@@ -1189,7 +1189,7 @@ Task<bool> Connection::handle_request() {
               rs_->chunk_out.append("\r\n");
             });
             if (step.status == http1::ChunkedDecoder::Status::error ||
-                (route.max_body_bytes && chunked_.announced_size() > route.max_body_bytes)) {
+                (route.max_body_bytes && rs_->chunked.announced_size() > route.max_body_bytes)) {
               clear_deadline();
               int code = step.status == http1::ChunkedDecoder::Status::error ? step.http_status : 413;
               account(code);
@@ -1519,7 +1519,7 @@ Task<bool> Connection::handle_request() {
     rs_->down_head.clear();
     build_downstream_head(rh, dr, rs_->down_head);
     rb_.consume(rhead_len);  // `rh` must not be used past this
-    down_chunked_.reset();
+    rs_->down_chunked.reset();
     account(code);
 
     bool ok = true;
@@ -1673,10 +1673,10 @@ Task<bool> Connection::handle_request() {
         if (kind == http1::BodyKind::chunked) {
           http1::ChunkedDecoder::Step step;
           if (minor == 1) {
-            step = down_chunked_.feed(rb_.view(), [](std::string_view) {});
+            step = rs_->down_chunked.feed(rb_.view(), [](std::string_view) {});
             pass = rb_.view().substr(0, step.consumed);
           } else {
-            step = down_chunked_.feed(rb_.view(), [&decoded](std::string_view d) { decoded.append(d); });
+            step = rs_->down_chunked.feed(rb_.view(), [&decoded](std::string_view d) { decoded.append(d); });
             pass = decoded;
           }
           if (step.status == http1::ChunkedDecoder::Status::error) {

@@ -13,7 +13,6 @@
 #include <optional>
 #include <string>
 
-#include "gateway/http1/chunked_decoder.h"
 #include "gateway/http1/request_parser.h"
 #include "gateway/http1/response_parser.h"
 #include "gateway/recv.h"
@@ -154,8 +153,6 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Buffer rb_;  // upstream → downstream
   std::unique_ptr<RequestScratch> rs_;  // lent by the worker per request
   std::unique_ptr<http1::ResponseParser> response_parser_;  // lent by the worker per request
-  http1::ChunkedDecoder chunked_;       // the request body, when chunked
-  http1::ChunkedDecoder down_chunked_;  // the response body, when chunked
 };
 
 }  // namespace flotilla::gateway

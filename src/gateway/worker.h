@@ -30,6 +30,7 @@
 #include "config/flotilla_file.h"
 #include "gateway/lb/load_balancer.h"
 #include "gateway/buffer.h"
+#include "gateway/http1/chunked_decoder.h"
 #include "gateway/http1/request_parser.h"
 #include "gateway/http1/response_parser.h"
 #include "gateway/round_end.h"
@@ -112,9 +113,11 @@ struct UpstreamConnection {
 
 // What a downstream request needs from its first byte to its end: the head's parser and the
 // strings built for it. Lent by the worker per request (Worker::take_scratch), so a connection
-// waiting for its next request holds none of it (~2.5 KiB with the parser's field vectors).
+// waiting for its next request holds none of it (~2.8 KiB with the parser's field vectors).
 struct RequestScratch {
   http1::RequestParser parser;
+  http1::ChunkedDecoder chunked;       // the request body, when chunked
+  http1::ChunkedDecoder down_chunked;  // the response body, when chunked
   std::string out;        // upstream request head
   std::string down_head;  // downstream response head
   std::string body;       // a small request body, kept for retries
