@@ -4,6 +4,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <cctype>
 #include <filesystem>
 #include <cerrno>
 #include <cmath>
@@ -578,6 +579,10 @@ void read_supervisor_keys(const Reader& r, const YAML::Node& n, const std::strin
   }
   if (const auto& v = n["restart"]) {
     s.restart = r.string(v, p + "restart");
+    // Any casing, as the booleans; YAML's other words for "no" (`restart: off`, `false`) too.
+    std::transform(s.restart.begin(), s.restart.end(), s.restart.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    if (s.restart == "false" || s.restart == "off") s.restart = "no";
     if (s.restart != "always" && s.restart != "on-failure" && s.restart != "no")
       r.fail(v, p + "restart must be always, on-failure or no");
   }

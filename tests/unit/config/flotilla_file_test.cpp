@@ -826,7 +826,12 @@ TEST(FlotillaFile, Healthcheck) {
 TEST(FlotillaFile, RestartStopSignalAndGracePeriod) {
   for (const char* v : {"always", "on-failure", "no"})
     EXPECT_EQ(only_service(parse(web(std::string("restart: ") + v), "app/flotilla.yaml")).restart, v);
+  const std::pair<const char*, const char*> spelled[] = {
+      {"Always", "always"}, {"ON-FAILURE", "on-failure"}, {"No", "no"}, {"\"NO\"", "no"}, {"off", "no"}, {"False", "no"}};
+  for (const auto& [written, meant] : spelled)
+    EXPECT_EQ(only_service(parse(web(std::string("restart: ") + written), "app/flotilla.yaml")).restart, meant) << written;
   EXPECT_CONFIG_ERROR(web("restart: unless-stopped"), "restart must be always, on-failure or no");
+  EXPECT_CONFIG_ERROR(web("restart: yes"), "restart must be always, on-failure or no");
   EXPECT_CONFIG_ERROR(web("restart: [always]"), "restart must be a string");
 
   const std::pair<const char*, const char*> signals[] = {{"TERM", "SIGTERM"}, {"SIGTERM", "SIGTERM"}, {"INT", "SIGINT"},
