@@ -898,7 +898,7 @@ Task<bool> Connection::handle_request() {
   ur.random[2] = worker_.random();
   rs_->out.clear();
   std::string_view request_id = build_upstream_head(head, ur, rs_->out);
-  std::string& log_request_id = rs_->log_request_id;  // rs_->out is rebuilt per try: keep a copy for the log
+  std::string& log_request_id = rs_->log_request_id;  // the log's own copy of the id
   if (shared.access_log) log_request_id.assign(request_id);
   in_.consume(head_length);  // from here on, `head` must not be used
   head_consumed = true;
