@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <list>
 #include <memory>
+#include <new>
 #include <optional>
 #include <string>
 
@@ -26,7 +27,15 @@ class RelayLender final : public ReadLender {
  public:
   RelayLender(Worker& worker, Buffer& buffer) : worker_(worker), buffer_(buffer) {}
   asio::mutable_buffer lend() override {
-    if (buffer_.capacity() == 0) buffer_ = worker_.take_relay();
+    // Called inside the reactor: out of memory ends this read (no room: no_buffer_space), not
+    // the worker's event loop.
+    if (buffer_.capacity() == 0) {
+      try {
+        buffer_ = worker_.take_relay();
+      } catch (const std::bad_alloc&) {
+        return {};
+      }
+    }
     return {buffer_.write_ptr(), buffer_.room()};
   }
   void take_back() override {

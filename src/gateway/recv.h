@@ -354,7 +354,8 @@ template <typename Token>
 auto async_recv_to_eof(RecvReactor&, Socket& socket, asio::mutable_buffer buffer, Token&& token) {
   return socket.async_read_some(buffer, std::forward<Token>(token));
 }
-// Without the reactor's operation the buffer is lent before the wait.
+// Without the reactor's operation the buffer is lent before the wait: a waiting read holds it
+// (such builds give up ADR 0009's idle-memory savings, not correctness).
 template <typename Token>
 auto async_recv_lent(RecvReactor&, Socket& socket, ReadLender& lender, Token&& token) {
   return socket.async_read_some(lender.lend(), std::forward<Token>(token));
