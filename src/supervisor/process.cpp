@@ -523,6 +523,9 @@ bool is_shim(pid_t pid, uint64_t start_ticks) {
 }
 
 std::vector<Usage> sample_usage(const std::vector<pid_t>& roots) {
+  // Nothing supervised (an agent that only registers and routes): no pass over /proc, which
+  // reads every process on the host once a second.
+  if (roots.empty()) return {};
   static const long ticks = ::sysconf(_SC_CLK_TCK);
   static const long page = ::sysconf(_SC_PAGESIZE);
   struct Proc {

@@ -418,6 +418,13 @@ TEST_F(ProcessTest, SampleUsageSeesTheTree) {
   EXPECT_GT(all.rss_bytes, main.rss_bytes);
   EXPECT_GE(all.cpu_seconds, main.cpu_seconds);
   EXPECT_EQ(sample_usage(-1).processes, 0);
+  // The batch form: one entry per root, in order; none for none.
+  auto both = sample_usage(std::vector<pid_t>{s.shim, -1, s.pid});
+  ASSERT_EQ(both.size(), 3u);
+  EXPECT_EQ(both[0].processes, 2);
+  EXPECT_EQ(both[1].processes, 0);
+  EXPECT_EQ(both[2].processes, 1);
+  EXPECT_TRUE(sample_usage(std::vector<pid_t>{}).empty());
 }
 
 TEST_F(ProcessTest, ReaperReportsExitsOnTheLoop) {
