@@ -551,7 +551,6 @@ void Connection::give_back() {
   worker_.give_response_parser(std::move(response_parser_));
 }
 
-
 namespace {
 // An idle keep-alive connection is polled for an unannounced FIN this long into its idleness.
 constexpr int64_t kIdleFinCheck = 200'000'000;
