@@ -49,10 +49,32 @@ def wait_for(predicate, timeout=8.0, interval=0.05, what="condition"):
     pytest.fail(f"timed out after {timeout}s waiting for {what() if callable(what) else what}; last value: {last!r}")
 
 
+_handed_out = set()  # every port free_port()/free_ports() gave in this test process
+
+
+def free_ports(n):
+    """n free loopback ports, distinct from each other and from every port handed out before in
+    this process: the kernel may give a port it just gave back again (two ports chosen for one
+    config, or a service's fixed port and the stack's own, were seen to collide)."""
+    ports = []
+    while len(ports) < n:
+        socks = [socket.socket() for _ in range(n - len(ports))]
+        try:
+            for s in socks:
+                s.bind(("127.0.0.1", 0))
+            got = [s.getsockname()[1] for s in socks]
+        finally:
+            for s in socks:
+                s.close()
+        for p in got:
+            if p not in _handed_out:
+                _handed_out.add(p)
+                ports.append(p)
+    return ports
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
 
 
 class Agent:
@@ -156,8 +178,7 @@ class Stack:
 
     def __init__(self, directory, yaml_body, extra_args=(), env=None, new_session=False):
         self.dir = directory
-        self.api_port = free_port()
-        self.gw_port = free_port()
+        self.api_port, self.gw_port = free_ports(2)
         self.api = f"http://127.0.0.1:{self.api_port}"
         self.gw = f"http://127.0.0.1:{self.gw_port}"
         self.file = os.path.join(directory, "flotilla.yaml")

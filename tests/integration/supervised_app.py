@@ -16,7 +16,7 @@ import urllib.error
 import urllib.request
 import uuid
 
-from conftest import BIN, ROOT, free_port, stop_process, wait_for
+from conftest import BIN, ROOT, free_ports, stop_process, wait_for
 
 SERVICES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "services")
 CPP_SERVICE = os.environ.get("FLOTILLA_TEST_SERVICE", os.path.join(ROOT, "build", "tests", "test_service"))
@@ -51,8 +51,7 @@ class App:
     def __init__(self, tmp_path, yaml_services, routes=None, extra_yaml="", files=None, gateway_yaml=""):
         self.dir = str(tmp_path)
         self.name = "t" + uuid.uuid4().hex[:10]
-        self.api_port = free_port()
-        self.gw_port = free_port()
+        self.api_port, self.gw_port = free_ports(2)
         self.api = f"http://127.0.0.1:{self.api_port}"
         self.gw = f"http://127.0.0.1:{self.gw_port}"
         for rel, text in (files or {}).items():

@@ -4,7 +4,7 @@ import os
 import socket
 import subprocess
 
-from conftest import BIN, free_port
+from conftest import BIN, free_port, free_ports
 
 
 def run(*args, api=None, stdin=None):
@@ -132,8 +132,9 @@ def test_up_names_the_access_log_when_it_cannot_open_it(tmp_path):
     # A missing directory is made; one that cannot be (a file is in its place) fails the start.
     f = tmp_path / "flotilla.yaml"
     (tmp_path / "blocker").write_text("a file, not a directory")
-    f.write_text(f"name: shop\nagent:\n  api: 127.0.0.1:{free_port()}\n  data_dir: data\n"
-                 f"gateway:\n  listen: [127.0.0.1:{free_port()}]\n  access_log: {tmp_path}/blocker/dir/a.log\n")
+    api, listen = free_ports(2)
+    f.write_text(f"name: shop\nagent:\n  api: 127.0.0.1:{api}\n  data_dir: data\n"
+                 f"gateway:\n  listen: [127.0.0.1:{listen}]\n  access_log: {tmp_path}/blocker/dir/a.log\n")
     r = subprocess.run([BIN, "up", "-f", str(f)], capture_output=True, text=True, timeout=20)
     assert r.returncode == 1
     assert "cannot open access log" in r.stderr and "gateway.listen" not in r.stderr, r.stderr

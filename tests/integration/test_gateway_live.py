@@ -17,7 +17,7 @@ import urllib.request
 
 import pytest
 
-from conftest import BIN, Agent, cpu_ticks, free_port, wait_for
+from conftest import BIN, Agent, cpu_ticks, free_port, free_ports, wait_for
 
 ROUTE_WEB = "gateway:\n  listen: [{gw}]\n  workers: 2\n  routes:\n    - service: web\n"
 
@@ -366,8 +366,7 @@ class StandaloneGateway:
     """`flotilla gateway -f FILE --registry URL --admin ADDR` on free loopback ports, by PID."""
 
     def __init__(self, directory, registry_url, name, workers=2, routes="    - service: web\n"):
-        self.port = free_port()
-        self.admin_port = free_port()
+        self.port, self.admin_port = free_ports(2)
         self.url = f"http://127.0.0.1:{self.port}"
         self.admin = f"http://127.0.0.1:{self.admin_port}"
         self.file = os.path.join(directory, f"gateway-{name}.yaml")
@@ -517,7 +516,11 @@ def test_standalone_gateways_follow_an_agent(data_dir, make_gateway, make_backen
 
 def test_standalone_gateway_without_registry_starts_and_catches_up(data_dir, make_gateway, make_backend):
     """A gateway started before its registry routes nothing (503), then follows once it is up."""
-    port = free_port()
+    # The registry's port stays bound (not listening: connections are refused) until the registry
+    # starts, so the gateway's own free ports cannot be it.
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    port = holder.getsockname()[1]
     g = make_gateway(f"http://127.0.0.1:{port}")  # waits for sync up to 5 s: nothing listens yet
     status, _, body = get(g.url + "/")
     assert status == 503 and json.loads(body)["service"] == "web"
@@ -534,6 +537,7 @@ def test_standalone_gateway_without_registry_starts_and_catches_up(data_dir, mak
     assert answer_age() >= 4.5, "the registry never answered: the age counts from the start (5 s of sync wait)"
     agent_dir = os.path.join(data_dir, "agent2")
     os.makedirs(agent_dir)
+    holder.close()
     agent = Agent(agent_dir, port=port).start()
     try:
         b = make_backend("late")

@@ -270,8 +270,8 @@ def test_standalone_gateway_reloads_on_sighup(data_dir, make_gateway, make_backe
 def test_up_again_without_a_gateway_says_a_restart_is_needed(data_dir):
     """An application started without a gateway cannot get one live: `flotilla up` says so, and
     the agent (which has a supervisor even with no supervised service) still stops on `down`."""
-    from conftest import free_port, stop_process
-    api_port, gw_port = free_port(), free_port()
+    from conftest import free_ports, stop_process
+    api_port, gw_port = free_ports(2)
     path = os.path.join(data_dir, "flotilla.yaml")
     head = f"name: plain\nagent:\n  api: 127.0.0.1:{api_port}\n  data_dir: data\n"
     with open(path, "w") as f:
