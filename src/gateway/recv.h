@@ -68,7 +68,8 @@ namespace flotilla::gateway {
 // thread while the read is pending.
 class ReadLender {
  public:
-  // Room to read into; never empty.
+  // Room to read into; empty only when none can be had (the read then ends with
+  // no_buffer_space).
   virtual asio::mutable_buffer lend() = 0;
   // The read found nothing after all (EAGAIN; it waits for the next readiness event): what
   // lend() handed out may go back.
