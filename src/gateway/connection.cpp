@@ -525,9 +525,7 @@ Task<void> Connection::run() {
     if (!keep) break;
     if (close_after_ || worker_.shared().draining.load(std::memory_order_relaxed)) break;
     // A connection between requests holds no buffer, parser or string: the read buffer goes
-    // back unless it holds the start of a pipelined request (read_head lends a new one when the
-    // next request arrives), and the rest is lent per request.
-    if (in_.empty()) worker_.give_relay(std::move(in_));
+    // back in read_head unless it holds the start of a pipelined request, and the rest here.
     give_back();
   }
   // close() alone sends the FIN after whatever is still queued, as a shutdown(SHUT_WR) first
