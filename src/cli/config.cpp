@@ -109,6 +109,11 @@ std::function<int()> add_config(CLI::App& app) {
         for (const auto& l : f.gateway->listen) std::cout << " " << l;
         std::cout << ", workers " << (f.gateway->workers ? std::to_string(f.gateway->workers) : "auto") << ", "
                   << f.gateway->routes.size() << " route(s)\n";
+        if (!f.gateway->trusted_proxies.empty()) {
+          std::cout << "    trusted proxies (X-Forwarded-* believed from):";
+          for (const auto& t : f.gateway->trusted_proxies) std::cout << " " << t;
+          std::cout << "\n";
+        }
         for (const auto& r : f.gateway->routes) std::cout << "    line " << r.line << ": " << describe_route(r) << "\n";
       }
       for (const auto& sv : f.services) {

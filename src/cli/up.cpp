@@ -109,7 +109,8 @@ std::optional<int> apply_to_running(const config::File& file, const std::string&
                 << (g.value("RoutesChanged", false) ? "changed" : "unchanged") << "; now routing to: "
                 << join(g.value("ServicesAdded", nlohmann::json::array()))
                 << "; no longer: " << join(g.value("ServicesRemoved", nlohmann::json::array()))
-                << "; settings changed: " << join(g.value("ServicesChanged", nlohmann::json::array())) << "\n";
+                << "; settings changed: " << join(g.value("ServicesChanged", nlohmann::json::array()))
+                << (g.value("TrustedProxiesChanged", false) ? "; trusted_proxies changed" : "") << "\n";
     }
     auto restart = g.value("RestartNeeded", nlohmann::json::array());
     if (!restart.empty())

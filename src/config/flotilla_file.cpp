@@ -18,6 +18,7 @@
 
 #include "gateway/http1/syntax.h"
 #include "gateway/path.h"
+#include "gateway/trusted_proxies.h"
 #include "http/address.h"
 
 namespace flotilla::config {
@@ -881,7 +882,7 @@ File parse_flotilla_yaml(const std::string& text, const std::string& path, Use u
   if (std::filesystem::path(f.agent.data_dir).is_relative())
     f.agent.data_dir = (std::filesystem::path(f.dir) / f.agent.data_dir).lexically_normal().string();
   if (const auto& g = root["gateway"]) {
-    r.mapping(g, "gateway", {"listen", "workers", "routes", "max_connections", "access_log", "timeouts"});
+    r.mapping(g, "gateway", {"listen", "workers", "routes", "max_connections", "access_log", "timeouts", "trusted_proxies"});
     GatewaySection gw;
     if (g["listen"]) {
       gw.listen.clear();
@@ -950,6 +951,17 @@ File parse_flotilla_yaml(const std::string& text, const std::string& path, Use u
       positive("header", gw.timeouts.header);
       positive("idle", gw.timeouts.idle);
       positive("upstream_idle", gw.timeouts.upstream_idle);
+    }
+    if (const auto& t = g["trusted_proxies"]) {
+      if (!t.IsSequence())
+        r.fail(t, "gateway.trusted_proxies must be a list of addresses or CIDR blocks, such as [10.0.0.0/8, 127.0.0.1]");
+      for (const auto& e : t) {
+        auto v = r.string(e, "gateway.trusted_proxies entries");
+        if (!gateway::parse_cidr(v))
+          r.fail(e, "gateway.trusted_proxies: \"" + v + "\" is not an IP address or CIDR block (such as 10.0.0.0/8, "
+                    "192.0.2.7 or fd00::/8; no port, no host name)");
+        gw.trusted_proxies.push_back(v);
+      }
     }
     if (g["routes"]) {
       if (!g["routes"].IsSequence()) r.fail(g["routes"], "gateway.routes must be a list of routes");

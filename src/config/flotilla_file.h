@@ -94,6 +94,9 @@ struct GatewaySection {
   int max_connections = 10000;  // downstream connections per worker; beyond them new ones are closed
   std::string access_log;       // "" or "off": none; "stdout", "stderr" or a file path (JSON lines)
   GatewayTimeouts timeouts;
+  // Load balancers and proxies in front of the gateway whose X-Forwarded-* fields it believes:
+  // addresses or CIDR blocks, as written ("10.0.0.0/8", "::1"); validated by the reader.
+  std::vector<std::string> trusted_proxies;
   std::vector<Route> routes;
   // Not from the file: services that get a listener of their own on 127.0.0.1 (automatic port)
   // that sends every request to them — the stable <NAME>_URL their dependents are given.

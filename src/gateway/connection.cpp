@@ -717,6 +717,19 @@ Task<bool> Connection::handle_request() {
     log_path.assign(head.path);
     log_host.assign(head.authority);
   }
+  // Who the request is from (the access log's client, rate limits and hash_on: client_ip): the
+  // peer, or, when the peer is one of gateway.trusted_proxies, the client its X-Forwarded-For
+  // names. Kept past the head's consumption.
+  std::string_view client = client_ip_;
+  bool from_trusted_proxy = false;
+  if (!snap.trusted_proxies.empty())
+    if (auto peer = parse_ip(client_ip_); peer && snap.trusted_proxies.contains(*peer)) {
+      from_trusted_proxy = true;
+      if (auto named = snap.trusted_proxies.client_of(head)) {
+        rs_->client = to_string(*named);
+        client = rs_->client;
+      }
+    }
   // A request we refuse without reading its body leaves that body on the wire: close then.
   // Its head is consumed first, or a kept-alive connection would parse the same request again.
   bool head_consumed = false;
@@ -729,7 +742,7 @@ Task<bool> Connection::handle_request() {
     }
     if (shared.access_log)
       shared.access_log->write(
-          {client_ip_, method, log_host, log_path, status, body.size(), now_ns() - started, {}, 0, log_service});
+          {client, method, log_host, log_path, status, body.size(), now_ns() - started, {}, 0, log_service});
     bool unread = has_body && !body_in_memory;
     uint64_t to_drop = 0;  // bytes of a sized body still on the wire, read and dropped after answering
     if (unread && content_length) {
@@ -821,7 +834,7 @@ Task<bool> Connection::handle_request() {
   }
   if (info.limiter) {
     std::string_view key;
-    if (info.limit_key == RouteInfo::LimitKey::client_ip) key = client_ip_;
+    if (info.limit_key == RouteInfo::LimitKey::client_ip) key = client;
     else if (info.limit_key == RouteInfo::LimitKey::header) key = head.field(info.limit_header).value_or("");
     auto d = info.limit_key == RouteInfo::LimitKey::route ? info.limiter->acquire(started)
                                                            : info.limiter->acquire(key, started);
@@ -860,7 +873,7 @@ Task<bool> Connection::handle_request() {
     case HashOn::Source::none:
       break;
     case HashOn::Source::client_ip:
-      hash = lb::hash_key(client_ip_);
+      hash = lb::hash_key(client);
       break;
     case HashOn::Source::path:
       hash = lb::hash_key(*normalized);
@@ -885,6 +898,7 @@ Task<bool> Connection::handle_request() {
   ur.method = head.method;
   ur.target = up_target;
   ur.client_ip = client_ip_;
+  ur.keep_forwarded = from_trusted_proxy;
   ur.default_host = info.service;
   ur.upgrade = upgrade;
   if (chunked_in) ur.chunked = true;
@@ -905,7 +919,7 @@ Task<bool> Connection::handle_request() {
   auto client_gone = [&] {
     account(499);
     if (shared.access_log)
-      shared.access_log->write({client_ip_, method, log_host, log_path, 499, 0, now_ns() - started, upstream_address,
+      shared.access_log->write({client, method, log_host, log_path, 499, 0, now_ns() - started, upstream_address,
                                 tries, info.service, tries ? std::string_view(log_request_id) : std::string_view()});
   };
   // Its body stalled past timeouts.idle: 408, and the connection closes.
@@ -915,7 +929,7 @@ Task<bool> Connection::handle_request() {
     std::string body = json_error("request body not received in time");
     co_await send_local(408, body, true);
     if (shared.access_log)
-      shared.access_log->write({client_ip_, method, log_host, log_path, 408, body.size(), now_ns() - started,
+      shared.access_log->write({client, method, log_host, log_path, 408, body.size(), now_ns() - started,
                                 upstream_address, tries, info.service,
                                 tries ? std::string_view(log_request_id) : std::string_view()});
   };
@@ -936,7 +950,7 @@ Task<bool> Connection::handle_request() {
       linger_ = true;
       if (shared.access_log)
         shared.access_log->write(
-            {client_ip_, method, log_host, log_path, code, body.size(), now_ns() - started, {}, 0, info.service, {}});
+            {client, method, log_host, log_path, code, body.size(), now_ns() - started, {}, 0, info.service, {}});
       co_return false;
     }
   }
@@ -1195,7 +1209,7 @@ Task<bool> Connection::handle_request() {
               co_await send_local(code, body, true);
               linger_ = true;
               if (shared.access_log)
-                shared.access_log->write({client_ip_, method, log_host, log_path, code, body.size(),
+                shared.access_log->write({client, method, log_host, log_path, code, body.size(),
                                           now_ns() - started, upstream_address, tries, info.service, log_request_id});
               co_return false;  // the upstream connection is dropped with `up`
             }
@@ -1448,7 +1462,7 @@ Task<bool> Connection::handle_request() {
       co_await send_local(code, body, !ok_keep);
       linger_ = !body_read;
       if (shared.access_log)
-        shared.access_log->write({client_ip_, method, log_host, log_path, code, body.size(), now_ns() - started,
+        shared.access_log->write({client, method, log_host, log_path, code, body.size(), now_ns() - started,
                                   upstream_address, tries, info.service, log_request_id});
       co_return ok_keep && !close_after_;
     }
@@ -1475,7 +1489,7 @@ Task<bool> Connection::handle_request() {
         std::string body = json_error("the service switched protocols unasked", "service", info.service);
         co_await send_local(502, body, true);
         if (shared.access_log)
-          shared.access_log->write({client_ip_, method, log_host, log_path, 502, body.size(),
+          shared.access_log->write({client, method, log_host, log_path, 502, body.size(),
                                     now_ns() - started, upstream_address, tries, info.service, log_request_id});
         co_return false;
       }
@@ -1490,7 +1504,7 @@ Task<bool> Connection::handle_request() {
                                     info.service);
       co_await send_local(502, body, !client_keep);
       if (shared.access_log)
-        shared.access_log->write({client_ip_, method, log_host, log_path, 502, body.size(), now_ns() - started,
+        shared.access_log->write({client, method, log_host, log_path, 502, body.size(), now_ns() - started,
                                   upstream_address, tries, info.service, log_request_id});
       co_return client_keep && !close_after_;
     } else {
@@ -1598,7 +1612,7 @@ Task<bool> Connection::handle_request() {
       current_upstream_ = nullptr;
       // Logged when the tunnel ends: its duration is the session's, its bytes the service's.
       if (shared.access_log)
-        shared.access_log->write({client_ip_, method, log_host, log_path, code, bytes_down, now_ns() - started,
+        shared.access_log->write({client, method, log_host, log_path, code, bytes_down, now_ns() - started,
                                   upstream_address, tries, info.service, log_request_id,
                                   cut_ ? std::string_view("gateway stopped") : std::string_view()});
       co_return false;
@@ -1753,7 +1767,7 @@ Task<bool> Connection::handle_request() {
       }
     }
     if (shared.access_log)
-      shared.access_log->write({client_ip_, method, log_host, log_path, code, bytes_down, now_ns() - started,
+      shared.access_log->write({client, method, log_host, log_path, code, bytes_down, now_ns() - started,
                                 upstream_address, tries, info.service, log_request_id, cut_note});
     co_return ok && client_keep;
   }
@@ -1763,7 +1777,7 @@ Task<bool> Connection::handle_request() {
     // logged as what the client got, a 503 with nothing sent, and no failure of the service's.
     account(503);
     if (shared.access_log)
-      shared.access_log->write({client_ip_, method, log_host, log_path, 503, 0, now_ns() - started, upstream_address,
+      shared.access_log->write({client, method, log_host, log_path, 503, 0, now_ns() - started, upstream_address,
                                 tries, info.service, log_request_id, "gateway stopped"});
     co_return false;
   }
@@ -1776,7 +1790,7 @@ Task<bool> Connection::handle_request() {
   co_await send_local(code, body, has_body && !body_buffered);
   linger_ = has_body && !body_buffered;
   if (shared.access_log)
-    shared.access_log->write({client_ip_, method, log_host, log_path, code, body.size(), now_ns() - started,
+    shared.access_log->write({client, method, log_host, log_path, code, body.size(), now_ns() - started,
                               upstream_address, tries, info.service, log_request_id});
   co_return !(has_body && !body_buffered) && client_keep;
 }

@@ -268,6 +268,10 @@ struct Gateway::Impl {
     snap->version = ++next_version;
     snap->routes = routes;
     snap->route_info = route_info;
+    std::vector<Cidr> blocks;
+    for (const auto& text : file.gateway->trusted_proxies)
+      if (auto b = parse_cidr(text)) blocks.push_back(*b);  // the reader refused any other
+    snap->trusted_proxies = TrustedProxies(std::move(blocks));
     for (const auto& [name, c] : clusters) snap->clusters.emplace(name, c);
     source.publish(std::move(snap));
     // Forget states no snapshot holds.
@@ -498,6 +502,7 @@ GatewayChange Gateway::reconfigure(config::File next) {
   for (const auto& s : before)
     if (!after.count(s)) out.services_removed.push_back(s);
 
+  out.trusted_proxies_changed = g.trusted_proxies != now.trusted_proxies;
   auto route_info = im.build_route_info(routes, now.routes, im.route_info);
   g.routes = std::move(routes);
   im.file = std::move(next);
@@ -519,6 +524,7 @@ nlohmann::json GatewayChange::to_json() const {
           {"ServicesAdded", services_added},
           {"ServicesRemoved", services_removed},
           {"ServicesChanged", services_changed},
+          {"TrustedProxiesChanged", trusted_proxies_changed},
           {"RestartNeeded", restart_needed}};
 }
 
@@ -532,6 +538,7 @@ std::string GatewayChange::summary() const {
   if (!services_added.empty()) out += "; now routing to " + list(services_added);
   if (!services_removed.empty()) out += "; no longer routing to " + list(services_removed);
   if (!services_changed.empty()) out += "; settings changed for " + list(services_changed);
+  if (trusted_proxies_changed) out += "; trusted_proxies changed";
   if (!restart_needed.empty()) out += "; needs a restart to change " + list(restart_needed);
   return out;
 }

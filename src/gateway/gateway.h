@@ -56,11 +56,13 @@ struct GatewayChange {
   std::vector<std::string> services_added;    // routed to now and not before
   std::vector<std::string> services_removed;  // no longer routed to
   std::vector<std::string> services_changed;  // load_balancer, hash_on, circuit_breaker or outlier_detection
+  bool trusted_proxies_changed = false;  // gateway.trusted_proxies
   // Keys that changed but take effect only when the process restarts ("gateway.listen", …); the
   // running gateway keeps their old values.
   std::vector<std::string> restart_needed;
   bool changed() const {
-    return routes_changed || !services_added.empty() || !services_removed.empty() || !services_changed.empty();
+    return routes_changed || !services_added.empty() || !services_removed.empty() || !services_changed.empty() ||
+           trusted_proxies_changed;
   }
   nlohmann::json to_json() const;
   // One line for logs: "routes 3 -> 4 (changed); now routing to: api; restart needed for: gateway.listen".
@@ -86,7 +88,7 @@ class Gateway {
   // The services a file's routes send to (its own listeners' services included).
   static std::set<std::string> services_of(const config::File& file);
   // Applies a new version of the file (control thread): routes and the services' gateway keys
-  // change at once for new requests, without closing a connection; requests in flight finish
+  // (and gateway.trusted_proxies) change at once for new requests, without closing a connection; requests in flight finish
   // on the routes they started with. Rate-limit buckets of unchanged routes and every
   // endpoint's state (in-flight counts, ejections) carry over. Listen addresses, workers,
   // max_connections, access_log and timeouts keep their running values (reported in

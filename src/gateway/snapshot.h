@@ -19,6 +19,7 @@
 #include "gateway/lb/load_balancer.h"
 #include "gateway/resilience/retry.h"
 #include "gateway/route_table.h"
+#include "gateway/trusted_proxies.h"
 
 namespace flotilla::metrics {
 class Counter;
@@ -98,6 +99,7 @@ struct Snapshot {
   uint64_t version = 0;
   std::shared_ptr<const RouteTable> routes;
   std::vector<RouteInfo> route_info;  // parallel to routes
+  TrustedProxies trusted_proxies;     // gateway.trusted_proxies
   std::unordered_map<std::string, std::shared_ptr<const Cluster>> clusters;  // by service name
   const Cluster* cluster(const std::string& name) const {
     auto it = clusters.find(name);

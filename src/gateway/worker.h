@@ -125,6 +125,7 @@ struct RequestScratch {
   // What the access log says of the request, kept past the head's consumption (only filled when
   // there is a log).
   std::string log_path, log_host, log_request_id;
+  std::string client;     // the client a trusted proxy named (gateway.trusted_proxies)
 };
 
 class Worker {

@@ -17,6 +17,7 @@
 #include "gateway/http1/syntax.h"
 #include "gateway/forward_headers.h"
 #include "gateway/path.h"
+#include "gateway/trusted_proxies.h"
 
 using namespace flotilla::gateway::http1;
 namespace syntax = flotilla::gateway::http1::syntax;
@@ -292,24 +293,44 @@ void check_forwarded(const RequestParser& p) {
   ur.upgrade = head.upgrade;
   if (head.chunked) ur.chunked = true;
   else if (head.content_length) ur.content_length = head.content_length;
-  std::string out;
-  flotilla::gateway::build_upstream_head(head, ur, out);
-  Limits roomy;  // the gateway adds a few fields
-  roomy.max_request_line = 64 * 1024;
-  roomy.max_header_bytes = 256 * 1024;
-  roomy.max_header_count = 1000;
-  RequestParser q(roomy);
-  const PResult r = q.parse(out);
-  check(r.status == RequestParser::Status::done);
-  check(r.head_length == out.size());
-  const RequestHead& f = q.head();
-  check(f.method == head.method);
-  check(f.authority == (head.authority.empty() ? std::string_view("service-name") : head.authority));
-  check(f.chunked == ur.chunked);
-  check(f.content_length == ur.content_length);
-  check(f.version_minor == 1);
-  check(f.upgrade == head.upgrade);
-  for (const auto& field : f.fields) check(!syntax::iequals(field.name, "expect") && !syntax::iequals(field.name, "te"));
+  // From anyone, and from a trusted proxy (gateway.trusted_proxies: its X-Forwarded-Proto and
+  // -Host passed on): the same invariants either way.
+  for (bool trusted_peer : {false, true}) {
+    ur.keep_forwarded = trusted_peer;
+    std::string out;
+    flotilla::gateway::build_upstream_head(head, ur, out);
+    Limits roomy;  // the gateway adds a few fields
+    roomy.max_request_line = 64 * 1024;
+    roomy.max_header_bytes = 256 * 1024;
+    roomy.max_header_count = 1000;
+    RequestParser q(roomy);
+    const PResult r = q.parse(out);
+    check(r.status == RequestParser::Status::done);
+    check(r.head_length == out.size());
+    const RequestHead& f = q.head();
+    check(f.method == head.method);
+    check(f.authority == (head.authority.empty() ? std::string_view("service-name") : head.authority));
+    check(f.chunked == ur.chunked);
+    check(f.content_length == ur.content_length);
+    check(f.version_minor == 1);
+    check(f.upgrade == head.upgrade);
+    int protos = 0;
+    for (const auto& field : f.fields) {
+      check(!syntax::iequals(field.name, "expect") && !syntax::iequals(field.name, "te"));
+      if (syntax::iequals(field.name, "x-forwarded-proto")) ++protos;
+    }
+    if (!trusted_peer) check(protos == 1);  // the gateway's own, and only it
+    check(protos >= 1);
+  }
+  // The client a trusted proxy's X-Forwarded-For names is an address that prints and parses back
+  // to itself (it keys rate limits and the access log).
+  static const flotilla::gateway::TrustedProxies trusted({*flotilla::gateway::parse_cidr("10.0.0.0/8"),
+                                                           *flotilla::gateway::parse_cidr("fd00::/8")});
+  if (auto c = trusted.client_of(head)) {
+    std::string text = flotilla::gateway::to_string(*c);
+    auto back = flotilla::gateway::parse_ip(text);
+    check(!text.empty() && back && *back == *c);
+  }
 }
 
 void exercise(std::string_view input, const Limits& limits, uint64_t h) {

@@ -95,7 +95,7 @@ def test_config_check(tmp_path):
     assert r.returncode == 1 and "cannot read the file" in r.stderr
     # It prints every setting it understood, so a misread one shows.
     full = tmp_path / "full.yaml"
-    full.write_text("name: shop\ngateway:\n  routes:\n"
+    full.write_text("name: shop\ngateway:\n  trusted_proxies: [10.0.0.0/8, '::1']\n  routes:\n"
                     "    - match: {path_prefix: /m, methods: [POST], headers: {X-Env: prod}}\n"
                     "      service: api\n      strip_prefix: true\n      max_body: 1KiB\n"
                     "      retry: {attempts: 3, on: [reset], per_try_timeout: 1s}\n"
@@ -104,7 +104,8 @@ def test_config_check(tmp_path):
     r = run("config", "check", "-f", str(full))
     assert r.returncode == 0, r.stderr
     for part in ["methods POST", "header x-env: prod", "strip prefix", "max body 1024 bytes", "retry 3 tries on reset, 1s each",
-                 "rate limit 5/s burst 5 per route", "a client's close waits", "service api at the gateway: least_request"]:
+                 "rate limit 5/s burst 5 per route", "a client's close waits", "service api at the gateway: least_request",
+                 "trusted proxies (X-Forwarded-* believed from): 10.0.0.0/8 ::1"]:
         assert part in r.stdout, (part, r.stdout)
     # What the listeners could not bind is found here, not when `up` starts.
     star = tmp_path / "star.yaml"

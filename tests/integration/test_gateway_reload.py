@@ -369,3 +369,22 @@ def test_up_in_a_terminal_stops_on_sighup(data_dir):
         assert "received SIGHUP (the terminal went away), stopping" in text, text
     finally:
         os.close(master)
+
+
+def test_trusted_proxies_change_with_up_again(make_stack, make_backend):
+    stack = make_stack(gateway_yaml(CATCH_ALL))
+    stack.register("web", make_backend("web"))
+
+    def proto_seen():
+        status, _, body = get(stack.gw + "/echo/p", headers={"X-Forwarded-Proto": "https"})
+        assert status == 200, body
+        return [v for k, v in json.loads(body)["headers"] if k.lower() == "x-forwarded-proto"]
+
+    assert proto_seen() == ["http"]
+    rewrite(stack, gateway_yaml(CATCH_ALL).replace("  routes:\n", "  trusted_proxies: [127.0.0.0/8]\n  routes:\n"))
+    out = up_again(stack)
+    assert "trusted_proxies changed" in out, out
+    assert proto_seen() == ["https"]
+    rewrite(stack, gateway_yaml(CATCH_ALL))
+    assert "trusted_proxies changed" in up_again(stack)
+    assert proto_seen() == ["http"]

@@ -991,3 +991,56 @@ def test_a_buffered_request_the_upstream_cannot_take_at_once_arrives_whole(make_
         wait_for(lambda: backend.served == 4, what="the backend counted 4 answers")
     finally:
         backend.stop()
+
+
+def test_behind_a_trusted_proxy_the_forwarded_client_counts(make_stack, make_backend, tmp_path):
+    # 127.0.0.1 plays the load balancer in front of the gateway (gateway.trusted_proxies); 127.0.0.2
+    # is a client connecting directly. The load balancer terminates TLS and says so.
+    log = tmp_path / "access.log"
+    routes = ("    - service: web\n      match: {path_prefix: /ip/}\n"
+              "      rate_limit: {requests_per_second: 0.2, burst: 2, key: client_ip}\n"
+              "    - service: web\n")
+    yaml = gateway_yaml(routes).replace("  routes:\n", f"  trusted_proxies: [127.0.0.1/32, '::1']\n"
+                                                     f"  access_log: {log}\n  routes:\n")
+    stack = make_stack(yaml)
+    stack.register("web", make_backend("a"))
+    lb = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "shop.example"}
+
+    def echo(source, **headers):
+        a = once(stack, path="/echo/x", headers=headers, source=source)
+        assert a.status == 200, a
+        return {k.lower(): v for k, v in a.json()["headers"]}
+
+    # From the load balancer: its X-Forwarded-Proto and -Host reach the service as it sent them,
+    # and X-Forwarded-For gets the load balancer's address appended, as always.
+    seen = echo("127.0.0.1", **lb, **{"X-Forwarded-For": "203.0.113.7"})
+    assert seen["x-forwarded-proto"] == "https" and seen["x-forwarded-host"] == "shop.example", seen
+    assert seen["x-forwarded-for"] == "203.0.113.7, 127.0.0.1", seen
+    # From anyone else the same fields are the gateway's own: a client cannot claim https.
+    seen = echo("127.0.0.2", **lb, **{"X-Forwarded-For": "203.0.113.7"})
+    assert seen["x-forwarded-proto"] == "http" and seen["x-forwarded-host"] != "shop.example", seen
+    assert seen["x-forwarded-for"] == "203.0.113.7, 127.0.0.2", seen
+
+    def codes(n, source, xff=None):
+        h = {"X-Forwarded-For": xff} if xff else {}
+        return [once(stack, path="/ip/x", headers=h, source=source).status for _ in range(n)]
+
+    # Rate limits count the client the load balancer names, not the load balancer.
+    assert codes(3, "127.0.0.1", "198.51.100.1") == [200, 200, 429]
+    assert codes(3, "127.0.0.1", "198.51.100.2") == [200, 200, 429]
+    # A client cannot pick its bucket: an address it wrote before the load balancer's is passed over.
+    assert codes(1, "127.0.0.1", "198.51.100.3, 198.51.100.1") == [429]
+    # Nor by talking to the gateway directly with a made-up X-Forwarded-For: its own address counts.
+    assert codes(2, "127.0.0.2", "198.51.100.4") == [200, 200]
+    assert codes(1, "127.0.0.2", "198.51.100.5") == [429]
+    # A request from the load balancer without X-Forwarded-For is the load balancer's own.
+    assert codes(3, "127.0.0.1") == [200, 200, 429]
+
+    # The access log names the forwarded client.
+    tag = "/echo/logged-client"
+    assert once(stack, path=tag, headers={"X-Forwarded-For": "192.0.2.44:51000"}, source="127.0.0.1").status == 200
+    line = wait_for(lambda: next((json.loads(x) for x in open(log) if tag in x), None), timeout=5)
+    assert line["client"] == "192.0.2.44", line
+    assert once(stack, path=tag + "2", headers={"X-Forwarded-For": "192.0.2.44"}, source="127.0.0.2").status == 200
+    line = wait_for(lambda: next((json.loads(x) for x in open(log) if tag + "2" in x), None), timeout=5)
+    assert line["client"] == "127.0.0.2", line

@@ -1181,3 +1181,28 @@ TEST(FlotillaFile, WarnsOfARouteToAServiceTheFileDoesNotRun) {
   // Nor for one whose services only carry the gateway's settings for registered services.
   EXPECT_TRUE(warnings(parse(head + "services:\n  web: {load_balancer: random}\n", "f.yaml")).empty());
 }
+
+TEST(FlotillaFile, GatewayTrustedProxies) {
+  auto f = parse("name: s\ngateway:\n  trusted_proxies: [10.0.0.0/8, 192.0.2.7, 'fd00::/8', '::1']\n",
+                 "app/flotilla.yaml");
+  ASSERT_TRUE(f.gateway);
+  EXPECT_EQ(f.gateway->trusted_proxies, (std::vector<std::string>{"10.0.0.0/8", "192.0.2.7", "fd00::/8", "::1"}));
+  EXPECT_TRUE(parse("name: s\ngateway: {}\n", "app/flotilla.yaml").gateway->trusted_proxies.empty());
+  struct Bad {
+    const char* text;
+    const char* says;
+  };
+  const Bad bad[] = {
+      {"name: s\ngateway:\n  trusted_proxies: 10.0.0.0/8\n", "must be a list of addresses or CIDR blocks"},
+      {"name: s\ngateway:\n  trusted_proxies: [10.0.0.0/33]\n", "\"10.0.0.0/33\" is not an IP address or CIDR block"},
+      {"name: s\ngateway:\n  trusted_proxies: [lb.internal]\n", "\"lb.internal\" is not an IP address"},
+      {"name: s\ngateway:\n  trusted_proxies: ['10.0.0.1:8080']\n", "no port"},
+      {"name: s\ngateway:\n  trusted_proxies: [10.0.0.0/8, '']\n", "\"\" is not an IP address"},
+      {"name: s\ngateway:\n  trusted_proxies: [{a: 1}]\n", "trusted_proxies"},
+  };
+  for (const auto& b : bad) {
+    auto e = error_of(b.text);
+    EXPECT_NE(e.find(b.says), std::string::npos) << b.text << "\n" << e;
+    EXPECT_EQ(e.rfind("app/flotilla.yaml:", 0), 0u) << e;
+  }
+}

@@ -39,6 +39,21 @@ TEST(GatewayReconfigureTest, TheSameFileChangesNothing) {
   EXPECT_EQ(c.summary(), "1 route(s) (unchanged)");
 }
 
+TEST(GatewayReconfigureTest, TrustedProxiesChangeWithoutARestart) {
+  metrics::Registry m;
+  Gateway gw(file_of(kOne), m);
+  const std::string with = std::string(kOne) + "  trusted_proxies: [10.0.0.0/8]\n";
+  auto c = gw.reconfigure(file_of(with));
+  EXPECT_TRUE(c.trusted_proxies_changed);
+  EXPECT_TRUE(c.changed());
+  EXPECT_FALSE(c.routes_changed);
+  EXPECT_TRUE(c.restart_needed.empty());
+  EXPECT_EQ(c.summary(), "1 route(s) (unchanged); trusted_proxies changed");
+  EXPECT_EQ(c.to_json()["TrustedProxiesChanged"], true);
+  EXPECT_FALSE(gw.reconfigure(file_of(with)).changed());
+  EXPECT_TRUE(gw.reconfigure(file_of(kOne)).trusted_proxies_changed);
+}
+
 TEST(GatewayReconfigureTest, ARouteMovedToAnotherLineIsTheSameRoute) {
   metrics::Registry m;
   Gateway gw(file_of(kOne), m);
