@@ -110,7 +110,7 @@ std::function<int()> add_config(CLI::App& app) {
         std::cout << ", workers " << (f.gateway->workers ? std::to_string(f.gateway->workers) : "auto") << ", "
                   << f.gateway->routes.size() << " route(s)\n";
         if (!f.gateway->trusted_proxies.empty()) {
-          std::cout << "    trusted proxies (X-Forwarded-* believed from):";
+          std::cout << "    trusted proxies (X-Forwarded-For/-Proto believed from):";
           for (const auto& t : f.gateway->trusted_proxies) std::cout << " " << t;
           std::cout << "\n";
         }

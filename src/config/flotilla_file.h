@@ -94,7 +94,7 @@ struct GatewaySection {
   int max_connections = 10000;  // downstream connections per worker; beyond them new ones are closed
   std::string access_log;       // "" or "off": none; "stdout", "stderr" or a file path (JSON lines)
   GatewayTimeouts timeouts;
-  // Load balancers and proxies in front of the gateway whose X-Forwarded-* fields it believes:
+  // Load balancers and proxies in front of the gateway whose X-Forwarded-For/-Proto it believes:
   // addresses or CIDR blocks, as written ("10.0.0.0/8", "::1"); validated by the reader.
   std::vector<std::string> trusted_proxies;
   std::vector<Route> routes;

@@ -140,23 +140,12 @@ std::string_view build_upstream_head(const http1::RequestHead& head, const Upstr
   out.append("\r\n"sv);
   std::string_view request_id, traceparent;
   bool has_connection = false;
-  bool kept_proto = false, kept_host = false;  // a trusted proxy's X-Forwarded-Proto / -Host passed on
   for (const auto& f : head.fields) {
     if (iequals_name(f.name, "connection")) has_connection = true;
     else if (f.name.size() == 11 && iequals_name(f.name, "traceparent") && traceparent.empty()) traceparent = f.value;
   }
   auto tp = traceparent.empty() ? std::nullopt : parse_traceparent(traceparent);
   for (const auto& f : head.fields) {
-    if (r.keep_forwarded && (f.name.size() == 16 || f.name.size() == 17) && !f.value.empty() &&
-        (iequals_name(f.name, "x-forwarded-host") || iequals_name(f.name, "x-forwarded-proto"))) {
-      if (has_connection && named_by_connection(head.fields, f.name)) continue;
-      (f.name.size() == 16 ? kept_host : kept_proto) = true;
-      out.append(f.name);
-      out.append(": "sv);
-      out.append(f.value);
-      out.append("\r\n"sv);
-      continue;
-    }
     if (is_hop_by_hop(f.name) || replaced_upstream(f.name)) continue;
     if (has_connection && named_by_connection(head.fields, f.name)) continue;
     // W3C Trace Context: without a valid traceparent, tracestate belongs to no trace we continue.
@@ -179,8 +168,8 @@ std::string_view build_upstream_head(const http1::RequestHead& head, const Upstr
     }
   out.append(r.client_ip);
   out.append("\r\n"sv);
-  if (!kept_proto) field(out, "X-Forwarded-Proto", r.proto);
-  if (!kept_host && !head.authority.empty()) field(out, "X-Forwarded-Host", head.authority);
+  field(out, "X-Forwarded-Proto", r.proto);
+  if (!head.authority.empty()) field(out, "X-Forwarded-Host", head.authority);
   size_t id_at = 0;  // where a generated id starts in `out` (a view is taken once `out` stops growing)
   if (request_id.empty()) {
     // "X-Request-Id: " 32 hex digits CRLF, written in place.

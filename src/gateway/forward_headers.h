@@ -37,9 +37,6 @@ struct UpstreamRequest {
   std::string_view method;
   std::string_view target;      // path (+ "?query") to send
   std::string_view client_ip;   // appended to X-Forwarded-For
-  // The peer is a trusted proxy (gateway.trusted_proxies): the X-Forwarded-Proto and
-  // X-Forwarded-Host it sent are passed on, and set only when it sent none.
-  bool keep_forwarded = false;
   std::string_view proto = "http";
   std::optional<uint64_t> content_length;  // framing to send (the body is re-framed)
   bool chunked = false;

@@ -263,15 +263,19 @@ struct Gateway::Impl {
     return out;
   }
 
+  static TrustedProxies trusted_proxies_of(const config::GatewaySection& g) {
+    std::vector<Cidr> blocks;
+    for (const auto& text : g.trusted_proxies)
+      if (auto b = parse_cidr(text)) blocks.push_back(*b);  // the reader refused any other
+    return TrustedProxies(std::move(blocks));
+  }
+
   void publish() {
     auto snap = std::make_shared<Snapshot>();
     snap->version = ++next_version;
     snap->routes = routes;
     snap->route_info = route_info;
-    std::vector<Cidr> blocks;
-    for (const auto& text : file.gateway->trusted_proxies)
-      if (auto b = parse_cidr(text)) blocks.push_back(*b);  // the reader refused any other
-    snap->trusted_proxies = TrustedProxies(std::move(blocks));
+    snap->trusted_proxies = trusted_proxies_of(*file.gateway);
     for (const auto& [name, c] : clusters) snap->clusters.emplace(name, c);
     source.publish(std::move(snap));
     // Forget states no snapshot holds.
@@ -502,7 +506,8 @@ GatewayChange Gateway::reconfigure(config::File next) {
   for (const auto& s : before)
     if (!after.count(s)) out.services_removed.push_back(s);
 
-  out.trusted_proxies_changed = g.trusted_proxies != now.trusted_proxies;
+  // By what the entries mean: 10.0.0.7 and 10.0.0.7/32 are one block.
+  out.trusted_proxies_changed = Impl::trusted_proxies_of(g).blocks() != Impl::trusted_proxies_of(now).blocks();
   auto route_info = im.build_route_info(routes, now.routes, im.route_info);
   g.routes = std::move(routes);
   im.file = std::move(next);
@@ -650,12 +655,14 @@ nlohmann::json Gateway::status() const {
                             {"Key", r.rate_limit->key}};
     routes.push_back(std::move(route));
   }
-  return {{"Listen", listen},
-          {"Workers", im.workers.size()},
-          {"Connections", connections()},
-          {"WorkerConnections", per_worker},
-          {"Routes", routes},
-          {"Services", services}};
+  json out = {{"Listen", listen},
+              {"Workers", im.workers.size()},
+              {"Connections", connections()},
+              {"WorkerConnections", per_worker},
+              {"Routes", routes},
+              {"Services", services}};
+  if (!im.file.gateway->trusted_proxies.empty()) out["TrustedProxies"] = im.file.gateway->trusted_proxies;
+  return out;
 }
 
 }  // namespace flotilla::gateway

@@ -53,9 +53,9 @@ std::optional<IpAddress> parse_forwarded_element(std::string_view text) {
     if (close == std::string_view::npos) return std::nullopt;
     std::string_view rest = text.substr(close + 1);
     if (!rest.empty() && !(rest.front() == ':' && is_port_number(rest.substr(1)))) return std::nullopt;
-    auto a = parse_ip(text.substr(1, close - 1));
-    if (!a || a->v4()) return std::nullopt;  // brackets hold IPv6 only
-    return a;
+    std::string_view inner = text.substr(1, close - 1);
+    if (inner.find(':') == std::string_view::npos) return std::nullopt;  // brackets hold IPv6 text
+    return parse_ip(inner);
   }
   // One colon: IPv4 with a port. More: IPv6 without brackets (its own colons).
   size_t colon = text.find(':');
@@ -80,25 +80,34 @@ std::string to_string(const IpAddress& address) {
 
 std::optional<Cidr> parse_cidr(std::string_view text) {
   size_t slash = text.find('/');
-  auto address = parse_ip(text.substr(0, slash));
+  std::string_view address_text = text.substr(0, slash);
+  auto address = parse_ip(address_text);
   if (!address) return std::nullopt;
-  const int width = address->v4() ? 32 : 128;
+  const bool v6_text = address_text.find(':') != std::string_view::npos;
+  const int width = v6_text ? 128 : 32;
   int prefix = width;
   if (slash != std::string_view::npos) {
     std::string_view digits = text.substr(slash + 1);
-    if (digits.empty() || digits.size() > 3) return std::nullopt;
-    auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), prefix);
-    if (ec != std::errc() || end != digits.data() + digits.size() || prefix < 0 || prefix > width) return std::nullopt;
+    if (digits.empty() || digits.size() > 3 || (digits.size() > 1 && digits.front() == '0')) return std::nullopt;
+    for (char c : digits)
+      if (c < '0' || c > '9') return std::nullopt;
+    std::from_chars(digits.data(), digits.data() + digits.size(), prefix);
+    if (prefix > width) return std::nullopt;
   }
   Cidr out;
   out.prefix = prefix + (128 - width);
+  // IPv4 text is an IPv4 block; so is IPv4-mapped text covering only mapped addresses (/96 or
+  // more). Any other IPv6 block holds no IPv4 address.
+  out.v4 = !v6_text || (address->v4() && out.prefix >= 96);
   out.base = *address;
   for (int bit = out.prefix; bit < 128; ++bit) out.base.bytes[bit / 8] &= static_cast<uint8_t>(~(0x80u >> (bit % 8)));
   return out;
 }
 
 bool TrustedProxies::contains(const IpAddress& address) const {
+  const bool v4 = address.v4();
   for (const auto& b : blocks_) {
+    if (b.v4 != v4) continue;
     const int whole = b.prefix / 8, rest = b.prefix % 8;
     if (std::memcmp(address.bytes.data(), b.base.bytes.data(), whole) != 0) continue;
     if (rest != 0) {
@@ -131,6 +140,18 @@ std::optional<IpAddress> TrustedProxies::client_of(const http1::RequestHead& hea
     }
   }
   return last_trusted;
+}
+
+std::optional<std::string_view> TrustedProxies::forwarded_proto(const http1::RequestHead& head) {
+  for (auto f = head.fields.rbegin(); f != head.fields.rend(); ++f) {
+    if (f->name.size() != 17 || !http1::syntax::iequals(f->name, "x-forwarded-proto")) continue;
+    size_t comma = f->value.rfind(',');
+    std::string_view last = http1::syntax::trim_ows(comma == std::string_view::npos ? f->value : f->value.substr(comma + 1));
+    if (http1::syntax::iequals(last, "https")) return "https";
+    if (http1::syntax::iequals(last, "http")) return "http";
+    return std::nullopt;
+  }
+  return std::nullopt;
 }
 
 }  // namespace flotilla::gateway

@@ -293,10 +293,13 @@ void check_forwarded(const RequestParser& p) {
   ur.upgrade = head.upgrade;
   if (head.chunked) ur.chunked = true;
   else if (head.content_length) ur.content_length = head.content_length;
-  // From anyone, and from a trusted proxy (gateway.trusted_proxies: its X-Forwarded-Proto and
-  // -Host passed on): the same invariants either way.
+  // As for anyone, and as for a trusted proxy (gateway.trusted_proxies: the scheme its
+  // X-Forwarded-Proto says): the same invariants either way, and one X-Forwarded-Proto, the
+  // gateway's, of http or https.
+  const auto proto = flotilla::gateway::TrustedProxies::forwarded_proto(head);
+  check(!proto || *proto == "http" || *proto == "https");
   for (bool trusted_peer : {false, true}) {
-    ur.keep_forwarded = trusted_peer;
+    ur.proto = trusted_peer && proto ? *proto : std::string_view("http");
     std::string out;
     flotilla::gateway::build_upstream_head(head, ur, out);
     Limits roomy;  // the gateway adds a few fields
@@ -317,10 +320,12 @@ void check_forwarded(const RequestParser& p) {
     int protos = 0;
     for (const auto& field : f.fields) {
       check(!syntax::iequals(field.name, "expect") && !syntax::iequals(field.name, "te"));
-      if (syntax::iequals(field.name, "x-forwarded-proto")) ++protos;
+      if (syntax::iequals(field.name, "x-forwarded-proto")) {
+        ++protos;
+        check(field.value == ur.proto);
+      }
     }
-    if (!trusted_peer) check(protos == 1);  // the gateway's own, and only it
-    check(protos >= 1);
+    check(protos == 1);
   }
   // The client a trusted proxy's X-Forwarded-For names is an address that prints and parses back
   // to itself (it keys rate limits and the access log).

@@ -105,7 +105,7 @@ def test_config_check(tmp_path):
     assert r.returncode == 0, r.stderr
     for part in ["methods POST", "header x-env: prod", "strip prefix", "max body 1024 bytes", "retry 3 tries on reset, 1s each",
                  "rate limit 5/s burst 5 per route", "a client's close waits", "service api at the gateway: least_request",
-                 "trusted proxies (X-Forwarded-* believed from): 10.0.0.0/8 ::1"]:
+                 "trusted proxies (X-Forwarded-For/-Proto believed from): 10.0.0.0/8 ::1"]:
         assert part in r.stdout, (part, r.stdout)
     # What the listeners could not bind is found here, not when `up` starts.
     star = tmp_path / "star.yaml"

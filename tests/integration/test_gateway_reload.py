@@ -385,6 +385,10 @@ def test_trusted_proxies_change_with_up_again(make_stack, make_backend):
     out = up_again(stack)
     assert "trusted_proxies changed" in out, out
     assert proto_seen() == ["https"]
+    status, _, body = get(f"http://127.0.0.1:{stack.api_port}/v1/flotilla/gateway")
+    assert json.loads(body)["TrustedProxies"] == ["127.0.0.0/8"], body
     rewrite(stack, gateway_yaml(CATCH_ALL))
     assert "trusted_proxies changed" in up_again(stack)
     assert proto_seen() == ["http"]
+    status, _, body = get(f"http://127.0.0.1:{stack.api_port}/v1/flotilla/gateway")
+    assert "TrustedProxies" not in json.loads(body), body

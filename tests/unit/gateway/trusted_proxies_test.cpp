@@ -61,6 +61,7 @@ TEST(TrustedProxies, ForwardedElementsMayCarryBracketsAndPorts) {
   EXPECT_EQ(text("2001:db8::1"), "2001:db8::1");
   EXPECT_EQ(text("[2001:db8::1]"), "2001:db8::1");
   EXPECT_EQ(text("[2001:db8::1]:443"), "2001:db8::1");
+  EXPECT_EQ(text("[::ffff:198.51.100.9]:80"), "198.51.100.9");  // IPv4-mapped, as dual-stack proxies write it
   for (const char* bad : {"", "unknown", "192.0.2.7:", "192.0.2.7:65536", "192.0.2.7:x", "[192.0.2.7]", "[::1",
                           "[::1]x", "[::1]:", "[::1]:99999", "2001:db8::1:", "_hidden", "192.0.2.7:80:80"})
     EXPECT_EQ(text(bad), "<none>") << bad;
@@ -76,7 +77,14 @@ TEST(TrustedProxies, CidrBlocksParseOrAreRefused) {
   EXPECT_EQ(parse_cidr("fd00::/8")->prefix, 8);
   EXPECT_EQ(parse_cidr("0.0.0.0/0")->prefix, 96);
   EXPECT_EQ(parse_cidr("::/0")->prefix, 0);
-  for (const char* bad : {"", "/8", "10.0.0.0/", "10.0.0.0/33", "10.0.0.0/-1", "10.0.0.0/+8", "10.0.0.0/8/8",
+  EXPECT_TRUE(parse_cidr("10.0.0.0/8")->v4);
+  EXPECT_FALSE(parse_cidr("::/0")->v4);
+  // IPv4-mapped text of /96 or more is the IPv4 block it maps.
+  EXPECT_EQ(parse_cidr("::ffff:10.0.0.0/104"), parse_cidr("10.0.0.0/8"));
+  EXPECT_EQ(parse_cidr("::ffff:0:0/96"), parse_cidr("0.0.0.0/0"));
+  EXPECT_FALSE(parse_cidr("::ffff:0:0/95")->v4);
+  for (const char* bad : {"", "/8", "10.0.0.0/", "10.0.0.0/33", "10.0.0.0/-1", "10.0.0.0/-0", "10.0.0.0/032",
+                          "10.0.0.0/08", "10.0.0.0/00", "10.0.0.0/+8", "10.0.0.0/8/8", "::ffff:10.0.0.0/8.0",
                           "10.0.0.0/ 8", "10.0.0.0 /8", "10.0.0/8", "fd00::/129", "fd00::/0128", "10.0.0.0/8x",
                           "localhost", "10.0.0.1:80", "[::1]/128"})
     EXPECT_FALSE(parse_cidr(bad)) << bad;
@@ -94,6 +102,14 @@ TEST(TrustedProxies, ContainsMatchesThePrefixOnly) {
   auto all = trust({"0.0.0.0/0"});
   EXPECT_TRUE(all.contains(ip("203.0.113.1")));
   EXPECT_FALSE(all.contains(ip("2001:db8::1")));  // IPv4's /0 is not every IPv6 address
+  // Nor is an IPv6 block every IPv4 address, though IPv4 is held as ::ffff:a.b.c.d.
+  for (const char* v6 : {"::/0", "::/64", "::/80", "::ffff:0:0/95"}) {
+    auto t6 = trust({v6});
+    EXPECT_FALSE(t6.contains(ip("203.0.113.1"))) << v6;
+    EXPECT_TRUE(t6.contains(ip("::1")) || std::string(v6) == "::ffff:0:0/95") << v6;
+  }
+  EXPECT_TRUE(trust({"::ffff:10.0.0.0/104"}).contains(ip("10.9.9.9")));
+  EXPECT_TRUE(trust({"::ffff:10.0.0.0/104"}).contains(ip("::ffff:10.9.9.9")));
 }
 
 TEST(TrustedProxies, TheClientIsTheLastUntrustedForwardedAddress) {
@@ -113,4 +129,24 @@ TEST(TrustedProxies, TheClientIsTheLastUntrustedForwardedAddress) {
   EXPECT_EQ(client_of(t, "X-Forwarded-For: [2001:db8::7]:443\r\n"), "2001:db8::7");
   EXPECT_EQ(client_of(t, "X-Forwarded-For: \r\n"), "");
   EXPECT_EQ(client_of(t, "X-Real-IP: 203.0.113.7\r\n"), "");
+}
+
+TEST(TrustedProxies, TheProtoIsTheLastHttpOrHttps) {
+  auto proto = [](const std::string& fields) {
+    http1::RequestParser parser;
+    std::string bytes = "GET / HTTP/1.1\r\nHost: a\r\n" + fields + "\r\n";
+    EXPECT_EQ(parser.parse(bytes).status, http1::RequestParser::Status::done);
+    auto p = TrustedProxies::forwarded_proto(parser.head());
+    return p ? std::string(*p) : "<none>";
+  };
+  EXPECT_EQ(proto("X-Forwarded-Proto: https\r\n"), "https");
+  EXPECT_EQ(proto("x-forwarded-proto: HTTPS\r\n"), "https");
+  EXPECT_EQ(proto("X-Forwarded-Proto: http\r\n"), "http");
+  // A proxy that adds its own comes after the client's: the last one counts.
+  EXPECT_EQ(proto("X-Forwarded-Proto: http\r\nX-Forwarded-Proto: https\r\n"), "https");
+  EXPECT_EQ(proto("X-Forwarded-Proto: https, http\r\n"), "http");
+  for (const char* bad : {"", "X-Forwarded-Proto: \r\n", "X-Forwarded-Proto: javascript:alert(1)\r\n",
+                          "X-Forwarded-Proto: https \"\r\n", "X-Forwarded-Proto: wss\r\n",
+                          "X-Forwarded-Proto: https\r\nX-Forwarded-Proto: ftp\r\n"})
+    EXPECT_EQ(proto(bad), "<none>") << bad;
 }
