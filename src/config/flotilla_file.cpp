@@ -961,6 +961,7 @@ File parse_flotilla_yaml(const std::string& text, const std::string& path, Use u
           r.fail(e, "gateway.trusted_proxies: \"" + v + "\" is not an IP address or CIDR block (such as 10.0.0.0/8, "
                     "192.0.2.7 or fd00::/8; no port, no host name)");
         gw.trusted_proxies.push_back(v);
+        gw.trusted_proxy_lines.push_back(e.Mark().line + 1);
       }
     }
     if (g["routes"]) {
@@ -1099,6 +1100,26 @@ std::vector<std::string> warnings(const File& file) {
                       "first)");
         break;
       }
+  // Trusted proxies: trusting everyone undoes what the list is for; a block written with bits
+  // past its prefix is often one address meant (10.1.2.3/8 for 10.1.2.3).
+  const auto& trusted = file.gateway->trusted_proxies;
+  for (size_t i = 0; i < trusted.size(); ++i) {
+    auto block = gateway::parse_cidr(trusted[i]);
+    if (!block) continue;
+    const std::string at = file.path + ":" +
+                           std::to_string(i < file.gateway->trusted_proxy_lines.size() ? file.gateway->trusted_proxy_lines[i] : 0);
+    const int bits = block->v4 ? block->prefix - 96 : block->prefix;
+    if (bits == 0) {
+      out.push_back(at + ": gateway.trusted_proxies: " + trusted[i] + " trusts every " + (block->v4 ? "IPv4" : "IPv6") +
+                    " client: any of them can choose the address its rate limit counts and claim https");
+      continue;
+    }
+    auto written = gateway::parse_ip(trusted[i].substr(0, trusted[i].find('/')));
+    if (written && !(*written == block->base))
+      out.push_back(at + ": gateway.trusted_proxies: " + trusted[i] + " has bits set past its prefix, so it is " +
+                    gateway::to_string(block->base) + "/" + std::to_string(bits) + " (for the one address, write " +
+                    gateway::to_string(*written) + ")");
+  }
   // A hash policy with nothing to hash balances at random.
   for (const auto& s : file.services)
     if ((s.load_balancer == "ring_hash" || s.load_balancer == "maglev") && s.hash_on.empty())

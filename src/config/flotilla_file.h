@@ -97,6 +97,7 @@ struct GatewaySection {
   // Load balancers and proxies in front of the gateway whose X-Forwarded-For/-Proto it believes:
   // addresses or CIDR blocks, as written ("10.0.0.0/8", "::1"); validated by the reader.
   std::vector<std::string> trusted_proxies;
+  std::vector<int> trusted_proxy_lines;  // parallel to trusted_proxies: where each was written
   std::vector<Route> routes;
   // Not from the file: services that get a listener of their own on 127.0.0.1 (automatic port)
   // that sends every request to them — the stable <NAME>_URL their dependents are given.
@@ -214,7 +215,8 @@ File load_file(const std::string& path, Use use = Use::agent);
 // What is valid but probably a mistake, one message each ("FILE:LINE: …"): a route to a service
 // the file does not run, when it runs others (a misspelt name answers 503 until something
 // registers that name through the API), with the closest name it does run; a per-try timeout
-// that no try can reach (at or above its route's timeout).
+// that no try can reach (at or above its route's timeout); a trusted proxy block that trusts
+// everyone (/0) or has bits set past its prefix.
 std::vector<std::string> warnings(const File& file);
 File parse(const std::string& text, const std::string& path, Use use = Use::agent);
 

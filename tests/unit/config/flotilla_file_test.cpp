@@ -1205,4 +1205,13 @@ TEST(FlotillaFile, GatewayTrustedProxies) {
     EXPECT_NE(e.find(b.says), std::string::npos) << b.text << "\n" << e;
     EXPECT_EQ(e.rfind("app/flotilla.yaml:", 0), 0u) << e;
   }
+  // Valid but probably not meant: warned about, with the entry's line.
+  auto w = warnings(parse("name: s\ngateway:\n  trusted_proxies:\n    - 10.0.0.0/8\n    - 0.0.0.0/0\n"
+                          "    - 10.1.2.3/8\n    - '::/0'\n", "app/flotilla.yaml"));
+  ASSERT_EQ(w.size(), 3u) << ::testing::PrintToString(w);
+  EXPECT_EQ(w[0], "app/flotilla.yaml:5: gateway.trusted_proxies: 0.0.0.0/0 trusts every IPv4 client: any of them "
+                  "can choose the address its rate limit counts and claim https");
+  EXPECT_EQ(w[1], "app/flotilla.yaml:6: gateway.trusted_proxies: 10.1.2.3/8 has bits set past its prefix, so it is "
+                  "10.0.0.0/8 (for the one address, write 10.1.2.3)");
+  EXPECT_NE(w[2].find("app/flotilla.yaml:7: gateway.trusted_proxies: ::/0 trusts every IPv6 client"), std::string::npos);
 }
