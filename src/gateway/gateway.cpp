@@ -125,6 +125,7 @@ struct Gateway::Impl {
   std::map<std::string, std::vector<EndpointSpec>> endpoints;            // by service, as last set
   std::map<std::string, std::shared_ptr<const Cluster>> clusters;        // by service
   std::vector<RouteInfo> route_info;
+  TrustedProxies trusted;  // gateway.trusted_proxies, parsed once per file (publish runs per endpoint change)
   std::shared_ptr<const RouteTable> routes;
 
   std::shared_ptr<ClusterShared> shared_for(const std::string& service) {
@@ -275,7 +276,7 @@ struct Gateway::Impl {
     snap->version = ++next_version;
     snap->routes = routes;
     snap->route_info = route_info;
-    snap->trusted_proxies = trusted_proxies_of(*file.gateway);
+    snap->trusted_proxies = trusted;
     for (const auto& [name, c] : clusters) snap->clusters.emplace(name, c);
     source.publish(std::move(snap));
     // Forget states no snapshot holds.
@@ -320,6 +321,7 @@ Gateway::Gateway(config::File file, metrics::Registry& metrics) : impl_(std::mak
   const auto& routes = im.file.gateway->routes;
   im.routes = std::make_shared<RouteTable>(routes);
   im.route_info = im.build_route_info(routes, {}, {});
+  im.trusted = Impl::trusted_proxies_of(*im.file.gateway);
   for (const auto& s : services()) im.clusters[s] = im.build_cluster(s);
   im.publish();
   int n = g.workers > 0 ? g.workers : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
@@ -507,12 +509,14 @@ GatewayChange Gateway::reconfigure(config::File next) {
     if (!after.count(s)) out.services_removed.push_back(s);
 
   // By what the entries mean: 10.0.0.7 and 10.0.0.7/32 are one block.
-  out.trusted_proxies_changed = Impl::trusted_proxies_of(g).blocks() != Impl::trusted_proxies_of(now).blocks();
+  TrustedProxies trusted = Impl::trusted_proxies_of(g);
+  out.trusted_proxies_changed = trusted.blocks() != im.trusted.blocks();
   auto route_info = im.build_route_info(routes, now.routes, im.route_info);
   g.routes = std::move(routes);
   im.file = std::move(next);
   im.routes = std::make_shared<RouteTable>(im.file.gateway->routes);
   im.route_info = std::move(route_info);
+  im.trusted = std::move(trusted);
   for (const auto& s : out.services_removed) im.clusters.erase(s);
   // Endpoints kept for services no route uses (set while they were followed ahead of a change
   // that did not come, or before a route went away) would be stale if one came back.

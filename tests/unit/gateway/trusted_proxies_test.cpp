@@ -103,11 +103,11 @@ TEST(TrustedProxies, ContainsMatchesThePrefixOnly) {
   EXPECT_TRUE(all.contains(ip("203.0.113.1")));
   EXPECT_FALSE(all.contains(ip("2001:db8::1")));  // IPv4's /0 is not every IPv6 address
   // Nor is an IPv6 block every IPv4 address, though IPv4 is held as ::ffff:a.b.c.d.
-  for (const char* v6 : {"::/0", "::/64", "::/80", "::ffff:0:0/95"}) {
-    auto t6 = trust({v6});
-    EXPECT_FALSE(t6.contains(ip("203.0.113.1"))) << v6;
-    EXPECT_TRUE(t6.contains(ip("::1")) || std::string(v6) == "::ffff:0:0/95") << v6;
+  for (const char* v6 : {"::/0", "::/64", "::/80"}) {
+    EXPECT_FALSE(trust({v6}).contains(ip("203.0.113.1"))) << v6;
+    EXPECT_TRUE(trust({v6}).contains(ip("::1"))) << v6;
   }
+  EXPECT_FALSE(trust({"::ffff:0:0/95"}).contains(ip("203.0.113.1")));
   EXPECT_TRUE(trust({"::ffff:10.0.0.0/104"}).contains(ip("10.9.9.9")));
   EXPECT_TRUE(trust({"::ffff:10.0.0.0/104"}).contains(ip("::ffff:10.9.9.9")));
 }
