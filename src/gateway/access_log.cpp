@@ -16,6 +16,7 @@
 #include <stdexcept>
 
 #include "common/metrics.h"
+#include "common/thread_name.h"
 
 namespace flotilla::gateway {
 
@@ -103,7 +104,10 @@ AccessLog::AccessLog(const std::string& target, metrics::Counter* lost) : lost_(
     owns_fd_ = true;
     path_ = target;
   }
-  thread_ = std::thread([this] { run(); });
+  thread_ = std::thread([this] {
+    set_thread_name("access-log");
+    run();
+  });
 }
 
 AccessLog::~AccessLog() {

@@ -13,6 +13,7 @@
 #include <stdexcept>
 
 #include "common/metrics.h"
+#include "common/thread_name.h"
 #include "gateway/connection.h"
 #include "http/server.h"
 
@@ -131,6 +132,7 @@ void Worker::start() {
   for (size_t i = 0; i < acceptors_.size(); ++i) accept(i);
   sweep();
   thread_ = std::thread([this] {
+    set_thread_name("gw-worker-" + std::to_string(id_));
     for (;;) {
       try {
         io_.run();

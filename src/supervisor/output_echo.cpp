@@ -6,12 +6,16 @@
 
 #include <algorithm>
 #include <cerrno>
-
 #include <vector>
+
+#include "common/thread_name.h"
 
 namespace flotilla::supervisor {
 
-OutputEcho::OutputEcho(int fd, bool colour) : fd_(fd), colour_(colour), thread_([this] { run(); }) {}
+OutputEcho::OutputEcho(int fd, bool colour) : fd_(fd), colour_(colour), thread_([this] {
+      set_thread_name("output-echo");
+      run();
+    }) {}
 
 OutputEcho::~OutputEcho() {
   {

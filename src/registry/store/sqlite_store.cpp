@@ -15,6 +15,7 @@
 
 #include "common/event_loop.h"
 #include "common/metrics.h"
+#include "common/thread_name.h"
 
 namespace flotilla::store {
 
@@ -442,7 +443,10 @@ Snapshot SqliteStore::load() {
 
 void SqliteStore::start(EventSink sink) {
   impl_->sink = std::move(sink);
-  impl_->thread = std::thread([this] { impl_->run(); });
+  impl_->thread = std::thread([this] {
+    set_thread_name("sqlite-store");
+    impl_->run();
+  });
 }
 
 void SqliteStore::commit(Txn txn, Done done) {
