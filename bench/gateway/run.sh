@@ -32,8 +32,8 @@
 # RESULTS (bench/gateway/results-latest.md), BENCH_KEEP=1 keeps the temp dir (configs, logs, raw
 # wrk output), FLOTILLA_BUILD_DIR (build), PEER_HEADERS (plain | same; see below).
 #
-# PEER_HEADERS: flotilla always adds X-Forwarded-For/-Proto/-Host, an X-Request-Id (when the
-# client sent none) and a new traceparent to every request it forwards. With `plain` (the default)
+# PEER_HEADERS: flotilla always adds X-Forwarded-For/-Proto/-Host, X-Real-IP, an X-Request-Id (when
+# the client sent none) and a new traceparent to every request it forwards. With `plain` (the default)
 # nginx and HAProxy pass requests on as they are, so the backend parses ~200 bytes less per request
 # behind them. With `same` they are configured to send the same fields (nginx: proxy_set_header
 # with $request_id; HAProxy: option forwardfor, set-header with %[uuid]), so all three proxies do
@@ -149,6 +149,7 @@ EOF
       proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
       proxy_set_header X-Forwarded-Proto $scheme;
       proxy_set_header X-Forwarded-Host $http_host;
+      proxy_set_header X-Real-IP $remote_addr;
       proxy_set_header X-Request-Id $bench_request_id;
       proxy_set_header traceparent "00-$request_id-$bench_span_id-01";
 EOF
@@ -195,6 +196,7 @@ EOF
   option forwardfor
   http-request set-header X-Forwarded-Proto http
   http-request set-header X-Forwarded-Host %[req.hdr(host)]
+  http-request set-header X-Real-IP %[src]
   http-request set-header X-Request-Id %[uuid,regsub(-,,g)] unless { req.hdr(x-request-id) -m found }
   http-request set-var(txn.trace) uuid,regsub(-,,g)
   http-request set-header traceparent 00-%[var(txn.trace)]-%[var(txn.trace),bytes(0,16)]-01

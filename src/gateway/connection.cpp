@@ -898,6 +898,7 @@ Task<bool> Connection::handle_request() {
   ur.method = head.method;
   ur.target = up_target;
   ur.client_ip = client_ip_;
+  ur.real_ip = client;
   if (from_trusted_proxy)
     if (auto proto = TrustedProxies::forwarded_proto(head)) ur.proto = *proto;  // https behind a TLS terminator
   ur.default_host = info.service;

@@ -37,6 +37,8 @@ bool replaced_upstream(std::string_view name) {
       return iequals_name(name, "host");
     case 6:
       return iequals_name(name, "expect");
+    case 9:
+      return iequals_name(name, "x-real-ip");
     case 11:
       return iequals_name(name, "traceparent");
     case 14:
@@ -168,6 +170,9 @@ std::string_view build_upstream_head(const http1::RequestHead& head, const Upstr
     }
   out.append(r.client_ip);
   out.append("\r\n"sv);
+  // X-Real-IP: the one client address, as nginx users set it and Traefik does; a client's own
+  // never passes (replaced_upstream), so a service may believe it.
+  field(out, "X-Real-IP", r.real_ip.empty() ? r.client_ip : r.real_ip);
   field(out, "X-Forwarded-Proto", r.proto);
   if (!head.authority.empty()) field(out, "X-Forwarded-Host", head.authority);
   size_t id_at = 0;  // where a generated id starts in `out` (a view is taken once `out` stops growing)

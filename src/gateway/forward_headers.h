@@ -1,6 +1,6 @@
 // The header rewriting a proxy owes both sides (RFC 9110 §7.6): hop-by-hop fields (the fixed
 // list and whatever Connection names) are not forwarded; the upstream learns who asked
-// (X-Forwarded-For/-Proto/-Host), every request gets an X-Request-Id, and W3C trace context is
+// (X-Forwarded-For/-Proto/-Host, X-Real-IP), every request gets an X-Request-Id, and W3C trace context is
 // propagated with a new parent span per hop. Pure functions over parsed heads: unit-tested
 // without sockets.
 #pragma once
@@ -36,7 +36,10 @@ std::optional<TraceParent> parse_traceparent(std::string_view value);
 struct UpstreamRequest {
   std::string_view method;
   std::string_view target;      // path (+ "?query") to send
-  std::string_view client_ip;   // appended to X-Forwarded-For
+  std::string_view client_ip;   // appended to X-Forwarded-For: the connection's peer
+  // Sent as X-Real-IP: the client the gateway believes, which is the peer or, behind one of
+  // gateway.trusted_proxies, the client it named. Empty: client_ip.
+  std::string_view real_ip;
   std::string_view proto = "http";
   std::optional<uint64_t> content_length;  // framing to send (the body is re-framed)
   bool chunked = false;

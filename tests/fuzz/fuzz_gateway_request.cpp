@@ -294,12 +294,25 @@ void check_forwarded(const RequestParser& p) {
   if (head.chunked) ur.chunked = true;
   else if (head.content_length) ur.content_length = head.content_length;
   // As for anyone, and as for a trusted proxy (gateway.trusted_proxies: the scheme its
-  // X-Forwarded-Proto says): the same invariants either way, and one X-Forwarded-Proto, the
-  // gateway's, of http or https.
+  // X-Forwarded-Proto says, the client its X-Forwarded-For names): the same invariants either
+  // way, one X-Forwarded-Proto, the gateway's, of http or https, and one X-Real-IP, the client
+  // the gateway believes (never one the request brought).
   const auto proto = flotilla::gateway::TrustedProxies::forwarded_proto(head);
   check(!proto || *proto == "http" || *proto == "https");
+  // The client a trusted proxy's X-Forwarded-For names is an address that prints and parses back
+  // to itself (it keys rate limits and the access log).
+  static const flotilla::gateway::TrustedProxies trusted({*flotilla::gateway::parse_cidr("10.0.0.0/8"),
+                                                           *flotilla::gateway::parse_cidr("fd00::/8")});
+  std::string named;
+  if (auto c = trusted.client_of(head)) {
+    named = flotilla::gateway::to_string(*c);
+    auto back = flotilla::gateway::parse_ip(named);
+    check(!named.empty() && back && *back == *c);
+  }
   for (bool trusted_peer : {false, true}) {
     ur.proto = trusted_peer && proto ? *proto : std::string_view("http");
+    ur.real_ip = trusted_peer ? std::string_view(named) : std::string_view();
+    const std::string_view real_ip = ur.real_ip.empty() ? ur.client_ip : ur.real_ip;
     std::string out;
     flotilla::gateway::build_upstream_head(head, ur, out);
     Limits roomy;  // the gateway adds a few fields
@@ -317,24 +330,18 @@ void check_forwarded(const RequestParser& p) {
     check(f.content_length == ur.content_length);
     check(f.version_minor == 1);
     check(f.upgrade == head.upgrade);
-    int protos = 0;
+    int protos = 0, real_ips = 0;
     for (const auto& field : f.fields) {
       check(!syntax::iequals(field.name, "expect") && !syntax::iequals(field.name, "te"));
       if (syntax::iequals(field.name, "x-forwarded-proto")) {
         ++protos;
         check(field.value == ur.proto);
+      } else if (syntax::iequals(field.name, "x-real-ip")) {
+        ++real_ips;
+        check(field.value == real_ip);
       }
     }
-    check(protos == 1);
-  }
-  // The client a trusted proxy's X-Forwarded-For names is an address that prints and parses back
-  // to itself (it keys rate limits and the access log).
-  static const flotilla::gateway::TrustedProxies trusted({*flotilla::gateway::parse_cidr("10.0.0.0/8"),
-                                                           *flotilla::gateway::parse_cidr("fd00::/8")});
-  if (auto c = trusted.client_of(head)) {
-    std::string text = flotilla::gateway::to_string(*c);
-    auto back = flotilla::gateway::parse_ip(text);
-    check(!text.empty() && back && *back == *c);
+    check(protos == 1 && real_ips == 1);
   }
 }
 

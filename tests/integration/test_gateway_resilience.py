@@ -1014,15 +1014,19 @@ def test_behind_a_trusted_proxy_the_forwarded_client_counts(make_stack, make_bac
     # From the load balancer: the scheme it says reaches the service, and X-Forwarded-For gets the
     # load balancer's address appended, as always. X-Forwarded-Host is the gateway's own (load
     # balancers commonly pass a client's through).
-    seen = echo("127.0.0.1", **lb, **{"X-Forwarded-For": "203.0.113.7"})
+    seen = echo("127.0.0.1", **lb, **{"X-Forwarded-For": "203.0.113.7", "X-Real-IP": "198.51.100.66"})
     assert seen["x-forwarded-proto"] == "https" and seen["x-forwarded-host"] != "shop.example", seen
     assert seen["x-forwarded-for"] == "203.0.113.7, 127.0.0.1", seen
+    # X-Real-IP is the client the gateway believes (here the one the load balancer named), never
+    # one a request brought.
+    assert seen["x-real-ip"] == "203.0.113.7", seen
     # Only http or https, one field: anything else is replaced by the gateway's own.
     assert echo("127.0.0.1", **{"X-Forwarded-Proto": "javascript:alert(1)"})["x-forwarded-proto"] == "http"
     # From anyone else the same fields are the gateway's own: a client cannot claim https.
-    seen = echo("127.0.0.2", **lb, **{"X-Forwarded-For": "203.0.113.7"})
+    seen = echo("127.0.0.2", **lb, **{"X-Forwarded-For": "203.0.113.7", "X-Real-IP": "198.51.100.66"})
     assert seen["x-forwarded-proto"] == "http" and seen["x-forwarded-host"] != "shop.example", seen
     assert seen["x-forwarded-for"] == "203.0.113.7, 127.0.0.2", seen
+    assert seen["x-real-ip"] == "127.0.0.2", seen
 
     def codes(n, source, xff=None):
         h = {"X-Forwarded-For": xff} if xff else {}

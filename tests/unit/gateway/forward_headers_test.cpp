@@ -93,6 +93,25 @@ TEST(ForwardHeaders, TheProtoGivenReplacesTheClients) {
   EXPECT_EQ(out.find("evil.example"), std::string::npos) << out;
 }
 
+TEST(ForwardHeaders, RealIpIsTheClientTheGatewayBelieves) {
+  // The peer, or the client a trusted proxy named; a request's own X-Real-IP (any case, any
+  // number) never reaches the service, so a service can believe the one it gets.
+  const std::string request =
+      "GET / HTTP/1.1\r\nHost: a\r\nX-Real-IP: 6.6.6.6\r\nx-real-ip: 7.7.7.7\r\nX-Forwarded-For: 8.8.8.8\r\n\r\n";
+  auto direct = upstream(request);
+  EXPECT_EQ(field_value(direct, "X-Real-IP"), "10.1.2.3") << direct;
+  UpstreamRequest r;
+  r.real_ip = "203.0.113.9";
+  auto behind = upstream(request, r);
+  EXPECT_EQ(field_value(behind, "X-Real-IP"), "203.0.113.9") << behind;
+  EXPECT_EQ(field_value(behind, "X-Forwarded-For"), "8.8.8.8, 10.1.2.3") << behind;
+  for (const auto& out : {direct, behind}) {
+    EXPECT_EQ(out.find("6.6.6.6"), std::string::npos) << out;
+    EXPECT_EQ(out.find("7.7.7.7"), std::string::npos) << out;
+    EXPECT_EQ(out.find("X-Real-IP", out.find("X-Real-IP") + 1), std::string::npos) << out;
+  }
+}
+
 TEST(ForwardHeaders, RequestIdGeneratedOrKept) {
   auto made = upstream("GET / HTTP/1.1\r\nHost: a\r\n\r\n");
   auto id = field_value(made, "X-Request-Id");
