@@ -25,6 +25,14 @@ constexpr auto kSweep = std::chrono::milliseconds(50);
 constexpr size_t kKeptStringCapacity = 8 * 1024;
 // After an accept error (out of descriptors or memory): how long a listener rests.
 constexpr auto kAcceptBackoff = std::chrono::milliseconds(100);
+
+// The client's address as text (X-Forwarded-For, X-Real-IP, the access log, rate-limit keys): an
+// IPv4 client of a dual-stack IPv6 listener ([::]:8080) arrives as ::ffff:a.b.c.d and is written
+// a.b.c.d, as on an IPv4 listener and as Envoy writes it, so one client has one name.
+std::string client_address_text(const asio::ip::address& a) {
+  if (a.is_v6() && a.to_v6().is_v4_mapped()) return asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6()).to_string();
+  return a.to_string();
+}
 }  // namespace
 
 UpstreamConnection::~UpstreamConnection() {
@@ -194,7 +202,7 @@ void Worker::adopt(UniqueFd fd, const tcp::endpoint& peer, const Listener* liste
   fd.release();  // the socket owns it now
   adopt_accepted(socket);
   auto c = std::make_shared<Connection>(*this, std::move(socket), listener->service,
-                                        peer.address().to_string());
+                                        client_address_text(peer.address()));
   c->start();
 }
 

@@ -993,6 +993,29 @@ def test_a_buffered_request_the_upstream_cannot_take_at_once_arrives_whole(make_
         backend.stop()
 
 
+def test_an_ipv4_client_of_an_ipv6_listener_keeps_its_ipv4_name(make_stack, make_backend, tmp_path):
+    # A dual-stack IPv6 listener ([::]:8080) sees IPv4 clients as ::ffff:a.b.c.d; the gateway
+    # writes them a.b.c.d everywhere (X-Forwarded-For, X-Real-IP, the access log, rate-limit
+    # keys), as an IPv4 listener does. Bound here to the mapped loopback address, which takes the
+    # same IPv4 connections (tests listen on loopback only).
+    log = tmp_path / "access.log"
+    stack = make_stack(gateway_yaml().replace("  routes:\n", f"  access_log: {log}\n  routes:\n"), start=False)
+    with open(stack.file) as f:
+        text = f.read()
+    plain = f"listen: [127.0.0.1:{stack.gw_port}]"
+    assert plain in text, text
+    with open(stack.file, "w") as f:
+        f.write(text.replace(plain, f"listen: ['[::ffff:127.0.0.1]:{stack.gw_port}']"))
+    stack.start()
+    stack.register("web", make_backend("a"))
+    a = once(stack, path="/echo/mapped", source="127.0.0.2")
+    assert a.status == 200, a
+    seen = {k.lower(): v for k, v in a.json()["headers"]}
+    assert seen["x-forwarded-for"] == "127.0.0.2" and seen["x-real-ip"] == "127.0.0.2", seen
+    line = wait_for(lambda: next((json.loads(x) for x in open(log) if "/echo/mapped" in x), None), timeout=5)
+    assert line["client"] == "127.0.0.2", line
+
+
 def test_behind_a_trusted_proxy_the_forwarded_client_counts(make_stack, make_backend, tmp_path):
     # 127.0.0.1 plays the load balancer in front of the gateway (gateway.trusted_proxies); 127.0.0.2
     # is a client connecting directly. The load balancer terminates TLS and says so.
