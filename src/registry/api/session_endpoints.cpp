@@ -10,7 +10,7 @@ namespace flotilla::registry::api {
 
 namespace {
 
-void require_id(const std::string& id) {
+void require_session_id(const std::string& id) {
   if (id.empty()) throw bad_request("missing session ID in the path", "session");
 }
 
@@ -25,12 +25,12 @@ void create(Context& ctx, const ExchangePtr& ex, const std::string&) {
 }
 
 void destroy(Context& ctx, const ExchangePtr& ex, const std::string& id) {
-  require_id(id);
+  require_session_id(id);
   ctx.registry.session_destroy(id, [ex](const WriteResult& r) { answer_write(ex, r, "true"); });
 }
 
 void renew(Context& ctx, const ExchangePtr& ex, const std::string& id) {
-  require_id(id);
+  require_session_id(id);
   if (!ctx.registry.session_renew(id)) {
     ex->respond(http::Response::error(404, "session \"" + id + "\" not found (it expired or was destroyed)", "session"));
     return;
@@ -40,7 +40,7 @@ void renew(Context& ctx, const ExchangePtr& ex, const std::string& id) {
 }
 
 void info(Context& ctx, const ExchangePtr& ex, const std::string& id) {
-  require_id(id);
+  require_session_id(id);
   serve_read(ctx, ex, {"sessions"}, [&ctx, id] {
     const auto& st = ctx.registry.state();
     json out = json::array();
