@@ -899,6 +899,7 @@ Task<bool> Connection::handle_request() {
   ur.target = up_target;
   ur.client_ip = client_ip_;
   ur.real_ip = client;
+  ur.trusted_peer = from_trusted_proxy;
   if (from_trusted_proxy)
     if (auto proto = TrustedProxies::forwarded_proto(head)) ur.proto = *proto;  // https behind a TLS terminator
   ur.default_host = info.service;

@@ -50,7 +50,7 @@ class RelayLender final : public ReadLender {
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
   // listener_service: see Worker::listen (empty for gateway.listen's addresses). client_ip: the
-  // peer's address as accept4() gave it.
+  // peer's address as text (an IPv4 client of a dual-stack IPv6 listener as a.b.c.d).
   Connection(Worker& worker, Socket socket, const std::string& listener_service, std::string client_ip);
   ~Connection();
   void start();

@@ -1,5 +1,6 @@
 #include "gateway/forward_headers.h"
 
+#include <algorithm>
 #include <array>
 #include <cstring>
 #include <charconv>
@@ -28,6 +29,32 @@ void field(std::string& out, std::string_view name, std::string_view value) {
   out.append(": "sv);
   out.append(value);
   out.append("\r\n"sv);
+}
+
+// Whether a request's field `name` is one a service could take for the gateway's word on where
+// the request came from, and so is not passed on: from anyone but a trusted proxy, `Forwarded`
+// and every `X-Forwarded-*` except X-Forwarded-For (which the gateway extends): -Ssl, -Scheme,
+// -Port, -Prefix, … (Rack takes `X-Forwarded-Ssl: on` or `Forwarded: proto=https` for HTTPS,
+// ahead of X-Forwarded-Proto); and from anyone, an X-Forwarded-* or X-Real-IP spelt with
+// underscores (X_Forwarded_Host), which CGI, WSGI, PHP and Rack read as the hyphenated field
+// (HTTP_X_FORWARDED_HOST), beside or instead of the gateway's own (the trick of CVE-2022-31813).
+bool unvouched_forwarding(std::string_view name, bool trusted_peer) {
+  const char first = static_cast<char>(name[0] | 0x20);
+  if (first == 'f') return !trusted_peer && name.size() == 9 && iequals_name(name, "forwarded");
+  if (first != 'x' || name.size() < 9) return false;
+  char lower[12];  // the name's start, lower case, '_' read as '-'
+  const size_t n = std::min(name.size(), sizeof lower);
+  for (size_t i = 0; i < n; ++i) {
+    char c = name[i];
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c + 32);
+    lower[i] = c == '_' ? '-' : c;
+  }
+  const std::string_view start(lower, n);
+  const bool underscore = name.find('_') != std::string_view::npos;
+  if (name.size() == 9) return underscore && start == "x-real-ip"sv;  // X-Real-IP itself: replaced_upstream
+  if (start != "x-forwarded-"sv) return false;
+  if (underscore) return true;
+  return !trusted_peer && !(name.size() == 15 && iequals_name(name, "x-forwarded-for"));
 }
 
 // Fields the gateway sets itself on the upstream request, on top of the hop-by-hop ones.
@@ -148,7 +175,7 @@ std::string_view build_upstream_head(const http1::RequestHead& head, const Upstr
   }
   auto tp = traceparent.empty() ? std::nullopt : parse_traceparent(traceparent);
   for (const auto& f : head.fields) {
-    if (is_hop_by_hop(f.name) || replaced_upstream(f.name)) continue;
+    if (is_hop_by_hop(f.name) || replaced_upstream(f.name) || unvouched_forwarding(f.name, r.trusted_peer)) continue;
     if (has_connection && named_by_connection(head.fields, f.name)) continue;
     // W3C Trace Context: without a valid traceparent, tracestate belongs to no trace we continue.
     if (!tp && f.name.size() == 10 && iequals_name(f.name, "tracestate")) continue;

@@ -312,6 +312,7 @@ void check_forwarded(const RequestParser& p) {
   for (bool trusted_peer : {false, true}) {
     ur.proto = trusted_peer && proto ? *proto : std::string_view("http");
     ur.real_ip = trusted_peer ? std::string_view(named) : std::string_view();
+    ur.trusted_peer = trusted_peer;
     const std::string_view real_ip = ur.real_ip.empty() ? ur.client_ip : ur.real_ip;
     std::string out;
     flotilla::gateway::build_upstream_head(head, ur, out);
@@ -339,6 +340,18 @@ void check_forwarded(const RequestParser& p) {
       } else if (syntax::iequals(field.name, "x-real-ip")) {
         ++real_ips;
         check(field.value == real_ip);
+      }
+      // No field a service could read as the gateway's word on the request's origin unless the
+      // gateway wrote it or a trusted proxy did: Forwarded and X-Forwarded-* (but -For, -Proto,
+      // -Host) only from a trusted peer, and no underscore spelling of them or of X-Real-IP.
+      std::string folded(field.name);
+      for (char& c : folded) c = c == '_' ? '-' : static_cast<char>(c >= 'A' && c <= 'Z' ? c + 32 : c);
+      const bool forwarding = folded == "x-real-ip" || folded.rfind("x-forwarded-", 0) == 0;
+      check(!(forwarding && field.name.find('_') != std::string_view::npos));
+      if (!trusted_peer) {
+        check(folded != "forwarded");
+        check(!forwarding || folded == "x-real-ip" || folded == "x-forwarded-for" || folded == "x-forwarded-proto" ||
+              folded == "x-forwarded-host");
       }
     }
     check(protos == 1 && real_ips == 1);

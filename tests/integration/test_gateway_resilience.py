@@ -998,6 +998,13 @@ def test_an_ipv4_client_of_an_ipv6_listener_keeps_its_ipv4_name(make_stack, make
     # writes them a.b.c.d everywhere (X-Forwarded-For, X-Real-IP, the access log, rate-limit
     # keys), as an IPv4 listener does. Bound here to the mapped loopback address, which takes the
     # same IPv4 connections (tests listen on loopback only).
+    try:
+        with open("/proc/sys/net/ipv6/bindv6only") as f:
+            v6only = f.read().strip() == "1"
+    except OSError:
+        pytest.skip("no IPv6 on this host")
+    if v6only:
+        pytest.skip("this host makes IPv6 sockets IPv6-only (net.ipv6.bindv6only=1)")
     log = tmp_path / "access.log"
     stack = make_stack(gateway_yaml().replace("  routes:\n", f"  access_log: {log}\n  routes:\n"), start=False)
     with open(stack.file) as f:
@@ -1050,6 +1057,16 @@ def test_behind_a_trusted_proxy_the_forwarded_client_counts(make_stack, make_bac
     assert seen["x-forwarded-proto"] == "http" and seen["x-forwarded-host"] != "shop.example", seen
     assert seen["x-forwarded-for"] == "203.0.113.7, 127.0.0.2", seen
     assert seen["x-real-ip"] == "127.0.0.2", seen
+    # What else frameworks read as the proxy's word on the scheme or port (Rack takes Forwarded's
+    # proto and X-Forwarded-Ssl ahead of X-Forwarded-Proto) comes only from the load balancer, and
+    # underscore spellings (WSGI and Rack read X_Forwarded_Proto as X-Forwarded-Proto) from no one.
+    origin = {"Forwarded": "for=203.0.113.7;proto=https", "X-Forwarded-Ssl": "on", "X-Forwarded-Port": "443",
+              "X_Forwarded_Proto": "https"}
+    seen = echo("127.0.0.1", **origin)
+    assert seen.get("forwarded") == "for=203.0.113.7;proto=https" and seen.get("x-forwarded-ssl") == "on", seen
+    assert seen.get("x-forwarded-port") == "443" and "x_forwarded_proto" not in seen, seen
+    seen = echo("127.0.0.2", **origin)
+    assert not {"forwarded", "x-forwarded-ssl", "x-forwarded-port", "x_forwarded_proto"} & set(seen), seen
 
     def codes(n, source, xff=None):
         h = {"X-Forwarded-For": xff} if xff else {}

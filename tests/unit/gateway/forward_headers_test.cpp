@@ -112,6 +112,47 @@ TEST(ForwardHeaders, RealIpIsTheClientTheGatewayBelieves) {
   }
 }
 
+TEST(ForwardHeaders, OnlyATrustedProxySpeaksForTheRequestsOrigin) {
+  // Fields frameworks read as the proxy's word on scheme, port or prefix (Rack: X-Forwarded-Ssl,
+  // Forwarded proto ahead of X-Forwarded-Proto; Spring: Forwarded, X-Forwarded-Prefix).
+  const std::string request =
+      "GET / HTTP/1.1\r\nHost: a\r\nForwarded: for=1.2.3.4;proto=https\r\nX-Forwarded-Ssl: on\r\n"
+      "X-Forwarded-Port: 443\r\nx-forwarded-prefix: /evil\r\nX-Forwarded-Scheme: https\r\n"
+      "X-Forwarded-For: 5.6.7.8\r\nX-Forwardedness: kept\r\nX-Custom: kept\r\n\r\n";
+  auto direct = upstream(request);
+  for (const char* gone : {"Forwarded", "X-Forwarded-Ssl", "X-Forwarded-Port", "x-forwarded-prefix", "X-Forwarded-Scheme"})
+    EXPECT_EQ(field_value(direct, gone), "<absent>") << gone << "\n" << direct;
+  EXPECT_EQ(field_value(direct, "X-Forwarded-For"), "5.6.7.8, 10.1.2.3") << direct;
+  EXPECT_EQ(field_value(direct, "X-Forwarded-Proto"), "http") << direct;
+  EXPECT_EQ(field_value(direct, "X-Forwardedness"), "kept") << direct;
+  EXPECT_EQ(field_value(direct, "X-Custom"), "kept") << direct;
+  // From a trusted proxy they are its word, and pass.
+  UpstreamRequest r;
+  r.trusted_peer = true;
+  auto behind = upstream(request, r);
+  EXPECT_EQ(field_value(behind, "Forwarded"), "for=1.2.3.4;proto=https") << behind;
+  EXPECT_EQ(field_value(behind, "X-Forwarded-Ssl"), "on") << behind;
+  EXPECT_EQ(field_value(behind, "X-Forwarded-Port"), "443") << behind;
+  EXPECT_EQ(field_value(behind, "x-forwarded-prefix"), "/evil") << behind;
+}
+
+TEST(ForwardHeaders, UnderscoreSpellingsOfTheForwardingFieldsNeverPass) {
+  // CGI, WSGI, PHP and Rack read X_Forwarded_Host as X-Forwarded-Host (HTTP_X_FORWARDED_HOST):
+  // such a field would stand beside, or replace, the gateway's own. Dropped from anyone.
+  const std::string request =
+      "GET / HTTP/1.1\r\nHost: a\r\nX_Forwarded_Host: evil.example\r\nx_forwarded_proto: https\r\n"
+      "X-Forwarded_For: 6.6.6.6\r\nX_Real_IP: 7.7.7.7\r\nX_Forwarded_Port: 1\r\nX_Custom: kept\r\n\r\n";
+  for (bool trusted : {false, true}) {
+    UpstreamRequest r;
+    r.trusted_peer = trusted;
+    auto out = upstream(request, r);
+    for (const char* gone : {"evil.example", "https", "6.6.6.6", "7.7.7.7", "X_Forwarded_Port"})
+      EXPECT_EQ(out.find(gone), std::string::npos) << gone << "\n" << out;
+    EXPECT_EQ(field_value(out, "X_Custom"), "kept") << out;
+    EXPECT_EQ(field_value(out, "X-Forwarded-For"), "10.1.2.3") << out;
+  }
+}
+
 TEST(ForwardHeaders, RequestIdGeneratedOrKept) {
   auto made = upstream("GET / HTTP/1.1\r\nHost: a\r\n\r\n");
   auto id = field_value(made, "X-Request-Id");
