@@ -31,18 +31,23 @@ void field(std::string& out, std::string_view name, std::string_view value) {
   out.append("\r\n"sv);
 }
 
-// Whether a request's field `name` is one a service could take for the gateway's word on where
-// the request came from, and so is not passed on: from anyone but a trusted proxy, `Forwarded`
-// and every `X-Forwarded-*` except X-Forwarded-For (which the gateway extends): -Ssl, -Scheme,
-// -Port, -Prefix, … (Rack takes `X-Forwarded-Ssl: on` or `Forwarded: proto=https` for HTTPS,
-// ahead of X-Forwarded-Proto); and from anyone, an X-Forwarded-* or X-Real-IP spelt with
-// underscores (X_Forwarded_Host), which CGI, WSGI, PHP and Rack read as the hyphenated field
-// (HTTP_X_FORWARDED_HOST), beside or instead of the gateway's own (the trick of CVE-2022-31813).
+// Whether a request's field `name` is one a service could take for the gateway's (or a trusted
+// proxy's) word on where the request came from, and so is not passed on:
+// - `Forwarded` (RFC 7239), from anyone: few load balancers set it and most pass a client's on,
+//   while Rack and Spring read its host= and proto= ahead of X-Forwarded-*; the gateway's
+//   X-Forwarded-* and X-Real-IP say the same things.
+// - from anyone but a trusted proxy, every `X-Forwarded-*` but X-Forwarded-For (which the gateway
+//   extends): -Ssl, -Port, -Prefix, -Scheme, an auth proxy's -User, … (Rack takes
+//   `X-Forwarded-Ssl: on` for HTTPS ahead of X-Forwarded-Proto), and the other scheme fields
+//   frameworks read: `X-Scheme` (Tornado, ahead of X-Forwarded-Proto), `X-Url-Scheme`,
+//   `Front-End-Https`;
+// - from anyone, any of these, X-Real-IP or X-Request-Id spelt with underscores
+//   (X_Forwarded_Host), which CGI, WSGI, PHP and Rack read as the hyphenated field
+//   (HTTP_X_FORWARDED_HOST), beside or instead of the gateway's own (the trick of CVE-2022-31813).
 bool unvouched_forwarding(std::string_view name, bool trusted_peer) {
   const char first = static_cast<char>(name[0] | 0x20);
-  if (first == 'f') return !trusted_peer && name.size() == 9 && iequals_name(name, "forwarded");
-  if (first != 'x' || name.size() < 9) return false;
-  char lower[12];  // the name's start, lower case, '_' read as '-'
+  if ((first != 'x' && first != 'f') || name.size() < 8) return false;
+  char lower[16];  // the name's start, lower case, '_' read as '-'
   const size_t n = std::min(name.size(), sizeof lower);
   for (size_t i = 0; i < n; ++i) {
     char c = name[i];
@@ -51,10 +56,16 @@ bool unvouched_forwarding(std::string_view name, bool trusted_peer) {
   }
   const std::string_view start(lower, n);
   const bool underscore = name.find('_') != std::string_view::npos;
-  if (name.size() == 9) return underscore && start == "x-real-ip"sv;  // X-Real-IP itself: replaced_upstream
-  if (start != "x-forwarded-"sv) return false;
-  if (underscore) return true;
-  return !trusted_peer && !(name.size() == 15 && iequals_name(name, "x-forwarded-for"));
+  auto is = [&](std::string_view folded) { return name.size() == folded.size() && start == folded; };
+  if (is("forwarded"sv)) return true;
+  if (n >= 12 && start.substr(0, 12) == "x-forwarded-"sv) {
+    if (underscore) return true;
+    return !trusted_peer && !is("x-forwarded-for"sv);
+  }
+  // The hyphenated ones: X-Real-IP is replaced (replaced_upstream), X-Request-Id kept when sane.
+  if (is("x-real-ip"sv) || is("x-request-id"sv)) return underscore;
+  if (is("x-scheme"sv) || is("x-url-scheme"sv) || is("front-end-https"sv)) return underscore || !trusted_peer;
+  return false;
 }
 
 // Fields the gateway sets itself on the upstream request, on top of the hop-by-hop ones.

@@ -40,8 +40,9 @@ struct UpstreamRequest {
   // Sent as X-Real-IP: the client the gateway believes, which is the peer or, behind one of
   // gateway.trusted_proxies, the client it named. Empty: client_ip.
   std::string_view real_ip;
-  // The peer is one of gateway.trusted_proxies: its Forwarded and X-Forwarded-* fields (but
-  // -Host) pass on; anyone else's never reach the service (see unvouched_forwarding).
+  // The peer is one of gateway.trusted_proxies: its X-Forwarded-* fields (but -Proto and -Host,
+  // which the gateway sets) and X-Scheme-like ones pass on; anyone else's never reach the service
+  // (see unvouched_forwarding in forward_headers.cpp).
   bool trusted_peer = false;
   std::string_view proto = "http";
   std::optional<uint64_t> content_length;  // framing to send (the body is re-framed)

@@ -342,15 +342,19 @@ void check_forwarded(const RequestParser& p) {
         check(field.value == real_ip);
       }
       // No field a service could read as the gateway's word on the request's origin unless the
-      // gateway wrote it or a trusted proxy did: Forwarded and X-Forwarded-* (but -For, -Proto,
-      // -Host) only from a trusted peer, and no underscore spelling of them or of X-Real-IP.
+      // gateway wrote it or a trusted proxy did: no Forwarded; X-Forwarded-* (but -For, -Proto,
+      // -Host) and the scheme fields only from a trusted peer; no underscore spelling of any of
+      // them, of X-Real-IP or of X-Request-Id.
       std::string folded(field.name);
       for (char& c : folded) c = c == '_' ? '-' : static_cast<char>(c >= 'A' && c <= 'Z' ? c + 32 : c);
-      const bool forwarding = folded == "x-real-ip" || folded.rfind("x-forwarded-", 0) == 0;
-      check(!(forwarding && field.name.find('_') != std::string_view::npos));
+      const bool scheme = folded == "x-scheme" || folded == "x-url-scheme" || folded == "front-end-https";
+      const bool forwarding = folded.rfind("x-forwarded-", 0) == 0;
+      const bool ours = folded == "x-real-ip" || folded == "x-request-id";
+      check(folded != "forwarded");
+      check(!((forwarding || scheme || ours) && field.name.find('_') != std::string_view::npos));
       if (!trusted_peer) {
-        check(folded != "forwarded");
-        check(!forwarding || folded == "x-real-ip" || folded == "x-forwarded-for" || folded == "x-forwarded-proto" ||
+        check(!scheme);
+        check(!forwarding || folded == "x-forwarded-for" || folded == "x-forwarded-proto" ||
               folded == "x-forwarded-host");
       }
     }

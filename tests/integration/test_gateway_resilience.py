@@ -1057,16 +1057,18 @@ def test_behind_a_trusted_proxy_the_forwarded_client_counts(make_stack, make_bac
     assert seen["x-forwarded-proto"] == "http" and seen["x-forwarded-host"] != "shop.example", seen
     assert seen["x-forwarded-for"] == "203.0.113.7, 127.0.0.2", seen
     assert seen["x-real-ip"] == "127.0.0.2", seen
-    # What else frameworks read as the proxy's word on the scheme or port (Rack takes Forwarded's
-    # proto and X-Forwarded-Ssl ahead of X-Forwarded-Proto) comes only from the load balancer, and
-    # underscore spellings (WSGI and Rack read X_Forwarded_Proto as X-Forwarded-Proto) from no one.
-    origin = {"Forwarded": "for=203.0.113.7;proto=https", "X-Forwarded-Ssl": "on", "X-Forwarded-Port": "443",
-              "X_Forwarded_Proto": "https"}
+    # What else frameworks read as the proxy's word on the scheme, port or user (Rack takes
+    # X-Forwarded-Ssl ahead of X-Forwarded-Proto, Tornado X-Scheme) comes only from the load
+    # balancer; Forwarded (Rack and Spring read its host= first) and underscore spellings (WSGI and
+    # Rack read X_Forwarded_Proto as X-Forwarded-Proto) from no one.
+    origin = {"X-Forwarded-Ssl": "on", "X-Forwarded-Port": "443", "X-Forwarded-User": "admin", "X-Scheme": "https",
+              "Forwarded": "host=evil.example;proto=https", "X_Forwarded_Proto": "https"}
     seen = echo("127.0.0.1", **origin)
-    assert seen.get("forwarded") == "for=203.0.113.7;proto=https" and seen.get("x-forwarded-ssl") == "on", seen
-    assert seen.get("x-forwarded-port") == "443" and "x_forwarded_proto" not in seen, seen
+    assert seen.get("x-forwarded-ssl") == "on" and seen.get("x-forwarded-port") == "443", seen
+    assert seen.get("x-forwarded-user") == "admin" and seen.get("x-scheme") == "https", seen
+    assert "forwarded" not in seen and "x_forwarded_proto" not in seen, seen
     seen = echo("127.0.0.2", **origin)
-    assert not {"forwarded", "x-forwarded-ssl", "x-forwarded-port", "x_forwarded_proto"} & set(seen), seen
+    assert not {k.lower() for k in origin} & set(seen), seen
 
     def codes(n, source, xff=None):
         h = {"X-Forwarded-For": xff} if xff else {}

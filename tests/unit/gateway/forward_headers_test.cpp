@@ -113,27 +113,40 @@ TEST(ForwardHeaders, RealIpIsTheClientTheGatewayBelieves) {
 }
 
 TEST(ForwardHeaders, OnlyATrustedProxySpeaksForTheRequestsOrigin) {
-  // Fields frameworks read as the proxy's word on scheme, port or prefix (Rack: X-Forwarded-Ssl,
-  // Forwarded proto ahead of X-Forwarded-Proto; Spring: Forwarded, X-Forwarded-Prefix).
+  // Fields frameworks read as the proxy's word on scheme, port, prefix or user (Rack:
+  // X-Forwarded-Ssl ahead of X-Forwarded-Proto; Tornado: X-Scheme; Spring: X-Forwarded-Prefix;
+  // oauth2-proxy's X-Forwarded-User).
   const std::string request =
-      "GET / HTTP/1.1\r\nHost: a\r\nForwarded: for=1.2.3.4;proto=https\r\nX-Forwarded-Ssl: on\r\n"
-      "X-Forwarded-Port: 443\r\nx-forwarded-prefix: /evil\r\nX-Forwarded-Scheme: https\r\n"
-      "X-Forwarded-For: 5.6.7.8\r\nX-Forwardedness: kept\r\nX-Custom: kept\r\n\r\n";
+      "GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-Ssl: on\r\nX-Forwarded-Port: 443\r\n"
+      "x-forwarded-prefix: /evil\r\nX-Forwarded-Scheme: https\r\nX-FORWARDED-USER: admin\r\nX-Scheme: https\r\n"
+      "X-Url-Scheme: https\r\nFront-End-Https: on\r\nX-Forwarded-For: 5.6.7.8\r\nX-Forwardedness: kept\r\n"
+      "X-Custom: kept\r\nFront-End: kept\r\nX-Schemes: kept\r\n\r\n";
+  const char* origin[] = {"X-Forwarded-Ssl", "X-Forwarded-Port", "x-forwarded-prefix", "X-Forwarded-Scheme",
+                          "X-FORWARDED-USER", "X-Scheme", "X-Url-Scheme", "Front-End-Https"};
   auto direct = upstream(request);
-  for (const char* gone : {"Forwarded", "X-Forwarded-Ssl", "X-Forwarded-Port", "x-forwarded-prefix", "X-Forwarded-Scheme"})
-    EXPECT_EQ(field_value(direct, gone), "<absent>") << gone << "\n" << direct;
+  for (const char* gone : origin) EXPECT_EQ(field_value(direct, gone), "<absent>") << gone << "\n" << direct;
   EXPECT_EQ(field_value(direct, "X-Forwarded-For"), "5.6.7.8, 10.1.2.3") << direct;
   EXPECT_EQ(field_value(direct, "X-Forwarded-Proto"), "http") << direct;
-  EXPECT_EQ(field_value(direct, "X-Forwardedness"), "kept") << direct;
-  EXPECT_EQ(field_value(direct, "X-Custom"), "kept") << direct;
-  // From a trusted proxy they are its word, and pass.
+  for (const char* kept : {"X-Forwardedness", "X-Custom", "Front-End", "X-Schemes"})
+    EXPECT_EQ(field_value(direct, kept), "kept") << kept << "\n" << direct;
+  // From a trusted proxy they are its word, and pass as it sent them.
   UpstreamRequest r;
   r.trusted_peer = true;
   auto behind = upstream(request, r);
-  EXPECT_EQ(field_value(behind, "Forwarded"), "for=1.2.3.4;proto=https") << behind;
-  EXPECT_EQ(field_value(behind, "X-Forwarded-Ssl"), "on") << behind;
-  EXPECT_EQ(field_value(behind, "X-Forwarded-Port"), "443") << behind;
-  EXPECT_EQ(field_value(behind, "x-forwarded-prefix"), "/evil") << behind;
+  for (const char* passed : origin) EXPECT_NE(field_value(behind, passed), "<absent>") << passed << "\n" << behind;
+  EXPECT_EQ(field_value(behind, "X-FORWARDED-USER"), "admin") << behind;
+}
+
+TEST(ForwardHeaders, ForwardedNeverPasses) {
+  // RFC 7239's field: few load balancers set it, most pass a client's on, and Rack and Spring read
+  // its host= and proto= ahead of X-Forwarded-*; so from no one, whatever its case.
+  for (bool trusted : {false, true})
+    for (const char* name : {"Forwarded", "FORWARDED", "forwarded"}) {
+      UpstreamRequest r;
+      r.trusted_peer = trusted;
+      auto out = upstream(std::string("GET / HTTP/1.1\r\nHost: a\r\n") + name + ": host=evil.example;proto=https\r\n\r\n", r);
+      EXPECT_EQ(out.find("evil.example"), std::string::npos) << out;
+    }
 }
 
 TEST(ForwardHeaders, UnderscoreSpellingsOfTheForwardingFieldsNeverPass) {
@@ -141,12 +154,13 @@ TEST(ForwardHeaders, UnderscoreSpellingsOfTheForwardingFieldsNeverPass) {
   // such a field would stand beside, or replace, the gateway's own. Dropped from anyone.
   const std::string request =
       "GET / HTTP/1.1\r\nHost: a\r\nX_Forwarded_Host: evil.example\r\nx_forwarded_proto: https\r\n"
-      "X-Forwarded_For: 6.6.6.6\r\nX_Real_IP: 7.7.7.7\r\nX_Forwarded_Port: 1\r\nX_Custom: kept\r\n\r\n";
+      "X-Forwarded_For: 6.6.6.6\r\nX_Real_IP: 7.7.7.7\r\nX_Forwarded_Port: 1\r\nX_Request_Id: forged\r\n"
+      "X_Scheme: https\r\nFront_End_Https: on\r\nX_Custom: kept\r\n\r\n";
   for (bool trusted : {false, true}) {
     UpstreamRequest r;
     r.trusted_peer = trusted;
     auto out = upstream(request, r);
-    for (const char* gone : {"evil.example", "https", "6.6.6.6", "7.7.7.7", "X_Forwarded_Port"})
+    for (const char* gone : {"evil.example", "https", "6.6.6.6", "7.7.7.7", "X_Forwarded_Port", "forged", "Front_End"})
       EXPECT_EQ(out.find(gone), std::string::npos) << gone << "\n" << out;
     EXPECT_EQ(field_value(out, "X_Custom"), "kept") << out;
     EXPECT_EQ(field_value(out, "X-Forwarded-For"), "10.1.2.3") << out;
