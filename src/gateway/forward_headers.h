@@ -1,6 +1,7 @@
 // The header rewriting a proxy owes both sides (RFC 9110 §7.6): hop-by-hop fields (the fixed
 // list and whatever Connection names) are not forwarded; the upstream learns who asked
-// (X-Forwarded-For/-Proto/-Host, X-Real-IP), every request gets an X-Request-Id, and W3C trace context is
+// (X-Forwarded-For/-Proto/-Host, X-Real-IP) and from no one else (a client's own claims about
+// its origin are dropped), every request gets an X-Request-Id, and W3C trace context is
 // propagated with a new parent span per hop. Pure functions over parsed heads: unit-tested
 // without sockets.
 #pragma once

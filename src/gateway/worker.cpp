@@ -30,7 +30,8 @@ constexpr auto kAcceptBackoff = std::chrono::milliseconds(100);
 // IPv4 client of a dual-stack IPv6 listener ([::]:8080) arrives as ::ffff:a.b.c.d and is written
 // a.b.c.d, as on an IPv4 listener and as Envoy writes it, so one client has one name.
 std::string client_address_text(const asio::ip::address& a) {
-  if (a.is_v6() && a.to_v6().is_v4_mapped()) return asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6()).to_string();
+  if (a.is_v6() && a.to_v6().is_v4_mapped())
+    return asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6()).to_string();
   return a.to_string();
 }
 }  // namespace

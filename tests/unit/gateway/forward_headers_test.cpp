@@ -144,7 +144,8 @@ TEST(ForwardHeaders, ForwardedNeverPasses) {
     for (const char* name : {"Forwarded", "FORWARDED", "forwarded"}) {
       UpstreamRequest r;
       r.trusted_peer = trusted;
-      auto out = upstream(std::string("GET / HTTP/1.1\r\nHost: a\r\n") + name + ": host=evil.example;proto=https\r\n\r\n", r);
+      auto out =
+          upstream(std::string("GET / HTTP/1.1\r\nHost: a\r\n") + name + ": host=evil.example;proto=https\r\n\r\n", r);
       EXPECT_EQ(out.find("evil.example"), std::string::npos) << out;
     }
 }
