@@ -37,8 +37,11 @@ def test_threads_are_named_for_top(make_stack, data_dir):
     while True:
         names = []
         for tid in os.listdir(f"/proc/{stack.proc.pid}/task"):
-            with open(f"/proc/{stack.proc.pid}/task/{tid}/comm") as f:
-                names.append(f.read().strip())
+            try:
+                with open(f"/proc/{stack.proc.pid}/task/{tid}/comm") as f:
+                    names.append(f.read().strip())
+            except FileNotFoundError:  # a thread that ended meanwhile
+                pass
         if all(n in names for n in wanted) or time.time() > deadline:
             break
         time.sleep(0.05)
