@@ -94,8 +94,9 @@ struct GatewaySection {
   int max_connections = 10000;  // downstream connections per worker; beyond them new ones are closed
   std::string access_log;       // "" or "off": none; "stdout", "stderr" or a file path (JSON lines)
   GatewayTimeouts timeouts;
-  // Load balancers and proxies in front of the gateway whose X-Forwarded-For/-Proto it believes:
-  // addresses or CIDR blocks, as written ("10.0.0.0/8", "::1"); validated by the reader.
+  // Load balancers and proxies in front of the gateway whose X-Forwarded-For/-Proto it believes
+  // and whose other X-Forwarded-* fields it passes on (anyone else's are dropped): addresses or
+  // CIDR blocks, as written ("10.0.0.0/8", "::1"); validated by the reader.
   std::vector<std::string> trusted_proxies;
   std::vector<int> trusted_proxy_lines;  // parallel to trusted_proxies: where each was written
   std::vector<Route> routes;
